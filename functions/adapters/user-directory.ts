@@ -1,0 +1,28 @@
+import { config } from '../../shared/config';
+import { devUserId } from './dev-identity';
+import { authClient } from './supabase-identity';
+
+/**
+ * Resolves a colleague's email to the user id their access tokens will carry, so a membership can be keyed
+ * by user id before that person first signs in. Production asks Supabase's admin API (inviting the address
+ * if it has no account yet); locally the dev identity derives the id from the email.
+ */
+export async function resolveUserIdByEmail(email: string): Promise<string> {
+  const c = config();
+  if (!c.SUPABASE_SERVICE_ROLE_KEY) {
+    if (c.ABP_ENV === 'production') throw new Error('SUPABASE_SERVICE_ROLE_KEY is required to invite members');
+    return devUserId(email);
+  }
+  const admin = authClient(c.SUPABASE_SERVICE_ROLE_KEY).admin;
+  const invited = await admin.inviteUserByEmail(email);
+  if (invited.data.user) return invited.data.user.id;
+  // Already registered: find the account by paging through users (the admin API has no lookup by email).
+  for (let page = 1; page <= 100; page++) {
+    const { data, error } = await admin.listUsers({ page, perPage: 1000 });
+    if (error) throw error;
+    const found = data.users.find((u) => u.email?.toLowerCase() === email);
+    if (found) return found.id;
+    if (data.users.length < 1000) break;
+  }
+  throw invited.error ?? new Error(`No Supabase user for ${email}`);
+}

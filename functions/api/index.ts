@@ -1,0 +1,24 @@
+import * as functions from '@google-cloud/functions-framework';
+import { config } from '../../shared/config';
+import { functionNames } from '../../shared/names';
+import { openApiDocument } from './openapi';
+import { publicRoute, Router, send, sendError, type Route } from './router';
+import { apiRoutes } from './routes';
+
+const openApiRoute: Route = publicRoute(
+  { method: 'GET', path: '/v1/openapi.json', summary: 'This document', tag: 'Meta' },
+  async () => ({ status: 200, body: openApiDocument(router.routes, config().publicBaseUrl) }),
+);
+const router = new Router([...apiRoutes, openApiRoute]);
+
+/** The admin API: one HTTP function serving every /v1 route. */
+export async function handleApi(req: functions.Request, res: functions.Response): Promise<void> {
+  res.setHeader('Cache-Control', 'no-store');
+  try {
+    send(res, await router.dispatch(req));
+  } catch (err) {
+    sendError(res, err);
+  }
+}
+
+functions.http(functionNames.api, handleApi);

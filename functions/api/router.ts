@@ -1,0 +1,208 @@
+import type { Request, Response } from '@google-cloud/functions-framework';
+import { z } from 'zod';
+import type { Permission } from '../../shared/domain/roles';
+import { ApiError, badRequest, notFound, type ErrorDetail } from '../../shared/errors';
+import { authenticate } from '../services/authentication';
+import type { Principal } from '../services/principal';
+import { OrgScope } from '../services/tenancy';
+
+/**
+ * A small typed router. Each route declares its schemas and the permission it needs; the router validates,
+ * authenticates and opens the tenancy scope before the handler runs, so a handler cannot skip any of it.
+ * The same declarations generate the OpenAPI document.
+ */
+export type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE';
+
+export interface Reply {
+  status?: number;
+  body?: unknown;
+  contentType?: string;
+  headers?: Record<string, string>;
+}
+
+interface BaseCtx<Q, B> {
+  req: Request;
+  params: Record<string, string>;
+  query: Q;
+  body: B;
+  /** The Idempotency-Key header, when the client sent one: creates with the same key return the first result. */
+  idempotencyKey: string | undefined;
+}
+export interface PublicCtx<Q, B> extends BaseCtx<Q, B> {
+  principal: Principal | undefined;
+}
+export interface UserCtx<Q, B> extends BaseCtx<Q, B> {
+  principal: Principal;
+}
+export interface OrgCtx<Q, B> extends UserCtx<Q, B> {
+  scope: OrgScope;
+}
+
+export interface RouteDoc {
+  method: Method;
+  path: string;
+  summary: string;
+  tag: string;
+  permission?: Permission;
+  auth: 'none' | 'required';
+  query?: z.ZodType;
+  body?: z.ZodType;
+  response?: z.ZodType;
+  status: number;
+}
+
+export interface Route extends RouteDoc {
+  pattern: RegExp;
+  paramNames: string[];
+  run(req: Request): Promise<Reply>;
+}
+
+type Infer<T> = T extends z.ZodType ? z.infer<T> : undefined;
+
+interface Def<Q, B> {
+  method: Method;
+  path: string;
+  summary: string;
+  tag: string;
+  query?: Q;
+  body?: B;
+  response?: z.ZodType;
+  status?: number;
+}
+
+function compile(path: string): { pattern: RegExp; paramNames: string[] } {
+  const paramNames: string[] = [];
+  const source = path.replace(/:([a-zA-Z]+)/g, (_m, n: string) => {
+    paramNames.push(n);
+    return '([^/]+)';
+  });
+  return { pattern: new RegExp(`^${source}/?$`), paramNames };
+}
+
+export function zodDetails(error: z.ZodError, prefix = ''): ErrorDetail[] {
+  return error.issues.map((i) => ({ field: [prefix, ...i.path.map(String)].filter(Boolean).join('.') || '(body)', message: i.message }));
+}
+
+function parse<T>(schema: z.ZodType<T> | undefined, value: unknown, where: 'body' | 'query'): T {
+  if (!schema) return undefined as T;
+  if (where === 'body' && (value === null || typeof value !== 'object' || Buffer.isBuffer(value) || Array.isArray(value))) {
+    throw badRequest('The request body must be a JSON object sent with Content-Type: application/json', [{ field: '(body)', message: 'expected a JSON object' }]);
+  }
+  const r = schema.safeParse(value);
+  if (!r.success) throw badRequest(where === 'body' ? 'The request body is invalid' : 'The query string is invalid', zodDetails(r.error));
+  return r.data;
+}
+
+function build<Q, B>(def: Def<Q, B>, auth: 'none' | 'required', permission: Permission | undefined, run: (req: Request, params: Record<string, string>) => Promise<Reply>): Route {
+  const { pattern, paramNames } = compile(def.path);
+  return {
+    method: def.method,
+    path: def.path,
+    summary: def.summary,
+    tag: def.tag,
+    auth,
+    permission,
+    query: def.query as z.ZodType | undefined,
+    body: def.body as z.ZodType | undefined,
+    response: def.response,
+    status: def.status ?? 200,
+    pattern,
+    paramNames,
+    run: (req) => {
+      const m = pattern.exec(req.path)!;
+      const params = Object.fromEntries(paramNames.map((n, i) => [n, decodeURIComponent(m[i + 1]!)]));
+      return run(req, params);
+    },
+  };
+}
+
+function base<Q, B>(def: Def<Q, B>, req: Request, params: Record<string, string>): BaseCtx<Infer<Q>, Infer<B>> {
+  return {
+    req,
+    params,
+    query: parse(def.query as z.ZodType | undefined, req.query, 'query') as Infer<Q>,
+    body: parse(def.body as z.ZodType | undefined, req.body, 'body') as Infer<B>,
+    idempotencyKey: header(req, 'idempotency-key')?.slice(0, 200),
+  };
+}
+
+function header(req: Request, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** A route under /v1/orgs/:orgId that needs a member (or API key) of that organisation with a permission. */
+export function orgRoute<Q extends z.ZodType | undefined = undefined, B extends z.ZodType | undefined = undefined>(
+  def: Def<Q, B> & { permission: Permission },
+  handler: (ctx: OrgCtx<Infer<Q>, Infer<B>>) => Promise<Reply>,
+): Route {
+  return build(def, 'required', def.permission, async (req, params) => {
+    const principal = await authenticate(header(req, 'authorization'));
+    // Authorise before validating, so a non-member learns nothing, not even which fields are wrong.
+    const scope = await OrgScope.open(principal, params.orgId!, def.permission);
+    return handler({ ...base(def, req, params), principal, scope });
+  });
+}
+
+/** A route that needs a signed-in caller but no organisation yet. */
+export function userRoute<Q extends z.ZodType | undefined = undefined, B extends z.ZodType | undefined = undefined>(
+  def: Def<Q, B>,
+  handler: (ctx: UserCtx<Infer<Q>, Infer<B>>) => Promise<Reply>,
+): Route {
+  return build(def, 'required', undefined, async (req, params) => {
+    const principal = await authenticate(header(req, 'authorization'));
+    return handler({ ...base(def, req, params), principal });
+  });
+}
+
+export function publicRoute<Q extends z.ZodType | undefined = undefined, B extends z.ZodType | undefined = undefined>(
+  def: Def<Q, B>,
+  handler: (ctx: PublicCtx<Infer<Q>, Infer<B>>) => Promise<Reply>,
+): Route {
+  return build(def, 'none', undefined, async (req, params) => handler({ ...base(def, req, params), principal: undefined }));
+}
+
+export const ok = (body: unknown): Reply => ({ status: 200, body });
+export const created = (body: unknown): Reply => ({ status: 201, body });
+
+export class Router {
+  constructor(readonly routes: Route[]) {}
+
+  async dispatch(req: Request): Promise<Reply> {
+    const matching = this.routes.filter((r) => r.pattern.test(req.path));
+    if (!matching.length) throw notFound('Route');
+    const route = matching.find((r) => r.method === req.method || (req.method === 'HEAD' && r.method === 'GET'));
+    if (!route) {
+      const allowed = [...new Set(matching.map((r) => r.method))].join(', ');
+      throw new ApiError('method_not_allowed', `${req.method} is not supported here; use ${allowed}`);
+    }
+    return route.run(req);
+  }
+}
+
+export function sendError(res: Response, err: unknown): void {
+  if (err instanceof ApiError) {
+    res.status(err.status).json(err.toBody());
+    return;
+  }
+  // Body-parser rejects malformed JSON before any route runs.
+  const e = err as { type?: string; status?: number } | undefined;
+  if (e?.type === 'entity.parse.failed') {
+    res.status(400).json(badRequest('The request body is not valid JSON', [{ field: '(body)', message: 'malformed JSON' }]).toBody());
+    return;
+  }
+  console.error(JSON.stringify({ severity: 'ERROR', message: 'unhandled error', error: String((err as Error)?.stack ?? err) }));
+  res.status(500).json(new ApiError('internal', 'Something went wrong on our side; the request can be retried').toBody());
+}
+
+export function send(res: Response, reply: Reply): void {
+  for (const [k, v] of Object.entries(reply.headers ?? {})) res.setHeader(k, v);
+  res.status(reply.status ?? 200);
+  if (reply.body === undefined) {
+    res.end();
+  } else if (reply.contentType && typeof reply.body === 'string') {
+    res.type(reply.contentType).send(reply.body);
+  } else {
+    res.json(reply.body);
+  }
+}

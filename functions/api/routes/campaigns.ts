@@ -1,0 +1,86 @@
+import type { DocumentData, Transaction } from '@google-cloud/firestore';
+import { z } from 'zod';
+import { campaignResource, campaignStatuses, createCampaignBody, listQuery, patchCampaignBody, type Campaign } from '../../../shared/domain/schemas';
+import { ApiError, notFound } from '../../../shared/errors';
+import { newId } from '../../../shared/ids';
+import type { OrgScope } from '../../services/tenancy';
+import { changedFields } from '../changes';
+import { created, ok, orgRoute } from '../router';
+import { planLimits } from './orgs';
+
+/** Affiliates see what they earn, never what the advertiser pays nor the internal caps. */
+export function toCampaign(d: DocumentData, scope: OrgScope): Campaign {
+  const c = {
+    id: d.id, name: d.name, destinationUrl: d.destinationUrl, status: d.status, currency: d.currency, payout: d.payout, revenue: d.revenue,
+    attributionWindowDays: d.attributionWindowDays, holdDays: d.holdDays, caps: d.caps, targeting: d.targeting, createdAt: d.createdAt, updatedAt: d.updatedAt,
+  } as Campaign;
+  if (scope.role === 'affiliate') {
+    const { revenue: _r, caps: _c, ...visible } = c;
+    return visible as Campaign;
+  }
+  return c;
+}
+
+/** The plan's limit counts campaigns that are not archived. Read inside the transaction so concurrent creates cannot both slip under it. */
+async function assertUnderPlanLimit(tx: Transaction, scope: OrgScope): Promise<void> {
+  const plan = ((await tx.get(scope.orgRef)).get('plan') ?? 'starter') as keyof typeof planLimits;
+  const limit = planLimits[plan].activeCampaigns;
+  if (!Number.isFinite(limit)) return;
+  const live = await tx.get(scope.collection('campaigns').where('status', 'in', ['draft', 'active', 'paused']).select().limit(limit + 1));
+  if (live.size >= limit) {
+    throw new ApiError('plan_limit', `The ${plan} plan allows ${limit} campaigns that are not archived; archive one or upgrade the plan`, [{ field: 'plan', message: `limit of ${limit} reached` }]);
+  }
+}
+
+const listCampaignsQuery = listQuery.extend({ status: z.enum(campaignStatuses).optional() });
+
+export const campaignRoutes = [
+  orgRoute(
+    { method: 'GET', path: '/v1/orgs/:orgId/campaigns', summary: 'Campaigns, newest first', tag: 'Campaigns', permission: 'campaigns:read', query: listCampaignsQuery, response: z.object({ items: z.array(campaignResource), nextCursor: z.string().nullable() }) },
+    async ({ scope, query }) => {
+      const p = await scope.list<DocumentData>('campaigns', { ...query, where: query.status ? [['status', '==', query.status]] : [] });
+      return ok({ items: p.items.map((d) => toCampaign(d, scope)), nextCursor: p.nextCursor });
+    },
+  ),
+  orgRoute(
+    { method: 'POST', path: '/v1/orgs/:orgId/campaigns', summary: 'Create a campaign', tag: 'Campaigns', permission: 'campaigns:write', body: createCampaignBody, response: campaignResource, status: 201 },
+    async ({ scope, body, idempotencyKey }) => {
+      const { doc } = await scope.createOnce('campaigns', idempotencyKey, async (tx, audit) => {
+        if (body.status !== 'archived') await assertUnderPlanLimit(tx, scope);
+        const id = newId('cmp');
+        const now = new Date().toISOString();
+        audit({ action: 'campaign.create', target: { type: 'campaign', id }, changes: { name: body.name, status: body.status } });
+        return { id, doc: { id, ...body, createdAt: now, updatedAt: now } };
+      });
+      return created(toCampaign(doc, scope));
+    },
+  ),
+  orgRoute(
+    { method: 'GET', path: '/v1/orgs/:orgId/campaigns/:id', summary: 'A campaign', tag: 'Campaigns', permission: 'campaigns:read', response: campaignResource },
+    async ({ scope, params }) => ok(toCampaign(await scope.getOrThrow<DocumentData>('campaigns', params.id!, 'Campaign'), scope)),
+  ),
+  orgRoute(
+    { method: 'PATCH', path: '/v1/orgs/:orgId/campaigns/:id', summary: 'Change a campaign', tag: 'Campaigns', permission: 'campaigns:write', body: patchCampaignBody, response: campaignResource },
+    async ({ scope, params, body }) => ok(toCampaign(await updateCampaign(scope, params.id!, body), scope)),
+  ),
+  orgRoute(
+    { method: 'DELETE', path: '/v1/orgs/:orgId/campaigns/:id', summary: 'Archive a campaign (it stops tracking; its history stays)', tag: 'Campaigns', permission: 'campaigns:write', response: campaignResource },
+    async ({ scope, params }) => ok(toCampaign(await updateCampaign(scope, params.id!, { status: 'archived' }), scope)),
+  ),
+];
+
+async function updateCampaign(scope: OrgScope, id: string, patch: Record<string, unknown>): Promise<DocumentData> {
+  return scope.transact(async (tx, audit) => {
+    const ref = scope.collection('campaigns').doc(id);
+    const snap = await tx.get(ref);
+    if (!snap.exists) throw notFound('Campaign');
+    const current = snap.data()!;
+    if (current.status === 'archived' && patch.status && patch.status !== 'archived') await assertUnderPlanLimit(tx, scope);
+    const changes = changedFields(current, patch);
+    if (!Object.keys(changes).length) return current;
+    const next = { ...current, ...patch, updatedAt: new Date().toISOString() };
+    tx.set(ref, next);
+    audit({ action: patch.status === 'archived' && Object.keys(patch).length === 1 ? 'campaign.archive' : 'campaign.update', target: { type: 'campaign', id }, changes });
+    return next;
+  });
+}

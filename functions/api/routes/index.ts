@@ -1,0 +1,20 @@
+import type { Route } from '../router';
+import { affiliateRoutes } from './affiliates';
+import { apiKeyRoutes } from './api-keys';
+import { auditRoutes } from './audit-log';
+import { campaignRoutes } from './campaigns';
+import { linkRoutes } from './links';
+import { memberRoutes } from './members';
+import { orgRoutes } from './orgs';
+import { postbackConfigRoutes } from './postback-config';
+
+export const apiRoutes: Route[] = [
+  ...orgRoutes,
+  ...memberRoutes,
+  ...apiKeyRoutes,
+  ...campaignRoutes,
+  ...affiliateRoutes,
+  ...linkRoutes,
+  ...postbackConfigRoutes,
+  ...auditRoutes,
+];

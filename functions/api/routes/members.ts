@@ -1,0 +1,77 @@
+import type { DocumentData, Transaction } from '@google-cloud/firestore';
+import { z } from 'zod';
+import { mayGrant, type Role } from '../../../shared/domain/roles';
+import { createMemberBody, listQuery, memberResource, patchMemberBody, type Member } from '../../../shared/domain/schemas';
+import { conflict, forbidden, notFound } from '../../../shared/errors';
+import { resolveUserIdByEmail } from '../../adapters/user-directory';
+import type { OrgScope } from '../../services/tenancy';
+import { created, ok, orgRoute } from '../router';
+
+const toMember = (d: DocumentData): Member => ({ userId: d.userId, email: d.email, role: d.role, createdAt: d.createdAt, updatedAt: d.updatedAt });
+const page = z.object({ items: z.array(memberResource), nextCursor: z.string().nullable() });
+
+function assertMayGrant(scope: OrgScope, role: Role): void {
+  if (!mayGrant(scope.role, role)) throw forbidden(`The ${scope.role} role may not give the ${role} role`);
+}
+
+/** An organisation always keeps an owner: refuse a change that would remove the last one. */
+async function assertKeepsAnOwner(tx: Transaction, scope: OrgScope, leavingUserId: string): Promise<void> {
+  const owners = await tx.get(scope.collection('members').where('role', '==', 'owner').limit(2));
+  if (owners.docs.every((d) => d.id === leavingUserId)) throw conflict('An organisation must keep at least one owner; make someone else owner first');
+}
+
+async function changeMember(scope: OrgScope, userId: string, change: { role: Role } | 'remove'): Promise<DocumentData> {
+  return scope.transact(async (tx, audit) => {
+    const ref = scope.collection('members').doc(userId);
+    const snap = await tx.get(ref);
+    if (!snap.exists) throw notFound('Member');
+    const current = snap.data()!;
+    if (current.role === 'owner' && scope.role !== 'owner') throw forbidden('Only an owner may change or remove an owner');
+    if (change !== 'remove') assertMayGrant(scope, change.role);
+    if (current.role === 'owner' && (change === 'remove' || change.role !== 'owner')) await assertKeepsAnOwner(tx, scope, userId);
+    if (change === 'remove') {
+      tx.delete(ref);
+      audit({ action: 'member.remove', target: { type: 'member', id: userId }, changes: { email: current.email, role: current.role } });
+      return current;
+    }
+    const next = { ...current, role: change.role, updatedAt: new Date().toISOString() };
+    tx.set(ref, next);
+    audit({ action: 'member.update', target: { type: 'member', id: userId }, changes: { role: { from: current.role, to: change.role } } });
+    return next;
+  });
+}
+
+export const memberRoutes = [
+  orgRoute(
+    { method: 'GET', path: '/v1/orgs/:orgId/members', summary: 'Members and their roles', tag: 'Members', permission: 'members:read', query: listQuery, response: page },
+    async ({ scope, query }) => {
+      const p = await scope.list<DocumentData>('members', query);
+      return ok({ items: p.items.map(toMember), nextCursor: p.nextCursor });
+    },
+  ),
+  orgRoute(
+    { method: 'POST', path: '/v1/orgs/:orgId/members', summary: 'Invite a colleague by email with a role', tag: 'Members', permission: 'members:write', body: createMemberBody, response: memberResource, status: 201 },
+    async ({ scope, body }) => {
+      assertMayGrant(scope, body.role);
+      const userId = await resolveUserIdByEmail(body.email);
+      const member = await scope.transact(async (tx, audit) => {
+        const ref = scope.collection('members').doc(userId);
+        if ((await tx.get(ref)).exists) throw conflict(`${body.email} is already a member`);
+        const now = new Date().toISOString();
+        const doc = { userId, email: body.email, role: body.role, orgId: scope.orgId, createdAt: now, updatedAt: now };
+        tx.create(ref, doc);
+        audit({ action: 'member.add', target: { type: 'member', id: userId }, changes: { email: body.email, role: body.role } });
+        return doc;
+      });
+      return created(toMember(member));
+    },
+  ),
+  orgRoute(
+    { method: 'PATCH', path: '/v1/orgs/:orgId/members/:userId', summary: "Change a member's role", tag: 'Members', permission: 'members:write', body: patchMemberBody, response: memberResource },
+    async ({ scope, params, body }) => ok(toMember(await changeMember(scope, params.userId!, body))),
+  ),
+  orgRoute(
+    { method: 'DELETE', path: '/v1/orgs/:orgId/members/:userId', summary: 'Remove a member', tag: 'Members', permission: 'members:write', response: memberResource },
+    async ({ scope, params }) => ok(toMember(await changeMember(scope, params.userId!, 'remove'))),
+  ),
+];

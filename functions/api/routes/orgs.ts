@@ -1,0 +1,55 @@
+import type { DocumentData } from '@google-cloud/firestore';
+import { z } from 'zod';
+import { createOrgBody, orgResource, patchOrgBody, plans, type Org } from '../../../shared/domain/schemas';
+import { forbidden } from '../../../shared/errors';
+import { deterministicId, newId } from '../../../shared/ids';
+import { createOrganisation, listMyOrgs } from '../../services/tenancy';
+import { changedFields } from '../changes';
+import { created, ok, orgRoute, userRoute } from '../router';
+import { issuePostbackToken } from './postback-config';
+
+export function toOrg(d: DocumentData): Org {
+  return { id: d.id, name: d.name, type: d.type, plan: d.plan, fallbackUrl: d.fallbackUrl ?? null, createdAt: d.createdAt, updatedAt: d.updatedAt };
+}
+
+export const planLimits: Record<(typeof plans)[number], { activeCampaigns: number }> = {
+  starter: { activeCampaigns: 5 },
+  professional: { activeCampaigns: 100 },
+  enterprise: { activeCampaigns: Number.POSITIVE_INFINITY },
+};
+
+export const orgRoutes = [
+  userRoute(
+    { method: 'POST', path: '/v1/orgs', summary: 'Create an organisation; the caller becomes its owner', tag: 'Organisations', body: createOrgBody, response: orgResource, status: 201 },
+    async ({ principal, body, idempotencyKey }) => {
+      if (principal.kind !== 'user') throw forbidden('Organisations are created by users, not API keys');
+      const id = idempotencyKey ? deterministicId('org', principal.userId, idempotencyKey) : newId('org');
+      const now = new Date().toISOString();
+      const result = await createOrganisation(principal, id, { id, ...body, fallbackUrl: null, createdAt: now, updatedAt: now }, (tx, ref) => {
+        issuePostbackToken(tx, ref, id);
+      });
+      return created(toOrg(result.org));
+    },
+  ),
+  userRoute(
+    { method: 'GET', path: '/v1/orgs', summary: 'The organisations the caller belongs to', tag: 'Organisations', response: z.object({ items: z.array(orgResource), nextCursor: z.null() }) },
+    async ({ principal }) => ok({ items: (await listMyOrgs(principal)).map(toOrg), nextCursor: null }),
+  ),
+  orgRoute(
+    { method: 'GET', path: '/v1/orgs/:orgId', summary: 'An organisation', tag: 'Organisations', permission: 'org:read', response: orgResource },
+    async ({ scope }) => ok(toOrg((await scope.orgRef.get()).data()!)),
+  ),
+  orgRoute(
+    { method: 'PATCH', path: '/v1/orgs/:orgId', summary: 'Rename, change type or plan, or set the fallback URL for paused campaigns', tag: 'Organisations', permission: 'org:write', body: patchOrgBody, response: orgResource },
+    async ({ scope, body }) => {
+      const org = await scope.transact(async (tx, audit) => {
+        const current = (await tx.get(scope.orgRef)).data()!;
+        const next = { ...current, ...body, updatedAt: new Date().toISOString() };
+        tx.set(scope.orgRef, next);
+        audit({ action: 'org.update', target: { type: 'org', id: scope.orgId }, changes: changedFields(current, body) });
+        return next;
+      });
+      return ok(toOrg(org));
+    },
+  ),
+];

@@ -1,0 +1,3 @@
+// Registers every function with the Functions Framework. Production deploys each entry point from its own
+// bundle (see infra/); the local stack and the tests load them all from here.
+import './api';

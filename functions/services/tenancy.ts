@@ -1,0 +1,257 @@
+import { createHash } from 'node:crypto';
+import { FieldPath, type CollectionReference, type DocumentData, type DocumentReference, type Query, type Transaction, type WhereFilterOp } from '@google-cloud/firestore';
+import { collections } from '../../shared/names';
+import { can, type Permission, type Role } from '../../shared/domain/roles';
+import { forbidden, notFound, badRequest } from '../../shared/errors';
+import { newId } from '../../shared/ids';
+import { firestore } from '../adapters/firestore';
+import { actorOf, type Principal } from './principal';
+
+/**
+ * The one gate to organisation data. An OrgScope exists only after the caller's membership and role were
+ * checked; every read and write of `orgs/{orgId}/…` goes through it, and for the affiliate role it narrows
+ * reads to the caller's own affiliate records. Not-a-member is reported as 404 so that other
+ * organisations' ids reveal nothing.
+ */
+
+type OrgCollection = Exclude<(typeof collections)[keyof typeof collections], 'orgs' | 'linkIndex' | 'apiKeyIndex' | 'postbackTokenIndex'>;
+
+/** For the affiliate role: which field ties a document to an affiliate (`__id__`: the document id itself). */
+const affiliateOwnership: Partial<Record<OrgCollection, string>> = {
+  affiliates: '__id__',
+  links: 'affiliateId',
+  clicks: 'affiliateId',
+  conversions: 'affiliateId',
+  ledger: 'affiliateId',
+};
+
+/** Collections an affiliate may not read at all, whatever its permissions. */
+const hiddenFromAffiliates = new Set<OrgCollection>(['members', 'apiKeys', 'auditLog', 'processedEvents', 'counters', 'idempotencyKeys']);
+
+export interface ListOptions {
+  where?: [string, WhereFilterOp, unknown][];
+  limit: number;
+  cursor?: string | undefined;
+}
+
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
+export interface AuditInput {
+  action: string;
+  target: { type: string; id: string };
+  changes?: Record<string, unknown>;
+}
+
+export class OrgScope {
+  private constructor(
+    readonly orgId: string,
+    readonly role: Role,
+    readonly principal: Principal,
+    /** undefined: every affiliate; otherwise the only affiliates this caller may see. */
+    readonly affiliateIds: readonly string[] | undefined,
+  ) {}
+
+  /** Resolves the caller's role in the organisation and checks the permission the route needs. */
+  static async open(principal: Principal, orgId: string, permission: Permission): Promise<OrgScope> {
+    const db = firestore();
+    let role: Role;
+    let affiliateIds: string[] | undefined;
+    if (principal.kind === 'apiKey') {
+      if (principal.orgId !== orgId) throw notFound('Organisation');
+      role = principal.role;
+    } else {
+      if (!/^[A-Za-z0-9_-]{1,64}$/.test(orgId)) throw notFound('Organisation');
+      const member = await db.doc(`${collections.orgs}/${orgId}/${collections.members}/${principal.userId}`).get();
+      if (!member.exists) throw notFound('Organisation');
+      role = member.get('role') as Role;
+      if (role === 'affiliate') {
+        const mine = await db
+          .collection(`${collections.orgs}/${orgId}/${collections.affiliates}`)
+          .where('userIds', 'array-contains', principal.userId)
+          .select()
+          .get();
+        affiliateIds = mine.docs.map((d) => d.id);
+      }
+    }
+    if (!can(role, permission)) throw forbidden(`The ${role} role may not ${describe(permission)}`);
+    return new OrgScope(orgId, role, principal, affiliateIds);
+  }
+
+  get orgRef(): DocumentReference {
+    return firestore().doc(`${collections.orgs}/${this.orgId}`);
+  }
+
+  collection(name: OrgCollection): CollectionReference {
+    return this.orgRef.collection(name);
+  }
+
+  /** True when the caller may see records of this affiliate. */
+  seesAffiliate(affiliateId: string): boolean {
+    return this.affiliateIds === undefined || this.affiliateIds.includes(affiliateId);
+  }
+
+  /** For writes on behalf of an affiliate (an affiliate user creating its own links). */
+  assertActsFor(affiliateId: string): void {
+    if (!this.seesAffiliate(affiliateId)) throw notFound('Affiliate');
+  }
+
+  private visible(name: OrgCollection, id: string, data: DocumentData): boolean {
+    if (this.affiliateIds === undefined) return true;
+    if (hiddenFromAffiliates.has(name)) return false;
+    const field = affiliateOwnership[name];
+    if (!field) return true;
+    const owner = field === '__id__' ? id : (data[field] as string | undefined);
+    return owner !== undefined && this.affiliateIds.includes(owner);
+  }
+
+  async get<T>(name: OrgCollection, id: string): Promise<T | undefined> {
+    if (!id || id.includes('/')) return undefined;
+    const snap = await this.collection(name).doc(id).get();
+    if (!snap.exists || !this.visible(name, snap.id, snap.data()!)) return undefined;
+    return snap.data() as T;
+  }
+
+  async getOrThrow<T>(name: OrgCollection, id: string, what: string): Promise<T> {
+    const found = await this.get<T>(name, id);
+    if (!found) throw notFound(what);
+    return found;
+  }
+
+  /** Newest first (ids sort by creation time); the cursor is the last id of the page. */
+  async list<T>(name: OrgCollection, opts: ListOptions): Promise<Page<T>> {
+    let q: Query = this.narrow(name, this.collection(name));
+    for (const [field, op, value] of opts.where ?? []) q = q.where(field, op, value);
+    q = q.orderBy(FieldPath.documentId(), 'desc');
+    if (opts.cursor) {
+      if (!/^[A-Za-z0-9_-]{1,100}$/.test(opts.cursor)) throw badRequest('Invalid cursor', [{ field: 'cursor', message: 'is not a cursor from a previous page' }]);
+      q = q.startAfter(opts.cursor);
+    }
+    const snap = await q.limit(opts.limit + 1).get();
+    const docs = snap.docs.slice(0, opts.limit);
+    return {
+      items: docs.map((d) => d.data() as T),
+      nextCursor: snap.docs.length > opts.limit ? docs[docs.length - 1]!.id : null,
+    };
+  }
+
+  /** Applies the affiliate narrowing to a query on one of this organisation's collections. */
+  narrow(name: OrgCollection, q: Query): Query {
+    if (this.affiliateIds === undefined) return q;
+    if (hiddenFromAffiliates.has(name)) throw forbidden('The affiliate role may not read this');
+    const field = affiliateOwnership[name];
+    if (!field) return q;
+    // Firestore's `in` takes at most 30 values; an affiliate user acts for a handful of affiliates at most.
+    const ids = this.affiliateIds.length ? this.affiliateIds.slice(0, 30) : ['\u0000none'];
+    return q.where(field === '__id__' ? FieldPath.documentId() : field, 'in', ids);
+  }
+
+  /** Runs a read-modify-write on this organisation's documents, with an audit record committed alongside. */
+  async transact<R>(fn: (tx: Transaction, audit: (entry: AuditInput) => void) => Promise<R>): Promise<R> {
+    return firestore().runTransaction(async (tx) => {
+      const entries: AuditInput[] = [];
+      const result = await fn(tx, (e) => entries.push(e));
+      for (const e of entries) this.writeAudit(tx, e);
+      return result;
+    });
+  }
+
+  /**
+   * Creates a document once per client Idempotency-Key: a retried request returns what the first one made.
+   * `make` runs inside the transaction and returns the new id and document.
+   */
+  async createOnce<T extends DocumentData>(
+    name: OrgCollection,
+    idempotencyKey: string | undefined,
+    make: (tx: Transaction, audit: (entry: AuditInput) => void) => Promise<{ id: string; doc: T }>,
+  ): Promise<{ created: boolean; doc: T }> {
+    const keyRef = idempotencyKey ? this.collection('idempotencyKeys').doc(createHash('sha256').update(`${name}:${idempotencyKey}`).digest('hex')) : undefined;
+    return this.transact(async (tx, audit) => {
+      if (keyRef) {
+        const seen = await tx.get(keyRef);
+        if (seen.exists) {
+          const previous = await tx.get(this.collection(name).doc(seen.get('id') as string));
+          if (previous.exists) return { created: false, doc: previous.data() as T };
+        }
+      }
+      const { id, doc } = await make(tx, audit);
+      tx.create(this.collection(name).doc(id), doc);
+      if (keyRef) tx.set(keyRef, { id, collection: name, at: new Date().toISOString() });
+      return { created: true, doc };
+    });
+  }
+
+  private writeAudit(tx: Transaction, e: AuditInput): void {
+    const id = newId('aud');
+    tx.create(this.collection('auditLog').doc(id), {
+      id,
+      at: new Date().toISOString(),
+      actor: actorOf(this.principal),
+      action: e.action,
+      target: e.target,
+      changes: e.changes ?? {},
+    });
+  }
+}
+
+function describe(permission: Permission): string {
+  const [what, how] = permission.split(':') as [string, string];
+  return `${how === 'read' ? 'read' : 'change'} ${what.replace(/([A-Z])/g, ' $1').toLowerCase()}`;
+}
+
+type GlobalIndex = typeof collections.linkIndex | typeof collections.apiKeyIndex | typeof collections.postbackTokenIndex;
+
+/** Global lookup documents (link id → org, key hash → org) written alongside an organisation's own documents. */
+export function globalIndexDoc(name: GlobalIndex, id: string): DocumentReference {
+  return firestore().collection(name).doc(id);
+}
+
+/**
+ * Creating an organisation is the one write that happens before any membership exists: the creator becomes
+ * its owner in the same transaction. `setup` adds the organisation's other initial documents.
+ */
+export async function createOrganisation(
+  principal: Principal & { kind: 'user' },
+  orgId: string,
+  org: Record<string, unknown>,
+  setup: (tx: Transaction, orgRef: DocumentReference) => void,
+): Promise<{ created: boolean; org: DocumentData }> {
+  const db = firestore();
+  const orgRef = db.doc(`${collections.orgs}/${orgId}`);
+  return db.runTransaction(async (tx) => {
+    const existing = await tx.get(orgRef);
+    if (existing.exists) {
+      // A retried create (same Idempotency-Key) by its creator gets the first result back.
+      if (existing.get('createdBy') !== principal.userId) throw forbidden('That Idempotency-Key was used by someone else');
+      return { created: false, org: existing.data()! };
+    }
+    const now = new Date().toISOString();
+    tx.create(orgRef, { ...org, createdBy: principal.userId });
+    tx.create(orgRef.collection(collections.members).doc(principal.userId), {
+      userId: principal.userId, email: principal.email, role: 'owner', orgId, createdAt: now, updatedAt: now,
+    });
+    setup(tx, orgRef);
+    const auditId = newId('aud');
+    tx.create(orgRef.collection(collections.auditLog).doc(auditId), {
+      id: auditId, at: now, actor: actorOf(principal), action: 'org.create', target: { type: 'org', id: orgId }, changes: { name: org.name, type: org.type, plan: org.plan },
+    });
+    return { created: true, org: { ...org, createdBy: principal.userId } };
+  });
+}
+
+/** The organisations a caller belongs to: a user's memberships, or an API key's one organisation. */
+export async function listMyOrgs(principal: Principal): Promise<DocumentData[]> {
+  const db = firestore();
+  let ids: string[];
+  if (principal.kind === 'apiKey') {
+    ids = [principal.orgId];
+  } else {
+    const memberships = await db.collectionGroup(collections.members).where('userId', '==', principal.userId).limit(500).get();
+    ids = memberships.docs.map((d) => d.get('orgId') as string);
+  }
+  if (!ids.length) return [];
+  const docs = await db.getAll(...ids.map((id) => db.doc(`${collections.orgs}/${id}`)));
+  return docs.filter((d) => d.exists).map((d) => d.data()!).sort((a, b) => String(b.id).localeCompare(String(a.id)));
+}

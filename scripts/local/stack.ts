@@ -1,0 +1,49 @@
+import type { Server } from 'node:http';
+import { config } from '../../shared/config';
+import { functionNames } from '../../shared/names';
+import { createGateway, type GatewayRoute } from './gateway';
+
+/**
+ * The local platform on top of already running emulators: every function behind one base URL. Used by
+ * `npm start` and by the tests, so the tests exercise exactly what a developer runs.
+ */
+export interface LocalStack {
+  baseUrl: string;
+  server: Server;
+  close(): Promise<void>;
+}
+
+export const gatewayRoutes: GatewayRoute[] = [
+  { prefix: '/v1/', functionName: functionNames.api },
+];
+
+export async function startLocalStack(): Promise<LocalStack> {
+  if (!process.env.FIRESTORE_EMULATOR_HOST || !process.env.PUBSUB_EMULATOR_HOST) {
+    throw new Error('FIRESTORE_EMULATOR_HOST and PUBSUB_EMULATOR_HOST must point at running emulators');
+  }
+  process.env.METADATA_SERVER_DETECTION ??= 'none';
+  // Express shows stack traces on its own error pages unless NODE_ENV is production, as it is on Cloud Functions.
+  process.env.NODE_ENV ??= 'production';
+  const c = config();
+  // Loaded only now, after the environment points the Google clients at the emulators.
+  await import('../../functions');
+  let ready = false;
+  const server = createGateway(gatewayRoutes, { isReady: () => ready, serveDevJwks: !process.env.SUPABASE_URL });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(c.PORT, c.HOST, () => resolve());
+  });
+  const baseUrl = `http://${c.HOST}:${(server.address() as { port: number }).port}`;
+  ready = true;
+  return {
+    baseUrl,
+    server,
+    close: async () => {
+      ready = false;
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+      const { closeFirestore } = await import('../../functions/adapters/firestore');
+      await closeFirestore();
+    },
+  };
+}

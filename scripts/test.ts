@@ -1,0 +1,38 @@
+/**
+ * The test runner behind `npm test`: starts the real emulators on free ports, runs every test/**.test.ts
+ * with Node's test runner against them, and stops the emulators whatever happens.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort, startEmulators } from './local/emulators';
+
+async function main(): Promise<number> {
+  const filter = process.argv.slice(2);
+  const files = readdirSync('test', { recursive: true, encoding: 'utf8' })
+    .filter((f) => f.endsWith('.test.ts'))
+    .map((f) => join('test', f))
+    .filter((f) => !filter.length || filter.some((x) => f.includes(x)))
+    .sort();
+  const logDir = mkdtempSync(join(tmpdir(), 'abp-test-logs-'));
+  const emulators = await startEmulators({ pubsubPort: await freePort(), firestorePort: await freePort(), project: 'abp-test', logDir });
+  const stopAll = () => Promise.all(emulators.map((e) => e.stop()));
+  process.on('SIGINT', () => void stopAll().then(() => process.exit(130)));
+  try {
+    return await new Promise<number>((resolve) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', ...files], {
+        stdio: 'inherit',
+        env: { ...process.env, METADATA_SERVER_DETECTION: 'none', ABP_EMULATOR_LOGS: logDir },
+      });
+      child.on('exit', (code) => resolve(code ?? 1));
+    });
+  } finally {
+    await stopAll();
+  }
+}
+
+main().then((code) => process.exit(code), (err) => {
+  console.error(err);
+  process.exit(1);
+});

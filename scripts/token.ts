@@ -1,0 +1,17 @@
+/**
+ * Prints a local access token, alone on stdout: `npm run --silent token -- --email alice@example.com`.
+ * The same email always gets the same user id. Tokens are signed with the local stack's key (ABP_DATA_DIR),
+ * whose public half `npm start` serves as the JWKS.
+ */
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { mintDevToken } from '../functions/adapters/dev-identity';
+
+const { values } = parseArgs({ options: { email: { type: 'string' }, ttl: { type: 'string', default: '86400' } } });
+const email = z.email().safeParse(values.email);
+const ttl = z.coerce.number().int().min(60).max(30 * 86400).safeParse(values.ttl);
+if (!email.success || !ttl.success) {
+  console.error('usage: npm run --silent token -- --email alice@example.com [--ttl seconds]');
+  process.exit(2);
+}
+process.stdout.write(`${mintDevToken(email.data, { ttlSeconds: ttl.data })}\n`);

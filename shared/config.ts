@@ -1,0 +1,70 @@
+import { z } from 'zod';
+
+/**
+ * All configuration comes from the environment, parsed once. Local defaults are safe: they point at
+ * emulators and loopback, never at a cloud project, and secrets default to values generated per machine
+ * (see functions/adapters/local-secrets.ts), never to strings committed here.
+ */
+const boolish = z
+  .enum(['true', 'false', '1', '0', ''])
+  .optional()
+  .transform((v) => v === 'true' || v === '1');
+
+export const configSchema = z.object({
+  ABP_ENV: z.enum(['local', 'production']).default('local'),
+  GOOGLE_CLOUD_PROJECT: z.string().min(1).default('abp-local'),
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  HOST: z.string().default('127.0.0.1'),
+  ABP_DATA_DIR: z.string().default('.data'),
+  /** Base URL of the tracking endpoints, used to build tracking links and postback templates. */
+  PUBLIC_BASE_URL: z.url().optional(),
+  SUPABASE_URL: z.url().optional(),
+  SUPABASE_ANON_KEY: z.string().default('local-anon-key'),
+  /** Lets the API resolve invited colleagues' emails to Supabase user ids. Not needed locally. */
+  SUPABASE_SERVICE_ROLE_KEY: z.string().optional(),
+  /** Expected `aud` of Supabase access tokens. */
+  SUPABASE_JWT_AUDIENCE: z.string().default('authenticated'),
+  ANALYTICS_BACKEND: z.enum(['duckdb', 'bigquery']).default('duckdb'),
+  BIGQUERY_DATASET: z.string().default('abp_analytics'),
+  STRIPE_SECRET_KEY: z.string().optional(),
+  STRIPE_WEBHOOK_SECRET: z.string().optional(),
+  /** HMAC key for hashing visitor IPs and API keys. Required in production. */
+  ABP_HASH_KEY: z.string().min(16).optional(),
+  /** HMAC key that signs click ids so forged ones are rejected. Required in production. */
+  ABP_CLICK_SIGNING_KEY: z.string().min(16).optional(),
+  ABP_LOG_REQUESTS: boolish,
+});
+
+export type Config = z.infer<typeof configSchema> & { publicBaseUrl: string; supabaseUrl: string };
+
+let cached: Config | undefined;
+
+export function parseConfig(env: NodeJS.ProcessEnv): Config {
+  const parsed = configSchema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new Error(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  const c = parsed.data;
+  if (c.ABP_ENV === 'production') {
+    const missing = (['ABP_HASH_KEY', 'ABP_CLICK_SIGNING_KEY', 'SUPABASE_URL', 'PUBLIC_BASE_URL'] as const).filter((k) => !c[k]);
+    if (missing.length) throw new Error(`Invalid configuration: production requires ${missing.join(', ')}`);
+  }
+  const localBase = `http://${c.HOST}:${c.PORT}`;
+  return {
+    ...c,
+    publicBaseUrl: (c.PUBLIC_BASE_URL ?? localBase).replace(/\/$/, ''),
+    supabaseUrl: (c.SUPABASE_URL ?? localBase).replace(/\/$/, ''),
+  };
+}
+
+/** The process-wide configuration, parsed on first use. */
+export function config(): Config {
+  cached ??= parseConfig(process.env);
+  return cached;
+}
+
+/** For tests and the local launcher, which set the environment before anything reads it. */
+export function resetConfigForTests(): void {
+  cached = undefined;
+}

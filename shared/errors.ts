@@ -1,0 +1,51 @@
+/** Errors a client may see. Anything else is reported as a 500 without details. */
+export type ErrorCode =
+  | 'bad_request'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'not_found'
+  | 'conflict'
+  | 'plan_limit'
+  | 'method_not_allowed'
+  | 'payload_too_large'
+  | 'internal';
+
+const statusByCode: Record<ErrorCode, number> = {
+  bad_request: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  plan_limit: 409,
+  method_not_allowed: 405,
+  payload_too_large: 413,
+  internal: 500,
+};
+
+export interface ErrorDetail {
+  field: string;
+  message: string;
+}
+
+export class ApiError extends Error {
+  readonly status: number;
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details: ErrorDetail[] = [],
+  ) {
+    super(message);
+    this.status = statusByCode[code];
+  }
+
+  toBody(): { error: { code: ErrorCode; message: string; details: ErrorDetail[] } } {
+    return { error: { code: this.code, message: this.message, details: this.details } };
+  }
+}
+
+export const badRequest = (message: string, details: ErrorDetail[] = []) => new ApiError('bad_request', message, details);
+export const unauthorized = (message = 'A valid access token or API key is required') => new ApiError('unauthorized', message);
+export const forbidden = (message: string) => new ApiError('forbidden', message);
+/** Also used for resources in organisations the caller does not belong to, so their existence is not revealed. */
+export const notFound = (what = 'Resource') => new ApiError('not_found', `${what} not found`);
+export const conflict = (message: string) => new ApiError('conflict', message);

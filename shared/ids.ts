@@ -1,0 +1,42 @@
+import { createHash, randomBytes } from 'node:crypto';
+
+/**
+ * Ids sort by creation time (a fixed-width base32 timestamp, then randomness), so lists ordered by
+ * document id come out newest first without a separate index, and cursors are just the last id.
+ */
+const alphabet = '0123456789abcdefghjkmnpqrstvwxyz'; // Crockford base32, lower case
+
+function base32(bytes: Uint8Array, length: number): string {
+  let out = '';
+  for (let i = 0; i < length; i++) out += alphabet[bytes[i % bytes.length]! % 32];
+  return out;
+}
+
+function timePart(ms: number): string {
+  let out = '';
+  let t = ms;
+  for (let i = 0; i < 9; i++) {
+    out = alphabet[t % 32] + out;
+    t = Math.floor(t / 32);
+  }
+  return out;
+}
+
+export function newId(prefix: string, now = Date.now()): string {
+  return `${prefix}_${timePart(now)}${base32(randomBytes(10), 10)}`;
+}
+
+/** A deterministic id from parts, for writes that a retry must land on the same document. */
+export function deterministicId(prefix: string, ...parts: string[]): string {
+  const h = createHash('sha256').update(parts.join('\u0000')).digest();
+  return `${prefix}_${base32(h, 24)}`;
+}
+
+/** Short, unguessable link ids keep tracking URLs short. */
+export function newLinkId(): string {
+  return base32(randomBytes(12), 12);
+}
+
+export function newSecret(prefix: string): string {
+  return `${prefix}_${randomBytes(24).toString('base64url')}`;
+}

@@ -1,0 +1,53 @@
+/**
+ * One source of truth for every name shared by the code and the infrastructure: topics, subscriptions,
+ * Firestore collections, analytics tables and function entry points. infra/ imports this module, so a
+ * rename cannot leave the deployed resources behind.
+ */
+export const topics = {
+  trackingEvents: 'tracking-events',
+  trackingDeadLetter: 'tracking-events-dead-letter',
+} as const;
+
+export const subscriptions = {
+  stateWriter: 'tracking-events-state-writer',
+  analyticsWriter: 'tracking-events-analytics-writer',
+  deadLetterInspection: 'tracking-events-dead-letter-inspection',
+} as const;
+
+/** Deliveries before Pub/Sub moves a message to the dead-letter topic. */
+export const maxDeliveryAttempts = 5;
+
+export const collections = {
+  orgs: 'orgs',
+  members: 'members',
+  apiKeys: 'apiKeys',
+  campaigns: 'campaigns',
+  affiliates: 'affiliates',
+  links: 'links',
+  auditLog: 'auditLog',
+  clicks: 'clicks',
+  conversions: 'conversions',
+  counters: 'counters',
+  ledger: 'ledger',
+  processedEvents: 'processedEvents',
+  /** Client Idempotency-Key → the id of what that request created. */
+  idempotencyKeys: 'idempotencyKeys',
+  /** Global lookups that serve the hot path and authentication without knowing the org first. */
+  linkIndex: 'linkIndex',
+  apiKeyIndex: 'apiKeyIndex',
+  postbackTokenIndex: 'postbackTokenIndex',
+} as const;
+
+export const analyticsTables = {
+  events: 'tracking_events',
+} as const;
+
+/** Function entry points (the Functions Framework target names). */
+export const functionNames = {
+  api: 'api',
+  click: 'click',
+  postback: 'postback',
+  pixel: 'pixel',
+  stateWriter: 'stateWriter',
+  analyticsWriter: 'analyticsWriter',
+} as const;

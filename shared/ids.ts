@@ -1,8 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 
 /**
- * Ids sort by creation time (a fixed-width base32 timestamp, then randomness), so lists ordered by
- * document id come out newest first without a separate index, and cursors are just the last id.
+ * Ids sort newest first: a fixed-width base32 count of milliseconds until year 3084, then randomness. Lists
+ * ordered by ascending document id (Firestore cannot scan keys descending) come out newest first without
+ * another index, and a cursor is just the last id.
  */
 const alphabet = '0123456789abcdefghjkmnpqrstvwxyz'; // Crockford base32, lower case
 
@@ -12,9 +13,11 @@ function base32(bytes: Uint8Array, length: number): string {
   return out;
 }
 
+const timeSpan = 32 ** 9 - 1;
+
 function timePart(ms: number): string {
   let out = '';
-  let t = ms;
+  let t = timeSpan - ms;
   for (let i = 0; i < 9; i++) {
     out = alphabet[t % 32] + out;
     t = Math.floor(t / 32);

@@ -4,10 +4,15 @@ import type { Route } from './router';
 /** OpenAPI 3.1 generated from the routes' own zod schemas, so the document cannot drift from validation. */
 export function openApiDocument(routes: Route[], serverUrl: string): Record<string, unknown> {
   const components: Record<string, unknown> = {};
+  // Named schemas (.meta({ id })) become shared components instead of per-operation $defs.
   const schema = (s: z.ZodType, io: 'input' | 'output') => {
     const json = z.toJSONSchema(s, { io, unrepresentable: 'any', target: 'draft-2020-12' }) as Record<string, unknown>;
     delete json.$schema;
-    return json;
+    const defs = (json.$defs ?? {}) as Record<string, unknown>;
+    delete json.$defs;
+    const relink = (v: unknown) => JSON.parse(JSON.stringify(v).replaceAll('"#/$defs/', '"#/components/schemas/')) as Record<string, unknown>;
+    for (const [id, def] of Object.entries(defs)) components[id] ??= relink(def);
+    return relink(json);
   };
   const errorSchema = {
     type: 'object',

@@ -120,11 +120,11 @@ export class OrgScope {
     return found;
   }
 
-  /** Newest first (ids sort by creation time); the cursor is the last id of the page. */
+  /** Newest first (ids sort that way, see shared/ids.ts); the cursor is the last id of the page. */
   async list<T>(name: OrgCollection, opts: ListOptions): Promise<Page<T>> {
     let q: Query = this.narrow(name, this.collection(name));
     for (const [field, op, value] of opts.where ?? []) q = q.where(field, op, value);
-    q = q.orderBy(FieldPath.documentId(), 'desc');
+    q = q.orderBy(FieldPath.documentId());
     if (opts.cursor) {
       if (!/^[A-Za-z0-9_-]{1,100}$/.test(opts.cursor)) throw badRequest('Invalid cursor', [{ field: 'cursor', message: 'is not a cursor from a previous page' }]);
       q = q.startAfter(opts.cursor);
@@ -253,5 +253,5 @@ export async function listMyOrgs(principal: Principal): Promise<DocumentData[]> 
   }
   if (!ids.length) return [];
   const docs = await db.getAll(...ids.map((id) => db.doc(`${collections.orgs}/${id}`)));
-  return docs.filter((d) => d.exists).map((d) => d.data()!).sort((a, b) => String(b.id).localeCompare(String(a.id)));
+  return docs.filter((d) => d.exists).map((d) => d.data()!).sort((a, b) => String(a.id).localeCompare(String(b.id)));
 }

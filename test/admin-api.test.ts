@@ -1,0 +1,238 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { campaignBody, newOrg, startTestStack, type TestStack } from './helpers/stack';
+
+let s: TestStack;
+before(async () => (s = await startTestStack()));
+after(() => s.close());
+
+describe('identity', () => {
+  it('answers 401 without credentials, with a forged token, an expired token or an unknown API key', async () => {
+    assert.equal((await s.call('GET', '/v1/orgs')).status, 401);
+    const good = s.token('eve@example.com');
+    const [h, p] = good.split('.');
+    const forged = `${h}.${Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(p!, 'base64url').toString()), sub: 'someone-else' })).toString('base64url')}.${good.split('.')[2]}`;
+    for (const auth of ['not-a-jwt', forged, s.token('eve@example.com', { now: Date.now() - 48 * 3600e3 }), 'abp_live_nope']) {
+      const r = await s.call('GET', '/v1/orgs', { auth });
+      assert.equal(r.status, 401, auth);
+      assert.equal(r.body.error.code, 'unauthorized');
+    }
+    assert.equal((await s.call('GET', '/v1/orgs', { auth: good })).status, 200);
+  });
+
+  it('gives the same email the same user id every time', () => {
+    assert.equal(s.userId('Alice@Example.com'), s.userId('alice@example.com'));
+    assert.match(s.userId('alice@example.com'), /^[0-9a-f-]{36}$/);
+  });
+});
+
+describe('organisations', () => {
+  it('creates an organisation whose creator is the owner, and lists only the caller\'s organisations', async () => {
+    const { orgId, token } = await newOrg(s, 'olivia@example.com');
+    await newOrg(s, 'other@example.com');
+    const mine = await s.call('GET', '/v1/orgs', { auth: token });
+    assert.deepEqual(mine.body.items.map((o: { id: string }) => o.id), [orgId]);
+    const members = await s.call('GET', `/v1/orgs/${orgId}/members`, { auth: token });
+    assert.deepEqual(members.body.items.map((m: { email: string; role: string }) => [m.email, m.role]), [['olivia@example.com', 'owner']]);
+  });
+
+  it('rejects malformed input with a 400 naming each field', async () => {
+    const r = await s.call('POST', '/v1/orgs', { auth: s.token('x@example.com'), body: { name: '', type: 'bank', plan: 'gold', extra: 1 } });
+    assert.equal(r.status, 400);
+    assert.equal(r.body.error.code, 'bad_request');
+    const fields = r.body.error.details.map((d: { field: string }) => d.field).sort();
+    assert.deepEqual(fields, ['(body)', 'name', 'plan', 'type'].sort());
+    const notJson = await s.call('POST', '/v1/orgs', { auth: s.token('x@example.com'), rawBody: '{"name":', headers: { 'content-type': 'application/json' } });
+    assert.equal(notJson.status, 400);
+    assert.doesNotMatch(notJson.text, /at JSON\.parse|node_modules/, 'no stack trace');
+  });
+
+  it('patches name and fallback URL and records the change in the audit log', async () => {
+    const { orgId, token } = await newOrg(s, 'pat@example.com');
+    const r = await s.call('PATCH', `/v1/orgs/${orgId}`, { auth: token, body: { name: 'Renamed', fallbackUrl: 'https://fallback.example.com/' } });
+    assert.equal(r.status, 200);
+    assert.equal(r.body.name, 'Renamed');
+    assert.equal(r.body.fallbackUrl, 'https://fallback.example.com/');
+    const log = await s.call('GET', `/v1/orgs/${orgId}/audit-log?action=org.update`, { auth: token });
+    assert.equal(log.body.items.length, 1);
+    assert.deepEqual(log.body.items[0].changes.name, { from: 'Org of pat@example.com', to: 'Renamed' });
+    assert.equal(log.body.items[0].actor.email, 'pat@example.com');
+    assert.equal((await s.call('PATCH', `/v1/orgs/${orgId}`, { auth: token, body: { fallbackUrl: 'javascript:alert(1)' } })).status, 400);
+  });
+
+  it('returns the first result when a create is retried with the same Idempotency-Key', async () => {
+    const token = s.token('idem@example.com');
+    const body = { name: 'Once', type: 'agency', plan: 'professional' };
+    const a = await s.call('POST', '/v1/orgs', { auth: token, body, headers: { 'idempotency-key': 'k-1' } });
+    const b = await s.call('POST', '/v1/orgs', { auth: token, body, headers: { 'idempotency-key': 'k-1' } });
+    assert.equal(a.body.id, b.body.id);
+    assert.equal((await s.call('GET', '/v1/orgs', { auth: token })).body.items.length, 1);
+    const c1 = await s.call('POST', `/v1/orgs/${a.body.id}/campaigns`, { auth: token, body: campaignBody(), headers: { 'idempotency-key': 'c-1' } });
+    const c2 = await s.call('POST', `/v1/orgs/${a.body.id}/campaigns`, { auth: token, body: campaignBody(), headers: { 'idempotency-key': 'c-1' } });
+    assert.equal(c1.body.id, c2.body.id);
+    assert.equal((await s.call('GET', `/v1/orgs/${a.body.id}/campaigns`, { auth: token })).body.items.length, 1);
+  });
+});
+
+describe('members and roles', () => {
+  it('invites a colleague who can then act with their role', async () => {
+    const { orgId, token } = await newOrg(s, 'owner1@example.com');
+    const r = await s.call('POST', `/v1/orgs/${orgId}/members`, { auth: token, body: { email: 'Ana@Example.com', role: 'analyst' } });
+    assert.equal(r.status, 201);
+    assert.equal(r.body.userId, s.userId('ana@example.com'));
+    const ana = s.token('ana@example.com');
+    assert.equal((await s.call('GET', `/v1/orgs/${orgId}/campaigns`, { auth: ana })).status, 200);
+    const denied = await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: ana, body: campaignBody() });
+    assert.equal(denied.status, 403);
+    assert.match(denied.body.error.message, /analyst/);
+    assert.equal((await s.call('POST', `/v1/orgs/${orgId}/members`, { auth: token, body: { email: 'ana@example.com', role: 'admin' } })).status, 409);
+    const promoted = await s.call('PATCH', `/v1/orgs/${orgId}/members/${r.body.userId}`, { auth: token, body: { role: 'manager' } });
+    assert.equal(promoted.body.role, 'manager');
+    assert.equal((await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: ana, body: campaignBody() })).status, 201);
+    assert.equal((await s.call('DELETE', `/v1/orgs/${orgId}/members/${r.body.userId}`, { auth: token })).status, 200);
+    assert.equal((await s.call('GET', `/v1/orgs/${orgId}`, { auth: ana })).status, 404);
+  });
+
+  it('always keeps an owner, and admins cannot make or touch owners', async () => {
+    const { orgId, token } = await newOrg(s, 'solo@example.com');
+    const me = s.userId('solo@example.com');
+    assert.equal((await s.call('PATCH', `/v1/orgs/${orgId}/members/${me}`, { auth: token, body: { role: 'admin' } })).status, 409);
+    assert.equal((await s.call('DELETE', `/v1/orgs/${orgId}/members/${me}`, { auth: token })).status, 409);
+    await s.call('POST', `/v1/orgs/${orgId}/members`, { auth: token, body: { email: 'adm@example.com', role: 'admin' } });
+    const adm = s.token('adm@example.com');
+    assert.equal((await s.call('POST', `/v1/orgs/${orgId}/members`, { auth: adm, body: { email: 'o2@example.com', role: 'owner' } })).status, 403);
+    assert.equal((await s.call('DELETE', `/v1/orgs/${orgId}/members/${me}`, { auth: adm })).status, 403);
+    // With a second owner, the first may step down.
+    await s.call('POST', `/v1/orgs/${orgId}/members`, { auth: token, body: { email: 'o2@example.com', role: 'owner' } });
+    assert.equal((await s.call('PATCH', `/v1/orgs/${orgId}/members/${me}`, { auth: token, body: { role: 'admin' } })).status, 200);
+  });
+});
+
+describe('API keys', () => {
+  it('shows the key once, authenticates with it, and stops it at once when revoked', async () => {
+    const { orgId, token } = await newOrg(s, 'keys@example.com');
+    const created = await s.call('POST', `/v1/orgs/${orgId}/api-keys`, { auth: token, body: { name: 'ci', role: 'manager' } });
+    assert.equal(created.status, 201);
+    const key: string = created.body.key;
+    assert.match(key, /^abp_live_/);
+    const list = await s.call('GET', `/v1/orgs/${orgId}/api-keys`, { auth: token });
+    assert.equal(list.body.items.length, 1);
+    assert.ok(!list.text.includes(key), 'the key is never listed');
+    assert.equal(list.body.items[0].prefix, key.slice(0, list.body.items[0].prefix.length));
+    const made = await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: key, body: campaignBody() });
+    assert.equal(made.status, 201);
+    assert.deepEqual((await s.call('GET', '/v1/orgs', { auth: key })).body.items.map((o: { id: string }) => o.id), [orgId]);
+    const log = await s.call('GET', `/v1/orgs/${orgId}/audit-log?targetId=${made.body.id}`, { auth: token });
+    assert.deepEqual(log.body.items[0].actor, { type: 'apiKey', id: created.body.id });
+    assert.equal((await s.call('POST', `/v1/orgs/${orgId}/api-keys`, { auth: key, body: { name: 'x', role: 'admin' } })).status, 403);
+    assert.equal((await s.call('DELETE', `/v1/orgs/${orgId}/api-keys/${created.body.id}`, { auth: token })).status, 200);
+    assert.equal((await s.call('GET', `/v1/orgs/${orgId}/campaigns`, { auth: key })).status, 401);
+  });
+});
+
+describe('campaigns', () => {
+  it('creates with documented defaults and validates URLs, macros, money and tiers', async () => {
+    const { orgId, token } = await newOrg(s, 'camp@example.com');
+    const r = await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: token, body: { name: 'Min', destinationUrl: 'https://a.example.com/?c={click_id}', payout: { type: 'revshare', percent: 30 }, revenue: { type: 'cps', percent: 40 } } });
+    assert.equal(r.status, 201);
+    assert.equal(r.body.status, 'draft');
+    assert.equal(r.body.currency, 'USD');
+    assert.equal(r.body.attributionWindowDays, 30);
+    assert.equal(r.body.holdDays, 30);
+    const bad = await s.call('POST', `/v1/orgs/${orgId}/campaigns`, {
+      auth: token,
+      body: campaignBody({ destinationUrl: 'javascript:alert(1)//{nope}', currency: 'XYZ', payout: { type: 'cpa', amount: 4.5 } }),
+    });
+    assert.equal(bad.status, 400);
+    const fields = bad.body.error.details.map((d: { field: string }) => d.field);
+    for (const f of ['destinationUrl', 'currency', 'payout.amount']) assert.ok(fields.includes(f), `${f} in ${fields}`);
+    const tiers = await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: token, body: campaignBody({ payout: { type: 'cpa', amount: 500, tiers: [{ minConversions: 10, amount: 600 }, { minConversions: 5, amount: 700 }] } }) });
+    assert.deepEqual(tiers.body.error.details.map((d: { field: string }) => d.field), ['payout.tiers']);
+    const hostMacro = await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: token, body: campaignBody({ destinationUrl: 'https://{sub1}/x' }) });
+    assert.equal(hostMacro.status, 400);
+  });
+
+  it('holds the Starter plan to 5 campaigns that are not archived', async () => {
+    const { orgId, token } = await newOrg(s, 'starter@example.com');
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: token, body: campaignBody({ name: `c${i}` }) })).body.id);
+    const sixth = await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: token, body: campaignBody({ name: 'c5' }) });
+    assert.equal(sixth.status, 409);
+    assert.match(sixth.body.error.message, /starter plan allows 5 campaigns/);
+    const archived = await s.call('DELETE', `/v1/orgs/${orgId}/campaigns/${ids[0]}`, { auth: token });
+    assert.equal(archived.body.status, 'archived');
+    assert.equal((await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: token, body: campaignBody({ name: 'c6' }) })).status, 201);
+    assert.equal((await s.call('PATCH', `/v1/orgs/${orgId}/campaigns/${ids[0]}`, { auth: token, body: { status: 'active' } })).status, 409, 'un-archiving counts too');
+  });
+
+  it('pages newest first with a cursor and filters by status', async () => {
+    const { orgId, token } = await newOrg(s, 'pages@example.com', 'professional');
+    const made: string[] = [];
+    for (let i = 0; i < 5; i++) made.push((await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: token, body: campaignBody({ name: `p${i}`, status: i % 2 ? 'paused' : 'active' }) })).body.id);
+    const p1 = await s.call('GET', `/v1/orgs/${orgId}/campaigns?limit=2`, { auth: token });
+    const p2 = await s.call('GET', `/v1/orgs/${orgId}/campaigns?limit=2&cursor=${p1.body.nextCursor}`, { auth: token });
+    const p3 = await s.call('GET', `/v1/orgs/${orgId}/campaigns?limit=2&cursor=${p2.body.nextCursor}`, { auth: token });
+    assert.deepEqual([...p1.body.items, ...p2.body.items, ...p3.body.items].map((c: { id: string }) => c.id), [...made].reverse());
+    assert.equal(p3.body.nextCursor, null);
+    const paused = await s.call('GET', `/v1/orgs/${orgId}/campaigns?status=paused`, { auth: token });
+    assert.deepEqual(paused.body.items.map((c: { name: string }) => c.name), ['p3', 'p1']);
+    assert.equal((await s.call('GET', `/v1/orgs/${orgId}/campaigns?limit=0`, { auth: token })).status, 400);
+  });
+});
+
+describe('affiliates, links and postback config', () => {
+  it('creates affiliates and links whose URL is the tracking URL', async () => {
+    const { orgId, token } = await newOrg(s, 'aff@example.com');
+    const campaign = (await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: token, body: campaignBody() })).body;
+    const aff = await s.call('POST', `/v1/orgs/${orgId}/affiliates`, { auth: token, body: { name: 'Pat Publisher', email: 'pat@pub.example', payoutOverrides: { [campaign.id]: { type: 'cpa', amount: 700 } } } });
+    assert.equal(aff.status, 201);
+    assert.equal(aff.body.minimumPayout, 5000);
+    const badOverride = await s.call('POST', `/v1/orgs/${orgId}/affiliates`, { auth: token, body: { name: 'X', email: 'x@pub.example', payoutOverrides: { cmp_nope: { type: 'cpa', amount: 1 } }, userIds: ['ghost'] } });
+    assert.equal(badOverride.status, 400);
+    assert.deepEqual(badOverride.body.error.details.map((d: { field: string }) => d.field), ['payoutOverrides.cmp_nope', 'userIds.0']);
+    const patched = await s.call('PATCH', `/v1/orgs/${orgId}/affiliates/${aff.body.id}`, { auth: token, body: { status: 'paused', minimumPayout: 10000 } });
+    assert.equal(patched.body.status, 'paused');
+    const link = await s.call('POST', `/v1/orgs/${orgId}/links`, { auth: token, body: { campaignId: campaign.id, affiliateId: aff.body.id } });
+    assert.equal(link.status, 201);
+    assert.equal(link.body.url, `${s.baseUrl}/c/${link.body.id}`);
+    const unknown = await s.call('POST', `/v1/orgs/${orgId}/links`, { auth: token, body: { campaignId: 'cmp_nope', affiliateId: aff.body.id } });
+    assert.equal(unknown.status, 400);
+    assert.equal(unknown.body.error.details[0].field, 'campaignId');
+    await s.call('DELETE', `/v1/orgs/${orgId}/campaigns/${campaign.id}`, { auth: token });
+    assert.equal((await s.call('POST', `/v1/orgs/${orgId}/links`, { auth: token, body: { campaignId: campaign.id, affiliateId: aff.body.id } })).status, 409);
+    const listed = await s.call('GET', `/v1/orgs/${orgId}/links?campaignId=${campaign.id}`, { auth: token });
+    assert.deepEqual(listed.body.items.map((l: { id: string }) => l.id), [link.body.id]);
+  });
+
+  it('serves a postback template and rotates the token', async () => {
+    const { orgId, token } = await newOrg(s, 'pb@example.com');
+    const a = await s.call('GET', `/v1/orgs/${orgId}/postback-config`, { auth: token });
+    assert.match(a.body.token, /^pbt_/);
+    assert.ok(a.body.postbackUrl.startsWith(`${s.baseUrl}/postback?token=${a.body.token}&click_id={click_id}`));
+    const b = await s.call('POST', `/v1/orgs/${orgId}/postback-config/rotate`, { auth: token });
+    assert.notEqual(b.body.token, a.body.token);
+    assert.equal((await s.call('GET', `/v1/orgs/${orgId}/postback-config`, { auth: token })).body.token, b.body.token);
+    assert.ok(!(await s.call('GET', `/v1/orgs/${orgId}`, { auth: token })).text.includes(b.body.token), 'the org resource does not leak the token');
+  });
+});
+
+describe('meta', () => {
+  it('serves an OpenAPI 3.1 document covering every route, from the validation schemas', async () => {
+    const r = await s.call('GET', '/v1/openapi.json');
+    assert.equal(r.status, 200);
+    assert.equal(r.body.openapi, '3.1.0');
+    const post = r.body.paths['/v1/orgs/{orgId}/campaigns'].post;
+    assert.equal(post.requestBody.content['application/json'].schema.$ref, '#/components/schemas/CreateCampaign');
+    assert.deepEqual(r.body.components.schemas.CreateCampaign.required.sort(), ['destinationUrl', 'name', 'payout', 'revenue']);
+    assert.ok(!JSON.stringify(r.body).includes('#/$defs/'), 'every reference resolves to a component');
+    assert.ok(r.body.paths['/v1/orgs/{orgId}/members/{userId}'].patch);
+    assert.ok(r.body.paths['/v1/orgs/{orgId}/audit-log'].get);
+  });
+
+  it('answers unknown routes and methods with JSON errors', async () => {
+    assert.equal((await s.call('GET', '/v1/nope')).status, 404);
+    const r = await s.call('PUT', '/v1/orgs', { auth: s.token('m@example.com') });
+    assert.equal(r.status, 405);
+    assert.equal(r.body.error.code, 'method_not_allowed');
+  });
+});

@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { apiRoutes } from '../functions/api/routes';
+import { campaignBody, newOrg, startTestStack, type TestStack } from './helpers/stack';
+
+/**
+ * Walks every /v1/orgs/{orgId}/… route from the outside, as callers who must get nothing: a member of
+ * another organisation, another organisation's API key, an analyst trying to write, and an affiliate user
+ * reading another affiliate's records. New routes are covered as soon as they are added to the router.
+ */
+let s: TestStack;
+const A = { orgId: '', owner: '', campaign: '', affX: '', affY: '', linkX: '', linkY: '', key: '', keyId: '', analyst: '', affUser: '' };
+let outsider = '';
+let outsiderKey = '';
+const orgRoutes = apiRoutes.filter((r) => r.path.startsWith('/v1/orgs/:orgId'));
+
+function fill(path: string, ids: { affiliate: string; link: string }): string {
+  return path
+    .replace(':orgId', A.orgId)
+    .replace(/campaigns\/:id/, `campaigns/${A.campaign}`)
+    .replace(/affiliates\/:id/, `affiliates/${ids.affiliate}`)
+    .replace(/links\/:id/, `links/${ids.link}`)
+    .replace(/api-keys\/:id/, `api-keys/${A.keyId}`)
+    .replace(':userId', s.userId('ana@a.example'))
+    .replace(/:[a-zA-Z]+/g, 'x');
+}
+
+const anyBody = () => ({ name: 'Intruder', role: 'admin', email: 'intruder@example.com', campaignId: A.campaign, affiliateId: A.affY, status: 'paused', ...campaignBody() });
+
+async function auditCount(): Promise<number> {
+  const r = await s.call('GET', `/v1/orgs/${A.orgId}/audit-log?limit=200`, { auth: A.owner });
+  return r.body.items.length;
+}
+
+before(async () => {
+  s = await startTestStack();
+  const a = await newOrg(s, 'alice@a.example');
+  A.orgId = a.orgId;
+  A.owner = a.token;
+  const call = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${A.orgId}${path}`, { auth: A.owner, body });
+  A.campaign = (await call('/campaigns', campaignBody({ name: 'Secret campaign A' }))).body.id;
+  await call('/members', { email: 'ana@a.example', role: 'analyst' });
+  await call('/members', { email: 'xavier@a.example', role: 'affiliate' });
+  A.affX = (await call('/affiliates', { name: 'Xavier Media', email: 'x@x.example', userIds: [s.userId('xavier@a.example')] })).body.id;
+  A.affY = (await call('/affiliates', { name: 'Yolanda Deals', email: 'y@y.example' })).body.id;
+  A.linkX = (await call('/links', { campaignId: A.campaign, affiliateId: A.affX })).body.id;
+  A.linkY = (await call('/links', { campaignId: A.campaign, affiliateId: A.affY })).body.id;
+  const key = (await call('/api-keys', { name: 'A key', role: 'admin' })).body;
+  A.key = key.key;
+  A.keyId = key.id;
+  A.analyst = s.token('ana@a.example');
+  A.affUser = s.token('xavier@a.example');
+  const b = await newOrg(s, 'bob@b.example');
+  outsider = b.token;
+  outsiderKey = (await s.call('POST', `/v1/orgs/${b.orgId}/api-keys`, { auth: b.token, body: { name: 'B key', role: 'admin' } })).body.key;
+});
+after(() => s.close());
+
+describe('tenant isolation, from the outside', () => {
+  it('has routes to walk', () => assert.ok(orgRoutes.length >= 20, `${orgRoutes.length} routes`));
+
+  it('answers 404 and reveals nothing to a member of another organisation, on every route', async () => {
+    const before = await auditCount();
+    for (const auth of [outsider, outsiderKey]) {
+      for (const r of orgRoutes) {
+        const path = fill(r.path, { affiliate: A.affX, link: A.linkX });
+        const res = await s.call(r.method, path, { auth, body: r.method === 'GET' || r.method === 'DELETE' ? undefined : anyBody() });
+        assert.equal(res.status, 404, `${r.method} ${path}: ${res.text}`);
+        for (const secret of [A.campaign, 'Secret campaign A', A.affX, 'Xavier', A.linkX, 'alice@a.example']) assert.ok(!res.text.includes(secret), `${r.method} ${path} leaked ${secret}`);
+      }
+    }
+    assert.equal(await auditCount(), before, 'nothing was written');
+  });
+
+  it('answers 403 to an analyst on every write, and writes nothing', async () => {
+    const before = await auditCount();
+    for (const r of orgRoutes.filter((x) => x.method !== 'GET')) {
+      const path = fill(r.path, { affiliate: A.affX, link: A.linkX });
+      const res = await s.call(r.method, path, { auth: A.analyst, body: r.method === 'DELETE' ? undefined : anyBody() });
+      assert.equal(res.status, 403, `${r.method} ${path}: ${res.text}`);
+    }
+    assert.equal(await auditCount(), before);
+    // Reads still work for the analyst.
+    assert.equal((await s.call('GET', `/v1/orgs/${A.orgId}/campaigns`, { auth: A.analyst })).status, 200);
+  });
+
+  it("shows an affiliate user only its own affiliate's records, on every read", async () => {
+    for (const r of orgRoutes.filter((x) => x.method === 'GET')) {
+      const path = fill(r.path, { affiliate: A.affY, link: A.linkY });
+      const res = await s.call('GET', path, { auth: A.affUser });
+      assert.ok([200, 403, 404].includes(res.status), `${path}: ${res.status}`);
+      for (const secret of [A.affY, 'Yolanda', A.linkY, 'ana@a.example', A.keyId, A.key]) assert.ok(!res.text.includes(secret), `GET ${path} leaked ${secret}`);
+      if (res.status === 200) assert.ok(!res.text.includes('"revenue"'), `GET ${path} shows the advertiser's revenue to an affiliate`);
+    }
+    const mine = await s.call('GET', `/v1/orgs/${A.orgId}/links`, { auth: A.affUser });
+    assert.deepEqual(mine.body.items.map((l: { id: string }) => l.id), [A.linkX]);
+    const myAffiliates = await s.call('GET', `/v1/orgs/${A.orgId}/affiliates`, { auth: A.affUser });
+    assert.deepEqual(myAffiliates.body.items.map((x: { id: string }) => x.id), [A.affX]);
+    // It may create links for itself, never for another affiliate.
+    assert.equal((await s.call('POST', `/v1/orgs/${A.orgId}/links`, { auth: A.affUser, body: { campaignId: A.campaign, affiliateId: A.affX } })).status, 201);
+    assert.equal((await s.call('POST', `/v1/orgs/${A.orgId}/links`, { auth: A.affUser, body: { campaignId: A.campaign, affiliateId: A.affY } })).status, 404);
+  });
+});

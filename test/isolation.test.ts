@@ -25,7 +25,7 @@ function fill(path: string, ids: { affiliate: string; link: string }): string {
     .replace(/:[a-zA-Z]+/g, 'x');
 }
 
-const anyBody = () => ({ name: 'Intruder', role: 'admin', email: 'intruder@example.com', campaignId: A.campaign, affiliateId: A.affY, status: 'paused', ...campaignBody() });
+const anyBody = () => ({ ...campaignBody(), name: 'Intruder', role: 'admin', email: 'intruder@example.com', campaignId: A.campaign, affiliateId: A.affY, status: 'paused' });
 
 async function auditCount(): Promise<number> {
   const r = await s.call('GET', `/v1/orgs/${A.orgId}/audit-log?limit=200`, { auth: A.owner });

@@ -1,0 +1,73 @@
+import { z } from 'zod';
+
+/**
+ * Events on the tracking topic. The click and postback functions publish `click` and `postback`; the state
+ * worker, having attributed and priced a postback, publishes `conversion`. Every event carries its own
+ * deterministic id: consumers are idempotent on it, since Pub/Sub delivers at least once.
+ */
+const sub = z.string().max(255).nullable();
+export const deviceKinds = ['desktop', 'mobile', 'tablet', 'bot', 'unknown'] as const;
+
+export const clickEvent = z.object({
+  type: z.literal('click'),
+  eventId: z.string().describe('The click id'),
+  orgId: z.string(),
+  linkId: z.string(),
+  campaignId: z.string(),
+  affiliateId: z.string(),
+  occurredAt: z.iso.datetime(),
+  sub1: sub, sub2: sub, sub3: sub, sub4: sub, sub5: sub,
+  /** Keyed hash of the visitor's IP and user agent: repeat-click and fraud checks without storing the IP. */
+  visitorHash: z.string(),
+  ipHash: z.string(),
+  /** /24 for IPv4, /48 for IPv6. */
+  ipPrefix: z.string().nullable(),
+  country: z.string().length(2).nullable(),
+  device: z.enum(deviceKinds),
+  os: z.string().nullable(),
+  browser: z.string().nullable(),
+  referrer: z.string().max(1024).nullable(),
+  isBot: z.boolean(),
+  botReason: z.string().nullable(),
+});
+export type ClickEvent = z.infer<typeof clickEvent>;
+
+export const postbackEvent = z.object({
+  type: z.literal('postback'),
+  eventId: z.string().describe('The conversion id: organisation + txn_id, or click id + event'),
+  orgId: z.string(),
+  clickId: z.string(),
+  txnId: z.string().nullable(),
+  event: z.string(),
+  /** Minor units, or null when the postback had no amount. */
+  amount: z.number().int().nullable(),
+  currency: z.string().nullable(),
+  occurredAt: z.iso.datetime(),
+  via: z.enum(['postback', 'pixel']),
+});
+export type PostbackEvent = z.infer<typeof postbackEvent>;
+
+export const conversionStatuses = ['pending', 'approved', 'rejected', 'reversed', 'paid'] as const;
+
+export const conversionEvent = z.object({
+  type: z.literal('conversion'),
+  eventId: z.string(),
+  orgId: z.string(),
+  clickId: z.string(),
+  linkId: z.string().nullable(),
+  campaignId: z.string().nullable(),
+  affiliateId: z.string().nullable(),
+  txnId: z.string().nullable(),
+  event: z.string(),
+  amount: z.number().int().nullable(),
+  currency: z.string(),
+  revenue: z.number().int(),
+  payout: z.number().int(),
+  status: z.enum(conversionStatuses),
+  reasons: z.array(z.string()),
+  occurredAt: z.iso.datetime(),
+});
+export type ConversionEvent = z.infer<typeof conversionEvent>;
+
+export const trackingEvent = z.discriminatedUnion('type', [clickEvent, postbackEvent, conversionEvent]);
+export type TrackingEvent = z.infer<typeof trackingEvent>;

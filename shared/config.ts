@@ -33,6 +33,13 @@ export const configSchema = z.object({
   /** HMAC key that signs click ids so forged ones are rejected. Required in production. */
   ABP_CLICK_SIGNING_KEY: z.string().min(16).optional(),
   ABP_LOG_REQUESTS: boolish,
+  /** How long the click function trusts its in-memory copy of a link, campaign and org (pause takes effect within this). */
+  LINK_CACHE_TTL_SECONDS: z.coerce.number().min(0).max(3600).default(10),
+  /**
+   * Proxies that append to X-Forwarded-For in front of the tracking functions: 1 for Cloud Functions behind
+   * Google's front end, 2 behind the external load balancer. The client IP is that many entries from the end.
+   */
+  XFF_TRUSTED_HOPS: z.coerce.number().int().min(1).max(5).default(1),
 });
 
 export type Config = z.infer<typeof configSchema> & { publicBaseUrl: string; supabaseUrl: string };

@@ -30,6 +30,10 @@ export const collections = {
   counters: 'counters',
   ledger: 'ledger',
   processedEvents: 'processedEvents',
+  /** One per accepted postback id: how the postback function tells a retry from a first delivery. */
+  postbackReceipts: 'postbackReceipts',
+  /** Last non-bot click per visitor and link, for the repeat-click rule. */
+  visitors: 'visitors',
   /** Client Idempotency-Key → the id of what that request created. */
   idempotencyKeys: 'idempotencyKeys',
   /** Global lookups that serve the hot path and authentication without knowing the org first. */
@@ -50,4 +54,14 @@ export const functionNames = {
   pixel: 'pixel',
   stateWriter: 'stateWriter',
   analyticsWriter: 'analyticsWriter',
+} as const;
+
+/** Paths under which the local gateway serves each function (production gives each its own URL). */
+export const localPaths = {
+  click: '/c/',
+  postback: '/postback',
+  pixel: '/pixel',
+  api: '/v1/',
+  stateWriterPush: '/_push/state-writer',
+  analyticsWriterPush: '/_push/analytics-writer',
 } as const;

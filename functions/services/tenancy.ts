@@ -23,15 +23,18 @@ const affiliateOwnership: Partial<Record<OrgCollection, string>> = {
   clicks: 'affiliateId',
   conversions: 'affiliateId',
   ledger: 'affiliateId',
+  counters: 'affiliateId',
 };
 
 /** Collections an affiliate may not read at all, whatever its permissions. */
-const hiddenFromAffiliates = new Set<OrgCollection>(['members', 'apiKeys', 'auditLog', 'processedEvents', 'counters', 'idempotencyKeys']);
+const hiddenFromAffiliates = new Set<OrgCollection>(['members', 'apiKeys', 'auditLog', 'processedEvents', 'idempotencyKeys', 'postbackReceipts', 'visitors']);
 
 export interface ListOptions {
   where?: [string, WhereFilterOp, unknown][];
   limit: number;
   cursor?: string | undefined;
+  /** Newest first by this field (ties by id) instead of by id, for documents whose ids are not time-ordered. */
+  newestFirstBy?: string;
 }
 
 export interface Page<T> {
@@ -54,11 +57,17 @@ export class OrgScope {
     readonly affiliateIds: readonly string[] | undefined,
   ) {}
 
+  /** For workers and scheduled jobs: the platform acting on one organisation, never on behalf of a caller. */
+  static system(orgId: string, name: string): OrgScope {
+    return new OrgScope(orgId, 'owner', { kind: 'system', name }, undefined);
+  }
+
   /** Resolves the caller's role in the organisation and checks the permission the route needs. */
   static async open(principal: Principal, orgId: string, permission: Permission): Promise<OrgScope> {
     const db = firestore();
     let role: Role;
     let affiliateIds: string[] | undefined;
+    if (principal.kind === 'system') throw forbidden('System principals use OrgScope.system');
     if (principal.kind === 'apiKey') {
       if (principal.orgId !== orgId) throw notFound('Organisation');
       role = principal.role;
@@ -124,16 +133,34 @@ export class OrgScope {
   async list<T>(name: OrgCollection, opts: ListOptions): Promise<Page<T>> {
     let q: Query = this.narrow(name, this.collection(name));
     for (const [field, op, value] of opts.where ?? []) q = q.where(field, op, value);
-    q = q.orderBy(FieldPath.documentId());
-    if (opts.cursor) {
-      if (!/^[A-Za-z0-9_-]{1,100}$/.test(opts.cursor)) throw badRequest('Invalid cursor', [{ field: 'cursor', message: 'is not a cursor from a previous page' }]);
-      q = q.startAfter(opts.cursor);
+    const invalidCursor = () => badRequest('Invalid cursor', [{ field: 'cursor', message: 'is not a cursor from a previous page' }]);
+    if (opts.newestFirstBy) {
+      q = q.orderBy(opts.newestFirstBy, 'desc').orderBy(FieldPath.documentId());
+      if (opts.cursor) {
+        let after: unknown;
+        try {
+          after = JSON.parse(Buffer.from(opts.cursor, 'base64url').toString());
+        } catch {
+          throw invalidCursor();
+        }
+        if (!Array.isArray(after) || after.length !== 2) throw invalidCursor();
+        q = q.startAfter(...(after as unknown[]));
+      }
+    } else {
+      q = q.orderBy(FieldPath.documentId());
+      if (opts.cursor) {
+        if (!/^[A-Za-z0-9_-]{1,100}$/.test(opts.cursor)) throw invalidCursor();
+        q = q.startAfter(opts.cursor);
+      }
     }
     const snap = await q.limit(opts.limit + 1).get();
     const docs = snap.docs.slice(0, opts.limit);
+    const last = docs[docs.length - 1];
+    const cursorOf = (d: NonNullable<typeof last>) =>
+      opts.newestFirstBy ? Buffer.from(JSON.stringify([d.get(opts.newestFirstBy), d.id])).toString('base64url') : d.id;
     return {
       items: docs.map((d) => d.data() as T),
-      nextCursor: snap.docs.length > opts.limit ? docs[docs.length - 1]!.id : null,
+      nextCursor: snap.docs.length > opts.limit && last ? cursorOf(last) : null,
     };
   }
 
@@ -245,6 +272,7 @@ export async function createOrganisation(
 export async function listMyOrgs(principal: Principal): Promise<DocumentData[]> {
   const db = firestore();
   let ids: string[];
+  if (principal.kind === 'system') return [];
   if (principal.kind === 'apiKey') {
     ids = [principal.orgId];
   } else {

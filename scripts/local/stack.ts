@@ -1,6 +1,6 @@
 import type { Server } from 'node:http';
 import { config } from '../../shared/config';
-import { functionNames } from '../../shared/names';
+import { functionNames, localPaths } from '../../shared/names';
 import { createGateway, type GatewayRoute } from './gateway';
 
 /**
@@ -14,7 +14,12 @@ export interface LocalStack {
 }
 
 export const gatewayRoutes: GatewayRoute[] = [
-  { prefix: '/v1/', functionName: functionNames.api },
+  { prefix: localPaths.api, functionName: functionNames.api },
+  { prefix: localPaths.click, functionName: functionNames.click },
+  { prefix: localPaths.postback, functionName: functionNames.postback },
+  { prefix: localPaths.pixel, functionName: functionNames.pixel },
+  { prefix: localPaths.stateWriterPush, functionName: functionNames.stateWriter },
+  { prefix: localPaths.analyticsWriterPush, functionName: functionNames.analyticsWriter },
 ];
 
 export async function startLocalStack(): Promise<LocalStack> {
@@ -34,16 +39,21 @@ export async function startLocalStack(): Promise<LocalStack> {
     server.listen(c.PORT, c.HOST, () => resolve());
   });
   const baseUrl = `http://${c.HOST}:${(server.address() as { port: number }).port}`;
+  const { provisionPubSub } = await import('./pubsub-setup');
+  const pubsubSetup = await provisionPubSub(baseUrl);
   ready = true;
   return {
     baseUrl,
     server,
     close: async () => {
       ready = false;
+      await pubsubSetup.teardown();
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
       const { closeFirestore } = await import('../../functions/adapters/firestore');
-      await closeFirestore();
+      const { closePubSub } = await import('../../functions/adapters/pubsub');
+      const { closeAnalyticsStore } = await import('../../functions/adapters/analytics');
+      await Promise.all([closeFirestore(), closePubSub(), closeAnalyticsStore()]);
     },
   };
 }

@@ -7,6 +7,8 @@ import { linkRoutes } from './links';
 import { memberRoutes } from './members';
 import { orgRoutes } from './orgs';
 import { postbackConfigRoutes } from './postback-config';
+import { reportRoutes } from './reports';
+import { trackingRoutes } from './tracking';
 
 export const apiRoutes: Route[] = [
   ...orgRoutes,
@@ -17,4 +19,6 @@ export const apiRoutes: Route[] = [
   ...linkRoutes,
   ...postbackConfigRoutes,
   ...auditRoutes,
+  ...trackingRoutes,
+  ...reportRoutes,
 ];

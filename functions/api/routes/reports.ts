@@ -1,0 +1,49 @@
+import { z } from 'zod';
+import { reportDimensions, reportQuerySchema, type ReportResult } from '../../../shared/analytics/report';
+import { formatMinor } from '../../../shared/money';
+import { badRequest } from '../../../shared/errors';
+import { analyticsStore } from '../../adapters/analytics';
+import { zodDetails, ok, orgRoute, type Reply } from '../router';
+
+const reportHttpQuery = z.object({
+  from: z.string().describe('YYYY-MM-DD, inclusive, UTC'),
+  to: z.string().describe('YYYY-MM-DD, inclusive, UTC'),
+  groupBy: z.string().optional().describe(`Comma-separated: ${reportDimensions.join(', ')}`),
+  campaignId: z.string().optional(),
+  format: z.enum(['json', 'csv']).default('json'),
+});
+
+function csvCell(v: unknown): string {
+  const s = v === null || v === undefined ? '' : String(v);
+  // Quote when needed, and defuse spreadsheet formulas in values that came from visitors (sub ids).
+  const safe = /^[=+\-@\t\r]/.test(s) ? `'${s}` : s;
+  return /[",\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
+}
+
+/** CSV for spreadsheets: money as decimals in the major unit, one column per currency. */
+export function reportCsv(result: ReportResult, groupBy: string[]): string {
+  const currencies = [...new Set([...result.rows, result.totals].flatMap((r) => [...Object.keys(r.revenue), ...Object.keys(r.payout)]))].sort();
+  const header = [...groupBy, 'clicks', 'uniqueClicks', 'botClicks', 'conversions', ...currencies.flatMap((c) => [`revenue_${c}`, `payout_${c}`])];
+  const line = (r: ReportResult['rows'][number]) => [
+    ...groupBy.map((g) => (r as unknown as Record<string, unknown>)[g]),
+    r.clicks, r.uniqueClicks, r.botClicks, r.conversions,
+    ...currencies.flatMap((c) => [formatMinor(r.revenue[c] ?? 0, c), formatMinor(r.payout[c] ?? 0, c)]),
+  ].map(csvCell).join(',');
+  return [header.join(','), ...result.rows.map(line)].join('\r\n') + '\r\n';
+}
+
+export const reportRoutes = [
+  orgRoute(
+    { method: 'GET', path: '/v1/orgs/:orgId/reports', summary: 'Clicks, unique and bot clicks, conversions, revenue and payout, grouped; money per currency in minor units', tag: 'Reports', permission: 'reports:read', query: reportHttpQuery },
+    async ({ scope, query }): Promise<Reply> => {
+      const groupBy = query.groupBy ? query.groupBy.split(',').map((g) => g.trim()).filter(Boolean) : [];
+      const parsed = reportQuerySchema.safeParse({ orgId: scope.orgId, from: query.from, to: query.to, groupBy, campaignId: query.campaignId, affiliateIds: scope.affiliateIds ? [...scope.affiliateIds] : undefined });
+      if (!parsed.success) throw badRequest('The report query is invalid', zodDetails(parsed.error));
+      const result = await analyticsStore().report(parsed.data);
+      if (query.format === 'csv') {
+        return { status: 200, contentType: 'text/csv; charset=utf-8', body: reportCsv(result, groupBy), headers: { 'Content-Disposition': `attachment; filename="report-${query.from}-${query.to}.csv"` } };
+      }
+      return ok(result);
+    },
+  ),
+];

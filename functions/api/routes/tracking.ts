@@ -1,0 +1,109 @@
+import type { DocumentData } from '@google-cloud/firestore';
+import { z } from 'zod';
+import { conversionStatuses } from '../../../shared/domain/events';
+import { listQuery } from '../../../shared/domain/schemas';
+import { ok, orgRoute } from '../router';
+
+/** Reading the pipeline's output back: clicks and conversions from Firestore (live, per organisation). */
+const isoDate = z.string().regex(/^\d{4}-\d{2}-\d{2}(T[\d:.]+Z)?$/, 'must be YYYY-MM-DD or an ISO UTC timestamp');
+
+export const clickResource = z
+  .object({
+    id: z.string(), linkId: z.string(), campaignId: z.string(), affiliateId: z.string(), createdAt: z.string(),
+    sub1: z.string().nullable(), sub2: z.string().nullable(), sub3: z.string().nullable(), sub4: z.string().nullable(), sub5: z.string().nullable(),
+    country: z.string().nullable(), device: z.string(), os: z.string().nullable(), browser: z.string().nullable(), ipPrefix: z.string().nullable(),
+    isBot: z.boolean(), botReason: z.string().nullable(), unique: z.boolean(),
+  })
+  .meta({ id: 'Click' });
+
+export const conversionResource = z
+  .object({
+    id: z.string(), clickId: z.string(), campaignId: z.string().nullable(), affiliateId: z.string().nullable(), linkId: z.string().nullable(),
+    txnId: z.string().nullable(), event: z.string(), amount: z.number().nullable().describe('Minor units of currency'), currency: z.string(),
+    revenue: z.number().describe('What the advertiser owes, minor units'), payout: z.number().describe("The affiliate's commission, minor units"),
+    status: z.enum(conversionStatuses), reasons: z.array(z.string()), createdAt: z.string(),
+  })
+  .meta({ id: 'Conversion' });
+
+const toClick = (d: DocumentData) => ({
+  id: d.id, linkId: d.linkId, campaignId: d.campaignId, affiliateId: d.affiliateId, createdAt: d.createdAt,
+  sub1: d.sub1, sub2: d.sub2, sub3: d.sub3, sub4: d.sub4, sub5: d.sub5, country: d.country, device: d.device, os: d.os, browser: d.browser,
+  ipPrefix: d.ipPrefix, isBot: d.isBot, botReason: d.botReason, unique: d.unique,
+});
+
+export const toConversion = (d: DocumentData) => ({
+  id: d.id, clickId: d.clickId, campaignId: d.campaignId, affiliateId: d.affiliateId, linkId: d.linkId, txnId: d.txnId, event: d.event,
+  amount: d.amount, currency: d.currency, revenue: d.revenue, payout: d.payout, status: d.status, reasons: d.reasons, createdAt: d.createdAt,
+});
+
+const conversionsQuery = listQuery.extend({
+  status: z.enum(conversionStatuses).optional(),
+  campaignId: z.string().optional(),
+  affiliateId: z.string().optional(),
+  from: isoDate.optional().describe('Inclusive, UTC'),
+  to: isoDate.optional().describe('Inclusive, UTC; a date means the whole day'),
+});
+
+const statsQuery = z.object({
+  from: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'must be YYYY-MM-DD'),
+  to: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'must be YYYY-MM-DD'),
+  campaignId: z.string().optional(),
+  affiliateId: z.string().optional(),
+}).refine((q) => q.from <= q.to, { message: 'must not be after to', path: ['from'] });
+
+interface DayStats { clicks: number; uniqueClicks: number; botClicks: number; conversions: number; revenue: Record<string, number>; payout: Record<string, number> }
+const emptyStats = (): DayStats => ({ clicks: 0, uniqueClicks: 0, botClicks: 0, conversions: 0, revenue: {}, payout: {} });
+
+function addInto(into: DayStats, d: DocumentData): void {
+  into.clicks += d.clicks ?? 0;
+  into.uniqueClicks += d.uniqueClicks ?? 0;
+  into.botClicks += d.botClicks ?? 0;
+  into.conversions += d.conversions ?? 0;
+  for (const key of ['revenue', 'payout'] as const) {
+    for (const [currency, amount] of Object.entries((d[key] ?? {}) as Record<string, number>)) into[key][currency] = (into[key][currency] ?? 0) + amount;
+  }
+}
+
+export const trackingRoutes = [
+  orgRoute(
+    { method: 'GET', path: '/v1/orgs/:orgId/stats', summary: 'Live counters by day from operational state (seconds behind); reports are the analytical view', tag: 'Tracking', permission: 'tracking:read', query: statsQuery },
+    async ({ scope, query }) => {
+      let q = scope.narrow('counters', scope.collection('counters')).where('day', '>=', query.from).where('day', '<=', query.to);
+      if (query.campaignId) q = q.where('campaignId', '==', query.campaignId);
+      if (query.affiliateId) q = q.where('affiliateId', '==', query.affiliateId);
+      const snap = await q.get();
+      const byDay = new Map<string, DayStats>();
+      const totals = emptyStats();
+      for (const doc of snap.docs) {
+        const d = doc.data();
+        const entry = byDay.get(d.day) ?? emptyStats();
+        addInto(entry, d);
+        addInto(totals, d);
+        byDay.set(d.day, entry);
+      }
+      const days = [...byDay.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([day, s]) => ({ day, ...s }));
+      return ok({ days, totals });
+    },
+  ),
+  orgRoute(
+    { method: 'GET', path: '/v1/orgs/:orgId/clicks/:clickId', summary: 'A recorded click', tag: 'Tracking', permission: 'tracking:read', response: clickResource },
+    async ({ scope, params }) => ok(toClick(await scope.getOrThrow<DocumentData>('clicks', params.clickId!, 'Click'))),
+  ),
+  orgRoute(
+    { method: 'GET', path: '/v1/orgs/:orgId/conversions', summary: 'Conversions, newest first', tag: 'Tracking', permission: 'tracking:read', query: conversionsQuery, response: z.object({ items: z.array(conversionResource), nextCursor: z.string().nullable() }) },
+    async ({ scope, query }) => {
+      const where: [string, '==' | '>=' | '<=', string][] = [];
+      if (query.status) where.push(['status', '==', query.status]);
+      if (query.campaignId) where.push(['campaignId', '==', query.campaignId]);
+      if (query.affiliateId) where.push(['affiliateId', '==', query.affiliateId]);
+      if (query.from) where.push(['createdAt', '>=', query.from]);
+      if (query.to) where.push(['createdAt', '<=', query.to.length === 10 ? `${query.to}T23:59:59.999Z` : query.to]);
+      const p = await scope.list<DocumentData>('conversions', { ...query, where, newestFirstBy: 'createdAt' });
+      return ok({ items: p.items.map(toConversion), nextCursor: p.nextCursor });
+    },
+  ),
+  orgRoute(
+    { method: 'GET', path: '/v1/orgs/:orgId/conversions/:id', summary: 'A conversion, with the reasons for its status', tag: 'Tracking', permission: 'tracking:read', response: conversionResource },
+    async ({ scope, params }) => ok(toConversion(await scope.getOrThrow<DocumentData>('conversions', params.id!, 'Conversion'))),
+  ),
+];

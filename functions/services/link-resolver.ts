@@ -1,0 +1,54 @@
+import { collections } from '../../shared/names';
+import { config } from '../../shared/config';
+import type { Campaign } from '../../shared/domain/schemas';
+import { firestore } from '../adapters/firestore';
+
+/**
+ * What the click function needs to know about a link, cached in memory for LINK_CACHE_TTL_SECONDS so a
+ * warm instance answers without touching Firestore. Concurrent misses for the same link share one lookup.
+ */
+export interface ResolvedLink {
+  linkId: string;
+  orgId: string;
+  affiliateId: string;
+  campaign: Pick<Campaign, 'id' | 'status' | 'destinationUrl' | 'targeting' | 'attributionWindowDays' | 'currency'>;
+  fallbackUrl: string | null;
+}
+
+const cache = new Map<string, { at: number; value: Promise<ResolvedLink | undefined> }>();
+const maxEntries = 50_000;
+
+async function load(linkId: string): Promise<ResolvedLink | undefined> {
+  const db = firestore();
+  const link = await db.doc(`${collections.linkIndex}/${linkId}`).get();
+  if (!link.exists) return undefined;
+  const { orgId, campaignId, affiliateId } = link.data() as { orgId: string; campaignId: string; affiliateId: string };
+  const [campaign, org] = await db.getAll(
+    db.doc(`${collections.orgs}/${orgId}/${collections.campaigns}/${campaignId}`),
+    db.doc(`${collections.orgs}/${orgId}`),
+  );
+  if (!campaign?.exists || !org?.exists) return undefined;
+  const c = campaign.data() as Campaign;
+  return {
+    linkId,
+    orgId,
+    affiliateId,
+    campaign: { id: c.id, status: c.status, destinationUrl: c.destinationUrl, targeting: c.targeting ?? {}, attributionWindowDays: c.attributionWindowDays, currency: c.currency },
+    fallbackUrl: (org.get('fallbackUrl') as string | null) ?? null,
+  };
+}
+
+export function resolveLink(linkId: string): Promise<ResolvedLink | undefined> {
+  const ttl = config().LINK_CACHE_TTL_SECONDS * 1000;
+  const now = Date.now();
+  const hit = cache.get(linkId);
+  if (hit && now - hit.at < ttl) return hit.value;
+  const value = load(linkId);
+  if (ttl > 0) {
+    if (cache.size >= maxEntries) cache.delete(cache.keys().next().value!);
+    cache.set(linkId, { at: now, value });
+    // A failed lookup must not be cached.
+    value.catch(() => cache.delete(linkId));
+  }
+  return value;
+}

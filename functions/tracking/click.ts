@@ -1,0 +1,98 @@
+import * as functions from '@google-cloud/functions-framework';
+import { config } from '../../shared/config';
+import { mintClickId } from '../../shared/domain/click-id';
+import type { ClickEvent } from '../../shared/domain/events';
+import { fillMacros } from '../../shared/domain/macros';
+import { classifyUserAgent } from '../../shared/domain/user-agent';
+import { clientIp, ipPrefix, keyedHash } from '../../shared/domain/visitor';
+import { functionNames } from '../../shared/names';
+import { secrets } from '../adapters/local-secrets';
+import { publishTrackingEvent } from '../adapters/pubsub';
+import { resolveLink } from '../services/link-resolver';
+import { edgeCountry, header, textError } from './http';
+
+export const clickCookie = 'abp_cid';
+const subNames = ['sub1', 'sub2', 'sub3', 'sub4', 'sub5'] as const;
+
+/** Link previews and prefetches fetch the URL without a person behind them. */
+function prefetchReason(req: functions.Request): string | null {
+  if (req.method === 'HEAD') return 'head_request';
+  const purpose = `${header(req, 'purpose') ?? ''} ${header(req, 'sec-purpose') ?? ''} ${header(req, 'x-purpose') ?? ''}`.toLowerCase();
+  if (purpose.includes('prefetch') || purpose.includes('preview')) return 'prefetch';
+  return null;
+}
+
+/**
+ * GET|HEAD /c/{linkId}: records the click and redirects at once. The only awaited I/O is the publish (a
+ * Cloud Function's CPU is throttled once it has answered); the link comes from an in-memory cache.
+ */
+export async function handleClick(req: functions.Request, res: functions.Response): Promise<void> {
+  res.setHeader('Cache-Control', 'no-store');
+  if (req.method !== 'GET' && req.method !== 'HEAD') return textError(res, 405, 'Use GET');
+  const linkId = /^\/c\/([A-Za-z0-9_-]{1,64})\/?$/.exec(req.path)?.[1];
+  if (!linkId) return textError(res, 404, 'Unknown link');
+
+  const subs: Record<(typeof subNames)[number], string | null> = { sub1: null, sub2: null, sub3: null, sub4: null, sub5: null };
+  for (const name of subNames) {
+    const v = req.query[name];
+    if (v === undefined) continue;
+    if (typeof v !== 'string' || v.length > 255) return textError(res, 400, `${name} must be a single value of at most 255 characters`);
+    subs[name] = v;
+  }
+
+  const link = await resolveLink(linkId);
+  if (!link) return textError(res, 404, 'Unknown link');
+  const { campaign } = link;
+  const ua = header(req, 'user-agent');
+  const visitor = classifyUserAgent(ua);
+  const country = edgeCountry(req);
+  const offTarget =
+    (campaign.targeting.countries?.length && (!country || !campaign.targeting.countries.includes(country))) ||
+    (campaign.targeting.devices?.length && !campaign.targeting.devices.includes(visitor.device as 'desktop'));
+  if (campaign.status !== 'active' || offTarget) {
+    // Not billable and not the advertiser's offer: send the visitor to the organisation's fallback, if any.
+    if (link.fallbackUrl) return void res.redirect(302, link.fallbackUrl);
+    return textError(res, 404, campaign.status !== 'active' ? 'This offer is not available' : 'This offer is not available in your region or on your device');
+  }
+
+  const now = Date.now();
+  const keys = secrets();
+  const clickId = mintClickId(keys.clickSigningKey, linkId, now);
+  const ip = clientIp(header(req, 'x-forwarded-for'), config().XFF_TRUSTED_HOPS, req.socket.remoteAddress);
+  const botReason = prefetchReason(req) ?? (visitor.isBot ? 'bot_user_agent' : null);
+  const event: ClickEvent = {
+    type: 'click',
+    eventId: clickId,
+    orgId: link.orgId,
+    linkId,
+    campaignId: campaign.id,
+    affiliateId: link.affiliateId,
+    occurredAt: new Date(now).toISOString(),
+    ...subs,
+    visitorHash: keyedHash(keys.hashKey, 'visitor', ip, ua),
+    ipHash: keyedHash(keys.hashKey, 'ip', ip),
+    ipPrefix: ipPrefix(ip),
+    country,
+    device: visitor.device,
+    os: visitor.os,
+    browser: visitor.browser,
+    referrer: header(req, 'referer')?.slice(0, 1024) ?? null,
+    isBot: botReason !== null,
+    botReason,
+  };
+  await publishTrackingEvent(event);
+
+  const location = fillMacros(campaign.destinationUrl, { click_id: clickId, affiliate_id: link.affiliateId, campaign_id: campaign.id, ...Object.fromEntries(Object.entries(subs).map(([k, v]) => [k, v ?? ''])) });
+  const secure = config().publicBaseUrl.startsWith('https:');
+  res.cookie(clickCookie, clickId, { maxAge: campaign.attributionWindowDays * 86_400_000, httpOnly: true, sameSite: 'lax', secure, path: '/' });
+  res.redirect(302, location);
+}
+
+functions.http(functionNames.click, async (req, res) => {
+  try {
+    await handleClick(req, res);
+  } catch (err) {
+    console.error(JSON.stringify({ severity: 'ERROR', message: 'click failed', error: String((err as Error)?.stack ?? err) }));
+    if (!res.headersSent) textError(res, 503, 'Temporarily unavailable, please retry');
+  }
+});

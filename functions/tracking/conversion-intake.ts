@@ -1,0 +1,83 @@
+import { z } from 'zod';
+import { config } from '../../shared/config';
+import { verifyClickId } from '../../shared/domain/click-id';
+import type { PostbackEvent } from '../../shared/domain/events';
+import { badRequest, unauthorized } from '../../shared/errors';
+import { deterministicId } from '../../shared/ids';
+import { currencySchema, parseMajorAmount } from '../../shared/money';
+import { collections } from '../../shared/names';
+import { zodDetails } from '../api/router';
+import { firestore } from '../adapters/firestore';
+import { secrets } from '../adapters/local-secrets';
+import { publishTrackingEvent } from '../adapters/pubsub';
+import { hashSecret } from '../services/authentication';
+import { resolveLink } from '../services/link-resolver';
+
+/**
+ * Shared by the postback and the pixel: authenticate the advertiser, validate, give the conversion its
+ * deterministic id, publish, and tell a first delivery from a retry. Attribution happens in the state
+ * worker; here only what the answer needs.
+ */
+export const postbackParams = z.object({
+  token: z.string().min(1, 'is required').max(200),
+  click_id: z.string({ error: 'is required' }).min(1, 'is required').max(200),
+  txn_id: z.string().max(128).regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces').optional(),
+  amount: z.string().max(32).optional(),
+  currency: currencySchema.optional(),
+  event: z.string().regex(/^[a-z0-9_.-]{1,64}$/i, 'must be 1-64 letters, digits, _ . -').default('conversion').transform((e) => e.toLowerCase()),
+});
+export type PostbackParams = z.input<typeof postbackParams>;
+
+export interface IntakeResult {
+  conversionId: string;
+  status: 'accepted' | 'duplicate';
+}
+
+const tokenCache = new Map<string, { at: number; orgId: string | undefined }>();
+
+async function orgForToken(token: string): Promise<string | undefined> {
+  const ttl = config().LINK_CACHE_TTL_SECONDS * 1000;
+  const hit = tokenCache.get(token);
+  if (hit && Date.now() - hit.at < ttl) return hit.orgId;
+  const snap = await firestore().doc(`${collections.postbackTokenIndex}/${hashSecret(token)}`).get();
+  const orgId = snap.exists ? (snap.get('orgId') as string) : undefined;
+  if (ttl > 0) tokenCache.set(token, { at: Date.now(), orgId });
+  return orgId;
+}
+
+export async function acceptConversion(raw: Record<string, unknown>, via: 'postback' | 'pixel'): Promise<IntakeResult> {
+  const flat = Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, Array.isArray(v) ? v[0] : v]).filter(([, v]) => v !== '' && v !== undefined && v !== null).map(([k, v]) => [k, typeof v === 'number' ? String(v) : v]));
+  if (!flat.token) throw unauthorized('A valid postback token is required (token=…)');
+  const parsed = postbackParams.safeParse(flat);
+  if (!parsed.success) throw badRequest('The postback is invalid', zodDetails(parsed.error));
+  const p = parsed.data;
+  const orgId = await orgForToken(p.token);
+  if (!orgId) throw unauthorized('Unknown postback token');
+
+  // The currency fixes how many decimals the amount may have; the click's campaign gives the default.
+  const click = verifyClickId(secrets().clickSigningKey, p.click_id);
+  const link = click ? await resolveLink(click.linkId) : undefined;
+  const currency = p.currency ?? (link?.orgId === orgId ? link.campaign.currency : undefined) ?? null;
+  let amount: number | null = null;
+  if (p.amount !== undefined) {
+    const parsedAmount = parseMajorAmount(p.amount, currency ?? 'USD');
+    if (parsedAmount === undefined) throw badRequest('The postback is invalid', [{ field: 'amount', message: `must be a decimal amount in the currency's major unit, e.g. 49.99` }]);
+    amount = parsedAmount;
+  }
+
+  const conversionId = p.txn_id ? deterministicId('cnv', orgId, 'txn', p.txn_id) : deterministicId('cnv', orgId, 'click', p.click_id, p.event);
+  const event: PostbackEvent = {
+    type: 'postback', eventId: conversionId, orgId, clickId: p.click_id, txnId: p.txn_id ?? null, event: p.event,
+    amount, currency, occurredAt: new Date().toISOString(), via,
+  };
+  // Publish before recording the receipt: if we fail in between, the advertiser's retry publishes again
+  // (the state worker is idempotent on the id) rather than being told "duplicate" for a lost conversion.
+  await publishTrackingEvent(event);
+  try {
+    await firestore().doc(`${collections.orgs}/${orgId}/${collections.postbackReceipts}/${conversionId}`).create({ at: event.occurredAt, via });
+    return { conversionId, status: 'accepted' };
+  } catch (err) {
+    if ((err as { code?: number }).code === 6 /* ALREADY_EXISTS */) return { conversionId, status: 'duplicate' };
+    throw err;
+  }
+}

@@ -1,0 +1,34 @@
+import * as functions from '@google-cloud/functions-framework';
+import { functionNames } from '../../shared/names';
+import { clickCookie } from './click';
+import { acceptConversion } from './conversion-intake';
+
+// The classic transparent 1×1 GIF.
+const gif = Buffer.from('R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7', 'base64');
+
+function cookie(req: functions.Request, name: string): string | undefined {
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const [k, ...v] = part.trim().split('=');
+    if (k === name) return decodeURIComponent(v.join('='));
+  }
+  return undefined;
+}
+
+/**
+ * GET /pixel: the browser-side conversion. It always answers the GIF, never an error page, because it is
+ * embedded in the advertiser's checkout; the outcome is in the X-ABP-Conversion header for debugging.
+ */
+export async function handlePixel(req: functions.Request, res: functions.Response): Promise<void> {
+  let outcome: string;
+  try {
+    const params = { ...(req.query as Record<string, unknown>) };
+    params.click_id ??= cookie(req, clickCookie);
+    const r = await acceptConversion(params, 'pixel');
+    outcome = `${r.status}; id=${r.conversionId}`;
+  } catch (err) {
+    outcome = `ignored; ${String((err as Error).message ?? err).slice(0, 120)}`;
+  }
+  res.status(200).set({ 'Content-Type': 'image/gif', 'Cache-Control': 'no-store, private', 'X-ABP-Conversion': outcome }).send(gif);
+}
+
+functions.http(functionNames.pixel, handlePixel);

@@ -1,0 +1,34 @@
+import * as functions from '@google-cloud/functions-framework';
+import type { AnalyticsRow } from '../../shared/analytics/schema';
+import type { ClickEvent, ConversionEvent } from '../../shared/domain/events';
+import { functionNames } from '../../shared/names';
+import { analyticsStore } from '../adapters/analytics';
+import { decodeTrackingEvent } from './decode';
+
+const blank = { sub1: null, sub2: null, sub3: null, sub4: null, sub5: null, country: null, device: null, visitor_hash: null };
+
+export function clickRow(e: ClickEvent): AnalyticsRow {
+  return {
+    event_id: e.eventId, event_type: 'click', org_id: e.orgId, occurred_at: e.occurredAt, event_date: e.occurredAt.slice(0, 10),
+    link_id: e.linkId, campaign_id: e.campaignId, affiliate_id: e.affiliateId, click_id: e.eventId,
+    sub1: e.sub1, sub2: e.sub2, sub3: e.sub3, sub4: e.sub4, sub5: e.sub5, country: e.country, device: e.device, visitor_hash: e.visitorHash,
+    is_bot: e.isBot, status: null, txn_id: null, currency: null, amount: null, revenue: 0, payout: 0,
+  };
+}
+
+export function conversionRow(e: ConversionEvent): AnalyticsRow {
+  return {
+    ...blank, event_id: e.eventId, event_type: 'conversion', org_id: e.orgId, occurred_at: e.occurredAt, event_date: e.occurredAt.slice(0, 10),
+    link_id: e.linkId, campaign_id: e.campaignId, affiliate_id: e.affiliateId, click_id: e.clickId,
+    is_bot: false, status: e.status, txn_id: e.txnId, currency: e.currency, amount: e.amount, revenue: e.revenue, payout: e.payout,
+  };
+}
+
+/** One analytics row per click and per booked conversion; raw postbacks are the state worker's input only. */
+export async function writeAnalytics(ce: functions.CloudEvent<unknown>): Promise<void> {
+  const event = decodeTrackingEvent(ce);
+  if (event.type === 'click') await analyticsStore().insert([clickRow(event)]);
+  else if (event.type === 'conversion') await analyticsStore().insert([conversionRow(event)]);
+}
+
+functions.cloudEvent(functionNames.analyticsWriter, writeAnalytics);

@@ -1,0 +1,45 @@
+import { pubsub } from '../../functions/adapters/pubsub';
+import { config } from '../../shared/config';
+import { localPaths, maxDeliveryAttempts, subscriptions, topics } from '../../shared/names';
+
+/**
+ * Creates what production's infra/ creates, on the emulator: the tracking topic, a push subscription per
+ * worker (the same push contract Cloud Functions gets), and the dead-letter topic with a pull subscription
+ * that keeps failed messages for inspection.
+ */
+export async function provisionPubSub(baseUrl: string): Promise<{ teardown(): Promise<void> }> {
+  const ps = pubsub();
+  const project = config().GOOGLE_CLOUD_PROJECT;
+  const ensureTopic = async (name: string) => {
+    const [exists] = await ps.topic(name).exists();
+    if (!exists) await ps.createTopic(name);
+  };
+  await ensureTopic(topics.trackingEvents);
+  await ensureTopic(topics.trackingDeadLetter);
+
+  const recreate = async (topic: string, name: string, options: Record<string, unknown>) => {
+    const sub = ps.subscription(name);
+    // A subscription left by an earlier run may push to a port that is gone: replace it.
+    if ((await sub.exists())[0]) await sub.delete();
+    await ps.topic(topic).createSubscription(name, options);
+  };
+  // The framework takes the topic from the push path, as Eventarc would name it.
+  const pushPath = (path: string) => `${baseUrl}${path}/projects/${project}/topics/${topics.trackingEvents}`;
+  const workerOptions = (path: string) => ({
+    pushConfig: { pushEndpoint: pushPath(path) },
+    ackDeadlineSeconds: 30,
+    deadLetterPolicy: { deadLetterTopic: `projects/${project}/topics/${topics.trackingDeadLetter}`, maxDeliveryAttempts },
+    retryPolicy: { minimumBackoff: { seconds: 1 }, maximumBackoff: { seconds: 10 } },
+  });
+  await recreate(topics.trackingEvents, subscriptions.stateWriter, workerOptions(localPaths.stateWriterPush));
+  await recreate(topics.trackingEvents, subscriptions.analyticsWriter, workerOptions(localPaths.analyticsWriterPush));
+  const [inspectionExists] = await ps.subscription(subscriptions.deadLetterInspection).exists();
+  if (!inspectionExists) await ps.topic(topics.trackingDeadLetter).createSubscription(subscriptions.deadLetterInspection, { messageRetentionDuration: { seconds: 7 * 86400 } });
+
+  return {
+    // Push subscriptions outlive this process on a shared emulator; remove them so nothing pushes to a dead port.
+    teardown: async () => {
+      for (const name of [subscriptions.stateWriter, subscriptions.analyticsWriter]) await ps.subscription(name).delete().catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,38 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+
+/**
+ * Click ids are minted by the click function and signed, so the postback path can tell a forged or
+ * mistyped id from a real one without a lookup, and can attribute a conversion whose click has not been
+ * processed yet: the id itself carries the link and the click time.
+ *
+ *   {linkId}.{clickTime base36 ms}.{random}.{signature}
+ */
+const sigLength = 16; // 96 bits of HMAC-SHA256, base64url
+
+function signature(key: string, payload: string): string {
+  return createHmac('sha256', key).update(payload).digest('base64url').slice(0, sigLength);
+}
+
+export function mintClickId(key: string, linkId: string, clickedAt: number): string {
+  const payload = `${linkId}.${clickedAt.toString(36)}.${randomBytes(6).toString('base64url')}`;
+  return `${payload}.${signature(key, payload)}`;
+}
+
+export interface ClickIdParts {
+  linkId: string;
+  clickedAt: number;
+}
+
+/** The link and time a click id carries, or undefined when it was not minted with this key. */
+export function verifyClickId(key: string, clickId: string): ClickIdParts | undefined {
+  if (clickId.length > 200) return undefined;
+  const parts = clickId.split('.');
+  if (parts.length !== 4) return undefined;
+  const [linkId, time, , sig] = parts as [string, string, string, string];
+  const expected = Buffer.from(signature(key, parts.slice(0, 3).join('.')));
+  const given = Buffer.from(sig);
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
+  const clickedAt = parseInt(time, 36);
+  if (!Number.isFinite(clickedAt)) return undefined;
+  return { linkId, clickedAt };
+}

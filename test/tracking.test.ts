@@ -1,0 +1,234 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { campaignBody, newOrg, startTestStack, type TestStack } from './helpers/stack';
+import { emulatorRest, eventually } from './helpers/wait';
+
+/**
+ * The tracking pipeline end to end, through the real Pub/Sub and Firestore emulators: the click and
+ * postback functions publish, the emulator pushes to both workers, and the results are read back through
+ * the API as a user would.
+ */
+let s: TestStack;
+const org = { id: '', token: '', campaign: '', affiliate: '', link: '', postbackToken: '' };
+const today = () => new Date().toISOString().slice(0, 10);
+
+async function click(linkId: string, query = '', headers: Record<string, string> = {}, method = 'GET') {
+  const res = await fetch(`${s.baseUrl}/c/${linkId}${query}`, { method, redirect: 'manual', headers: { 'user-agent': 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36', 'x-forwarded-for': '203.0.113.7', ...headers } });
+  const location = res.headers.get('location') ?? '';
+  const clickId = location ? new URL(location).searchParams.get('cid') ?? '' : '';
+  return { res, location, clickId };
+}
+
+const api = (path: string) => s.call('GET', `/v1/orgs/${org.id}${path}`, { auth: org.token });
+const postback = (params: Record<string, string>) => s.call('GET', `/postback?${new URLSearchParams({ token: org.postbackToken, ...params })}`);
+
+before(async () => {
+  s = await startTestStack({ LINK_CACHE_TTL_SECONDS: '0' });
+  const o = await newOrg(s, 'tracker@example.com');
+  org.id = o.orgId;
+  org.token = o.token;
+  const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${org.id}${path}`, { auth: org.token, body });
+  org.campaign = (await post('/campaigns', campaignBody({ payout: { type: 'revshare', percent: 12.5 }, revenue: { type: 'cps', percent: 20 }, holdDays: 14 }))).body.id;
+  org.affiliate = (await post('/affiliates', { name: 'Aff', email: 'aff@example.com' })).body.id;
+  org.link = (await post('/links', { campaignId: org.campaign, affiliateId: org.affiliate })).body.id;
+  org.postbackToken = (await api('/postback-config')).body.token;
+});
+after(() => s.close());
+
+describe('click function', () => {
+  it('redirects at once with macros filled and records exactly one click in Firestore, the stats and the report', async () => {
+    const { res, location, clickId } = await click(org.link, '?sub1=spring&sub2=banner%20top');
+    assert.equal(res.status, 302);
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    assert.match(res.headers.get('set-cookie') ?? '', new RegExp(`abp_cid=${clickId.replace(/[.]/g, '\\.')}`));
+    const url = new URL(location);
+    assert.equal(url.host, 'shop.example.com');
+    assert.equal(url.searchParams.get('s1'), 'spring');
+    assert.equal(url.searchParams.get('aff'), org.affiliate);
+    const stored = await eventually(async () => { const r = await api(`/clicks/${clickId}`); return r.status === 200 ? r.body : undefined; }, 'click document');
+    assert.equal(stored.sub2, 'banner top');
+    assert.equal(stored.isBot, false);
+    assert.equal(stored.unique, true);
+    assert.equal(stored.ipPrefix, '203.0.113.0/24');
+    assert.equal(stored.device, 'desktop');
+    assert.ok(!JSON.stringify(stored).includes('203.0.113.7'), 'the raw IP is never stored');
+    const report = await eventually(async () => {
+      const r = await api(`/reports?from=${today()}&to=${today()}&groupBy=sub1`);
+      return r.body?.rows?.find((x: { sub1: string }) => x.sub1 === 'spring');
+    }, 'report row');
+    assert.equal(report.clicks, 1);
+    const stats = await api(`/stats?from=${today()}&to=${today()}`);
+    assert.ok(stats.body.totals.clicks >= 1);
+  });
+
+  it('encodes macros so a sub id cannot change where the visitor goes', async () => {
+    for (const evil of ['"><script>alert(1)</script>', 'https://evil.example/', '@evil.example', '//evil.example', '&cid=forged#x']) {
+      const { res, location } = await click(org.link, `?sub1=${encodeURIComponent(evil)}`);
+      assert.equal(res.status, 302);
+      const url = new URL(location);
+      assert.equal(url.host, 'shop.example.com', evil);
+      assert.equal(url.searchParams.get('s1'), evil);
+      assert.equal(url.searchParams.getAll('cid').length, 1);
+    }
+  });
+
+  it('redirects bots, previews and HEAD requests but records them as bot clicks', async () => {
+    const bot = await click(org.link, '?sub1=botcheck', { 'user-agent': 'facebookexternalhit/1.1' });
+    assert.equal(bot.res.status, 302);
+    const head = await click(org.link, '?sub1=botcheck', {}, 'HEAD');
+    assert.equal(head.res.status, 302);
+    for (const id of [bot.clickId, head.clickId]) {
+      const c = await eventually(async () => { const r = await api(`/clicks/${id}`); return r.status === 200 ? r.body : undefined; }, 'bot click');
+      assert.equal(c.isBot, true);
+      assert.equal(c.unique, false);
+    }
+    assert.deepEqual([(await api(`/clicks/${bot.clickId}`)).body.botReason, (await api(`/clicks/${head.clickId}`)).body.botReason], ['bot_user_agent', 'head_request']);
+  });
+
+  it('counts a repeat click by the same visitor within the hour as not unique', async () => {
+    const headers = { 'x-forwarded-for': '198.51.100.20', 'user-agent': 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 Safari/604.1' };
+    const first = await click(org.link, '?sub3=repeat', headers);
+    const c1 = await eventually(async () => { const r = await api(`/clicks/${first.clickId}`); return r.status === 200 ? r.body : undefined; }, 'first');
+    const second = await click(org.link, '?sub3=repeat', headers);
+    const c2 = await eventually(async () => { const r = await api(`/clicks/${second.clickId}`); return r.status === 200 ? r.body : undefined; }, 'second');
+    assert.deepEqual([c1.unique, c2.unique, c2.device], [true, false, 'mobile']);
+  });
+
+  it('answers 404 for unknown links, and sends paused campaigns to the fallback URL', async () => {
+    assert.equal((await click('nosuchlink')).res.status, 404);
+    const tooLong = await click(org.link, `?sub1=${'x'.repeat(256)}`);
+    assert.equal(tooLong.res.status, 400);
+    const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${org.id}${path}`, { auth: org.token, body });
+    const paused = (await post('/campaigns', campaignBody({ status: 'paused' }))).body.id;
+    const link = (await post('/links', { campaignId: paused, affiliateId: org.affiliate })).body.id;
+    assert.equal((await click(link)).res.status, 404);
+    await s.call('PATCH', `/v1/orgs/${org.id}`, { auth: org.token, body: { fallbackUrl: 'https://fallback.example.com/offers' } });
+    const r = await click(link);
+    assert.equal(r.res.status, 302);
+    assert.equal(r.location, 'https://fallback.example.com/offers');
+  });
+});
+
+describe('postback function', () => {
+  it('books an attributed conversion with a pending commission, once, however often it is sent', async () => {
+    const { clickId } = await click(org.link, '?sub1=buyer');
+    await new Promise((r) => setTimeout(r, 3100)); // past the click-to-conversion fraud threshold
+    const sends = await Promise.all([1, 2, 3].map(() => postback({ click_id: clickId, txn_id: 'order-1001', amount: '49.99' })));
+    assert.deepEqual(sends.map((r) => r.status), [200, 200, 200]);
+    assert.equal(new Set(sends.map((r) => r.body.conversionId)).size, 1);
+    assert.deepEqual(sends.map((r) => r.body.status).sort(), ['accepted', 'duplicate', 'duplicate']);
+    const later = await postback({ click_id: clickId, txn_id: 'order-1001', amount: '49.99' });
+    assert.equal(later.body.status, 'duplicate');
+    const id = sends[0]!.body.conversionId;
+    const conv = await eventually(async () => { const r = await api(`/conversions/${id}`); return r.status === 200 ? r.body : undefined; }, 'conversion');
+    assert.deepEqual(
+      { status: conv.status, amount: conv.amount, currency: conv.currency, payout: conv.payout, revenue: conv.revenue, campaignId: conv.campaignId, affiliateId: conv.affiliateId, linkId: conv.linkId, txnId: conv.txnId, reasons: conv.reasons },
+      // 12.5% of 4999 = 624.875 → 625; 20% of 4999 = 999.8 → 1000 (half-even on minor units)
+      { status: 'pending', amount: 4999, currency: 'USD', payout: 625, revenue: 1000, campaignId: org.campaign, affiliateId: org.affiliate, linkId: org.link, txnId: 'order-1001', reasons: [] },
+    );
+    const list = await api(`/conversions?affiliateId=${org.affiliate}&status=pending`);
+    assert.equal(list.body.items.filter((c: { txnId: string }) => c.txnId === 'order-1001').length, 1);
+    const report = await eventually(async () => {
+      const r = await api(`/reports?from=${today()}&to=${today()}&groupBy=sub1`);
+      const row = r.body?.rows?.find((x: { sub1: string }) => x.sub1 === 'buyer');
+      return row?.conversions ? row : undefined;
+    }, 'conversion in report');
+    assert.deepEqual([report.conversions, report.payout, report.revenue], [1, { USD: 625 }, { USD: 1000 }]);
+  });
+
+  it('attributes a postback that arrives before its click was processed', async () => {
+    // Stop the state worker from seeing the click: mint one through the click function, then post back at once.
+    const { clickId } = await click(org.link, '?sub1=early');
+    const r = await s.call('POST', '/postback', { body: { token: org.postbackToken, click_id: clickId, txn_id: 'early-1', amount: 10 } });
+    assert.equal(r.status, 200);
+    const conv = await eventually(async () => { const x = await api(`/conversions/${r.body.conversionId}`); return x.status === 200 ? x.body : undefined; }, 'early conversion');
+    assert.equal(conv.campaignId, org.campaign);
+    assert.equal(conv.affiliateId, org.affiliate);
+    assert.equal(conv.status, 'pending');
+    assert.deepEqual(conv.reasons, ['click_to_conversion_too_fast'], 'held for review, not lost');
+  });
+
+  it('records forged, unknown and other-organisation click ids as rejected, never credited', async () => {
+    const other = await newOrg(s, 'rival@example.com');
+    const otherPost = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${other.orgId}${path}`, { auth: other.token, body });
+    const oc = (await otherPost('/campaigns', campaignBody())).body.id;
+    const oa = (await otherPost('/affiliates', { name: 'R', email: 'r@example.com' })).body.id;
+    const ol = (await otherPost('/links', { campaignId: oc, affiliateId: oa })).body.id;
+    const foreign = (await click(ol)).clickId;
+    const real = (await click(org.link)).clickId;
+    const forged = real.replace(/.$/, (c) => (c === 'A' ? 'B' : 'A'));
+    const cases: [string, string][] = [[forged, 'invalid_click_id'], ['garbage', 'invalid_click_id'], [foreign, 'foreign_click']];
+    for (const [clickId, reason] of cases) {
+      const r = await postback({ click_id: clickId, txn_id: `bad-${reason}-${clickId.slice(-4)}`, amount: '5.00' });
+      assert.equal(r.status, 200);
+      const conv = await eventually(async () => { const x = await api(`/conversions/${r.body.conversionId}`); return x.status === 200 ? x.body : undefined; }, reason);
+      assert.equal(conv.status, 'rejected');
+      assert.deepEqual(conv.reasons, [reason]);
+      assert.equal(conv.payout, 0);
+      assert.equal(conv.campaignId, null, 'a foreign campaign is not revealed');
+    }
+  });
+
+  it('rejects bad input with 4xx naming the field', async () => {
+    assert.equal((await s.call('GET', '/postback?click_id=x')).status, 401);
+    assert.equal((await postback({ click_id: 'x' }).then((r) => r.status)), 200);
+    const bad = await s.call('GET', `/postback?token=wrong&click_id=x`);
+    assert.equal(bad.status, 401);
+    const amount = await postback({ click_id: 'x', amount: '12.345' });
+    assert.equal(amount.status, 400);
+    assert.equal(amount.body.error.details[0].field, 'amount');
+    const missing = await postback({ amount: '1.00' });
+    assert.equal(missing.body.error.details[0].field, 'click_id');
+    const currency = await postback({ click_id: 'x', currency: 'ZZZ' });
+    assert.equal(currency.body.error.details[0].field, 'currency');
+  });
+
+  it('serves the pixel as a GIF whatever happens, taking the click id from the cookie', async () => {
+    const { res, clickId } = await click(org.link);
+    const cookie = (res.headers.get('set-cookie') ?? '').split(';')[0]!;
+    const px = await fetch(`${s.baseUrl}/pixel?token=${org.postbackToken}&txn_id=px-1&amount=3.50`, { headers: { cookie } });
+    assert.equal(px.status, 200);
+    assert.equal(px.headers.get('content-type'), 'image/gif');
+    assert.match(px.headers.get('x-abp-conversion') ?? '', /^accepted/);
+    const id = /id=(\S+)/.exec(px.headers.get('x-abp-conversion')!)![1]!;
+    const conv = await eventually(async () => { const x = await api(`/conversions/${id}`); return x.status === 200 ? x.body : undefined; }, 'pixel conversion');
+    assert.equal(conv.clickId, clickId);
+    const broken = await fetch(`${s.baseUrl}/pixel?token=nope`);
+    assert.equal(broken.status, 200);
+    assert.equal(broken.headers.get('content-type'), 'image/gif');
+  });
+});
+
+describe('workers', () => {
+  it('change nothing when Pub/Sub delivers the same message twice', async () => {
+    const { clickId } = await click(org.link, '?sub1=redelivered');
+    const stored = await eventually(async () => { const r = await api(`/clicks/${clickId}`); return r.status === 200 ? r.body : undefined; }, 'click');
+    const event = {
+      type: 'click', eventId: clickId, orgId: org.id, linkId: org.link, campaignId: org.campaign, affiliateId: org.affiliate, occurredAt: stored.createdAt,
+      sub1: 'redelivered', sub2: null, sub3: null, sub4: null, sub5: null, visitorHash: 'v', ipHash: 'i', ipPrefix: null, country: null,
+      device: 'desktop', os: null, browser: null, referrer: null, isBot: false, botReason: null,
+    };
+    const push = { subscription: 'projects/p/subscriptions/s', message: { data: Buffer.from(JSON.stringify(event)).toString('base64'), messageId: 'redelivery-1', attributes: {} } };
+    for (const worker of ['state-writer', 'analytics-writer']) {
+      for (let i = 0; i < 2; i++) {
+        const r = await fetch(`${s.baseUrl}/_push/${worker}/projects/${process.env.GOOGLE_CLOUD_PROJECT}/topics/tracking-events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(push) });
+        assert.ok(r.ok, `${worker}: ${r.status}`);
+      }
+    }
+    const row = await eventually(async () => {
+      const r = await api(`/reports?from=${today()}&to=${today()}&groupBy=sub1`);
+      return r.body?.rows?.find((x: { sub1: string }) => x.sub1 === 'redelivered');
+    }, 'report');
+    assert.equal(row.clicks, 1);
+  });
+
+  it('sends a poison message to the dead-letter topic after 5 failed deliveries', async () => {
+    await emulatorRest('topics/tracking-events:publish', { messages: [{ data: Buffer.from('not a tracking event').toString('base64'), attributes: { test: 'poison' } }] });
+    const dead = await eventually(async () => {
+      const r = await emulatorRest('subscriptions/tracking-events-dead-letter-inspection:pull', { maxMessages: 10, returnImmediately: true });
+      return r.receivedMessages?.find((m: { message: { attributes: Record<string, string> } }) => m.message.attributes.test === 'poison');
+    }, 'dead letter', 60_000);
+    assert.equal(Buffer.from(dead.message.data, 'base64').toString(), 'not a tracking event');
+    assert.equal(dead.message.attributes.CloudPubSubDeadLetterSourceDeliveryCount, '5');
+  });
+});

@@ -54,6 +54,11 @@ export const functionNames = {
   pixel: 'pixel',
   stateWriter: 'stateWriter',
   analyticsWriter: 'analyticsWriter',
+  /** Scheduled: approves pending conversions whose hold period has ended. */
+  commissionsJob: 'commissionsJob',
+  /** Scheduled: runs each organisation's due payout run. */
+  payoutsJob: 'payoutsJob',
+  stripeWebhook: 'stripeWebhook',
 } as const;
 
 /** Paths under which the local gateway serves each function (production gives each its own URL). */

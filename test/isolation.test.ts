@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { apiRoutes } from '../functions/api/routes';
 import { campaignBody, newOrg, startTestStack, type TestStack } from './helpers/stack';
+import { eventually } from './helpers/wait';
 
 /**
  * Walks every /v1/orgs/{orgId}/… route from the outside, as callers who must get nothing: a member of
@@ -9,20 +10,37 @@ import { campaignBody, newOrg, startTestStack, type TestStack } from './helpers/
  * reading another affiliate's records. New routes are covered as soon as they are added to the router.
  */
 let s: TestStack;
-const A = { orgId: '', owner: '', campaign: '', affX: '', affY: '', linkX: '', linkY: '', key: '', keyId: '', analyst: '', affUser: '' };
+const A = { orgId: '', owner: '', campaign: '', affX: '', affY: '', linkX: '', linkY: '', key: '', keyId: '', analyst: '', affUser: '', clickX: '', clickY: '', convX: '', convY: '' };
 let outsider = '';
 let outsiderKey = '';
 const orgRoutes = apiRoutes.filter((r) => r.path.startsWith('/v1/orgs/:orgId'));
 
-function fill(path: string, ids: { affiliate: string; link: string }): string {
+const today = new Date().toISOString().slice(0, 10);
+
+/** Real ids for every path parameter, and a query every GET accepts (extra parameters are ignored). */
+function fill(path: string, ids: { affiliate: string; link: string; click: string; conversion: string }, method = 'GET'): string {
+  const query = method === 'GET' ? `?from=${today}&to=${today}&groupBy=affiliate,link` : '';
   return path
     .replace(':orgId', A.orgId)
     .replace(/campaigns\/:id/, `campaigns/${A.campaign}`)
     .replace(/affiliates\/:id/, `affiliates/${ids.affiliate}`)
     .replace(/links\/:id/, `links/${ids.link}`)
     .replace(/api-keys\/:id/, `api-keys/${A.keyId}`)
+    .replace(/conversions\/:id/, `conversions/${ids.conversion}`)
+    .replace(':clickId', ids.click)
     .replace(':userId', s.userId('ana@a.example'))
-    .replace(/:[a-zA-Z]+/g, 'x');
+    .replace(/:[a-zA-Z]+/g, 'x') + query;
+}
+
+async function trackConversion(linkId: string, txnId: string): Promise<{ clickId: string; conversionId: string }> {
+  const res = await fetch(`${s.baseUrl}/c/${linkId}`, { redirect: 'manual', headers: { 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0' } });
+  const clickId = new URL(res.headers.get('location')!).searchParams.get('cid')!;
+  const token = (await s.call('GET', `/v1/orgs/${A.orgId}/postback-config`, { auth: A.owner })).body.token;
+  const pb = await s.call('GET', `/postback?token=${token}&click_id=${encodeURIComponent(clickId)}&txn_id=${txnId}&amount=20.00`);
+  const conversionId = pb.body.conversionId as string;
+  await eventually(async () => ((await s.call('GET', `/v1/orgs/${A.orgId}/conversions/${conversionId}`, { auth: A.owner })).status === 200 ? true : undefined), 'conversion');
+  await eventually(async () => ((await s.call('GET', `/v1/orgs/${A.orgId}/clicks/${clickId}`, { auth: A.owner })).status === 200 ? true : undefined), 'click');
+  return { clickId, conversionId };
 }
 
 const anyBody = () => ({ ...campaignBody(), name: 'Intruder', role: 'admin', email: 'intruder@example.com', campaignId: A.campaign, affiliateId: A.affY, status: 'paused' });
@@ -50,6 +68,8 @@ before(async () => {
   A.keyId = key.id;
   A.analyst = s.token('ana@a.example');
   A.affUser = s.token('xavier@a.example');
+  ({ clickId: A.clickX, conversionId: A.convX } = await trackConversion(A.linkX, 'tx-x'));
+  ({ clickId: A.clickY, conversionId: A.convY } = await trackConversion(A.linkY, 'tx-y'));
   const b = await newOrg(s, 'bob@b.example');
   outsider = b.token;
   outsiderKey = (await s.call('POST', `/v1/orgs/${b.orgId}/api-keys`, { auth: b.token, body: { name: 'B key', role: 'admin' } })).body.key;
@@ -63,10 +83,10 @@ describe('tenant isolation, from the outside', () => {
     const before = await auditCount();
     for (const auth of [outsider, outsiderKey]) {
       for (const r of orgRoutes) {
-        const path = fill(r.path, { affiliate: A.affX, link: A.linkX });
+        const path = fill(r.path, { affiliate: A.affX, link: A.linkX, click: A.clickX, conversion: A.convX }, r.method);
         const res = await s.call(r.method, path, { auth, body: r.method === 'GET' || r.method === 'DELETE' ? undefined : anyBody() });
         assert.equal(res.status, 404, `${r.method} ${path}: ${res.text}`);
-        for (const secret of [A.campaign, 'Secret campaign A', A.affX, 'Xavier', A.linkX, 'alice@a.example']) assert.ok(!res.text.includes(secret), `${r.method} ${path} leaked ${secret}`);
+        for (const secret of [A.campaign, 'Secret campaign A', A.affX, 'Xavier', A.linkX, 'alice@a.example', A.clickX, A.convX]) assert.ok(!res.text.includes(secret), `${r.method} ${path} leaked ${secret}`);
       }
     }
     assert.equal(await auditCount(), before, 'nothing was written');
@@ -75,7 +95,7 @@ describe('tenant isolation, from the outside', () => {
   it('answers 403 to an analyst on every write, and writes nothing', async () => {
     const before = await auditCount();
     for (const r of orgRoutes.filter((x) => x.method !== 'GET')) {
-      const path = fill(r.path, { affiliate: A.affX, link: A.linkX });
+      const path = fill(r.path, { affiliate: A.affX, link: A.linkX, click: A.clickX, conversion: A.convX }, r.method);
       const res = await s.call(r.method, path, { auth: A.analyst, body: r.method === 'DELETE' ? undefined : anyBody() });
       assert.equal(res.status, 403, `${r.method} ${path}: ${res.text}`);
     }
@@ -86,14 +106,21 @@ describe('tenant isolation, from the outside', () => {
 
   it("shows an affiliate user only its own affiliate's records, on every read", async () => {
     for (const r of orgRoutes.filter((x) => x.method === 'GET')) {
-      const path = fill(r.path, { affiliate: A.affY, link: A.linkY });
+      const path = fill(r.path, { affiliate: A.affY, link: A.linkY, click: A.clickY, conversion: A.convY });
       const res = await s.call('GET', path, { auth: A.affUser });
-      assert.ok([200, 403, 404].includes(res.status), `${path}: ${res.status}`);
-      for (const secret of [A.affY, 'Yolanda', A.linkY, 'ana@a.example', A.keyId, A.key]) assert.ok(!res.text.includes(secret), `GET ${path} leaked ${secret}`);
+      assert.ok([200, 403, 404].includes(res.status), `${path}: ${res.status} ${res.text}`);
+      for (const secret of [A.affY, 'Yolanda', A.linkY, 'ana@a.example', A.keyId, A.key, A.clickY, A.convY]) assert.ok(!res.text.includes(secret), `GET ${path} leaked ${secret}`);
       if (res.status === 200) assert.ok(!res.text.includes('"revenue"'), `GET ${path} shows the advertiser's revenue to an affiliate`);
     }
     const mine = await s.call('GET', `/v1/orgs/${A.orgId}/links`, { auth: A.affUser });
     assert.deepEqual(mine.body.items.map((l: { id: string }) => l.id), [A.linkX]);
+    const myConversions = await s.call('GET', `/v1/orgs/${A.orgId}/conversions`, { auth: A.affUser });
+    assert.deepEqual(myConversions.body.items.map((c: { id: string }) => c.id), [A.convX]);
+    const myReport = await eventually(async () => {
+      const r = await s.call('GET', `/v1/orgs/${A.orgId}/reports?from=${today}&to=${today}&groupBy=affiliate`, { auth: A.affUser });
+      return r.body.totals.conversions === 1 ? r.body : undefined;
+    }, 'affiliate report');
+    assert.deepEqual(myReport.rows.map((r: { affiliate: string }) => r.affiliate), [A.affX]);
     const myAffiliates = await s.call('GET', `/v1/orgs/${A.orgId}/affiliates`, { auth: A.affUser });
     assert.deepEqual(myAffiliates.body.items.map((x: { id: string }) => x.id), [A.affX]);
     // It may create links for itself, never for another affiliate.

@@ -137,15 +137,23 @@ describe('postback function', () => {
   });
 
   it('attributes a postback that arrives before its click was processed', async () => {
-    // Stop the state worker from seeing the click: mint one through the click function, then post back at once.
-    const { clickId } = await click(org.link, '?sub1=early');
+    // A click id minted 10 s ago whose click event has not reached the state worker (it never will here).
+    const { mintClickId } = await import('../shared/domain/click-id');
+    const { secrets } = await import('../functions/adapters/local-secrets');
+    const clickId = mintClickId(secrets().clickSigningKey, org.link, Date.now() - 10_000);
+    assert.equal((await api(`/clicks/${clickId}`)).status, 404);
     const r = await s.call('POST', '/postback', { body: { token: org.postbackToken, click_id: clickId, txn_id: 'early-1', amount: 10 } });
     assert.equal(r.status, 200);
     const conv = await eventually(async () => { const x = await api(`/conversions/${r.body.conversionId}`); return x.status === 200 ? x.body : undefined; }, 'early conversion');
-    assert.equal(conv.campaignId, org.campaign);
-    assert.equal(conv.affiliateId, org.affiliate);
+    assert.deepEqual([conv.campaignId, conv.affiliateId, conv.linkId, conv.status, conv.reasons, conv.payout], [org.campaign, org.affiliate, org.link, 'pending', [], 125]);
+  });
+
+  it('holds a conversion reported within 3 s of its click for review, with the reason', async () => {
+    const { clickId } = await click(org.link, '?sub1=fast');
+    const r = await postback({ click_id: clickId, txn_id: 'fast-1', amount: '10.00' });
+    const conv = await eventually(async () => { const x = await api(`/conversions/${r.body.conversionId}`); return x.status === 200 ? x.body : undefined; }, 'fast conversion');
     assert.equal(conv.status, 'pending');
-    assert.deepEqual(conv.reasons, ['click_to_conversion_too_fast'], 'held for review, not lost');
+    assert.deepEqual(conv.reasons, ['click_to_conversion_too_fast']);
   });
 
   it('records forged, unknown and other-organisation click ids as rejected, never credited', async () => {
@@ -157,7 +165,10 @@ describe('postback function', () => {
     const foreign = (await click(ol)).clickId;
     const real = (await click(org.link)).clickId;
     const forged = real.replace(/.$/, (c) => (c === 'A' ? 'B' : 'A'));
-    const cases: [string, string][] = [[forged, 'invalid_click_id'], ['garbage', 'invalid_click_id'], [foreign, 'foreign_click']];
+    const { mintClickId } = await import('../shared/domain/click-id');
+    const { secrets } = await import('../functions/adapters/local-secrets');
+    const unknownLink = mintClickId(secrets().clickSigningKey, 'nolinkhere01', Date.now());
+    const cases: [string, string][] = [[forged, 'invalid_click_id'], ['garbage', 'invalid_click_id'], [foreign, 'foreign_click'], [unknownLink, 'unknown_click']];
     for (const [clickId, reason] of cases) {
       const r = await postback({ click_id: clickId, txn_id: `bad-${reason}-${clickId.slice(-4)}`, amount: '5.00' });
       assert.equal(r.status, 200);

@@ -9,9 +9,7 @@ import { functionNames } from '../../shared/names';
 import { secrets } from '../adapters/local-secrets';
 import { publishTrackingEvent } from '../adapters/pubsub';
 import { resolveLink } from '../services/link-resolver';
-import { edgeCountry, header, textError } from './http';
-
-export const clickCookie = 'abp_cid';
+import { clickCookie, edgeCountry, header, textError } from './http';
 const subNames = ['sub1', 'sub2', 'sub3', 'sub4', 'sub5'] as const;
 
 /** Link previews and prefetches fetch the URL without a person behind them. */

@@ -1,5 +1,8 @@
 import type * as functions from '@google-cloud/functions-framework';
 
+/** First-party cookie on the tracking domain carrying the click id, for the pixel. */
+export const clickCookie = 'abp_cid';
+
 export function header(req: functions.Request, name: string): string | undefined {
   const v = req.headers[name];
   return Array.isArray(v) ? v[0] : v;

@@ -1,6 +1,6 @@
 import * as functions from '@google-cloud/functions-framework';
 import { functionNames } from '../../shared/names';
-import { clickCookie } from './click';
+import { clickCookie } from './http';
 import { acceptConversion } from './conversion-intake';
 
 // The classic transparent 1×1 GIF.

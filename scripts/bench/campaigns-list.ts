@@ -8,16 +8,12 @@
  *
  *   npx tsx scripts/bench/campaigns-list.ts [--connections 10] [--duration 10] [--warmup 2] [--rounds 1] [--campaigns 50] [--limit 50]
  */
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { freePort, startEmulators, type RunningEmulator } from '../local/emulators';
-import type { LocalStack } from '../local/stack';
 import { startBareServer, type BareServer } from './lib/bare-server';
 import { mergeResults, runLoad, type LoadResult } from './lib/load';
-import { environmentLines, ratioTable, resultsTable, unexpectedStatuses, type Scenario } from './lib/report';
+import { abortOnSignals, startBenchStack, type BenchStack } from './lib/stack';
+import { environmentLines, ms, rate, ratioTable, resultsTable, unexpectedStatuses, type Scenario } from './lib/report';
 
 const usage = `usage: npx tsx scripts/bench/campaigns-list.ts [options]
   --connections N   concurrent keep-alive connections, one request in flight each (default 10)
@@ -71,16 +67,6 @@ class UsageError extends Error {}
 
 const progress = (msg: string) => process.stderr.write(`${msg}\n`);
 
-async function api(baseUrl: string, method: string, path: string, token: string, signal: AbortSignal, body?: unknown): Promise<{ status: number; text: string }> {
-  const res = await fetch(`${baseUrl}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal,
-  });
-  return { status: res.status, text: await res.text() };
-}
-
 async function main(): Promise<number> {
   let flags: Flags;
   try {
@@ -89,74 +75,44 @@ async function main(): Promise<number> {
     console.error(`${(err as Error).message}\n${usage}`);
     return 2;
   }
-
-  // Ctrl-C must not leave the emulators (own process groups, so the terminal's SIGINT never reaches them)
-  // running: the first signal aborts whatever is in progress and the finally block below stops everything.
-  const interrupt = new AbortController();
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (interrupt.signal.aborted) return progress('Still stopping the stack and the emulators…');
-    progress(`\n${signal}: stopping the stack and the emulators…`);
-    interrupt.abort(new Error(`Interrupted by ${signal}`));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  const checkpoint = () => interrupt.signal.throwIfAborted();
-
-  // The stack reads its configuration from the environment at first use: set it before loading the stack.
-  const dataDir = mkdtempSync(join(tmpdir(), 'abp-bench-'));
-  const project = `abp-bench-${randomBytes(4).toString('hex')}`;
-  Object.assign(process.env, {
-    GOOGLE_CLOUD_PROJECT: project,
-    ABP_DATA_DIR: dataDir,
-    ABP_ENV: 'local',
-    ABP_LOG_REQUESTS: 'false',
-    METADATA_SERVER_DETECTION: 'none',
-    PORT: String(await freePort()),
-  });
-  delete process.env.SUPABASE_URL; // tokens are minted by the local stand-in for Supabase Auth
-  delete process.env.PUBLIC_BASE_URL;
-
-  let emulators: RunningEmulator[] = [];
-  let stack: LocalStack | undefined;
+  const signal = abortOnSignals(progress);
+  const started = Date.now();
+  let stack: BenchStack | undefined;
   let bare: BareServer | undefined;
   let failed = false;
-  const started = Date.now();
   try {
-    progress('Starting the Pub/Sub and Firestore emulators on free ports…');
-    emulators = await startEmulators({ pubsubPort: await freePort(), firestorePort: await freePort(), project, logDir: join(dataDir, 'logs') });
-    checkpoint();
-    const { startLocalStack } = await import('../local/stack');
-    const { mintDevToken } = await import('../../functions/adapters/dev-identity');
-    stack = await startLocalStack();
-    checkpoint();
+    progress('Starting the Pub/Sub and Firestore emulators on free ports, then the stack…');
+    stack = await startBenchStack({ signal });
     const base = stack.baseUrl;
 
-    progress(`Stack at ${base}; creating an org (professional plan) and ${flags.campaigns} campaigns…`);
-    const token = mintDevToken('bench-owner@example.com');
-    const org = await api(base, 'POST', '/v1/orgs', token, interrupt.signal, { name: 'Benchmark Org', type: 'advertiser', plan: 'professional' });
+    progress(`Stack at ${base} (emulators: pubsub ${process.env.PUBSUB_EMULATOR_HOST}, firestore ${process.env.FIRESTORE_EMULATOR_HOST}); creating an org (professional plan) and ${flags.campaigns} campaigns…`);
+    const token = stack.token('bench-owner@example.com');
+    const org = await stack.request('POST', '/v1/orgs', { token, signal, body: { name: 'Benchmark Org', type: 'advertiser', plan: 'professional' } });
     if (org.status !== 201) throw new Error(`Creating the org failed: ${org.status} ${org.text}`);
     const orgId = (JSON.parse(org.text) as { id: string }).id;
     for (let i = 1; i <= flags.campaigns; i++) {
-      const r = await api(base, 'POST', `/v1/orgs/${orgId}/campaigns`, token, interrupt.signal, {
-        name: `Benchmark campaign ${String(i).padStart(3, '0')}`,
-        destinationUrl: `https://shop.example.com/landing/${i}?cid={click_id}&s1={sub1}&aff={affiliate_id}`,
-        status: 'active',
-        currency: 'USD',
-        payout: { type: 'cpa', amount: 500 },
-        revenue: { type: 'cpa', amount: 800 },
+      const r = await stack.request('POST', `/v1/orgs/${orgId}/campaigns`, {
+        token,
+        signal,
+        body: {
+          name: `Benchmark campaign ${String(i).padStart(3, '0')}`,
+          destinationUrl: `https://shop.example.com/landing/${i}?cid={click_id}&s1={sub1}&aff={affiliate_id}`,
+          status: 'active',
+          currency: 'USD',
+          payout: { type: 'cpa', amount: 500 },
+          revenue: { type: 'cpa', amount: 800 },
+        },
       });
       if (r.status !== 201) throw new Error(`Creating campaign ${i} failed: ${r.status} ${r.text}`);
     }
 
     const listPath = `/v1/orgs/${orgId}/campaigns?limit=${flags.limit}`;
-    const sample = await api(base, 'GET', listPath, token, interrupt.signal);
+    const sample = await stack.request('GET', listPath, { token, signal });
     const items = sample.status === 200 ? (JSON.parse(sample.text) as { items: unknown[] }).items.length : -1;
     const expected = Math.min(flags.campaigns, flags.limit);
     if (items !== expected) throw new Error(`GET ${listPath} returned ${sample.status} with ${items} items, expected 200 with ${expected}: ${sample.text.slice(0, 300)}`);
-    const health = await fetch(`${base}/healthz`, { signal: interrupt.signal });
-    const healthBytes = Buffer.byteLength(await health.text());
+    const healthBytes = Buffer.byteLength((await stack.request('GET', '/healthz', { signal })).text);
     bare = await startBareServer(sample.text);
-    checkpoint();
 
     const scenarios: { key: string; label: string; url: string; headers: Record<string, string> }[] = [
       { key: 'A', label: 'A  bare node:http, same body', url: `${bare.url}${listPath}`, headers: {} },
@@ -168,10 +124,10 @@ async function main(): Promise<number> {
       for (const s of scenarios) {
         if (round === 1 && flags.warmup > 0) {
           progress(`  warm-up  ${s.label} (${flags.warmup} s)`);
-          await runLoad({ url: s.url, headers: s.headers, connections: flags.connections, durationSeconds: flags.warmup, signal: interrupt.signal });
+          await runLoad({ url: s.url, headers: s.headers, connections: flags.connections, durationSeconds: flags.warmup, signal });
         }
         progress(`  measure  ${s.label} (${flags.duration} s${flags.rounds > 1 ? `, round ${round}/${flags.rounds}` : ''})`);
-        const r = await runLoad({ url: s.url, headers: s.headers, connections: flags.connections, durationSeconds: flags.duration, signal: interrupt.signal });
+        const r = await runLoad({ url: s.url, headers: s.headers, connections: flags.connections, durationSeconds: flags.duration, signal });
         runs.get(s.key)!.push(r);
       }
     }
@@ -189,7 +145,8 @@ async function main(): Promise<number> {
     );
     if (flags.rounds > 1) {
       out.push('', 'per round (req/s, p50 ms):');
-      for (const s of scenarios) out.push(`  ${s.label}: ${runs.get(s.key)!.map((r) => `${r.requestsPerSec.toFixed(0)} / ${r.p50.toFixed(2)}`).join('   ')}`);
+      const width = Math.max(...scenarios.map((s) => s.label.length));
+      for (const s of scenarios) out.push(`  ${s.label.padEnd(width)}  ${runs.get(s.key)!.map((r) => `${rate(r.requestsPerSec).padStart(6)} / ${ms(r.p50).padEnd(6)}`).join('  ').trimEnd()}`);
     }
     for (const { label, result } of results) {
       const odd = unexpectedStatuses(result);
@@ -213,15 +170,13 @@ async function main(): Promise<number> {
     return 0;
   } catch (err) {
     failed = true;
-    if (interrupt.signal.aborted) return 130;
+    if (signal.aborted) return 130;
     console.error(`Benchmark failed: ${(err as Error).stack ?? String(err)}`);
     return 1;
   } finally {
     await bare?.close().catch(() => undefined);
-    await stack?.close().catch(() => undefined);
-    await Promise.all(emulators.map((e) => e.stop()));
-    if (failed && !interrupt.signal.aborted) progress(`Emulator logs kept in ${join(dataDir, 'logs')}`);
-    else rmSync(dataDir, { recursive: true, force: true });
+    const kept = await stack?.stop({ keepLogs: failed && !signal.aborted });
+    if (kept) progress(`Emulator logs kept in ${join(kept, 'logs')}`);
     progress(`Stopped the stack and the emulators (${((Date.now() - started) / 1000).toFixed(0)} s in all).`);
   }
 }

@@ -51,8 +51,11 @@ export interface StripeStandIn {
   failNext(path: string, response: QueuedResponse, times?: number, opts?: { stored?: boolean }): void;
   /** Caps the platform's available balance in one currency; currencies never set are unlimited. */
   setAvailableBalance(currency: string, amount: number): void;
-  /** What Stripe does when the affiliate finishes hosted onboarding. */
-  completeOnboarding(accountId: string): void;
+  /**
+   * What Stripe does when the affiliate finishes hosted onboarding. `payoutsEnabled: false` models details
+   * submitted but still under Stripe's review, the state where the two flags differ.
+   */
+  completeOnboarding(accountId: string, opts?: { payoutsEnabled?: boolean }): void;
   close(): Promise<void>;
 }
 
@@ -366,11 +369,21 @@ export async function startStripeStandIn(opts: { secretKey?: string } = {}): Pro
     setAvailableBalance(currency, amount) {
       balances.set(currency.toLowerCase(), amount);
     },
-    completeOnboarding(accountId) {
+    completeOnboarding(accountId, onboardingOpts = {}) {
       const account = accounts.get(accountId);
       if (!account) throw new Error(`stand-in has no account ${accountId}`);
-      const done = { alternatives: [], current_deadline: null, currently_due: [], disabled_reason: null, errors: [], eventually_due: [], past_due: [], pending_verification: [] };
-      Object.assign(account, { details_submitted: true, payouts_enabled: true, capabilities: { transfers: 'active' }, requirements: done });
+      const enabled = onboardingOpts.payoutsEnabled ?? true;
+      const requirements = {
+        alternatives: [],
+        current_deadline: null,
+        currently_due: [],
+        disabled_reason: enabled ? null : 'requirements.pending_verification',
+        errors: [],
+        eventually_due: [],
+        past_due: [],
+        pending_verification: enabled ? [] : ['individual.id_number'],
+      };
+      Object.assign(account, { details_submitted: true, payouts_enabled: enabled, capabilities: { transfers: enabled ? 'active' : 'pending' }, requirements });
     },
     close() {
       return new Promise<void>((resolve, reject) => {

@@ -3,6 +3,7 @@ import { reportDimensions, reportQuerySchema, type ReportResult } from '../../..
 import { formatMinor } from '../../../shared/money';
 import { badRequest } from '../../../shared/errors';
 import { analyticsStore } from '../../adapters/analytics';
+import { withoutRevenueFor } from '../redaction';
 import { zodDetails, ok, orgRoute, type Reply } from '../router';
 
 const reportHttpQuery = z.object({
@@ -22,12 +23,14 @@ function csvCell(v: unknown): string {
 
 /** CSV for spreadsheets: money as decimals in the major unit, one column per currency. */
 export function reportCsv(result: ReportResult, groupBy: string[]): string {
-  const currencies = [...new Set([...result.rows, result.totals].flatMap((r) => [...Object.keys(r.revenue), ...Object.keys(r.payout)]))].sort();
-  const header = [...groupBy, 'clicks', 'uniqueClicks', 'botClicks', 'conversions', ...currencies.flatMap((c) => [`revenue_${c}`, `payout_${c}`])];
+  const withRevenue = result.totals.revenue !== undefined;
+  const currencies = [...new Set([...result.rows, result.totals].flatMap((r) => [...Object.keys(r.revenue ?? {}), ...Object.keys(r.payout)]))].sort();
+  const money = (c: string) => (withRevenue ? [`revenue_${c}`, `payout_${c}`] : [`payout_${c}`]);
+  const header = [...groupBy, 'clicks', 'uniqueClicks', 'botClicks', 'conversions', ...currencies.flatMap(money)];
   const line = (r: ReportResult['rows'][number]) => [
     ...groupBy.map((g) => (r as unknown as Record<string, unknown>)[g]),
     r.clicks, r.uniqueClicks, r.botClicks, r.conversions,
-    ...currencies.flatMap((c) => [formatMinor(r.revenue[c] ?? 0, c), formatMinor(r.payout[c] ?? 0, c)]),
+    ...currencies.flatMap((c) => (withRevenue ? [formatMinor(r.revenue?.[c] ?? 0, c)] : []).concat(formatMinor(r.payout[c] ?? 0, c))),
   ].map(csvCell).join(',');
   return [header.join(','), ...result.rows.map(line)].join('\r\n') + '\r\n';
 }
@@ -39,7 +42,8 @@ export const reportRoutes = [
       const groupBy = query.groupBy ? query.groupBy.split(',').map((g) => g.trim()).filter(Boolean) : [];
       const parsed = reportQuerySchema.safeParse({ orgId: scope.orgId, from: query.from, to: query.to, groupBy, campaignId: query.campaignId, affiliateIds: scope.affiliateIds ? [...scope.affiliateIds] : undefined });
       if (!parsed.success) throw badRequest('The report query is invalid', zodDetails(parsed.error));
-      const result = await analyticsStore().report(parsed.data);
+      const full = await analyticsStore().report(parsed.data);
+      const result = { rows: full.rows.map((r) => withoutRevenueFor(scope, r)), totals: withoutRevenueFor(scope, full.totals) };
       if (query.format === 'csv') {
         return { status: 200, contentType: 'text/csv; charset=utf-8', body: reportCsv(result, groupBy), headers: { 'Content-Disposition': `attachment; filename="report-${query.from}-${query.to}.csv"` } };
       }

@@ -2,6 +2,7 @@ import type { DocumentData } from '@google-cloud/firestore';
 import { z } from 'zod';
 import { conversionStatuses } from '../../../shared/domain/events';
 import { listQuery } from '../../../shared/domain/schemas';
+import { withoutRevenueFor } from '../redaction';
 import { ok, orgRoute } from '../router';
 
 /** Reading the pipeline's output back: clicks and conversions from Firestore (live, per organisation). */
@@ -81,8 +82,8 @@ export const trackingRoutes = [
         addInto(totals, d);
         byDay.set(d.day, entry);
       }
-      const days = [...byDay.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([day, s]) => ({ day, ...s }));
-      return ok({ days, totals });
+      const days = [...byDay.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([day, s]) => withoutRevenueFor(scope, { day, ...s }));
+      return ok({ days, totals: withoutRevenueFor(scope, totals) });
     },
   ),
   orgRoute(
@@ -99,11 +100,11 @@ export const trackingRoutes = [
       if (query.from) where.push(['createdAt', '>=', query.from]);
       if (query.to) where.push(['createdAt', '<=', query.to.length === 10 ? `${query.to}T23:59:59.999Z` : query.to]);
       const p = await scope.list<DocumentData>('conversions', { ...query, where, newestFirstBy: 'createdAt' });
-      return ok({ items: p.items.map(toConversion), nextCursor: p.nextCursor });
+      return ok({ items: p.items.map((d) => withoutRevenueFor(scope, toConversion(d))), nextCursor: p.nextCursor });
     },
   ),
   orgRoute(
     { method: 'GET', path: '/v1/orgs/:orgId/conversions/:id', summary: 'A conversion, with the reasons for its status', tag: 'Tracking', permission: 'tracking:read', response: conversionResource },
-    async ({ scope, params }) => ok(toConversion(await scope.getOrThrow<DocumentData>('conversions', params.id!, 'Conversion'))),
+    async ({ scope, params }) => ok(withoutRevenueFor(scope, toConversion(await scope.getOrThrow<DocumentData>('conversions', params.id!, 'Conversion')))),
   ),
 ];

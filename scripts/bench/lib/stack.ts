@@ -1,0 +1,126 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort, startEmulators, type RunningEmulator } from '../../local/emulators';
+import type { LocalStack } from '../../local/stack';
+
+/**
+ * The real local stack for a benchmark: both emulators on free ports (so a running `npm start` is never
+ * disturbed), a project and a data directory of its own, and every function behind one base URL, served
+ * from this process. `stop()` leaves no emulator process or port behind.
+ */
+export interface BenchStack {
+  baseUrl: string;
+  project: string;
+  dataDir: string;
+  /** A bearer token from the local stand-in for Supabase Auth; the same email is always the same user. */
+  token(email: string): string;
+  request(method: string, path: string, opts?: { token?: string; body?: unknown; signal?: AbortSignal }): Promise<{ status: number; text: string }>;
+  /** Idempotent. With keepLogs the data directory (emulator logs under logs/) is kept and its path returned. */
+  stop(opts?: { keepLogs?: boolean }): Promise<string | undefined>;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The emulators' stop() returns once the main port is free, but the JVM may linger a moment longer with its
+ * other ports open. Wait (never kill) until no process still carries one of our ports on its command line.
+ */
+async function waitForEmulatorProcesses(ports: number[], timeoutMs = 15_000): Promise<void> {
+  if (!existsSync('/proc/self/cmdline')) return;
+  const marks = ports.flatMap((p) => [`--port=${p}`, `--host-port=127.0.0.1:${p}`]);
+  const alive = () =>
+    readdirSync('/proc').some((pid) => {
+      if (!/^\d+$/.test(pid)) return false;
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').some((arg) => marks.includes(arg));
+      } catch {
+        return false; // exited meanwhile
+      }
+    });
+  const deadline = Date.now() + timeoutMs;
+  while (alive() && Date.now() < deadline) await sleep(100);
+}
+
+export async function startBenchStack(opts: { signal?: AbortSignal; env?: Record<string, string> } = {}): Promise<BenchStack> {
+  // The stack reads its configuration from the environment at first use: set it all before loading it.
+  const dataDir = mkdtempSync(join(tmpdir(), 'abp-bench-'));
+  const project = `abp-bench-${randomBytes(4).toString('hex')}`;
+  Object.assign(process.env, {
+    GOOGLE_CLOUD_PROJECT: project,
+    ABP_DATA_DIR: dataDir,
+    ABP_ENV: 'local',
+    ABP_LOG_REQUESTS: 'false',
+    METADATA_SERVER_DETECTION: 'none',
+    PORT: String(await freePort()),
+  });
+  delete process.env.SUPABASE_URL; // tokens come from the local stand-in for Supabase Auth
+  delete process.env.PUBLIC_BASE_URL;
+  Object.assign(process.env, opts.env);
+
+  const ports = [await freePort(), await freePort()] as const;
+  let emulators: RunningEmulator[] = [];
+  let stack: LocalStack | undefined;
+  let stopped: Promise<string | undefined> | undefined;
+  const stop = (o: { keepLogs?: boolean } = {}) =>
+    (stopped ??= (async () => {
+      await stack?.close().catch(() => undefined);
+      await Promise.all(emulators.map((e) => e.stop()));
+      await waitForEmulatorProcesses([...ports]);
+      if (o.keepLogs) return dataDir;
+      rmSync(dataDir, { recursive: true, force: true });
+      return undefined;
+    })());
+
+  try {
+    emulators = await startEmulators({ pubsubPort: ports[0], firestorePort: ports[1], project, logDir: join(dataDir, 'logs') });
+    opts.signal?.throwIfAborted();
+    const { startLocalStack } = await import('../../local/stack');
+    stack = await startLocalStack();
+    opts.signal?.throwIfAborted();
+  } catch (err) {
+    const kept = await stop({ keepLogs: !opts.signal?.aborted });
+    if (kept && err instanceof Error) err.message += ` (emulator logs kept in ${join(kept, 'logs')})`;
+    throw err;
+  }
+  const { mintDevToken } = await import('../../../functions/adapters/dev-identity');
+  const baseUrl = stack.baseUrl;
+  return {
+    baseUrl,
+    project,
+    dataDir,
+    token: (email) => mintDevToken(email),
+    request: async (method, path, o = {}) => {
+      const headers: Record<string, string> = {};
+      if (o.token) headers.authorization = `Bearer ${o.token}`;
+      if (o.body !== undefined) headers['content-type'] = 'application/json';
+      const res = await fetch(`${baseUrl}${path}`, { method, headers, body: o.body === undefined ? undefined : JSON.stringify(o.body), signal: o.signal ?? null });
+      return { status: res.status, text: await res.text() };
+    },
+    stop,
+  };
+}
+
+/**
+ * SIGINT/SIGTERM abort the returned signal instead of killing the process, so that the caller's finally
+ * block can stop the emulators (they run in process groups of their own: the terminal's Ctrl-C never
+ * reaches them). Pass the signal to runLoad and startBenchStack, and check it between steps.
+ */
+export function abortOnSignals(log: (msg: string) => void = (m) => process.stderr.write(`${m}\n`)): AbortSignal {
+  const controller = new AbortController();
+  let first = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (controller.signal.aborted) {
+      // One Ctrl-C often arrives twice (from the terminal and relayed by npm/tsx): only a later one is news.
+      if (Date.now() - first > 1000) log('Still stopping the stack and the emulators…');
+      return;
+    }
+    first = Date.now();
+    log(`\n${signal}: stopping the stack and the emulators…`);
+    controller.abort(new Error(`Interrupted by ${signal}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return controller.signal;
+}

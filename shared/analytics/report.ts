@@ -1,0 +1,313 @@
+/**
+ * The one report over the analytics table, defined once and compiled to DuckDB (local) and BigQuery
+ * (production) SQL, so both backends answer with the same numbers. Pure: no I/O, no clients.
+ *
+ * The platform's definitions (rows are the `tracking_events` rows of one organisation):
+ * - A row is a `click` or a `conversion`. The dimensions are columns: day → event_date (the UTC date),
+ *   campaign → campaign_id, affiliate → affiliate_id, link → link_id, sub1..sub5, country, device.
+ * - clicks: click rows with is_bot = false. botClicks: click rows with is_bot = true.
+ * - uniqueClicks: non-bot clicks with no earlier non-bot click from the same visitor_hash on the same link_id
+ *   within the preceding 60 minutes (a click exactly 60 minutes after the previous one is not unique). The
+ *   look-back crosses the start of the range: a click at 00:10 on `from` whose previous click was at 23:50
+ *   the day before is not unique. A click without a visitor_hash cannot be matched, so it is unique.
+ *   Uniqueness is a property of the click alone, so it is additive across any grouping.
+ * - conversions: conversion rows whose status is not 'rejected'. revenue and payout are the sums of those
+ *   rows' `revenue` and `payout` columns per currency (integer minor units; USD is never added to EUR).
+ * - A conversion takes sub1..sub5, country and device from the click it was attributed to (click_id, same
+ *   organisation, however old the click), and day, campaign, affiliate and link from its own row.
+ * - from/to (inclusive, UTC dates) filter event_date of clicks and conversions alike. affiliateIds, when
+ *   present, keeps only those affiliates' rows (an empty list keeps none); campaignId likewise. Filters apply
+ *   after uniqueness is decided, so whether a click is unique never depends on who is looking.
+ * - Rows are sorted by the group-by columns in order, ascending, missing values last; totals add up all rows.
+ *   With no group-by there is exactly one row, equal to the totals.
+ * - Each event id counts once even if the table holds it twice: BigQuery's insertId de-duplication is only
+ *   best effort, so the query itself keeps one row per event_id (DuckDB's primary key makes that a no-op).
+ *
+ * Safety: every value from the query is bound as a named parameter. The only text spliced into the SQL is
+ * the table name (checked against a strict pattern) and column names from the fixed tables below.
+ */
+import { z } from 'zod';
+import { analyticsColumns } from './schema';
+
+export const reportDimensions = ['day', 'campaign', 'affiliate', 'link', 'sub1', 'sub2', 'sub3', 'sub4', 'sub5', 'country', 'device'] as const;
+export type ReportDimension = (typeof reportDimensions)[number];
+export type SqlDialect = 'duckdb' | 'bigquery';
+
+/** Inclusive day count: a whole leap year fits. */
+export const maxReportDays = 366;
+export const uniqueClickWindowMinutes = 60;
+/** Currency key for conversions recorded without one (ISO 4217 "no currency"); conversion events always carry one. */
+export const noCurrency = 'XXX';
+
+/** Where each dimension comes from: `own` = the row itself; `click` = for a conversion, its attributed click. */
+const dimensionColumns: Record<ReportDimension, { column: string; source: 'own' | 'click' }> = {
+  day: { column: 'event_date', source: 'own' },
+  campaign: { column: 'campaign_id', source: 'own' },
+  affiliate: { column: 'affiliate_id', source: 'own' },
+  link: { column: 'link_id', source: 'own' },
+  sub1: { column: 'sub1', source: 'click' },
+  sub2: { column: 'sub2', source: 'click' },
+  sub3: { column: 'sub3', source: 'click' },
+  sub4: { column: 'sub4', source: 'click' },
+  sub5: { column: 'sub5', source: 'click' },
+  country: { column: 'country', source: 'click' },
+  device: { column: 'device', source: 'click' },
+};
+
+const dayMs = 86_400_000;
+const dayNumber = (d: string) => Date.parse(`${d}T00:00:00Z`) / dayMs;
+const addDays = (d: string, n: number) => new Date((dayNumber(d) + n) * dayMs).toISOString().slice(0, 10);
+
+const reportFields = {
+  from: z.iso.date({ error: 'from must be a date YYYY-MM-DD' }),
+  to: z.iso.date({ error: 'to must be a date YYYY-MM-DD' }),
+  groupBy: z
+    .array(z.enum(reportDimensions, { error: `groupBy entries must be one of ${reportDimensions.join(', ')}` }))
+    .refine((dims) => new Set(dims).size === dims.length, { error: 'groupBy must not repeat a dimension' })
+    .default([]),
+  affiliateIds: z.array(z.string().min(1, { error: 'affiliateIds entries must not be empty' })).optional(),
+  campaignId: z.string().min(1, { error: 'campaignId must not be empty' }).optional(),
+};
+
+function checkRange(q: { from: string; to: string }, ctx: z.RefinementCtx): void {
+  const days = dayNumber(q.to) - dayNumber(q.from) + 1;
+  if (days < 1) ctx.addIssue({ code: 'custom', path: ['to'], message: 'to must be on or after from' });
+  else if (days > maxReportDays) ctx.addIssue({ code: 'custom', path: ['to'], message: `to must be at most ${maxReportDays} days from from, inclusive` });
+}
+
+/** What a client may ask for; the HTTP layer adds orgId (and affiliateIds for affiliate users). */
+export const reportRequestSchema = z.object(reportFields).superRefine(checkRange);
+export const reportQuerySchema = z.object({ orgId: z.string().min(1, { error: 'orgId must not be empty' }), ...reportFields }).superRefine(checkRange);
+export type ReportRequest = z.input<typeof reportRequestSchema>;
+export type ReportQuery = z.output<typeof reportQuerySchema>;
+
+export interface ReportMetrics {
+  clicks: number;
+  uniqueClicks: number;
+  botClicks: number;
+  conversions: number;
+  /** Currency → integer minor units; a currency appears when it has conversions. */
+  revenue: Record<string, number>;
+  payout: Record<string, number>;
+}
+export interface ReportDimensionValues {
+  day?: string;
+  campaign?: string | null;
+  affiliate?: string | null;
+  link?: string | null;
+  sub1?: string | null;
+  sub2?: string | null;
+  sub3?: string | null;
+  sub4?: string | null;
+  sub5?: string | null;
+  country?: string | null;
+  device?: string | null;
+}
+/** Only the grouped-by dimensions are present. */
+export type ReportRow = ReportDimensionValues & ReportMetrics;
+export interface ReportResult {
+  rows: ReportRow[];
+  totals: ReportMetrics;
+}
+
+export type ParamType = 'STRING' | 'ARRAY<STRING>';
+export interface CompiledQuery {
+  sql: string;
+  /** Named parameters, without the dialect's @ or $ prefix. */
+  params: Record<string, string | string[]>;
+  /** Declared so an empty array still has a type (BigQuery cannot infer one). */
+  types: Record<string, ParamType>;
+}
+
+/** The table reference spliced into SQL: `project.dataset.table` in backticks, or a plain quoted DuckDB name. */
+export function quoteTable(table: string, dialect: SqlDialect): string {
+  if (dialect === 'bigquery') {
+    if (!/^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_-]+){0,2}$/.test(table)) throw new Error(`invalid BigQuery table name: ${table}`);
+    return `\`${table}\``;
+  }
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(table)) throw new Error(`invalid DuckDB table name: ${table}`);
+  return `"${table}"`;
+}
+
+const param = (dialect: SqlDialect, name: string) => (dialect === 'bigquery' ? `@${name}` : `$${name}`);
+const inList = (dialect: SqlDialect, expr: string, name: string) =>
+  dialect === 'bigquery' ? `${expr} IN UNNEST(@${name})` : `list_contains($${name}, ${expr})`;
+const keepOnePerEvent = 'QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id) = 1';
+
+export function compileReport(query: ReportQuery, dialect: SqlDialect, table: string): CompiledQuery {
+  const q = reportQuerySchema.parse(query);
+  const t = quoteTable(table, dialect);
+  const p = (name: string) => param(dialect, name);
+  const params: CompiledQuery['params'] = { orgId: q.orgId, fromDate: q.from, toDate: q.to, lookbackDate: addDays(q.from, -1) };
+  const types: CompiledQuery['types'] = { orgId: 'STRING', fromDate: 'STRING', toDate: 'STRING', lookbackDate: 'STRING' };
+  const filters = (alias: string): string[] => {
+    const f: string[] = [];
+    if (q.affiliateIds) {
+      params.affiliateIds = q.affiliateIds;
+      types.affiliateIds = 'ARRAY<STRING>';
+      f.push(inList(dialect, `${alias}.affiliate_id`, 'affiliateIds'));
+    }
+    if (q.campaignId !== undefined) {
+      params.campaignId = q.campaignId;
+      types.campaignId = 'STRING';
+      f.push(`${alias}.campaign_id = ${p('campaignId')}`);
+    }
+    return f;
+  };
+  const dims = q.groupBy.map((d) => ({ alias: `dim_${d}`, ...dimensionColumns[d] }));
+  const dimValue = (alias: string, column: string) => (column === 'event_date' ? `CAST(${alias}.event_date AS STRING)` : `${alias}.${column}`);
+  const attributed = dims.filter((d) => d.source === 'click');
+  const dimsOf = (pick: (d: (typeof dims)[number]) => string) => dims.map((d) => `${dimValue(pick(d), d.column)} AS ${d.alias}, `).join('');
+  const distinct = (cols: string[]) => [...new Set(cols)].join(', ');
+  const clickColumns = distinct(['event_id', 'occurred_at', 'event_date', 'link_id', 'visitor_hash', 'is_bot', 'affiliate_id', 'campaign_id', ...dims.map((d) => d.column)]);
+  const conversionColumns = distinct(['event_id', 'click_id', 'event_date', 'affiliate_id', 'campaign_id', 'currency', 'revenue', 'payout', ...dims.filter((d) => d.source === 'own').map((d) => d.column)]);
+  const windowStart =
+    dialect === 'bigquery'
+      ? `TIMESTAMP_SUB(s.occurred_at, INTERVAL ${uniqueClickWindowMinutes} MINUTE)`
+      : `s.occurred_at - INTERVAL ${uniqueClickWindowMinutes} MINUTE`;
+  const and = (conds: string[]) => conds.map((c) => `\n    AND ${c}`).join('');
+  const clickFilters = filters('s');
+  const conversionFilters = filters('c');
+
+  const ctes = [
+    // Reaches back a day so the first clicks of the range can see their predecessors.
+    `click_rows AS (
+  SELECT ${clickColumns}
+  FROM ${t}
+  WHERE org_id = ${p('orgId')} AND event_type = 'click'
+    AND event_date BETWEEN CAST(${p('lookbackDate')} AS DATE) AND CAST(${p('toDate')} AS DATE)
+  ${keepOnePerEvent}
+)`,
+    // Bots get partitions of their own: they are never a human's previous click.
+    `scored_clicks AS (
+  SELECT *, LAG(occurred_at) OVER (PARTITION BY link_id, visitor_hash, is_bot ORDER BY occurred_at, event_id) AS previous_at
+  FROM click_rows
+)`,
+    `conversion_rows AS (
+  SELECT ${conversionColumns}
+  FROM ${t}
+  WHERE org_id = ${p('orgId')} AND event_type = 'conversion'
+    AND event_date BETWEEN CAST(${p('fromDate')} AS DATE) AND CAST(${p('toDate')} AS DATE)
+    AND COALESCE(status, '') <> 'rejected'
+  ${keepOnePerEvent}
+)`,
+  ];
+  if (attributed.length) {
+    // A conversion's click may predate the range; it cannot postdate it.
+    ctes.push(`attributed_clicks AS (
+  SELECT ${distinct(['event_id', ...attributed.map((d) => d.column)])}
+  FROM ${t}
+  WHERE org_id = ${p('orgId')} AND event_type = 'click'
+    AND event_date <= CAST(${p('toDate')} AS DATE)
+  ${keepOnePerEvent}
+)`);
+  }
+  ctes.push(`facts AS (
+  SELECT ${dimsOf(() => 's')}CAST(NULL AS STRING) AS currency,
+    CASE WHEN s.is_bot THEN 0 ELSE 1 END AS clicks,
+    CASE WHEN NOT s.is_bot AND (s.visitor_hash IS NULL OR s.previous_at IS NULL OR s.previous_at < ${windowStart}) THEN 1 ELSE 0 END AS unique_clicks,
+    CASE WHEN s.is_bot THEN 1 ELSE 0 END AS bot_clicks,
+    0 AS conversions, 0 AS revenue, 0 AS payout
+  FROM scored_clicks AS s
+  WHERE s.event_date >= CAST(${p('fromDate')} AS DATE)${and(clickFilters)}
+  UNION ALL
+  SELECT ${dimsOf((d) => (d.source === 'click' ? 'a' : 'c'))}c.currency,
+    0 AS clicks, 0 AS unique_clicks, 0 AS bot_clicks,
+    1 AS conversions, c.revenue, c.payout
+  FROM conversion_rows AS c${attributed.length ? '\n  LEFT JOIN attributed_clicks AS a ON a.event_id = c.click_id' : ''}${conversionFilters.length ? `\n  WHERE ${conversionFilters.join('\n    AND ')}` : ''}
+)`);
+  const groups = [...dims.map((d) => d.alias), 'currency'].join(', ');
+  const order = [...dims.map((d) => `${d.alias} ASC NULLS LAST`), 'currency ASC NULLS FIRST'].join(', ');
+  const sql = `WITH ${ctes.join(',\n')}
+SELECT ${groups},
+  CAST(SUM(clicks) AS INT64) AS clicks,
+  CAST(SUM(unique_clicks) AS INT64) AS unique_clicks,
+  CAST(SUM(bot_clicks) AS INT64) AS bot_clicks,
+  CAST(SUM(conversions) AS INT64) AS conversions,
+  CAST(SUM(revenue) AS INT64) AS revenue,
+  CAST(SUM(payout) AS INT64) AS payout
+FROM facts
+GROUP BY ${groups}
+ORDER BY ${order}`;
+  return { sql, params, types };
+}
+
+/** Rows of one organisation by event id, with timestamps and dates rendered as the schema's ISO strings. */
+export function compileEventLookup(dialect: SqlDialect, table: string, orgId: string, eventIds: string[]): CompiledQuery {
+  const select = analyticsColumns.map(({ name, type }) => {
+    if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`invalid column name: ${name}`);
+    if (type === 'TIMESTAMP') {
+      return dialect === 'bigquery'
+        ? `FORMAT_TIMESTAMP('%Y-%m-%dT%H:%M:%E3SZ', ${name}, 'UTC') AS ${name}`
+        : `strftime(${name}, '%Y-%m-%dT%H:%M:%S.%gZ') AS ${name}`;
+    }
+    if (type === 'DATE') return `CAST(${name} AS STRING) AS ${name}`;
+    return name;
+  });
+  const sql = `SELECT ${select.join(', ')}
+FROM ${quoteTable(table, dialect)}
+WHERE org_id = ${param(dialect, 'orgId')} AND ${inList(dialect, 'event_id', 'eventIds')}
+${keepOnePerEvent}
+ORDER BY occurred_at, event_id`;
+  return { sql, params: { orgId, eventIds }, types: { orgId: 'STRING', eventIds: 'ARRAY<STRING>' } };
+}
+
+/** Either driver's number types (DuckDB BIGINT arrives as bigint) to a JS number. */
+export function toNumber(v: unknown): number {
+  if (v === null || v === undefined) return 0;
+  const n = typeof v === 'bigint' ? Number(v) : typeof v === 'number' ? v : Number(String(v));
+  if (!Number.isSafeInteger(n)) throw new Error(`not a safe integer: ${String(v)}`);
+  return n;
+}
+
+const emptyMetrics = (): ReportMetrics => ({ clicks: 0, uniqueClicks: 0, botClicks: 0, conversions: 0, revenue: {}, payout: {} });
+
+function addInto(target: ReportMetrics, m: ReportMetrics): void {
+  target.clicks += m.clicks;
+  target.uniqueClicks += m.uniqueClicks;
+  target.botClicks += m.botClicks;
+  target.conversions += m.conversions;
+  for (const [c, v] of Object.entries(m.revenue)) target.revenue[c] = (target.revenue[c] ?? 0) + v;
+  for (const [c, v] of Object.entries(m.payout)) target.payout[c] = (target.payout[c] ?? 0) + v;
+}
+
+/**
+ * The compiled query returns one row per group and currency (clicks sit in the row without a currency);
+ * this folds them into one row per group with per-currency maps, in the query's order, plus the totals.
+ */
+export function foldReport(groupBy: readonly ReportDimension[], raw: ReadonlyArray<Record<string, unknown>>): ReportResult {
+  const byGroup = new Map<string, ReportRow>();
+  const totals = emptyMetrics();
+  for (const r of raw) {
+    const dims: ReportDimensionValues = {};
+    for (const d of groupBy) {
+      const v = r[`dim_${d}`];
+      const value = typeof v === 'string' ? v : null;
+      if (d === 'day') {
+        if (value === null) throw new Error('report row without a day');
+        dims.day = value;
+      } else dims[d] = value;
+    }
+    const conversions = toNumber(r.conversions);
+    const currency = typeof r.currency === 'string' ? r.currency : noCurrency;
+    const m: ReportMetrics = {
+      clicks: toNumber(r.clicks),
+      uniqueClicks: toNumber(r.unique_clicks),
+      botClicks: toNumber(r.bot_clicks),
+      conversions,
+      revenue: conversions ? { [currency]: toNumber(r.revenue) } : {},
+      payout: conversions ? { [currency]: toNumber(r.payout) } : {},
+    };
+    const key = JSON.stringify(groupBy.map((d) => dims[d]));
+    let row = byGroup.get(key);
+    if (!row) {
+      row = { ...dims, ...emptyMetrics() };
+      byGroup.set(key, row);
+    }
+    addInto(row, m);
+    addInto(totals, m);
+  }
+  const rows = [...byGroup.values()];
+  if (!groupBy.length && !rows.length) rows.push(emptyMetrics());
+  return { rows, totals };
+}

@@ -1,0 +1,360 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BigQuery } from '@google-cloud/bigquery';
+import { analyticsRow, type AnalyticsRow } from '../shared/analytics/schema';
+import { compileReport, quoteTable, reportQuerySchema, type ReportQuery, type ReportRow } from '../shared/analytics/report';
+import { resetConfigForTests } from '../shared/config';
+import { DuckDbAnalyticsStore } from '../functions/adapters/analytics/duckdb';
+import { BigQueryAnalyticsStore, type BigQueryClient } from '../functions/adapters/analytics/bigquery';
+import { analyticsStore, closeAnalyticsStore } from '../functions/adapters/analytics/index';
+
+/*
+ * Analytics on the embedded DuckDB store (BigQuery has no emulator; its SQL is checked as text, and its
+ * adapter against a fake client). Organisation A's fixture, reported over 2024-03-01..2024-03-02:
+ *   L1 (campaign C1, affiliate A1), visitor V1: k1 10:00, k2 10:30 (30 min: not unique), bot 11:00,
+ *     k3 11:31 (61 min after k2: unique; the bot click in between does not count)
+ *   L2 (C1, A1), visitor V2: k5 02-29 23:50 (before the range), k6 03-01 00:10 (not unique: cross-midnight)
+ *   L3 (C2, A2), visitor V3: k7 03-02 09:00; k9 03-03 (after the range)
+ *   k8 02-20 on L1 with sub1 s-old: only a conversion's click
+ *   v1 03-01 ← k1 USD 1000/300 (its own row says sub1 WRONG: the click's s-a wins); v2 03-02 ← k7 EUR 2000/500;
+ *   v3 03-02 ← k7 rejected; v4 03-02 ← k8 USD 500/100
+ * Organisation B reuses A's link, campaign, affiliate and visitor ids, and even cites A's click k1.
+ */
+const blank: AnalyticsRow = {
+  event_id: '', event_type: 'click', org_id: '', occurred_at: '', event_date: '',
+  link_id: null, campaign_id: null, affiliate_id: null, click_id: null,
+  sub1: null, sub2: null, sub3: null, sub4: null, sub5: null, country: null, device: null,
+  visitor_hash: null, is_bot: false, status: null, txn_id: null, currency: null, amount: null, revenue: 0, payout: 0,
+};
+const links = { L1: { link_id: 'L1', campaign_id: 'C1', affiliate_id: 'A1' }, L2: { link_id: 'L2', campaign_id: 'C1', affiliate_id: 'A1' }, L3: { link_id: 'L3', campaign_id: 'C2', affiliate_id: 'A2' } };
+const at = (iso: string) => ({ occurred_at: `${iso}:00.000Z`, event_date: iso.slice(0, 10) });
+const click = (org: string, id: string, when: string, o: Partial<AnalyticsRow>): AnalyticsRow =>
+  analyticsRow.parse({ ...blank, event_id: id, org_id: org, ...at(when), ...o });
+const conversion = (org: string, id: string, when: string, clickId: string, o: Partial<AnalyticsRow>): AnalyticsRow =>
+  analyticsRow.parse({ ...blank, event_id: id, event_type: 'conversion', org_id: org, ...at(when), click_id: clickId, status: 'approved', ...o });
+
+const A = 'org_a';
+const B = 'org_b';
+const orgA = [
+  click(A, 'k1', '2024-03-01T10:00', { ...links.L1, visitor_hash: 'V1', sub1: 's-a', country: 'US', device: 'desktop' }),
+  click(A, 'k2', '2024-03-01T10:30', { ...links.L1, visitor_hash: 'V1', sub1: 's-a' }),
+  click(A, 'kbot', '2024-03-01T11:00', { ...links.L1, visitor_hash: 'V1', sub1: 's-a', is_bot: true, device: 'bot' }),
+  click(A, 'k3', '2024-03-01T11:31', { ...links.L1, visitor_hash: 'V1', sub1: 's-a' }),
+  click(A, 'k5', '2024-02-29T23:50', { ...links.L2, visitor_hash: 'V2' }),
+  click(A, 'k6', '2024-03-01T00:10', { ...links.L2, visitor_hash: 'V2' }),
+  click(A, 'k7', '2024-03-02T09:00', { ...links.L3, visitor_hash: 'V3', sub1: 's-b', country: 'DE', device: 'mobile' }),
+  click(A, 'k8', '2024-02-20T08:00', { ...links.L1, visitor_hash: 'V9', sub1: 's-old' }),
+  click(A, 'k9', '2024-03-03T09:00', { ...links.L3, visitor_hash: 'V3', sub1: 's-b' }),
+  conversion(A, 'v1', '2024-03-01T10:20', 'k1', { ...links.L1, currency: 'USD', amount: 5000, revenue: 1000, payout: 300, sub1: 'WRONG', country: 'XX' }),
+  conversion(A, 'v2', '2024-03-02T10:00', 'k7', { ...links.L3, currency: 'EUR', amount: 9000, revenue: 2000, payout: 500, status: 'pending' }),
+  conversion(A, 'v3', '2024-03-02T11:00', 'k7', { ...links.L3, currency: 'USD', revenue: 9999, payout: 999, status: 'rejected' }),
+  conversion(A, 'v4', '2024-03-02T12:00', 'k8', { ...links.L1, currency: 'USD', revenue: 500, payout: 100 }),
+];
+const orgB = [
+  // Were organisations mixed, this would make A's k3 (11:31) a repeat click.
+  click(B, 'b1', '2024-03-01T11:15', { ...links.L1, visitor_hash: 'V1', sub1: 's-a' }),
+  conversion(B, 'b2', '2024-03-01T12:00', 'k1', { ...links.L1, currency: 'USD', revenue: 7777, payout: 777 }),
+];
+// The 60-minute boundary: exactly 60 minutes is a repeat, 61 is unique; other visitors and links are unique.
+const C = 'org_c';
+const orgC = [
+  click(C, 'c1', '2024-05-01T10:00', { ...links.L1, visitor_hash: 'V1' }),
+  click(C, 'c2', '2024-05-01T11:00', { ...links.L1, visitor_hash: 'V1' }),
+  click(C, 'c3', '2024-05-01T12:01', { ...links.L1, visitor_hash: 'V1' }),
+  click(C, 'c4', '2024-05-01T12:05', { ...links.L1, visitor_hash: 'V2' }),
+  click(C, 'c5', '2024-05-01T12:06', { ...links.L2, visitor_hash: 'V1' }),
+  click(C, 'c6', '2024-05-01T12:10', { ...links.L1, visitor_hash: null }),
+];
+
+const metrics = (clicks: number, uniqueClicks: number, botClicks: number, conversions: number, revenue: Record<string, number> = {}, payout: Record<string, number> = {}) => ({
+  clicks, uniqueClicks, botClicks, conversions, revenue, payout,
+});
+const range = { from: '2024-03-01', to: '2024-03-02' };
+const aTotals = metrics(5, 3, 1, 3, { USD: 1500, EUR: 2000 }, { USD: 400, EUR: 500 });
+
+describe('analytics on DuckDB', () => {
+  let dir: string;
+  let store: DuckDbAnalyticsStore;
+  const report = (q: Partial<ReportQuery> & { orgId: string }) => store.report({ ...range, groupBy: [], ...q });
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'abp-analytics-'));
+    store = new DuckDbAnalyticsStore(join(dir, 'nested', 'analytics.duckdb'));
+    await store.insert([...orgA, ...orgB]);
+    await store.insert(orgC);
+  });
+  after(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('reads rows back by event id, only within the organisation', async () => {
+    assert.deepEqual(await store.getEvents(A, ['v1', 'k1', 'b1', 'missing']), [orgA[0], orgA[9]]);
+    assert.deepEqual(await store.getEvents(B, ['k1', 'v1']), []);
+    assert.deepEqual(await store.getEvents(A, []), []);
+  });
+
+  it('groups by day', async () => {
+    const r = await report({ orgId: A, groupBy: ['day'] });
+    assert.deepEqual(r.rows, [
+      { day: '2024-03-01', ...metrics(4, 2, 1, 1, { USD: 1000 }, { USD: 300 }) },
+      { day: '2024-03-02', ...metrics(1, 1, 0, 2, { EUR: 2000, USD: 500 }, { EUR: 500, USD: 100 }) },
+    ]);
+    assert.deepEqual(r.totals, aTotals);
+  });
+
+  it('groups by campaign, keeping currencies apart', async () => {
+    const r = await report({ orgId: A, groupBy: ['campaign'] });
+    assert.deepEqual(r.rows, [
+      { campaign: 'C1', ...metrics(4, 2, 1, 2, { USD: 1500 }, { USD: 400 }) },
+      { campaign: 'C2', ...metrics(1, 1, 0, 1, { EUR: 2000 }, { EUR: 500 }) },
+    ]);
+    assert.deepEqual(r.totals.revenue, { USD: 1500, EUR: 2000 });
+    assert.deepEqual(r.totals.payout, { USD: 400, EUR: 500 });
+  });
+
+  it('groups by sub1, taking a conversion\'s sub1 from its click, even one older than the range', async () => {
+    const r = await report({ orgId: A, groupBy: ['sub1'] });
+    assert.deepEqual(r.rows, [
+      { sub1: 's-a', ...metrics(3, 2, 1, 1, { USD: 1000 }, { USD: 300 }) },
+      { sub1: 's-b', ...metrics(1, 1, 0, 1, { EUR: 2000 }, { EUR: 500 }) },
+      { sub1: 's-old', ...metrics(0, 0, 0, 1, { USD: 500 }, { USD: 100 }) },
+      { sub1: null, ...metrics(1, 0, 0, 0) },
+    ]);
+    assert.deepEqual(r.totals, aTotals);
+  });
+
+  it('takes day and campaign from the conversion row and country from the click, across several dimensions', async () => {
+    const r = await report({ orgId: A, groupBy: ['day', 'campaign', 'country'] });
+    assert.deepEqual(r.rows, [
+      { day: '2024-03-01', campaign: 'C1', country: 'US', ...metrics(1, 1, 0, 1, { USD: 1000 }, { USD: 300 }) },
+      { day: '2024-03-01', campaign: 'C1', country: null, ...metrics(3, 1, 1, 0) },
+      { day: '2024-03-02', campaign: 'C1', country: null, ...metrics(0, 0, 0, 1, { USD: 500 }, { USD: 100 }) },
+      { day: '2024-03-02', campaign: 'C2', country: 'DE', ...metrics(1, 1, 0, 1, { EUR: 2000 }, { EUR: 500 }) },
+    ]);
+  });
+
+  it('returns one row equal to the totals without a group-by, even with no data', async () => {
+    const r = await report({ orgId: A });
+    assert.deepEqual(r.rows, [aTotals]);
+    assert.deepEqual(r.totals, aTotals);
+    const empty = await report({ orgId: 'org_nobody' });
+    assert.deepEqual(empty.rows, [metrics(0, 0, 0, 0)]);
+    assert.deepEqual((await report({ orgId: 'org_nobody', groupBy: ['day'] })).rows, []);
+  });
+
+  it('counts bot clicks apart and never lets them decide uniqueness', async () => {
+    const r = await report({ orgId: A, from: '2024-03-01', to: '2024-03-01', groupBy: ['link', 'device'] });
+    assert.deepEqual(r.rows, [
+      { link: 'L1', device: 'bot', ...metrics(0, 0, 1, 0) },
+      { link: 'L1', device: 'desktop', ...metrics(1, 1, 0, 1, { USD: 1000 }, { USD: 300 }) },
+      { link: 'L1', device: null, ...metrics(2, 1, 0, 0) },
+      { link: 'L2', device: null, ...metrics(1, 0, 0, 0) },
+    ]);
+  });
+
+  it('applies the 60-minute unique-click rule, across midnight too', async () => {
+    const byLink = await report({ orgId: A, from: '2024-03-01', to: '2024-03-01', groupBy: ['link'] });
+    // L1: 30 min → repeat, 61 min → unique. L2: 00:10 after 23:50 the day before → repeat.
+    assert.deepEqual(byLink.rows.map((r) => [r.link, r.clicks, r.uniqueClicks]), [['L1', 3, 2], ['L2', 1, 0]]);
+    const boundary = await store.report({ orgId: C, from: '2024-05-01', to: '2024-05-01', groupBy: [] });
+    assert.deepEqual(boundary.totals, metrics(6, 5, 0, 0));
+    // Without the earlier click in the table, the 00:10 click is unique: the look-back is what decided.
+    const dir2 = mkdtempSync(join(tmpdir(), 'abp-analytics-'));
+    const alone = new DuckDbAnalyticsStore(join(dir2, 'analytics.duckdb'));
+    try {
+      await alone.insert(orgA.filter((r) => r.event_id === 'k6'));
+      assert.deepEqual((await alone.report({ orgId: A, ...range, groupBy: [] })).totals, metrics(1, 1, 0, 0));
+    } finally {
+      await alone.close();
+      rmSync(dir2, { recursive: true, force: true });
+    }
+  });
+
+  it('excludes rejected conversions', async () => {
+    const r = await report({ orgId: A, groupBy: ['day'] });
+    assert.equal(r.rows[1]?.conversions, 2);
+    assert.equal(r.totals.revenue.USD, 1500, 'the rejected 9999 USD is not counted');
+  });
+
+  it('filters by affiliate and by campaign', async () => {
+    assert.deepEqual((await report({ orgId: A, affiliateIds: ['A2'] })).totals, metrics(1, 1, 0, 1, { EUR: 2000 }, { EUR: 500 }));
+    assert.deepEqual((await report({ orgId: A, affiliateIds: ['A1', 'A2'] })).totals, aTotals);
+    assert.deepEqual((await report({ orgId: A, affiliateIds: [] })).totals, metrics(0, 0, 0, 0), 'an empty list keeps nothing');
+    assert.deepEqual((await report({ orgId: A, campaignId: 'C1' })).totals, metrics(4, 2, 1, 2, { USD: 1500 }, { USD: 400 }));
+    assert.deepEqual((await report({ orgId: A, campaignId: 'C2', affiliateIds: ['A1'] })).totals, metrics(0, 0, 0, 0));
+  });
+
+  it('never shows another organisation\'s rows', async () => {
+    const b = await report({ orgId: B, groupBy: ['sub1'] });
+    // b2 cites A's click k1, but attribution stays inside B: no sub1.
+    assert.deepEqual(b.rows, [
+      { sub1: 's-a', ...metrics(1, 1, 0, 0) },
+      { sub1: null, ...metrics(0, 0, 0, 1, { USD: 7777 }, { USD: 777 }) },
+    ]);
+    const a = await report({ orgId: A, groupBy: ['sub1'] });
+    assert.ok(!JSON.stringify(a).includes('7777'));
+  });
+
+  it('is idempotent on event_id: inserting the same rows again changes nothing', async () => {
+    const before = await Promise.all([report({ orgId: A, groupBy: ['day'] }), report({ orgId: B }), report({ orgId: C, from: '2024-05-01', to: '2024-05-01' })]);
+    const changedCopy = { ...orgA[9]!, revenue: 1, payout: 1, currency: 'GBP' };
+    await store.insert([...orgA, ...orgA, changedCopy, ...orgB]);
+    await store.insert(orgC);
+    const again = await Promise.all([report({ orgId: A, groupBy: ['day'] }), report({ orgId: B }), report({ orgId: C, from: '2024-05-01', to: '2024-05-01' })]);
+    assert.deepEqual(again, before);
+    assert.deepEqual(await store.getEvents(A, ['v1']), [orgA[9]], 'the first copy of an event wins');
+  });
+
+  it('serialises concurrent callers on its connection', async () => {
+    const extra = Array.from({ length: 1000 }, (_, i) =>
+      click('org_load', `load-${i}`, `2024-06-01T${String(Math.floor(i / 60) % 24).padStart(2, '0')}:${String(i % 60).padStart(2, '0')}`, { ...links.L1, visitor_hash: `V${i}` }),
+    );
+    await Promise.all([
+      store.insert(extra.slice(0, 500)),
+      store.report({ orgId: A, ...range, groupBy: ['day'] }),
+      store.insert(extra.slice(500)),
+      store.insert(extra.slice(250, 750)),
+    ]);
+    assert.deepEqual((await store.report({ orgId: 'org_load', from: '2024-06-01', to: '2024-06-01', groupBy: [] })).totals, metrics(1000, 1000, 0, 0));
+  });
+});
+
+describe('report definition and SQL', () => {
+  const secret: ReportQuery = {
+    orgId: 'org-secret-42', from: '2031-07-15', to: '2031-07-20', groupBy: ['day', 'sub1'], affiliateIds: ['aff-secret'], campaignId: 'camp-secret',
+  };
+
+  it('compiles BigQuery SQL with @named parameters and the backticked table, and no value from the query', () => {
+    const { sql, params, types } = compileReport(secret, 'bigquery', 'my-project.abp_analytics.tracking_events');
+    assert.ok(sql.includes('FROM `my-project.abp_analytics.tracking_events`'));
+    for (const p of ['@orgId', '@fromDate', '@toDate', '@lookbackDate', '@campaignId', 'IN UNNEST(@affiliateIds)']) assert.ok(sql.includes(p), p);
+    for (const v of ['org-secret-42', 'aff-secret', 'camp-secret', '2031']) assert.ok(!sql.includes(v), `${v} is not in the SQL`);
+    assert.ok(!sql.includes('$'));
+    assert.deepEqual(params, { orgId: 'org-secret-42', fromDate: '2031-07-15', toDate: '2031-07-20', lookbackDate: '2031-07-14', affiliateIds: ['aff-secret'], campaignId: 'camp-secret' });
+    assert.equal(types.affiliateIds, 'ARRAY<STRING>');
+  });
+
+  it('compiles DuckDB SQL with $named parameters and no value from the query', () => {
+    const { sql, params } = compileReport(secret, 'duckdb', 'tracking_events');
+    assert.ok(sql.includes('FROM "tracking_events"'));
+    assert.ok(sql.includes('list_contains($affiliateIds,'));
+    for (const v of ['org-secret-42', 'aff-secret', 'camp-secret', '2031', '@']) assert.ok(!sql.includes(v), `${v} is not in the SQL`);
+    assert.equal(params.orgId, 'org-secret-42');
+  });
+
+  it('only splices table names that match a strict pattern', () => {
+    assert.throws(() => quoteTable('p.d.t` WHERE 1=1 --', 'bigquery'), /invalid BigQuery table/);
+    assert.throws(() => quoteTable('t"; DROP TABLE x; --', 'duckdb'), /invalid DuckDB table/);
+    assert.throws(() => compileReport({ ...secret, groupBy: ['day', 'nope' as 'day'] }, 'duckdb', 'tracking_events'));
+  });
+
+  it('gives BigQuery a type for every parameter, even an empty array', () => {
+    const { params, types } = compileReport({ ...secret, affiliateIds: [] }, 'bigquery', 'p.d.t');
+    for (const [name, value] of Object.entries(params)) {
+      const t = types[name] === 'ARRAY<STRING>' ? ['STRING'] : types[name]!;
+      const p = BigQuery.valueToQueryParameter_(value, t);
+      assert.equal(p.parameterType?.type, Array.isArray(value) ? 'ARRAY' : 'STRING', name);
+    }
+  });
+
+  it('validates queries, naming the field', () => {
+    const issues = (q: object) => {
+      const r = reportQuerySchema.safeParse({ orgId: A, ...q });
+      return r.success ? [] : r.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
+    };
+    const reversed = issues({ from: '2024-03-05', to: '2024-03-01' });
+    assert.equal(reversed.length, 1);
+    assert.equal(reversed[0]!.path, 'to');
+    assert.match(reversed[0]!.message, /\bto\b.*\bfrom\b/);
+    const tooLong = issues({ from: '2024-01-01', to: '2025-01-01' });
+    assert.equal(tooLong[0]?.path, 'to');
+    assert.match(tooLong[0]!.message, /366 days/);
+    assert.deepEqual(issues({ from: '2024-01-01', to: '2024-12-31' }), [], 'a whole leap year is allowed');
+    const badDate = issues({ from: '2024-3-1', to: '2024-03-02' });
+    assert.deepEqual(badDate.map((i) => i.path), ['from']);
+    assert.match(badDate[0]!.message, /^from /);
+    assert.equal(issues({ from: '2024-02-30', to: '2024-03-02' })[0]?.path, 'from');
+    assert.deepEqual(issues({ ...range, groupBy: ['day', 'day'] }).map((i) => i.path), ['groupBy']);
+    assert.deepEqual(issues({ ...range, groupBy: ['hour'] }).map((i) => i.path), ['groupBy.0']);
+    assert.deepEqual(reportQuerySchema.parse({ orgId: A, ...range }).groupBy, []);
+  });
+});
+
+describe('BigQuery adapter (fake client)', () => {
+  it('streams rows with insertId = event_id, and queries with bound, typed parameters', async () => {
+    const inserts: { rows: object[]; options: object }[] = [];
+    const queries: Parameters<BigQueryClient['query']>[0][] = [];
+    const client: BigQueryClient = {
+      dataset: (ds) => ({
+        table: (t) => ({
+          insert: async (rows, options) => {
+            assert.equal(`${ds}.${t}`, 'abp_analytics.tracking_events');
+            inserts.push({ rows, options });
+          },
+        }),
+      }),
+      query: async (q) => {
+        queries.push(q);
+        return [[
+          { dim_day: '2024-03-01', currency: null, clicks: 4, unique_clicks: 2, bot_clicks: 1, conversions: 0, revenue: 0, payout: 0 },
+          { dim_day: '2024-03-01', currency: 'USD', clicks: 0, unique_clicks: 0, bot_clicks: 0, conversions: 1, revenue: 1000, payout: 300 },
+        ]];
+      },
+    };
+    const bq = new BigQueryAnalyticsStore({ projectId: 'my-project', dataset: 'abp_analytics', client });
+    await bq.insert(orgA.slice(0, 2));
+    assert.deepEqual(inserts, [{ rows: [{ insertId: 'k1', json: orgA[0] }, { insertId: 'k2', json: orgA[1] }], options: { raw: true } }]);
+    const r = await bq.report({ orgId: A, ...range, groupBy: ['day'], affiliateIds: [] });
+    assert.deepEqual(r.rows, [{ day: '2024-03-01', ...metrics(4, 2, 1, 1, { USD: 1000 }, { USD: 300 }) }] satisfies ReportRow[]);
+    assert.equal(queries.length, 1);
+    assert.ok(queries[0]!.query.includes('`my-project.abp_analytics.tracking_events`'));
+    assert.ok(!queries[0]!.query.includes(A));
+    assert.equal(queries[0]!.params.orgId, A);
+    assert.deepEqual(queries[0]!.types.affiliateIds, ['STRING']);
+    await bq.close();
+  });
+});
+
+describe('analyticsStore()', () => {
+  const saved = { ...process.env };
+  after(() => {
+    process.env = saved;
+    resetConfigForTests();
+  });
+
+  it('is a process-wide DuckDB store by default that persists to ABP_DATA_DIR across close()', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'abp-analytics-'));
+    try {
+      process.env.ABP_DATA_DIR = dir;
+      delete process.env.ANALYTICS_BACKEND;
+      resetConfigForTests();
+      const first = analyticsStore();
+      assert.ok(first instanceof DuckDbAnalyticsStore);
+      assert.equal(analyticsStore(), first);
+      await first.insert(orgA.slice(0, 1));
+      await closeAnalyticsStore();
+      await assert.rejects(first.getEvents(A, ['k1']), /closed/);
+      const second = analyticsStore();
+      assert.notEqual(second, first);
+      assert.deepEqual(await second.getEvents(A, ['k1']), orgA.slice(0, 1));
+      await closeAnalyticsStore();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('chooses BigQuery from config without connecting anywhere', async () => {
+    process.env.ANALYTICS_BACKEND = 'bigquery';
+    process.env.GOOGLE_CLOUD_PROJECT = 'abp-prod';
+    process.env.BIGQUERY_DATASET = 'analytics_ds';
+    resetConfigForTests();
+    const s = analyticsStore();
+    assert.ok(s instanceof BigQueryAnalyticsStore);
+    assert.equal(s.table, 'abp-prod.analytics_ds.tracking_events');
+    await closeAnalyticsStore();
+  });
+});

@@ -36,10 +36,20 @@ export const collections = {
   visitors: 'visitors',
   /** Client Idempotency-Key → the id of what that request created. */
   idempotencyKeys: 'idempotencyKeys',
+  payouts: 'payouts',
+  payoutRuns: 'payoutRuns',
+  /** Per campaign, affiliate and month: approved conversions, for volume tiers. */
+  tierCounters: 'tierCounters',
+  /** Leases that keep two payout runs of one organisation from running at once. */
+  locks: 'locks',
+  /** Stripe webhook event ids already handled (global: events are per platform account). */
+  stripeEvents: 'stripeEvents',
   /** Global lookups that serve the hot path and authentication without knowing the org first. */
   linkIndex: 'linkIndex',
   apiKeyIndex: 'apiKeyIndex',
   postbackTokenIndex: 'postbackTokenIndex',
+  /** Stripe connected account id → organisation and affiliate, for webhooks. */
+  stripeAccountIndex: 'stripeAccountIndex',
 } as const;
 
 export const analyticsTables = {

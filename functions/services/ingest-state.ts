@@ -133,6 +133,8 @@ export async function applyPostback(e: PostbackEvent): Promise<ConversionEvent> 
       txnId: e.txnId, event: e.event, amount: e.amount, currency, revenue, payout,
       status: rejected ? 'rejected' : 'pending', reasons: [...a.reasons, ...a.fraudReasons], fraudHold: a.fraudReasons.length > 0,
       via: e.via, createdAt: e.occurredAt, approvableAt: rejected ? null : approvableAt, updatedAt: e.occurredAt,
+      // The rule it was booked under: approval prices the volume tier with this rule, not with a later edit.
+      payoutRule: rejected ? null : (override ?? a.campaign?.payout ?? null),
     };
     tx.create(ref, conversion);
     if (!rejected && a.campaignId && a.affiliateId) {

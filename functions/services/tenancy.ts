@@ -14,7 +14,7 @@ import { actorOf, type Principal } from './principal';
  * organisations' ids reveal nothing.
  */
 
-type OrgCollection = Exclude<(typeof collections)[keyof typeof collections], 'orgs' | 'linkIndex' | 'apiKeyIndex' | 'postbackTokenIndex'>;
+type OrgCollection = Exclude<(typeof collections)[keyof typeof collections], 'orgs' | 'linkIndex' | 'apiKeyIndex' | 'postbackTokenIndex' | 'stripeAccountIndex' | 'stripeEvents'>;
 
 /** For the affiliate role: which field ties a document to an affiliate (`__id__`: the document id itself). */
 const affiliateOwnership: Partial<Record<OrgCollection, string>> = {
@@ -24,10 +24,11 @@ const affiliateOwnership: Partial<Record<OrgCollection, string>> = {
   conversions: 'affiliateId',
   ledger: 'affiliateId',
   counters: 'affiliateId',
+  payouts: 'affiliateId',
 };
 
 /** Collections an affiliate may not read at all, whatever its permissions. */
-const hiddenFromAffiliates = new Set<OrgCollection>(['members', 'apiKeys', 'auditLog', 'processedEvents', 'idempotencyKeys', 'postbackReceipts', 'visitors']);
+const hiddenFromAffiliates = new Set<OrgCollection>(['members', 'apiKeys', 'auditLog', 'processedEvents', 'idempotencyKeys', 'postbackReceipts', 'visitors', 'payoutRuns', 'tierCounters', 'locks']);
 
 export interface ListOptions {
   where?: [string, WhereFilterOp, unknown][];
@@ -228,7 +229,7 @@ function describe(permission: Permission): string {
   return `${how === 'read' ? 'read' : 'change'} ${what.replace(/([A-Z])/g, ' $1').toLowerCase()}`;
 }
 
-type GlobalIndex = typeof collections.linkIndex | typeof collections.apiKeyIndex | typeof collections.postbackTokenIndex;
+type GlobalIndex = typeof collections.linkIndex | typeof collections.apiKeyIndex | typeof collections.postbackTokenIndex | typeof collections.stripeAccountIndex | typeof collections.stripeEvents;
 
 /** Global lookup documents (link id → org, key hash → org) written alongside an organisation's own documents. */
 export function globalIndexDoc(name: GlobalIndex, id: string): DocumentReference {

@@ -67,6 +67,16 @@ export async function startEmulator(name: 'pubsub' | 'firestore', port: number, 
   let exited = false;
   child.once('exit', () => (exited = true));
   child.once('error', () => (exited = true));
+  const groupAlive = () => {
+    try {
+      process.kill(-child.pid!, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  // Done only when the whole group (the Java child too) is gone: a freed main port is not enough, the
+  // Firestore emulator keeps other ports open for a few seconds after it.
   const stop = async () => {
     if (child.pid === undefined) return;
     for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
@@ -76,7 +86,7 @@ export async function startEmulator(name: 'pubsub' | 'firestore', port: number, 
         /* group already gone */
       }
       try {
-        await waitUntil(async () => !(await portInUse(port)), signal === 'SIGTERM' ? 5000 : 10000, `${name} emulator to stop`);
+        await waitUntil(async () => !groupAlive() && !(await portInUse(port)), signal === 'SIGTERM' ? 5000 : 10000, `${name} emulator to stop`);
         return;
       } catch {
         /* escalate */

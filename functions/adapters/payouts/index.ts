@@ -40,3 +40,8 @@ export function payoutProvider(): PayoutProvider {
 export function resetPayoutProviderForTests(): void {
   cached = undefined;
 }
+
+/** Fault and contract tests swap in a provider (a Stripe client aimed at the local stand-in, or one that crashes). */
+export function setPayoutProviderForTests(provider: PayoutProvider | undefined): void {
+  cached = provider;
+}

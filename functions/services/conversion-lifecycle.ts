@@ -1,0 +1,103 @@
+import { FieldValue, type DocumentData, type Transaction } from '@google-cloud/firestore';
+import { payoutFor } from '../../shared/domain/commission';
+import { tierMonth, type LedgerEntry } from '../../shared/domain/ledger';
+import type { PayoutRule } from '../../shared/domain/schemas';
+import { conflict, notFound } from '../../shared/errors';
+import { deterministicId } from '../../shared/ids';
+import type { AuditInput, OrgScope } from './tenancy';
+
+/**
+ * Moves a conversion through its lifecycle, with its ledger entries, in one transaction:
+ * pending → approved | rejected; approved | paid → reversed. Anything else is a 409.
+ */
+export type Transition = { status: 'approved' | 'rejected' | 'reversed'; reason?: string | undefined };
+
+const allowed: Record<string, Transition['status'][]> = {
+  pending: ['approved', 'rejected'],
+  approved: ['reversed'],
+  paid: ['reversed'],
+};
+
+async function entriesOf(tx: Transaction, scope: OrgScope, conversionId: string): Promise<LedgerEntry[]> {
+  const snap = await tx.get(scope.collection('ledger').where('conversionId', '==', conversionId));
+  return snap.docs.map((d) => d.data() as LedgerEntry);
+}
+
+export async function transitionConversion(
+  scope: OrgScope,
+  conversionId: string,
+  change: Transition,
+  now = new Date(),
+): Promise<DocumentData> {
+  return scope.transact(async (tx, audit) => applyTransition(tx, scope, conversionId, change, now, audit));
+}
+
+/** The transition inside a caller's transaction, so the commissions job can batch approvals. */
+export async function applyTransition(
+  tx: Transaction,
+  scope: OrgScope,
+  conversionId: string,
+  change: Transition,
+  now: Date,
+  audit: (e: AuditInput) => void,
+): Promise<DocumentData> {
+  const ref = scope.collection('conversions').doc(conversionId);
+  const snap = await tx.get(ref);
+  if (!snap.exists) throw notFound('Conversion');
+  const conv = snap.data()!;
+  if (!allowed[conv.status]?.includes(change.status)) {
+    throw conflict(`A ${conv.status} conversion cannot become ${change.status}; allowed: ${(allowed[conv.status] ?? []).join(', ') || 'none'}`);
+  }
+  const entries = await entriesOf(tx, scope, conversionId);
+  const at = now.toISOString();
+  const ledger = scope.collection('ledger');
+  const tierRef = conv.campaignId ? scope.collection('tierCounters').doc(`${conv.campaignId}_${conv.affiliateId}_${tierMonth(conv.createdAt)}`) : undefined;
+  let payout = conv.payout as number;
+
+  if (change.status === 'approved') {
+    // Volume tiers: this conversion is priced at the tier its month's approved count reaches with it.
+    let count = 1;
+    if (tierRef) {
+      const tier = await tx.get(tierRef);
+      count = ((tier.get('approved') as number | undefined) ?? 0) + 1;
+      tx.set(tierRef, { approved: count, campaignId: conv.campaignId, affiliateId: conv.affiliateId, month: tierMonth(conv.createdAt) }, { merge: true });
+    }
+    const rule = conv.payoutRule as PayoutRule | null;
+    const priced = rule ? payoutFor(rule, conv.amount as number | null, count) : payout;
+    for (const e of entries.filter((x) => x.status === 'pending')) tx.update(ledger.doc(e.id), { status: 'approved', approvedAt: at });
+    if (priced !== payout && conv.affiliateId) {
+      const id = deterministicId('led', conversionId, 'tier_adjustment');
+      tx.create(ledger.doc(id), {
+        id, affiliateId: conv.affiliateId, conversionId, campaignId: conv.campaignId, type: 'tier_adjustment', amount: priced - payout,
+        currency: conv.currency, status: 'approved', payoutId: null, createdAt: at, reason: `volume tier reached at ${count} approved conversions this month`,
+      });
+      payout = priced;
+    }
+  } else if (change.status === 'rejected') {
+    for (const e of entries.filter((x) => x.status === 'pending')) tx.update(ledger.doc(e.id), { status: 'rejected', reason: change.reason ?? null });
+  } else {
+    // Unclaimed money is simply cancelled; money already claimed by a payout or paid is clawed back.
+    let clawback = 0;
+    for (const e of entries) {
+      if (e.status === 'approved') tx.update(ledger.doc(e.id), { status: 'reversed', reason: change.reason ?? null });
+      else if (e.status === 'claimed' || e.status === 'paid') clawback += e.amount;
+    }
+    if (clawback !== 0 && conv.affiliateId) {
+      const id = deterministicId('led', conversionId, 'clawback');
+      tx.create(ledger.doc(id), {
+        id, affiliateId: conv.affiliateId, conversionId, campaignId: conv.campaignId, type: 'clawback', amount: -clawback,
+        currency: conv.currency, status: 'approved', payoutId: null, createdAt: at, reason: change.reason ?? 'conversion reversed after payment',
+      });
+    }
+    if (tierRef) tx.set(tierRef, { approved: FieldValue.increment(-1) }, { merge: true });
+  }
+
+  const next = {
+    ...conv, status: change.status, payout, updatedAt: at,
+    reasons: change.reason ? [...(conv.reasons as string[]), change.reason] : conv.reasons,
+    ...(change.status === 'approved' ? { approvedAt: at } : {}),
+  };
+  tx.set(ref, next);
+  audit({ action: `conversion.${change.status === 'approved' ? 'approve' : change.status === 'rejected' ? 'reject' : 'reverse'}`, target: { type: 'conversion', id: conversionId }, changes: { status: { from: conv.status, to: change.status }, ...(change.reason ? { reason: change.reason } : {}) } });
+  return next;
+}

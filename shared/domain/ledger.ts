@@ -1,0 +1,84 @@
+/**
+ * The commission ledger. Entries are never deleted and their amounts never change; a correction is a new
+ * entry (a tier adjustment, a clawback). Each entry's `status` records where the money is:
+ *
+ *   pending ──approve──▶ approved ──claim──▶ claimed ──transfer──▶ paid
+ *      └──reject──▶ rejected     └──reverse (unpaid)──▶ reversed
+ *
+ * A reversal of money already claimed or paid books a negative `clawback` entry, approved at once, which the
+ * next payout run nets off. A balance is a sum of entries.
+ */
+export const ledgerStatuses = ['pending', 'approved', 'claimed', 'paid', 'rejected', 'reversed'] as const;
+export type LedgerStatus = (typeof ledgerStatuses)[number];
+export type LedgerEntryType = 'commission' | 'tier_adjustment' | 'clawback';
+
+export interface LedgerEntry {
+  id: string;
+  affiliateId: string;
+  conversionId: string;
+  campaignId: string | null;
+  type: LedgerEntryType;
+  /** Minor units; negative for clawbacks and downward adjustments. */
+  amount: number;
+  currency: string;
+  status: LedgerStatus;
+  payoutId?: string | null;
+  approvableAt?: string | null;
+  createdAt: string;
+  reason?: string | null;
+}
+
+export interface Balance {
+  currency: string;
+  /** Booked but not yet approved. */
+  pending: number;
+  /** Approved and not yet paid (including money claimed by a payout in progress). */
+  approved: number;
+  paid: number;
+  /** What the next payout run may pay: approved, unclaimed, net of clawbacks (may be negative). */
+  available: number;
+}
+
+export function balances(entries: Pick<LedgerEntry, 'amount' | 'currency' | 'status'>[]): Balance[] {
+  const by = new Map<string, Balance>();
+  for (const e of entries) {
+    const b = by.get(e.currency) ?? { currency: e.currency, pending: 0, approved: 0, paid: 0, available: 0 };
+    if (e.status === 'pending') b.pending += e.amount;
+    if (e.status === 'approved' || e.status === 'claimed') b.approved += e.amount;
+    if (e.status === 'approved') b.available += e.amount;
+    if (e.status === 'paid') b.paid += e.amount;
+    by.set(e.currency, b);
+  }
+  return [...by.values()].sort((a, b) => a.currency.localeCompare(b.currency));
+}
+
+export interface PayoutCandidate {
+  affiliateId: string;
+  currency: string;
+  amount: number;
+  entryIds: string[];
+}
+
+/**
+ * Which affiliates a run pays: per affiliate and currency, the net of approved unclaimed entries, when it
+ * reaches the affiliate's minimum. Smaller and negative nets are carried forward untouched.
+ */
+export function planPayouts(entries: LedgerEntry[], minimumFor: (affiliateId: string) => number): PayoutCandidate[] {
+  const groups = new Map<string, PayoutCandidate>();
+  for (const e of entries) {
+    if (e.status !== 'approved' || e.payoutId) continue;
+    const key = `${e.affiliateId}\u0000${e.currency}`;
+    const g = groups.get(key) ?? { affiliateId: e.affiliateId, currency: e.currency, amount: 0, entryIds: [] };
+    g.amount += e.amount;
+    g.entryIds.push(e.id);
+    groups.set(key, g);
+  }
+  return [...groups.values()]
+    .filter((g) => g.amount > 0 && g.amount >= minimumFor(g.affiliateId))
+    .sort((a, b) => a.affiliateId.localeCompare(b.affiliateId) || a.currency.localeCompare(b.currency));
+}
+
+/** UTC calendar month of a timestamp, the period volume tiers count in. */
+export function tierMonth(iso: string): string {
+  return iso.slice(0, 7);
+}

@@ -6,3 +6,6 @@ import './tracking/postback';
 import './tracking/pixel';
 import './workers/state-writer';
 import './workers/analytics-writer';
+import './jobs/commissions';
+import './jobs/payouts';
+import './webhooks/stripe';

@@ -33,7 +33,7 @@ async function main(): Promise<void> {
       project: c.GOOGLE_CLOUD_PROJECT,
       logDir: resolve(c.ABP_DATA_DIR, 'logs'),
     });
-    stack = await startLocalStack();
+    stack = await startLocalStack({ runSchedules: true });
   } catch (err) {
     console.error(String((err as Error).message ?? err));
     await stop(1);
@@ -44,6 +44,8 @@ async function main(): Promise<void> {
 ABP is running at ${b}
   health        ${b}/healthz
   admin API     ${b}/v1/…   (OpenAPI: ${b}/v1/openapi.json)
+  jobs          commissions every ${c.COMMISSIONS_JOB_MINUTES} min, payouts every ${c.PAYOUTS_JOB_MINUTES} min (POST ${b}/_jobs/… to run now)
+  payouts       ${c.STRIPE_SECRET_KEY ? 'Stripe (test mode key)' : 'dry-run provider: transfers are simulated, nothing leaves this machine'}
   emulators     pubsub ${process.env.PUBSUB_EMULATOR_HOST}, firestore ${process.env.FIRESTORE_EMULATOR_HOST}
   data          ${resolve(c.ABP_DATA_DIR)}
 

@@ -39,6 +39,9 @@ export const configSchema = z.object({
    * Proxies that append to X-Forwarded-For in front of the tracking functions: 1 for Cloud Functions behind
    * Google's front end, 2 behind the external load balancer. The client IP is that many entries from the end.
    */
+  /** Local stand-in for Cloud Scheduler: how often `npm start` runs the commissions and payouts jobs. */
+  COMMISSIONS_JOB_MINUTES: z.coerce.number().min(0.05).default(15),
+  PAYOUTS_JOB_MINUTES: z.coerce.number().min(0.05).default(60),
   XFF_TRUSTED_HOPS: z.coerce.number().int().min(1).max(5).default(1),
 });
 

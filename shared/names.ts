@@ -79,4 +79,7 @@ export const localPaths = {
   api: '/v1/',
   stateWriterPush: '/_push/state-writer',
   analyticsWriterPush: '/_push/analytics-writer',
+  stripeWebhook: '/webhooks/stripe',
+  commissionsJob: '/_jobs/commissions',
+  payoutsJob: '/_jobs/payouts',
 } as const;

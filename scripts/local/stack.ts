@@ -20,9 +20,28 @@ export const gatewayRoutes: GatewayRoute[] = [
   { prefix: localPaths.pixel, functionName: functionNames.pixel },
   { prefix: localPaths.stateWriterPush, functionName: functionNames.stateWriter },
   { prefix: localPaths.analyticsWriterPush, functionName: functionNames.analyticsWriter },
+  { prefix: localPaths.stripeWebhook, functionName: functionNames.stripeWebhook },
+  { prefix: localPaths.commissionsJob, functionName: functionNames.commissionsJob },
+  { prefix: localPaths.payoutsJob, functionName: functionNames.payoutsJob },
 ];
 
-export async function startLocalStack(): Promise<LocalStack> {
+/**
+ * Cloud Scheduler's part, locally: calls the job functions through the gateway on their cron, so they run
+ * through the same HTTP contract as in production.
+ */
+function scheduleJobs(baseUrl: string): () => void {
+  const c = config();
+  const every = (path: string, minutes: number) =>
+    setInterval(() => {
+      fetch(`${baseUrl}${path}`, { method: 'POST' })
+        .then(async (r) => console.log(`[scheduler] ${path}: ${r.status} ${await r.text()}`))
+        .catch((err: unknown) => console.error(`[scheduler] ${path}: ${String(err)}`));
+    }, minutes * 60_000).unref();
+  const timers = [every(localPaths.commissionsJob, c.COMMISSIONS_JOB_MINUTES), every(localPaths.payoutsJob, c.PAYOUTS_JOB_MINUTES)];
+  return () => timers.forEach(clearInterval);
+}
+
+export async function startLocalStack(opts: { runSchedules?: boolean } = {}): Promise<LocalStack> {
   if (!process.env.FIRESTORE_EMULATOR_HOST || !process.env.PUBSUB_EMULATOR_HOST) {
     throw new Error('FIRESTORE_EMULATOR_HOST and PUBSUB_EMULATOR_HOST must point at running emulators');
   }
@@ -41,12 +60,14 @@ export async function startLocalStack(): Promise<LocalStack> {
   const baseUrl = `http://${c.HOST}:${(server.address() as { port: number }).port}`;
   const { provisionPubSub } = await import('./pubsub-setup');
   const pubsubSetup = await provisionPubSub(baseUrl);
+  const stopSchedules = opts.runSchedules ? scheduleJobs(baseUrl) : () => undefined;
   ready = true;
   return {
     baseUrl,
     server,
     close: async () => {
       ready = false;
+      stopSchedules();
       await pubsubSetup.teardown();
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));

@@ -16,13 +16,21 @@ export const createOrgBody = z
   .strict()
   .meta({ id: 'CreateOrg' });
 
+/** When scheduled payout runs happen (UTC): weekly on an ISO weekday (1 = Monday), or monthly on a day 1-28. */
+export const payoutScheduleSchema = z
+  .discriminatedUnion('frequency', [
+    z.object({ frequency: z.literal('weekly'), day: z.number().int().min(1).max(7) }).strict(),
+    z.object({ frequency: z.literal('monthly'), day: z.number().int().min(1).max(28) }).strict(),
+  ])
+  .meta({ id: 'PayoutSchedule' });
+
 export const patchOrgBody = z
-  .object({ name: name.optional(), type: z.enum(orgTypes).optional(), plan: z.enum(plans).optional(), fallbackUrl: httpUrl.nullable().optional() })
+  .object({ name: name.optional(), type: z.enum(orgTypes).optional(), plan: z.enum(plans).optional(), fallbackUrl: httpUrl.nullable().optional(), payoutSchedule: payoutScheduleSchema.nullable().optional() })
   .strict()
   .meta({ id: 'PatchOrg' });
 
 export const orgResource = z
-  .object({ id: z.string(), name: z.string(), type: z.enum(orgTypes), plan: z.enum(plans), fallbackUrl: z.string().nullable(), createdAt: z.string(), updatedAt: z.string() })
+  .object({ id: z.string(), name: z.string(), type: z.enum(orgTypes), plan: z.enum(plans), fallbackUrl: z.string().nullable(), payoutSchedule: payoutScheduleSchema.nullable(), createdAt: z.string(), updatedAt: z.string() })
   .meta({ id: 'Org' });
 
 export const createMemberBody = z.object({ email: z.email().transform((e) => e.toLowerCase()), role: z.enum(roles) }).strict().meta({ id: 'CreateMember' });
@@ -175,7 +183,8 @@ export const patchAffiliateBody = z
 export const affiliateResource = z
   .object({
     id: z.string(), name: z.string(), email: z.string(), status: z.enum(affiliateStatuses), payoutCurrency: z.string(), minimumPayout: z.number(),
-    payoutOverrides: z.record(z.string(), payoutRule), userIds: z.array(z.string()), createdAt: z.string(), updatedAt: z.string(),
+    payoutOverrides: z.record(z.string(), payoutRule), userIds: z.array(z.string()),
+    stripeAccountId: z.string().nullable(), payoutsEnabled: z.boolean(), createdAt: z.string(), updatedAt: z.string(),
   })
   .meta({ id: 'Affiliate' });
 

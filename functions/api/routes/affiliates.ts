@@ -7,9 +7,10 @@ import type { OrgScope } from '../../services/tenancy';
 import { changedFields } from '../changes';
 import { created, ok, orgRoute } from '../router';
 
-const toAffiliate = (d: DocumentData): Affiliate => ({
+export const toAffiliate = (d: DocumentData): Affiliate => ({
   id: d.id, name: d.name, email: d.email, status: d.status, payoutCurrency: d.payoutCurrency, minimumPayout: d.minimumPayout,
-  payoutOverrides: d.payoutOverrides ?? {}, userIds: d.userIds ?? [], createdAt: d.createdAt, updatedAt: d.updatedAt,
+  payoutOverrides: d.payoutOverrides ?? {}, userIds: d.userIds ?? [], stripeAccountId: d.stripeAccountId ?? null, payoutsEnabled: d.payoutsEnabled ?? false,
+  createdAt: d.createdAt, updatedAt: d.updatedAt,
 });
 
 /** Overrides must name this organisation's campaigns, and acting users must be its members. */

@@ -5,6 +5,7 @@ import { auditRoutes } from './audit-log';
 import { campaignRoutes } from './campaigns';
 import { linkRoutes } from './links';
 import { memberRoutes } from './members';
+import { moneyRoutes } from './money';
 import { orgRoutes } from './orgs';
 import { postbackConfigRoutes } from './postback-config';
 import { reportRoutes } from './reports';
@@ -21,4 +22,5 @@ export const apiRoutes: Route[] = [
   ...auditRoutes,
   ...trackingRoutes,
   ...reportRoutes,
+  ...moneyRoutes,
 ];

@@ -9,7 +9,7 @@ import { created, ok, orgRoute, userRoute } from '../router';
 import { issuePostbackToken } from './postback-config';
 
 export function toOrg(d: DocumentData): Org {
-  return { id: d.id, name: d.name, type: d.type, plan: d.plan, fallbackUrl: d.fallbackUrl ?? null, createdAt: d.createdAt, updatedAt: d.updatedAt };
+  return { id: d.id, name: d.name, type: d.type, plan: d.plan, fallbackUrl: d.fallbackUrl ?? null, payoutSchedule: d.payoutSchedule ?? null, createdAt: d.createdAt, updatedAt: d.updatedAt };
 }
 
 export const planLimits: Record<(typeof plans)[number], { activeCampaigns: number }> = {

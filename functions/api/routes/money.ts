@@ -1,0 +1,124 @@
+import type { DocumentData } from '@google-cloud/firestore';
+import { z } from 'zod';
+import { config } from '../../../shared/config';
+import { balances, type LedgerEntry } from '../../../shared/domain/ledger';
+import { can } from '../../../shared/domain/roles';
+import { forbidden, notFound } from '../../../shared/errors';
+import { formatMinor } from '../../../shared/money';
+import { collections } from '../../../shared/names';
+import { payoutProvider } from '../../adapters/payouts';
+import { transitionConversion } from '../../services/conversion-lifecycle';
+import { payoutsOfRun, runPayouts, toPayout } from '../../services/payout-runs';
+import { globalIndexDoc } from '../../services/tenancy';
+import { withoutRevenueFor } from '../redaction';
+import { created, ok, orgRoute } from '../router';
+import { toAffiliate } from './affiliates';
+import { conversionResource, toConversion } from './tracking';
+
+const ledgerEntryResource = z
+  .object({
+    id: z.string(), affiliateId: z.string(), conversionId: z.string(), campaignId: z.string().nullable(), type: z.enum(['commission', 'tier_adjustment', 'clawback']),
+    amount: z.number().describe('Minor units; negative for clawbacks'), currency: z.string(), status: z.string(), payoutId: z.string().nullable(), reason: z.string().nullable(), createdAt: z.string(),
+  })
+  .meta({ id: 'LedgerEntry' });
+const toEntry = (e: DocumentData) => ({ id: e.id, affiliateId: e.affiliateId, conversionId: e.conversionId, campaignId: e.campaignId ?? null, type: e.type, amount: e.amount, currency: e.currency, status: e.status, payoutId: e.payoutId ?? null, reason: e.reason ?? null, createdAt: e.createdAt });
+
+const payoutResource = z
+  .object({ id: z.string(), affiliateId: z.string(), amount: z.number(), currency: z.string(), status: z.string(), reason: z.string().nullable(), transferId: z.string().nullable(), simulated: z.boolean() })
+  .meta({ id: 'Payout' });
+const payoutRunResource = z
+  .object({ id: z.string(), status: z.string(), trigger: z.string(), createdAt: z.string(), completedAt: z.string().nullable(), payouts: z.array(payoutResource) })
+  .meta({ id: 'PayoutRun' });
+
+export const moneyRoutes = [
+  orgRoute(
+    {
+      method: 'PATCH', path: '/v1/orgs/:orgId/conversions/:id', summary: 'Approve, reject or reverse a conversion (pending → approved | rejected; approved or paid → reversed)', tag: 'Money', permission: 'conversions:write',
+      body: z.object({ status: z.enum(['approved', 'rejected', 'reversed']), reason: z.string().trim().min(1).max(200).optional() }).strict().meta({ id: 'ConversionTransition' }),
+      response: conversionResource,
+    },
+    async ({ scope, params, body }) => ok(toConversion(await transitionConversion(scope, params.id!, body))),
+  ),
+  orgRoute(
+    { method: 'GET', path: '/v1/orgs/:orgId/affiliates/:id/balance', summary: "An affiliate's balance per currency: pending, approved, paid and available", tag: 'Money', permission: 'payouts:read' },
+    async ({ scope, params }) => {
+      await scope.getOrThrow('affiliates', params.id!, 'Affiliate');
+      const entries = await scope.narrow('ledger', scope.collection('ledger')).where('affiliateId', '==', params.id).select('amount', 'currency', 'status').get();
+      return ok({ affiliateId: params.id, balances: balances(entries.docs.map((d) => d.data() as LedgerEntry)) });
+    },
+  ),
+  orgRoute(
+    { method: 'GET', path: '/v1/orgs/:orgId/affiliates/:id/ledger', summary: "An affiliate's ledger entries", tag: 'Money', permission: 'payouts:read', query: z.object({ limit: z.coerce.number().int().min(1).max(200).default(50), cursor: z.string().optional() }), response: z.object({ items: z.array(ledgerEntryResource), nextCursor: z.string().nullable() }) },
+    async ({ scope, params, query }) => {
+      await scope.getOrThrow('affiliates', params.id!, 'Affiliate');
+      const p = await scope.list<DocumentData>('ledger', { ...query, where: [['affiliateId', '==', params.id]], newestFirstBy: 'createdAt' });
+      return ok({ items: p.items.map(toEntry), nextCursor: p.nextCursor });
+    },
+  ),
+  orgRoute(
+    { method: 'POST', path: '/v1/orgs/:orgId/payout-runs', summary: 'Pay every affiliate who is due (dryRun: only show what would be paid)', tag: 'Money', permission: 'payouts:write', body: z.object({ dryRun: z.boolean().default(false) }).strict(), response: payoutRunResource, status: 201 },
+    async ({ scope, body }) => created(await runPayouts(scope, { dryRun: body.dryRun, trigger: 'manual' })),
+  ),
+  orgRoute(
+    { method: 'GET', path: '/v1/orgs/:orgId/payout-runs', summary: 'Payout runs, newest first', tag: 'Money', permission: 'payouts:read', query: z.object({ limit: z.coerce.number().int().min(1).max(200).default(50), cursor: z.string().optional() }) },
+    async ({ scope, query }) => {
+      const p = await scope.list<DocumentData>('payoutRuns', { ...query, newestFirstBy: 'createdAt' });
+      return ok({ items: p.items.map(({ payoutIds: _ids, ...run }) => run), nextCursor: p.nextCursor });
+    },
+  ),
+  orgRoute(
+    { method: 'GET', path: '/v1/orgs/:orgId/payout-runs/:id', summary: 'A payout run with its payouts', tag: 'Money', permission: 'payouts:read', response: payoutRunResource },
+    async ({ scope, params }) => {
+      const { payoutIds, ...run } = await scope.getOrThrow<DocumentData>('payoutRuns', params.id!, 'Payout run');
+      return ok({ ...run, payouts: await payoutsOfRun(scope, payoutIds as string[]) });
+    },
+  ),
+  orgRoute(
+    { method: 'GET', path: '/v1/orgs/:orgId/payouts', summary: 'Payouts (an affiliate user sees its own)', tag: 'Money', permission: 'payouts:read', query: z.object({ affiliateId: z.string().optional(), status: z.string().optional(), limit: z.coerce.number().int().min(1).max(200).default(50), cursor: z.string().optional() }), response: z.object({ items: z.array(payoutResource), nextCursor: z.string().nullable() }) },
+    async ({ scope, query }) => {
+      const where: [string, '==', string][] = [];
+      if (query.affiliateId) where.push(['affiliateId', '==', query.affiliateId]);
+      if (query.status) where.push(['status', '==', query.status]);
+      const p = await scope.list<DocumentData>('payouts', { ...query, where, newestFirstBy: 'createdAt' });
+      return ok({ items: p.items.map(toPayout), nextCursor: p.nextCursor });
+    },
+  ),
+  orgRoute(
+    { method: 'GET', path: '/v1/orgs/:orgId/payouts/:id/statement', summary: 'The ledger entries and conversions a payout covers', tag: 'Money', permission: 'payouts:read', query: z.object({ format: z.enum(['json', 'csv']).default('json') }) },
+    async ({ scope, params, query }) => {
+      const payout = await scope.getOrThrow<DocumentData>('payouts', params.id!, 'Payout');
+      const entries = (await scope.collection('ledger').where('payoutId', '==', params.id).get()).docs.map((d) => toEntry(d.data())).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+      if (query.format === 'csv') {
+        const lines = ['entryId,conversionId,campaignId,type,amount,currency,createdAt', ...entries.map((e) => [e.id, e.conversionId, e.campaignId ?? '', e.type, formatMinor(e.amount, e.currency), e.currency, e.createdAt].join(','))];
+        return { status: 200, contentType: 'text/csv; charset=utf-8', body: `${lines.join('\r\n')}\r\n`, headers: { 'Content-Disposition': `attachment; filename="statement-${params.id}.csv"` } };
+      }
+      return ok({ payout: withoutRevenueFor(scope, toPayout(payout)), entries });
+    },
+  ),
+  orgRoute(
+    { method: 'POST', path: '/v1/orgs/:orgId/affiliates/:id/stripe/onboarding', summary: "Create the affiliate's Stripe Express account if needed and return an onboarding link", tag: 'Money', permission: 'affiliates:read' },
+    async ({ scope, params }) => {
+      // The affiliate onboards itself; otherwise only those who may edit affiliates.
+      if (scope.role === 'affiliate') scope.assertActsFor(params.id!);
+      else if (!can(scope.role, 'affiliates:write')) throw forbidden(`The ${scope.role} role may not change affiliates`);
+      const affiliate = await scope.get<DocumentData>('affiliates', params.id!);
+      if (!affiliate) throw notFound('Affiliate');
+      const provider = payoutProvider();
+      let accountId = affiliate.stripeAccountId as string | undefined;
+      if (!accountId) {
+        accountId = (await provider.createConnectedAccount({ orgId: scope.orgId, affiliateId: params.id!, email: affiliate.email })).accountId;
+        await scope.transact(async (tx, audit) => {
+          tx.update(scope.collection('affiliates').doc(params.id!), { stripeAccountId: accountId, updatedAt: new Date().toISOString() });
+          tx.set(globalIndexDoc(collections.stripeAccountIndex, accountId!), { orgId: scope.orgId, affiliateId: params.id });
+          audit({ action: 'affiliate.stripe_account', target: { type: 'affiliate', id: params.id! }, changes: { stripeAccountId: accountId } });
+        });
+      }
+      const account = await provider.getAccount(accountId);
+      await scope.collection('affiliates').doc(params.id!).update({ payoutsEnabled: account.payoutsEnabled });
+      const back = `${config().publicBaseUrl}/v1/orgs/${scope.orgId}/affiliates/${params.id}`;
+      const link = await provider.createOnboardingLink({ accountId, refreshUrl: back, returnUrl: back });
+      const updated = await scope.get<DocumentData>('affiliates', params.id!);
+      return ok({ url: link.url, expiresAt: link.expiresAt, affiliate: toAffiliate(updated!) });
+    },
+  ),
+];

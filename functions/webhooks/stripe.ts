@@ -1,0 +1,25 @@
+import * as functions from '@google-cloud/functions-framework';
+import { config } from '../../shared/config';
+import { functionNames } from '../../shared/names';
+import { parseStripeWebhook } from '../adapters/payouts/stripe-webhook';
+import { applyStripeEvent } from '../services/stripe-events';
+
+/** POST /webhooks/stripe: signature-verified against the raw body, each event applied once. */
+export async function handleStripeWebhook(req: functions.Request, res: functions.Response): Promise<void> {
+  const secret = config().STRIPE_WEBHOOK_SECRET;
+  if (req.method !== 'POST') return void res.status(405).json({ error: { code: 'method_not_allowed', message: 'Use POST', details: [] } });
+  if (!secret) return void res.status(503).json({ error: { code: 'internal', message: 'STRIPE_WEBHOOK_SECRET is not configured', details: [] } });
+  const raw = (req as functions.Request & { rawBody?: Buffer }).rawBody ?? Buffer.from('');
+  const parsed = parseStripeWebhook(raw, req.headers['stripe-signature'] as string | undefined, secret);
+  if (!parsed.ok) return void res.status(400).json({ error: { code: 'bad_request', message: parsed.message, details: [{ field: 'stripe-signature', message: 'does not match the payload' }] } });
+  try {
+    const outcome = await applyStripeEvent(parsed.event);
+    res.json({ received: true, outcome });
+  } catch (err) {
+    console.error(JSON.stringify({ severity: 'ERROR', message: 'stripe webhook failed', error: String((err as Error)?.stack ?? err) }));
+    // A 5xx makes Stripe retry later; the event id dedupe makes the retry safe.
+    res.status(500).json({ error: { code: 'internal', message: 'Temporarily unable to process the event', details: [] } });
+  }
+}
+
+functions.http(functionNames.stripeWebhook, handleStripeWebhook);

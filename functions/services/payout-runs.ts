@@ -127,33 +127,35 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
   const runId = opts.runId ?? newId('run');
   const createdAt = new Date().toISOString();
   const payoutsCol = scope.collection('payouts');
-  const approved = (await scope.collection('ledger').where('status', '==', 'approved').get()).docs.map((d) => d.data() as LedgerEntry);
-  const affiliateIds = [...new Set(approved.map((e) => e.affiliateId))];
-  const affiliates = new Map<string, DocumentData>();
-  const db = firestore();
-  for (let i = 0; i < affiliateIds.length; i += 300) {
-    const snaps = await db.getAll(...affiliateIds.slice(i, i + 300).map((id) => scope.collection('affiliates').doc(id)));
-    for (const s of snaps) if (s.exists) affiliates.set(s.id, s.data()!);
-  }
-  const plan = planPayouts(approved, (id) => (affiliates.get(id)?.minimumPayout as number | undefined) ?? 0);
-  const payable = (affiliateId: string) => Boolean(affiliates.get(affiliateId)?.stripeAccountId && affiliates.get(affiliateId)?.payoutsEnabled);
-
-  if (opts.dryRun) {
-    return {
-      id: runId, status: 'dry_run', trigger: opts.trigger, createdAt, completedAt: null,
-      payouts: plan.map((p) => ({ id: deterministicId('po', runId, p.affiliateId, p.currency), affiliateId: p.affiliateId, amount: p.amount, currency: p.currency, status: payable(p.affiliateId) ? 'would_pay' : 'blocked', reason: payable(p.affiliateId) ? null : 'no_payout_account', transferId: null, simulated: false })),
-    };
-  }
-
   const runRef = scope.collection('payoutRuns').doc(runId);
-  const existing = await runRef.get();
-  if (existing.get('status') === 'completed') return existing.data() as PayoutRunResult;
-  await acquireLease(scope, runId);
+  const existing = opts.dryRun ? undefined : await runRef.get();
+  if (existing?.get('status') === 'completed') return existing.data() as PayoutRunResult;
+  // The lease comes before reading balances, so a second run sees what the first one left.
+  if (!opts.dryRun) await acquireLease(scope, runId);
   try {
-    if (!existing.exists) await runRef.create({ id: runId, status: 'running', trigger: opts.trigger, createdAt, completedAt: null, payoutIds: [] });
-    // Finish what an earlier run claimed but did not settle (it crashed, or Stripe's answer was lost).
-    const unfinished = await payoutsCol.where('status', '==', 'claimed').get();
-    for (const d of unfinished.docs) await settle(scope, d.data());
+    if (existing && !existing.exists) await runRef.create({ id: runId, status: 'running', trigger: opts.trigger, createdAt, completedAt: null, payoutIds: [] });
+    if (!opts.dryRun) {
+      // Finish what an earlier run claimed but did not settle (it crashed, or Stripe's answer was lost).
+      const unfinished = await payoutsCol.where('status', '==', 'claimed').get();
+      for (const d of unfinished.docs) await settle(scope, d.data());
+    }
+    const approved = (await scope.collection('ledger').where('status', '==', 'approved').get()).docs.map((d) => d.data() as LedgerEntry);
+    const affiliateIds = [...new Set(approved.map((e) => e.affiliateId))];
+    const affiliates = new Map<string, DocumentData>();
+    const db = firestore();
+    for (let i = 0; i < affiliateIds.length; i += 300) {
+      const snaps = await db.getAll(...affiliateIds.slice(i, i + 300).map((id) => scope.collection('affiliates').doc(id)));
+      for (const s of snaps) if (s.exists) affiliates.set(s.id, s.data()!);
+    }
+    const plan = planPayouts(approved, (id) => (affiliates.get(id)?.minimumPayout as number | undefined) ?? 0);
+    const payable = (affiliateId: string) => Boolean(affiliates.get(affiliateId)?.stripeAccountId && affiliates.get(affiliateId)?.payoutsEnabled);
+
+    if (opts.dryRun) {
+      return {
+        id: runId, status: 'dry_run', trigger: opts.trigger, createdAt, completedAt: null,
+        payouts: plan.map((p) => ({ id: deterministicId('po', runId, p.affiliateId, p.currency), affiliateId: p.affiliateId, amount: p.amount, currency: p.currency, status: payable(p.affiliateId) ? 'would_pay' : 'blocked', reason: payable(p.affiliateId) ? null : 'no_payout_account', transferId: null, simulated: false })),
+      };
+    }
 
     const payoutIds: string[] = [];
     for (const p of plan) {
@@ -178,9 +180,9 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
     }
     const completedAt = new Date().toISOString();
     await runRef.update({ status: 'completed', completedAt, payoutIds });
-    return { id: runId, status: 'completed', trigger: opts.trigger, createdAt: existing.get('createdAt') ?? createdAt, completedAt, payouts: await payoutsOfRun(scope, payoutIds) };
+    return { id: runId, status: 'completed', trigger: opts.trigger, createdAt: existing?.get('createdAt') ?? createdAt, completedAt, payouts: await payoutsOfRun(scope, payoutIds) };
   } finally {
-    await releaseLease(scope, runId);
+    if (!opts.dryRun) await releaseLease(scope, runId);
   }
 }
 

@@ -1,0 +1,282 @@
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import Stripe from 'stripe';
+import { percentOf } from '../shared/domain/commission';
+import { mulDivHalfEven } from '../shared/money';
+import type { PayoutProvider } from '../functions/adapters/payouts';
+import { campaignBody, newOrg, startTestStack, type TestStack } from './helpers/stack';
+import { startStripeStandIn, type StripeStandIn } from './helpers/stripe-stand-in';
+import { eventually } from './helpers/wait';
+
+/**
+ * The money flow through the real Firestore and Pub/Sub emulators: commissions booked by the pipeline,
+ * approved by hand or by the hold period, paid by payout runs through Stripe (a local stand-in that answers
+ * as Stripe's API does), with crashes, concurrent runs, reversals and webhooks.
+ */
+const webhookSecret = 'whsec_local_test_secret';
+let s: TestStack;
+let stripe: StripeStandIn;
+let setProvider: (p: PayoutProvider | undefined) => void;
+let stripeProvider: PayoutProvider;
+
+interface Org { id: string; token: string; campaign: string; link: string; affiliate: string; postbackToken: string }
+
+async function setupOrg(email: string, opts: { payout?: unknown; minimumPayout?: number; holdDays?: number } = {}): Promise<Org> {
+  const o = await newOrg(s, email, 'professional');
+  const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${o.orgId}${path}`, { auth: o.token, body });
+  const campaign = (await post('/campaigns', campaignBody({ payout: opts.payout ?? { type: 'cpa', amount: 500 }, holdDays: opts.holdDays ?? 0 }))).body.id;
+  const affiliate = (await post('/affiliates', { name: 'Pat', email: `pat+${email}`, minimumPayout: opts.minimumPayout ?? 100 })).body.id;
+  const link = (await post('/links', { campaignId: campaign, affiliateId: affiliate })).body.id;
+  const postbackToken = (await s.call('GET', `/v1/orgs/${o.orgId}/postback-config`, { auth: o.token })).body.token;
+  return { id: o.orgId, token: o.token, campaign, link, affiliate, postbackToken };
+}
+
+async function addAffiliate(org: Org, name: string): Promise<{ affiliate: string; link: string }> {
+  const affiliate = (await s.call('POST', `/v1/orgs/${org.id}/affiliates`, { auth: org.token, body: { name, email: `${name}@pub.example`, minimumPayout: 100 } })).body.id;
+  const link = (await s.call('POST', `/v1/orgs/${org.id}/links`, { auth: org.token, body: { campaignId: org.campaign, affiliateId: affiliate } })).body.id;
+  return { affiliate, link };
+}
+
+/** A conversion through the postback function, waited for until the state worker has booked it. */
+async function convert(org: Org, txnId: string, amount = '20.00', link = org.link): Promise<string> {
+  const { mintClickId } = await import('../shared/domain/click-id');
+  const { secrets } = await import('../functions/adapters/local-secrets');
+  const clickId = mintClickId(secrets().clickSigningKey, link, Date.now() - 60_000);
+  const r = await s.call('GET', `/postback?${new URLSearchParams({ token: org.postbackToken, click_id: clickId, txn_id: txnId, amount })}`);
+  assert.equal(r.status, 200, r.text);
+  await eventually(async () => ((await s.call('GET', `/v1/orgs/${org.id}/conversions/${r.body.conversionId}`, { auth: org.token })).status === 200 ? true : undefined), `conversion ${txnId}`);
+  return r.body.conversionId;
+}
+
+const patch = (org: Org, id: string, body: unknown) => s.call('PATCH', `/v1/orgs/${org.id}/conversions/${id}`, { auth: org.token, body });
+const balance = async (org: Org, affiliate = org.affiliate) => (await s.call('GET', `/v1/orgs/${org.id}/affiliates/${affiliate}/balance`, { auth: org.token })).body.balances.find((b: { currency: string }) => b.currency === 'USD');
+const run = (org: Org, body: unknown = {}) => s.call('POST', `/v1/orgs/${org.id}/payout-runs`, { auth: org.token, body });
+const onboard = (org: Org, affiliate = org.affiliate) => s.call('POST', `/v1/orgs/${org.id}/affiliates/${affiliate}/stripe/onboarding`, { auth: org.token });
+
+before(async () => {
+  stripe = await startStripeStandIn();
+  s = await startTestStack({ STRIPE_WEBHOOK_SECRET: webhookSecret });
+  const payouts = await import('../functions/adapters/payouts');
+  const { createStripeProvider } = await import('../functions/adapters/payouts/stripe-provider');
+  setProvider = payouts.setPayoutProviderForTests;
+  stripeProvider = createStripeProvider({ secretKey: 'sk_test_abp_local', host: stripe.host, port: stripe.port, protocol: 'http', maxNetworkRetries: 1 });
+});
+beforeEach(() => setProvider(stripeProvider));
+after(async () => {
+  setProvider(undefined);
+  await s.close();
+  await stripe.close();
+});
+
+describe('commission arithmetic', () => {
+  it('rounds percentages half-to-even on minor units', () => {
+    assert.deepEqual([percentOf(4999, 12.5), percentOf(100, 2.5), percentOf(100, 7.5), percentOf(1, 50), percentOf(3, 50), percentOf(0, 30)], [625, 2, 8, 0, 2, 0]);
+    assert.deepEqual([mulDivHalfEven(-25, 1, 10), mulDivHalfEven(-35, 1, 10), mulDivHalfEven(Number.MAX_SAFE_INTEGER, 1, 1)], [-2, -4, Number.MAX_SAFE_INTEGER]);
+  });
+});
+
+describe('conversion lifecycle', () => {
+  it('approves, rejects and reverses with ledger entries, and refuses anything else with 409', async () => {
+    const org = await setupOrg('life@example.com', { holdDays: 30 });
+    const a = await convert(org, 'l-1');
+    const b = await convert(org, 'l-2');
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 1000, approved: 0, paid: 0, available: 0 });
+    assert.equal((await patch(org, a, { status: 'approved' })).body.status, 'approved');
+    assert.equal((await patch(org, a, { status: 'approved' })).status, 409);
+    assert.equal((await patch(org, b, { status: 'rejected', reason: 'returned goods' })).body.status, 'rejected');
+    assert.equal((await patch(org, b, { status: 'approved' })).status, 409);
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 500, paid: 0, available: 500 });
+    const reversed = await patch(org, a, { status: 'reversed', reason: 'chargeback' });
+    assert.equal(reversed.body.status, 'reversed');
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 0, available: 0 });
+    assert.equal((await patch(org, a, { status: 'pending' })).status, 400);
+    const log = await s.call('GET', `/v1/orgs/${org.id}/audit-log?targetId=${a}`, { auth: org.token });
+    assert.deepEqual(log.body.items.map((e: { action: string }) => e.action), ['conversion.reverse', 'conversion.approve']);
+  });
+
+  it('prices volume tiers at approval, without re-pricing the month\'s earlier conversions', async () => {
+    const org = await setupOrg('tiers@example.com', { payout: { type: 'cpa', amount: 500, tiers: [{ minConversions: 3, amount: 700 }] }, holdDays: 30 });
+    const ids = [];
+    for (let i = 0; i < 4; i++) ids.push(await convert(org, `t-${i}`));
+    const payouts = [];
+    for (const id of ids) payouts.push((await patch(org, id, { status: 'approved' })).body.payout);
+    assert.deepEqual(payouts, [500, 500, 700, 700]);
+    assert.equal((await balance(org)).available, 2400);
+    const ledger = await s.call('GET', `/v1/orgs/${org.id}/affiliates/${org.affiliate}/ledger`, { auth: org.token });
+    assert.deepEqual(ledger.body.items.filter((e: { type: string }) => e.type === 'tier_adjustment').map((e: { amount: number }) => e.amount), [200, 200]);
+  });
+
+  it('lets the commissions job approve conversions whose hold has ended, but not fraud-held ones', async () => {
+    const org = await setupOrg('job@example.com', { holdDays: 0 });
+    const due = await convert(org, 'j-1');
+    const { mintClickId } = await import('../shared/domain/click-id');
+    const { secrets } = await import('../functions/adapters/local-secrets');
+    const fast = mintClickId(secrets().clickSigningKey, org.link, Date.now());
+    const held = (await s.call('GET', `/postback?${new URLSearchParams({ token: org.postbackToken, click_id: fast, txn_id: 'j-2', amount: '20.00' })}`)).body.conversionId;
+    await eventually(async () => ((await s.call('GET', `/v1/orgs/${org.id}/conversions/${held}`, { auth: org.token })).status === 200 ? true : undefined), 'held');
+    const job = await fetch(`${s.baseUrl}/_jobs/commissions`, { method: 'POST' });
+    assert.equal(job.status, 200);
+    const get = async (id: string) => (await s.call('GET', `/v1/orgs/${org.id}/conversions/${id}`, { auth: org.token })).body.status;
+    assert.deepEqual([await get(due), await get(held)], ['approved', 'pending']);
+  });
+});
+
+describe('payout runs', () => {
+  it('blocks affiliates without a payout account, then pays exactly the approved entries once onboarded', async () => {
+    const org = await setupOrg('pay@example.com');
+    const ids = [await convert(org, 'p-1', '10.00'), await convert(org, 'p-2', '10.00'), await convert(org, 'p-3')];
+    for (const id of ids.slice(0, 2)) await patch(org, id, { status: 'approved' });
+    const blocked = await run(org);
+    assert.equal(blocked.status, 201);
+    assert.deepEqual(blocked.body.payouts.map((p: { status: string; reason: string; amount: number }) => [p.status, p.reason, p.amount]), [['blocked', 'no_payout_account', 1000]]);
+    assert.equal((await balance(org)).available, 1000, 'the money waits');
+    const onboarding = await onboard(org);
+    assert.equal(onboarding.status, 200);
+    assert.match(onboarding.body.url, /^https?:\/\//);
+    stripe.completeOnboarding(onboarding.body.affiliate.stripeAccountId, { payoutsEnabled: true });
+    await onboard(org);
+    const preview = await run(org, { dryRun: true });
+    assert.deepEqual(preview.body.payouts.map((p: { status: string; amount: number }) => [p.status, p.amount]), [['would_pay', 1000]]);
+    assert.equal(stripe.transfers.size, 0, 'a dry run moves nothing');
+    const paid = await run(org);
+    assert.deepEqual(paid.body.payouts.map((p: { status: string; amount: number; simulated: boolean }) => [p.status, p.amount, p.simulated]), [['paid', 1000, false]]);
+    const transfer = [...stripe.transfers.values()].find((t) => (t.metadata as Record<string, string>).payoutId === paid.body.payouts[0].id)!;
+    assert.deepEqual([transfer.amount, transfer.currency, transfer.destination, transfer.transfer_group], [1000, 'usd', onboarding.body.affiliate.stripeAccountId, paid.body.id]);
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 500, approved: 0, paid: 1000, available: 0 });
+    const statement = await s.call('GET', `/v1/orgs/${org.id}/payouts/${paid.body.payouts[0].id}/statement`, { auth: org.token });
+    assert.deepEqual(statement.body.entries.map((e: { conversionId: string }) => e.conversionId).sort(), ids.slice(0, 2).sort());
+    const csv = await s.call('GET', `/v1/orgs/${org.id}/payouts/${paid.body.payouts[0].id}/statement?format=csv`, { auth: org.token });
+    assert.match(csv.text, /^entryId,conversionId/);
+    assert.equal((await s.call('GET', `/v1/orgs/${org.id}/conversions/${ids[0]}`, { auth: org.token })).body.status, 'paid');
+    assert.deepEqual((await run(org)).body.payouts, [], 'nothing approved is left to pay');
+  });
+
+  it('pays once when the run crashes after the transfer and before recording it, then runs again', async () => {
+    const org = await setupOrg('crash@example.com');
+    const id = await convert(org, 'c-1');
+    await patch(org, id, { status: 'approved' });
+    stripe.completeOnboarding((await onboard(org)).body.affiliate.stripeAccountId, { payoutsEnabled: true });
+    await onboard(org);
+    setProvider({ ...stripeProvider, kind: 'stripe', transfer: async (req) => { await stripeProvider.transfer(req); throw new Error('process killed after Stripe answered'); } });
+    assert.equal((await run(org)).status, 500);
+    const stuck = await s.call('GET', `/v1/orgs/${org.id}/payouts?affiliateId=${org.affiliate}`, { auth: org.token });
+    assert.equal(stuck.body.items[0].status, 'claimed');
+    setProvider(stripeProvider);
+    const again = await run(org);
+    assert.equal(again.status, 201);
+    const payouts = (await s.call('GET', `/v1/orgs/${org.id}/payouts?affiliateId=${org.affiliate}`, { auth: org.token })).body.items;
+    assert.deepEqual(payouts.map((p: { status: string; amount: number }) => [p.status, p.amount]), [['paid', 500]]);
+    const transfers = [...stripe.transfers.values()].filter((t) => (t.metadata as Record<string, string>).orgId === org.id);
+    assert.equal(transfers.length, 1, 'exactly one transfer');
+    assert.ok(stripe.requests.some((r) => r.path === '/v1/transfers' && r.replayed), 'the second attempt was an idempotent replay');
+  });
+
+  it('pays each affiliate once when two runs start at once', async () => {
+    const org = await setupOrg('twice@example.com');
+    const second = await addAffiliate(org, 'second');
+    for (const [txn, link] of [['w-1', org.link], ['w-2', second.link], ['w-3', second.link]] as const) await patch(org, await convert(org, txn, '20.00', link), { status: 'approved' });
+    for (const aff of [org.affiliate, second.affiliate]) {
+      stripe.completeOnboarding((await onboard(org, aff)).body.affiliate.stripeAccountId, { payoutsEnabled: true });
+      await onboard(org, aff);
+    }
+    const results = await Promise.all([run(org), run(org), run(org)]);
+    // Whichever run holds the lease pays; the others are refused (409) or, if they start after it ends, find nothing left.
+    for (const r of results) assert.ok(r.status === 409 || r.status === 201, `${r.status} ${r.text}`);
+    const paidPayouts = results.flatMap((r) => (r.status === 201 ? r.body.payouts : [])).filter((p: { status: string }) => p.status === 'paid');
+    assert.equal(paidPayouts.length, 2);
+    const transfers = [...stripe.transfers.values()].filter((t) => (t.metadata as Record<string, string>).orgId === org.id);
+    const byAffiliate = Object.fromEntries(transfers.map((t) => [(t.metadata as Record<string, string>).affiliateId, t.amount]));
+    assert.deepEqual(byAffiliate, { [org.affiliate]: 500, [second.affiliate]: 1000 });
+    assert.deepEqual((await run(org)).body.payouts, []);
+  });
+
+  it('fails one payout on a Stripe balance error without stopping the others, and returns its money', async () => {
+    const org = await setupOrg('partial@example.com');
+    const second = await addAffiliate(org, 'partial2');
+    await patch(org, await convert(org, 'b-1'), { status: 'approved' });
+    await patch(org, await convert(org, 'b-2', '20.00', second.link), { status: 'approved' });
+    for (const aff of [org.affiliate, second.affiliate]) {
+      stripe.completeOnboarding((await onboard(org, aff)).body.affiliate.stripeAccountId, { payoutsEnabled: true });
+      await onboard(org, aff);
+    }
+    stripe.failNext('/v1/transfers', { status: 400, body: { error: { type: 'invalid_request_error', code: 'balance_insufficient', message: 'You have insufficient available funds in your Stripe account.' } } }, 1);
+    const r = await run(org);
+    const statuses = r.body.payouts.map((p: { status: string; reason: string | null }) => [p.status, p.reason]);
+    assert.deepEqual(statuses.sort(), [['failed', 'balance_insufficient'], ['paid', null]].sort());
+    const failed = r.body.payouts.find((p: { status: string }) => p.status === 'failed');
+    assert.equal((await balance(org, failed.affiliateId)).available, 500, 'the money is back in the balance');
+    const retry = await run(org);
+    assert.deepEqual(retry.body.payouts.map((p: { status: string; amount: number }) => [p.status, p.amount]), [['paid', 500]]);
+  });
+
+  it('nets a reversal after payment off the next payout (clawback), to the cent', async () => {
+    const org = await setupOrg('claw@example.com');
+    stripe.completeOnboarding((await onboard(org)).body.affiliate.stripeAccountId, { payoutsEnabled: true });
+    await onboard(org);
+    const first = [await convert(org, 'k-1'), await convert(org, 'k-2'), await convert(org, 'k-3')];
+    for (const id of first) await patch(org, id, { status: 'approved' });
+    const run1 = await run(org);
+    assert.equal(run1.body.payouts[0].amount, 1500);
+    assert.equal((await patch(org, first[0]!, { status: 'reversed', reason: 'chargeback' })).body.status, 'reversed');
+    assert.equal((await balance(org)).available, -500, 'a negative balance is carried forward');
+    assert.deepEqual((await run(org)).body.payouts, [], 'nothing to pay while the net is negative');
+    for (const txn of ['k-4', 'k-5']) await patch(org, await convert(org, txn), { status: 'approved' });
+    const run3 = await run(org);
+    assert.deepEqual(run3.body.payouts.map((p: { amount: number }) => p.amount), [500]);
+    const transfers = [...stripe.transfers.values()].filter((t) => (t.metadata as Record<string, string>).orgId === org.id);
+    const ledger = (await s.call('GET', `/v1/orgs/${org.id}/affiliates/${org.affiliate}/ledger?limit=200`, { auth: org.token })).body.items;
+    const paidEntries = ledger.filter((e: { status: string }) => e.status === 'paid').reduce((sum: number, e: { amount: number }) => sum + e.amount, 0);
+    assert.equal(transfers.reduce((sum, t) => sum + (t.amount as number), 0), paidEntries, 'transfers equal the entries they claimed');
+    assert.equal(paidEntries, 2000);
+  });
+});
+
+describe('Stripe webhooks', () => {
+  const stripeLib = new Stripe('sk_test_unused');
+  const send = (payload: string, signature: string) => fetch(`${s.baseUrl}/webhooks/stripe`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': signature }, body: payload });
+  const signed = (payload: string) => stripeLib.webhooks.generateTestHeaderString({ payload, secret: webhookSecret });
+
+  it('rejects a bad signature, applies account.updated once and ignores its replay', async () => {
+    const org = await setupOrg('hook@example.com');
+    const account = (await onboard(org)).body.affiliate.stripeAccountId as string;
+    const affiliate = async () => (await s.call('GET', `/v1/orgs/${org.id}/affiliates/${org.affiliate}`, { auth: org.token })).body;
+    assert.equal((await affiliate()).payoutsEnabled, false);
+    const payload = JSON.stringify({ id: 'evt_hook_1', object: 'event', type: 'account.updated', created: Math.floor(Date.now() / 1000), data: { object: { id: account, object: 'account', payouts_enabled: true } } });
+    const bad = await send(payload, signed(payload).replace(/v1=[0-9a-f]{6}/, 'v1=000000'));
+    assert.equal(bad.status, 400);
+    assert.equal((await affiliate()).payoutsEnabled, false);
+    const first = await send(payload, signed(payload));
+    assert.deepEqual(await first.json(), { received: true, outcome: 'applied' });
+    assert.equal((await affiliate()).payoutsEnabled, true);
+    // A replay of the same event after we changed the account by other means changes nothing.
+    await s.call('PATCH', `/v1/orgs/${org.id}/affiliates/${org.affiliate}`, { auth: org.token, body: { status: 'paused' } });
+    const replay = await send(payload, signed(payload));
+    assert.deepEqual(await replay.json(), { received: true, outcome: 'duplicate' });
+  });
+
+  it('returns a reversed transfer to the affiliate\'s balance', async () => {
+    const org = await setupOrg('reversal@example.com');
+    stripe.completeOnboarding((await onboard(org)).body.affiliate.stripeAccountId, { payoutsEnabled: true });
+    await onboard(org);
+    await patch(org, await convert(org, 'r-1'), { status: 'approved' });
+    const paid = (await run(org)).body.payouts[0];
+    assert.equal((await balance(org)).paid, 500);
+    const payload = JSON.stringify({ id: 'evt_rev_1', object: 'event', type: 'transfer.reversed', created: Math.floor(Date.now() / 1000), data: { object: { id: paid.transferId, object: 'transfer', metadata: { orgId: org.id, payoutId: paid.id } } } });
+    assert.equal((await send(payload, signed(payload))).status, 200);
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 500, paid: 0, available: 500 });
+    const payout = (await s.call('GET', `/v1/orgs/${org.id}/payouts?affiliateId=${org.affiliate}`, { auth: org.token })).body.items[0];
+    assert.deepEqual([payout.status, payout.reason], ['reversed', 'transfer_reversed']);
+  });
+});
+
+describe('local payouts without Stripe', () => {
+  it('go through the dry-run provider and are marked simulated', async () => {
+    setProvider(undefined); // no STRIPE_SECRET_KEY in this stack: the configured provider is the dry run
+    const org = await setupOrg('offline@example.com');
+    await patch(org, await convert(org, 'o-1'), { status: 'approved' });
+    const onboarding = await onboard(org);
+    assert.equal(onboarding.body.affiliate.payoutsEnabled, true);
+    const r = await run(org);
+    assert.deepEqual(r.body.payouts.map((p: { status: string; simulated: boolean; transferId: string }) => [p.status, p.simulated, p.transferId.startsWith('tr_sim')]), [['paid', true, true]]);
+  });
+});

@@ -1,0 +1,79 @@
+import { z } from 'zod';
+import { configSchema } from '../shared/config';
+import { defaultBundleRoot } from './entries';
+
+/**
+ * The deployment's settings, from the environment of `npm run synth`. Every one has a default so that synth runs
+ * offline with a placeholder project; main.ts warns about each placeholder still in use. No secret is read here:
+ * secret values go into Secret Manager with `gcloud secrets versions add`, never through this file.
+ */
+const placeholderProject = 'abp-placeholder-project';
+const placeholderSupabaseUrl = 'https://your-project-ref.supabase.co';
+const placeholderAnonKey = 'set-SUPABASE_ANON_KEY-before-apply';
+
+/** What the functions would default to when the variable is unset, so infra and code cannot disagree. */
+const runtimeDefaults = configSchema.parse({});
+
+const hostname = z
+  .string()
+  .regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/, 'must be a lowercase DNS name such as track.example.com');
+
+export const infraConfigSchema = z.object({
+  /** The Google Cloud project id to deploy into. */
+  ABP_PROJECT_ID: z
+    .string()
+    .regex(/^[a-z][a-z0-9-]{4,28}[a-z0-9]$/, 'must be a Google Cloud project id (6-30 lowercase letters, digits, hyphens)')
+    .default(placeholderProject),
+  /** Region of the functions, Pub/Sub push endpoints, the scheduler jobs and the source bucket. */
+  ABP_REGION: z.string().regex(/^[a-z]+-[a-z]+\d+$/, 'must be a region such as us-central1').default('us-central1'),
+  /** Firestore location (a region or a multi-region such as nam5 / eur3); default: ABP_REGION. Cannot change later. */
+  ABP_FIRESTORE_LOCATION: z.string().optional(),
+  /** BigQuery dataset location (a region or US / EU); default: ABP_REGION. */
+  ABP_BIGQUERY_LOCATION: z.string().optional(),
+  /** Custom tracking domain (e.g. track.example.com): adds the external HTTPS load balancer in front of click/postback/pixel. */
+  ABP_TRACKING_DOMAIN: hostname.optional(),
+  /** Override of the base URL the API prints in tracking links and postback templates. */
+  ABP_PUBLIC_BASE_URL: z.url().optional(),
+  /** Where alerts (dead-lettered events, a stuck worker) are e-mailed. Optional. */
+  ABP_ALERT_EMAIL: z.email().optional(),
+  /** A GCS bucket (created beforehand) for the Terraform state; local state in cdktf.out when unset. */
+  ABP_STATE_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/, 'must be a bucket name').optional(),
+  /** Directory of the bundles written by `npm run build`. */
+  ABP_BUNDLE_DIR: z.string().default(defaultBundleRoot),
+  /** Warm instances of the click function (the hot path). 0 saves the idle cost at the price of cold starts. */
+  ABP_CLICK_MIN_INSTANCES: z.coerce.number().int().min(0).max(100).default(1),
+  /** Drop analytics partitions older than this many days (default: keep forever). */
+  ABP_ANALYTICS_RETENTION_DAYS: z.coerce.number().int().min(1).optional(),
+  /** Supabase project URL: the API verifies access tokens against it. Not a secret. */
+  SUPABASE_URL: z.url().default(placeholderSupabaseUrl),
+  /** Supabase anon (publishable) key: public by design, it ships in every browser client. Not a secret. */
+  SUPABASE_ANON_KEY: z.string().min(1).default(placeholderAnonKey),
+  BIGQUERY_DATASET: z.string().regex(/^\w{1,1024}$/, 'must be a BigQuery dataset id').default(runtimeDefaults.BIGQUERY_DATASET),
+  /** Passed through to the tracking functions when set (see shared/config.ts). */
+  LINK_CACHE_TTL_SECONDS: z.coerce.number().min(0).max(3600).optional(),
+});
+
+export type InfraConfig = z.infer<typeof infraConfigSchema>;
+
+/** Only the variables this schema knows are read, and empty strings count as unset. */
+export function loadInfraConfig(env: NodeJS.ProcessEnv): InfraConfig {
+  const known = Object.keys(infraConfigSchema.shape);
+  const picked = Object.fromEntries(known.filter((k) => env[k] !== undefined && env[k] !== '').map((k) => [k, env[k]]));
+  const parsed = infraConfigSchema.safeParse(picked);
+  if (!parsed.success) {
+    throw new Error(`Invalid deployment settings:\n${parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`).join('\n')}`);
+  }
+  return parsed.data;
+}
+
+/** Settings still at a placeholder: fine for an offline synth, wrong for `terraform apply`. */
+export function placeholderWarnings(c: InfraConfig): string[] {
+  const out: string[] = [];
+  if (c.ABP_PROJECT_ID === placeholderProject) out.push(`ABP_PROJECT_ID is the placeholder "${placeholderProject}"`);
+  if (c.SUPABASE_URL === placeholderSupabaseUrl) out.push('SUPABASE_URL is a placeholder');
+  if (c.SUPABASE_ANON_KEY === placeholderAnonKey) out.push('SUPABASE_ANON_KEY is a placeholder');
+  if (!c.ABP_TRACKING_DOMAIN && !c.ABP_PUBLIC_BASE_URL) {
+    out.push('no ABP_TRACKING_DOMAIN: tracking links use the click function URL, and the postback/pixel run on their own URLs (see docs/deploy.md)');
+  }
+  return out;
+}

@@ -231,6 +231,28 @@ describe('payout runs', () => {
   });
 });
 
+describe('scheduled payout runs', () => {
+  it('runs on the organisation\'s day, once however often the scheduler fires', async () => {
+    const org = await setupOrg('sched@example.com');
+    stripe.completeOnboarding((await onboard(org)).body.affiliate.stripeAccountId, { payoutsEnabled: true });
+    await onboard(org);
+    await patch(org, await convert(org, 's-1'), { status: 'approved' });
+    const isoWeekday = ((new Date().getUTCDay() + 6) % 7) + 1;
+    const notToday = (isoWeekday % 7) + 1;
+    await s.call('PATCH', `/v1/orgs/${org.id}`, { auth: org.token, body: { payoutSchedule: { frequency: 'weekly', day: notToday } } });
+    await fetch(`${s.baseUrl}/_jobs/payouts`, { method: 'POST' });
+    assert.equal((await s.call('GET', `/v1/orgs/${org.id}/payout-runs`, { auth: org.token })).body.items.length, 0, 'not its day');
+    const patched = await s.call('PATCH', `/v1/orgs/${org.id}`, { auth: org.token, body: { payoutSchedule: { frequency: 'weekly', day: isoWeekday } } });
+    assert.deepEqual(patched.body.payoutSchedule, { frequency: 'weekly', day: isoWeekday });
+    for (let i = 0; i < 2; i++) assert.equal((await fetch(`${s.baseUrl}/_jobs/payouts`, { method: 'POST' })).status, 200);
+    const runs = (await s.call('GET', `/v1/orgs/${org.id}/payout-runs`, { auth: org.token })).body.items;
+    assert.deepEqual(runs.map((r: { trigger: string; status: string }) => [r.trigger, r.status]), [['schedule', 'completed']]);
+    const detail = await s.call('GET', `/v1/orgs/${org.id}/payout-runs/${runs[0].id}`, { auth: org.token });
+    assert.deepEqual(detail.body.payouts.map((p: { amount: number; status: string }) => [p.amount, p.status]), [[500, 'paid']]);
+    assert.equal((await s.call('PATCH', `/v1/orgs/${org.id}`, { auth: org.token, body: { payoutSchedule: { frequency: 'monthly', day: 31 } } })).status, 400);
+  });
+});
+
 describe('Stripe webhooks', () => {
   const stripeLib = new Stripe('sk_test_unused');
   const send = (payload: string, signature: string) => fetch(`${s.baseUrl}/webhooks/stripe`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': signature }, body: payload });

@@ -35,3 +35,8 @@ export function bundleDir(root: string, key: FunctionKey): string {
 export function kebab(name: string): string {
   return name.replace(/([a-z0-9])([A-Z])/g, '$1-$2').toLowerCase();
 }
+
+/** Terraform logical ids: `stateWriter` → `state_writer`. */
+export function snake(name: string): string {
+  return kebab(name).replace(/-/g, '_');
+}

@@ -1,0 +1,153 @@
+import type { configSchema } from '../shared/config';
+import { subscriptions } from '../shared/names';
+import type { InfraConfig } from './config';
+import type { FunctionKey } from './entries';
+
+/**
+ * What each function is given: its trigger, its size, and the only permissions and secrets it uses. Pure data (no
+ * cdktf), so the tests can state the least-privilege expectations against the same table the stack is built from.
+ */
+
+/** Secret Manager secrets; each is exposed to a function as the environment variable of the same name. */
+export const secretNames = ['ABP_HASH_KEY', 'ABP_CLICK_SIGNING_KEY', 'STRIPE_SECRET_KEY', 'STRIPE_WEBHOOK_SECRET', 'SUPABASE_SERVICE_ROLE_KEY'] as const satisfies readonly (keyof typeof configSchema.shape)[];
+export type SecretName = (typeof secretNames)[number];
+
+/**
+ * shared/config.ts refuses to start in production without both HMAC keys, so every function must be given them,
+ * including those whose code never reads them (analyticsWriter, the jobs, stripeWebhook). Moving that check into
+ * secrets() (functions/adapters/local-secrets.ts) would let those four drop the two secrets: empty this list and
+ * drop them from those functions' expectations in test/infra.test.ts.
+ */
+const productionConfigSecrets: SecretName[] = ['ABP_HASH_KEY', 'ABP_CLICK_SIGNING_KEY'];
+
+/** A permission, on the narrowest resource that carries it. */
+export type Grant =
+  | { on: 'project'; role: 'roles/datastore.user' | 'roles/datastore.viewer' | 'roles/bigquery.jobUser' }
+  | { on: 'trackingTopic'; role: 'roles/pubsub.publisher' }
+  | { on: 'analyticsTable'; role: 'roles/bigquery.dataEditor' | 'roles/bigquery.dataViewer' };
+
+export type Trigger =
+  /** Anyone may call it (allUsers may invoke); the code authenticates where it must. */
+  | { kind: 'http'; access: 'public' }
+  /** Cloud Scheduler calls it with an OIDC token; nobody else may invoke it. */
+  | { kind: 'http'; access: 'scheduler'; schedule: string; description: string }
+  /** A push subscription on the tracking topic delivers each message with an OIDC token. */
+  | { kind: 'pubsub'; subscription: (typeof subscriptions)[keyof typeof subscriptions] };
+
+export interface FunctionSpec {
+  trigger: Trigger;
+  /** Serves the tracking domain (behind the load balancer when there is one). */
+  tracking: boolean;
+  memory: '256Mi' | '512Mi' | '1Gi';
+  /** vCPUs; concurrency above 1 needs at least 1. */
+  cpu: '1' | '2';
+  /** Requests one instance serves at once. */
+  concurrency: number;
+  minInstances: number;
+  maxInstances: number;
+  timeoutSeconds: number;
+  /** Why these numbers (rendered into docs/deploy.md's table and the function's description). */
+  sizing: string;
+  grants: Grant[];
+  /** Secrets the code reads. */
+  secrets: SecretName[];
+  /** Secrets it gets only because shared/config.ts demands them in production. */
+  configOnlySecrets: SecretName[];
+}
+
+const firestoreReadWrite: Grant = { on: 'project', role: 'roles/datastore.user' };
+const publishEvents: Grant = { on: 'trackingTopic', role: 'roles/pubsub.publisher' };
+
+export function functionSpecs(c: Pick<InfraConfig, 'ABP_CLICK_MIN_INSTANCES'>): Record<FunctionKey, FunctionSpec> {
+  const onlyForConfig = (used: SecretName[]) => productionConfigSecrets.filter((s) => !used.includes(s));
+  return {
+    api: {
+      trigger: { kind: 'http', access: 'public' },
+      tracking: false,
+      memory: '512Mi', cpu: '1', concurrency: 40, minInstances: 0, maxInstances: 20, timeoutSeconds: 60,
+      sizing: 'Admin traffic is light and bursty; mostly I/O-bound (Firestore, BigQuery reports), so one vCPU serves many requests at once. Cold starts are acceptable for an admin API.',
+      grants: [firestoreReadWrite, { on: 'project', role: 'roles/bigquery.jobUser' }, { on: 'analyticsTable', role: 'roles/bigquery.dataViewer' }],
+      // Hash key: API keys and postback tokens; Stripe: manual payout runs; service role: inviting members.
+      secrets: ['ABP_HASH_KEY', 'ABP_CLICK_SIGNING_KEY', 'STRIPE_SECRET_KEY', 'SUPABASE_SERVICE_ROLE_KEY'],
+      configOnlySecrets: [],
+    },
+    click: {
+      trigger: { kind: 'http', access: 'public' },
+      tracking: true,
+      memory: '512Mi', cpu: '1', concurrency: 80, minInstances: c.ABP_CLICK_MIN_INSTANCES, maxInstances: 100, timeoutSeconds: 30,
+      sizing: 'The hot path: every redirect waits on it. Kept warm (min instances) so a visitor never waits for a cold start; one awaited publish and an in-memory link cache make it I/O-bound, so 80 concurrent requests share one vCPU.',
+      grants: [{ on: 'project', role: 'roles/datastore.viewer' }, publishEvents],
+      secrets: ['ABP_HASH_KEY', 'ABP_CLICK_SIGNING_KEY'],
+      configOnlySecrets: [],
+    },
+    postback: {
+      trigger: { kind: 'http', access: 'public' },
+      tracking: true,
+      memory: '512Mi', cpu: '1', concurrency: 40, minInstances: 0, maxInstances: 50, timeoutSeconds: 30,
+      sizing: 'Server-to-server conversions, far fewer than clicks; advertisers retry, so a cold start costs latency, not data.',
+      grants: [firestoreReadWrite, publishEvents],
+      secrets: ['ABP_HASH_KEY', 'ABP_CLICK_SIGNING_KEY'],
+      configOnlySecrets: [],
+    },
+    pixel: {
+      trigger: { kind: 'http', access: 'public' },
+      tracking: true,
+      memory: '512Mi', cpu: '1', concurrency: 40, minInstances: 0, maxInstances: 50, timeoutSeconds: 30,
+      sizing: 'Browser-side conversions on checkout pages: same work as the postback.',
+      grants: [firestoreReadWrite, publishEvents],
+      secrets: ['ABP_HASH_KEY', 'ABP_CLICK_SIGNING_KEY'],
+      configOnlySecrets: [],
+    },
+    stateWriter: {
+      trigger: { kind: 'pubsub', subscription: subscriptions.stateWriter },
+      tracking: false,
+      memory: '512Mi', cpu: '1', concurrency: 20, minInstances: 0, maxInstances: 50, timeoutSeconds: 60,
+      sizing: 'One Firestore transaction per event. Moderate concurrency: events of one link contend on the same counter documents, so more parallelism per instance mostly adds transaction retries; Pub/Sub absorbs bursts.',
+      // Publishes the conversion it books, for analytics.
+      grants: [firestoreReadWrite, publishEvents],
+      secrets: ['ABP_HASH_KEY', 'ABP_CLICK_SIGNING_KEY'],
+      configOnlySecrets: [],
+    },
+    analyticsWriter: {
+      trigger: { kind: 'pubsub', subscription: subscriptions.analyticsWriter },
+      tracking: false,
+      memory: '512Mi', cpu: '1', concurrency: 50, minInstances: 0, maxInstances: 20, timeoutSeconds: 60,
+      sizing: 'One streaming insert per event, pure I/O: high concurrency, few instances.',
+      grants: [{ on: 'analyticsTable', role: 'roles/bigquery.dataEditor' }],
+      secrets: [],
+      configOnlySecrets: onlyForConfig([]),
+    },
+    commissionsJob: {
+      trigger: { kind: 'http', access: 'scheduler', schedule: '*/15 * * * *', description: 'Approves pending conversions whose hold period has ended' },
+      tracking: false,
+      memory: '512Mi', cpu: '1', concurrency: 1, minInstances: 0, maxInstances: 1, timeoutSeconds: 840,
+      sizing: 'A sweep every 15 minutes: one run at a time (max 1 instance, concurrency 1), allowed to run for most of its interval.',
+      grants: [firestoreReadWrite],
+      secrets: [],
+      configOnlySecrets: onlyForConfig([]),
+    },
+    payoutsJob: {
+      trigger: { kind: 'http', access: 'scheduler', schedule: '0 * * * *', description: "Runs each organisation's due payout run" },
+      tracking: false,
+      memory: '512Mi', cpu: '1', concurrency: 1, minInstances: 0, maxInstances: 1, timeoutSeconds: 1800,
+      sizing: 'Hourly; one run at a time. 30 minutes is the longest a Cloud Scheduler HTTP attempt may wait.',
+      grants: [firestoreReadWrite],
+      secrets: ['STRIPE_SECRET_KEY'],
+      configOnlySecrets: onlyForConfig([]),
+    },
+    stripeWebhook: {
+      trigger: { kind: 'http', access: 'public' },
+      tracking: false,
+      memory: '512Mi', cpu: '1', concurrency: 20, minInstances: 0, maxInstances: 10, timeoutSeconds: 60,
+      sizing: 'Stripe retries failed deliveries for days, so cold starts are harmless; low volume.',
+      grants: [firestoreReadWrite],
+      secrets: ['STRIPE_WEBHOOK_SECRET'],
+      configOnlySecrets: onlyForConfig([]),
+    },
+  };
+}
+
+/** Every secret a function's environment receives. */
+export function secretsOf(spec: FunctionSpec): SecretName[] {
+  return [...new Set([...spec.secrets, ...spec.configOnlySecrets])];
+}

@@ -1,0 +1,85 @@
+import type { Cloudfunctions2Function } from '@cdktf/provider-google/lib/cloudfunctions2-function';
+import { ComputeBackendService } from '@cdktf/provider-google/lib/compute-backend-service';
+import { ComputeGlobalAddress } from '@cdktf/provider-google/lib/compute-global-address';
+import { ComputeGlobalForwardingRule } from '@cdktf/provider-google/lib/compute-global-forwarding-rule';
+import { ComputeManagedSslCertificate } from '@cdktf/provider-google/lib/compute-managed-ssl-certificate';
+import { ComputeRegionNetworkEndpointGroup } from '@cdktf/provider-google/lib/compute-region-network-endpoint-group';
+import { ComputeTargetHttpProxy } from '@cdktf/provider-google/lib/compute-target-http-proxy';
+import { ComputeTargetHttpsProxy } from '@cdktf/provider-google/lib/compute-target-https-proxy';
+import { ComputeUrlMap } from '@cdktf/provider-google/lib/compute-url-map';
+import type { Construct } from 'constructs';
+import { functionNames, localPaths } from '../shared/names';
+import { functionKeys, kebab, snake, type FunctionKey } from './entries';
+import type { StackContext } from './stack';
+
+/** The header the click function reads for the visitor's country (functions/tracking/http.ts). */
+export const clientRegionHeader = 'X-Client-Region:{client_region}';
+
+/**
+ * The external HTTPS load balancer (global, EXTERNAL_MANAGED) that serves the tracking functions on the custom
+ * tracking domain: a static IP, a Google-managed certificate, one serverless NEG and backend service per tracking
+ * function, and a URL map routing the same paths as the local gateway (shared/names.ts localPaths). Port 80
+ * redirects to HTTPS. The backends add X-Client-Region from the load balancer's geo lookup; the URL map strips a
+ * client-sent CF-IPCountry, which the click function would otherwise trust (it is only meaningful behind Cloudflare).
+ */
+export function trackingLoadBalancer(scope: Construct, c: StackContext, domain: string, functions: Record<FunctionKey, Cloudfunctions2Function>): { address: string } {
+  const dependsOn = [c.apis.compute!];
+  const ip = new ComputeGlobalAddress(scope, 'lb_ip', { name: 'abp-tracking', dependsOn });
+  const cert = new ComputeManagedSslCertificate(scope, 'lb_certificate', { name: 'abp-tracking', managed: { domains: [domain] }, dependsOn });
+
+  const backends = {} as Partial<Record<FunctionKey, ComputeBackendService>>;
+  for (const key of functionKeys) {
+    if (!c.specs[key].tracking) continue;
+    const id = snake(key);
+    const neg = new ComputeRegionNetworkEndpointGroup(scope, `lb_neg_${id}`, {
+      name: `abp-${kebab(functionNames[key])}`,
+      region: c.region,
+      networkEndpointType: 'SERVERLESS',
+      cloudFunction: { function: functions[key].name },
+      dependsOn,
+    });
+    backends[key] = new ComputeBackendService(scope, `lb_backend_${id}`, {
+      name: `abp-${kebab(functionNames[key])}`,
+      loadBalancingScheme: 'EXTERNAL_MANAGED',
+      protocol: 'HTTPS',
+      backend: [{ group: neg.id }],
+      customRequestHeaders: [clientRegionHeader],
+      logConfig: { enable: true, sampleRate: 0.01 },
+    });
+  }
+  const { click, postback, pixel } = backends;
+  if (!click || !postback || !pixel) throw new Error('click, postback and pixel must be tracking functions (infra/functions.ts)');
+
+  const urlMap = new ComputeUrlMap(scope, 'lb_url_map', {
+    name: 'abp-tracking',
+    defaultService: click.id,
+    headerAction: { requestHeadersToRemove: ['CF-IPCountry'] },
+    hostRule: [{ hosts: [domain], pathMatcher: 'tracking' }],
+    pathMatcher: [
+      {
+        name: 'tracking',
+        defaultService: click.id,
+        pathRule: [
+          { paths: [`${localPaths.click}*`], service: click.id },
+          { paths: [localPaths.postback, `${localPaths.postback}/*`], service: postback.id },
+          { paths: [localPaths.pixel, `${localPaths.pixel}/*`], service: pixel.id },
+        ],
+      },
+    ],
+  });
+  const https = new ComputeTargetHttpsProxy(scope, 'lb_https_proxy', { name: 'abp-tracking', urlMap: urlMap.id, sslCertificates: [cert.id] });
+  new ComputeGlobalForwardingRule(scope, 'lb_https', {
+    name: 'abp-tracking-https', target: https.id, ipAddress: ip.address, portRange: '443', ipProtocol: 'TCP', loadBalancingScheme: 'EXTERNAL_MANAGED',
+  });
+
+  const redirect = new ComputeUrlMap(scope, 'lb_http_redirect', {
+    name: 'abp-tracking-http-redirect',
+    defaultUrlRedirect: { httpsRedirect: true, stripQuery: false, redirectResponseCode: 'MOVED_PERMANENTLY_DEFAULT' },
+    dependsOn,
+  });
+  const http = new ComputeTargetHttpProxy(scope, 'lb_http_proxy', { name: 'abp-tracking-http', urlMap: redirect.id });
+  new ComputeGlobalForwardingRule(scope, 'lb_http', {
+    name: 'abp-tracking-http', target: http.id, ipAddress: ip.address, portRange: '80', ipProtocol: 'TCP', loadBalancingScheme: 'EXTERNAL_MANAGED',
+  });
+  return { address: ip.address };
+}

@@ -1,0 +1,457 @@
+/**
+ * The infrastructure, checked on the synthesized Terraform JSON (cdktf's Testing.synth), plus the bundler it
+ * deploys. Builds every function into a temp directory first (a few seconds), so the checks also see which
+ * adapters each bundle really contains. Offline: no Google Cloud call is made.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Testing } from 'cdktf';
+import { analyticsColumns } from '../shared/analytics/schema';
+import { analyticsTables, collections, functionNames, localPaths, maxDeliveryAttempts, subscriptions, topics } from '../shared/names';
+import { loadInfraConfig } from '../infra/config';
+import { functionKeys, repoRoot, snake, type FunctionKey } from '../infra/entries';
+import { functionSpecs, secretNames } from '../infra/functions';
+import { AbpStack, MissingBundleError } from '../infra/stack';
+import { buildFunctions, type BuiltFunction } from '../scripts/build';
+
+type Obj = Record<string, unknown>;
+interface TfJson {
+  resource: Record<string, Record<string, Obj>>;
+  data?: Record<string, Record<string, Obj>>;
+  output?: Record<string, Obj>;
+}
+
+const project = 'abp-test-project';
+const fakeSecrets = {
+  STRIPE_SECRET_KEY: 'sk_live_FAKEFAKEFAKEdoNotLeak0123456789',
+  STRIPE_WEBHOOK_SECRET: 'whsec_FAKEdoNotLeak0123456789',
+  ABP_HASH_KEY: 'fake-hash-key-doNotLeak-0123456789',
+  ABP_CLICK_SIGNING_KEY: 'fake-click-key-doNotLeak-0123456789',
+  SUPABASE_SERVICE_ROLE_KEY: 'eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.doNotLeakSignature',
+};
+
+let workDir: string;
+let bundleRoot: string;
+let built: Map<FunctionKey, BuiltFunction>;
+let plain: TfJson;
+let plainText: string;
+let withLb: TfJson;
+let withLbText: string;
+const savedEnv: Record<string, string | undefined> = {};
+
+let apps = 0;
+/** A cdktf Testing app whose scratch output directory is removed with the rest of the test's files. */
+const testApp = () => Testing.app({ outdir: join(workDir, `app-${++apps}`) });
+
+function synthesize(env: Record<string, string>): string {
+  const stack = new AbpStack(testApp(), 'abp', loadInfraConfig({ ...process.env, ...env }));
+  return Testing.synth(stack);
+}
+
+before(async () => {
+  workDir = mkdtempSync(join(tmpdir(), 'abp-infra-test-'));
+  bundleRoot = join(workDir, 'functions');
+  built = new Map((await buildFunctions({ outDir: bundleRoot, quiet: true })).map((b) => [b.key, b]));
+  // Secret values present in the environment while synthesizing must not end up in the JSON.
+  for (const [k, v] of Object.entries(fakeSecrets)) {
+    savedEnv[k] = process.env[k];
+    process.env[k] = v;
+  }
+  plainText = synthesize({ ABP_PROJECT_ID: project, ABP_BUNDLE_DIR: bundleRoot });
+  plain = JSON.parse(plainText) as TfJson;
+  withLbText = synthesize({ ABP_PROJECT_ID: project, ABP_BUNDLE_DIR: bundleRoot, ABP_TRACKING_DOMAIN: 'track.example.com', ABP_ALERT_EMAIL: 'ops@example.com' });
+  withLb = JSON.parse(withLbText) as TfJson;
+});
+
+after(() => {
+  for (const [k, v] of Object.entries(savedEnv)) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+  rmSync(workDir, { recursive: true, force: true });
+});
+
+// ---- helpers over the synthesized JSON ----
+
+function resources(tf: TfJson, type: string): Record<string, Obj> {
+  return tf.resource[type] ?? {};
+}
+
+function resource(tf: TfJson, type: string, id: string): Obj {
+  const r = resources(tf, type)[id];
+  assert.ok(r, `${type}.${id} exists`);
+  return r;
+}
+
+function at(o: unknown, ...path: (string | number)[]): unknown {
+  let cur: unknown = o;
+  for (const p of path) cur = cur && typeof cur === 'object' ? (cur as Record<string | number, unknown>)[p] : undefined;
+  return cur;
+}
+
+const ref = (type: string, id: string, attr: string) => `\${${type}.${id}.${attr}}`;
+const fnId = (key: FunctionKey) => `fn_${snake(key)}`;
+const fnUri = (key: FunctionKey) => ref('google_cloudfunctions2_function', fnId(key), 'service_config[0].uri');
+const fnName = (key: FunctionKey) => ref('google_cloudfunctions2_function', fnId(key), 'name');
+const saMember = (saId: string) => `serviceAccount:${ref('google_service_account', saId, 'email')}`;
+const pubsubAgent = `serviceAccount:service-${ref('data.google_project', 'project', 'number')}@gcp-sa-pubsub.iam.gserviceaccount.com`;
+
+/** Follows a `${type.id.attr}` reference to the referenced resource's attribute. */
+function deref(tf: TfJson, value: unknown): unknown {
+  const m = typeof value === 'string' ? /^\$\{([a-z0-9_]+)\.([A-Za-z0-9_-]+)\.([a-z_]+)\}$/.exec(value) : null;
+  if (!m) return value;
+  return at(resource(tf, m[1]!, m[2]!), m[3]!);
+}
+
+const iamTypes = [
+  'google_project_iam_member',
+  'google_pubsub_topic_iam_member',
+  'google_pubsub_subscription_iam_member',
+  'google_secret_manager_secret_iam_member',
+  'google_bigquery_table_iam_member',
+  'google_bigquery_dataset_iam_member',
+  'google_storage_bucket_iam_member',
+  'google_service_account_iam_member',
+  'google_cloud_run_v2_service_iam_member',
+  'google_cloud_run_service_iam_member',
+  'google_cloudfunctions2_function_iam_member',
+];
+
+/** Every grant held by a member, as "kind:target:role" strings. */
+function grantsOf(tf: TfJson, member: string): string[] {
+  const out: string[] = [];
+  for (const type of iamTypes) {
+    for (const r of Object.values(resources(tf, type))) {
+      if (r.member !== member && !(Array.isArray(r.members) && r.members.includes(member))) continue;
+      const role = String(r.role);
+      switch (type) {
+        case 'google_project_iam_member': out.push(`project:${role}`); break;
+        case 'google_pubsub_topic_iam_member': out.push(`topic:${String(deref(tf, r.topic))}:${role}`); break;
+        case 'google_pubsub_subscription_iam_member': out.push(`subscription:${String(deref(tf, r.subscription))}:${role}`); break;
+        case 'google_secret_manager_secret_iam_member': {
+          const secretResource = /^\$\{google_secret_manager_secret\.(\w+)\.id\}$/.exec(String(r.secret_id))?.[1];
+          assert.ok(secretResource, `secret reference ${String(r.secret_id)}`);
+          out.push(`secret:${String(resource(tf, 'google_secret_manager_secret', secretResource).secret_id)}:${role}`);
+          break;
+        }
+        case 'google_bigquery_table_iam_member': out.push(`table:${String(deref(tf, r.table_id))}:${role}`); break;
+        default: out.push(`${type}:${JSON.stringify(r)}`);
+      }
+    }
+  }
+  return out.sort();
+}
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(join(repoRoot, dir), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts')).map((f) => join(repoRoot, dir, f));
+}
+
+// ---- the checks ----
+
+describe('build (scripts/build.ts)', () => {
+  it('bundles every function on its own with a minimal package.json', () => {
+    const ff = JSON.parse(readFileSync(join(repoRoot, 'node_modules/@google-cloud/functions-framework/package.json'), 'utf8')) as { version: string };
+    for (const key of functionKeys) {
+      const dir = join(bundleRoot, functionNames[key]);
+      assert.deepEqual(readdirSync(dir).sort(), ['index.js', 'package.json'], `${dir} holds only the bundle and its package.json`);
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as Obj;
+      assert.equal(pkg.main, 'index.js');
+      // The framework stays external (the buildpack runs the target from it) at the exact installed version;
+      // the native DuckDB module is never needed in production, so it is not listed.
+      assert.deepEqual(pkg.dependencies, { '@google-cloud/functions-framework': ff.version });
+      const code = readFileSync(join(dir, 'index.js'), 'utf8');
+      assert.match(code, /require\("@google-cloud\/functions-framework"\)/);
+      assert.ok(built.get(key)!.inputs.length > 0);
+    }
+    // The click bundle carries none of the admin API, the analytics store or Stripe.
+    const clickInputs = built.get('click')!.inputs.join('\n');
+    assert.doesNotMatch(clickInputs, /functions\/api\/|adapters\/analytics|stripe/);
+  });
+
+  it('fails loudly, naming the function and file, when an entry file is missing', async () => {
+    await assert.rejects(
+      buildFunctions({ outDir: join(workDir, 'missing'), quiet: true, only: ['click'], entries: { click: 'functions/tracking/does-not-exist.ts' } }),
+      /click: functions\/tracking\/does-not-exist\.ts/,
+    );
+  });
+
+  it('synth refuses to run without bundles and says to run npm run build', () => {
+    assert.throws(
+      () => new AbpStack(testApp(), 'abp', loadInfraConfig({ ABP_BUNDLE_DIR: join(workDir, 'no-bundles') })),
+      (err: unknown) => err instanceof MissingBundleError && /npm run build/.test(err.message) && err.message.includes(functionNames.click),
+    );
+  });
+});
+
+describe('functions', () => {
+  it('every entry point is a Node 22 gen2 function built from its own uploaded bundle', () => {
+    const fns = resources(plain, 'google_cloudfunctions2_function');
+    assert.equal(Object.keys(fns).length, functionKeys.length);
+    for (const key of functionKeys) {
+      const fn = resource(plain, 'google_cloudfunctions2_function', fnId(key));
+      assert.equal(at(fn, 'build_config', 'runtime'), 'nodejs22');
+      assert.equal(at(fn, 'build_config', 'entry_point'), functionNames[key]);
+      assert.equal(at(fn, 'event_trigger'), undefined, `${key}: Pub/Sub reaches workers through explicit push subscriptions`);
+      const objectRef = at(fn, 'build_config', 'source', 'storage_source', 'object');
+      assert.equal(objectRef, ref('google_storage_bucket_object', `source_${snake(key)}`, 'name'));
+      const object = resource(plain, 'google_storage_bucket_object', `source_${snake(key)}`);
+      const hash = /-([0-9A-F]{32})\.zip$/.exec(String(object.name))?.[1];
+      assert.ok(hash, `${key}: the object name carries the bundle hash`);
+      assert.equal(object.source, `assets/bundle_${snake(key)}/${hash}/archive.zip`);
+      assert.equal(at(fn, 'service_config', 'environment_variables', 'ABP_ENV'), 'production');
+      assert.equal(at(fn, 'service_config', 'environment_variables', 'ANALYTICS_BACKEND'), 'bigquery');
+    }
+  });
+
+  it('keeps the click function warm with high concurrency', () => {
+    const click = resource(plain, 'google_cloudfunctions2_function', fnId('click'));
+    assert.ok(Number(at(click, 'service_config', 'min_instance_count')) >= 1);
+    assert.ok(Number(at(click, 'service_config', 'max_instance_request_concurrency')) >= 50);
+    assert.equal(at(click, 'service_config', 'environment_variables', 'XFF_TRUSTED_HOPS'), '1');
+  });
+
+  it('HTTP functions are public or scheduler-only; workers are pushed to by Pub/Sub with OIDC', () => {
+    const specs = functionSpecs({ ABP_CLICK_MIN_INSTANCES: 1 });
+    const invokers = Object.values(resources(plain, 'google_cloud_run_v2_service_iam_member'));
+    const invokersOf = (key: FunctionKey) => invokers.filter((i) => i.name === fnName(key) && i.role === 'roles/run.invoker').map((i) => String(i.member));
+    const subs = Object.values(resources(plain, 'google_pubsub_subscription'));
+    const jobs = Object.values(resources(plain, 'google_cloud_scheduler_job'));
+    for (const key of functionKeys) {
+      const trigger = specs[key].trigger;
+      const members = invokersOf(key);
+      if (trigger.kind === 'http' && trigger.access === 'public') {
+        assert.deepEqual(members, ['allUsers'], `${key} is public`);
+      } else if (trigger.kind === 'http') {
+        assert.deepEqual(members, [saMember('sa_scheduler')], `${key} only by the scheduler`);
+        const job = jobs.find((j) => at(j, 'http_target', 'uri') === fnUri(key));
+        assert.ok(job, `${key} has a scheduler job`);
+        assert.deepEqual(at(job, 'http_target', 'oidc_token'), { service_account_email: ref('google_service_account', 'sa_scheduler', 'email'), audience: fnUri(key) });
+        assert.equal(job.schedule, trigger.schedule);
+      } else {
+        const pusher = `push_${snake(key)}`;
+        assert.deepEqual(members, [saMember(pusher)], `${key} only by its push identity`);
+        const sub = subs.find((s) => s.name === trigger.subscription);
+        assert.ok(sub, `${key}: subscription ${trigger.subscription}`);
+        assert.equal(sub.topic, ref('google_pubsub_topic', 'tracking_events', 'id'));
+        assert.equal(at(sub, 'push_config', 'push_endpoint'), `${fnUri(key)}/projects/${project}/topics/${topics.trackingEvents}`);
+        assert.deepEqual(at(sub, 'push_config', 'oidc_token'), { service_account_email: ref('google_service_account', pusher, 'email'), audience: fnUri(key) });
+        assert.equal(at(resource(plain, 'google_cloudfunctions2_function', fnId(key)), 'service_config', 'ingress_settings'), 'ALLOW_INTERNAL_ONLY');
+      }
+    }
+    assert.deepEqual(jobs.map((j) => j.schedule).sort(), ['*/15 * * * *', '0 * * * *']);
+  });
+});
+
+describe('Pub/Sub', () => {
+  it('has every topic the code publishes to and every subscription the local stack provisions', () => {
+    const topicNames = Object.values(resources(plain, 'google_pubsub_topic')).map((t) => t.name);
+    const used = new Set<string>();
+    for (const file of [...sourceFiles('functions'), join(repoRoot, 'scripts/local/pubsub-setup.ts')]) {
+      for (const m of readFileSync(file, 'utf8').matchAll(/\btopics\.(\w+)/g)) used.add(m[1]!);
+    }
+    assert.ok(used.has('trackingEvents'));
+    for (const t of used) assert.ok(topicNames.includes(topics[t as keyof typeof topics]), `topic ${t}`);
+    const subNames = Object.values(resources(plain, 'google_pubsub_subscription')).map((s) => s.name).sort();
+    assert.deepEqual(subNames, Object.values(subscriptions).sort());
+  });
+
+  it('worker subscriptions retry and dead-letter after maxDeliveryAttempts; the service agent may dead-letter', () => {
+    for (const name of [subscriptions.stateWriter, subscriptions.analyticsWriter]) {
+      const [id, sub] = Object.entries(resources(plain, 'google_pubsub_subscription')).find(([, s]) => s.name === name)!;
+      assert.deepEqual(sub.dead_letter_policy, { dead_letter_topic: ref('google_pubsub_topic', 'tracking_dead_letter', 'id'), max_delivery_attempts: maxDeliveryAttempts });
+      assert.ok(at(sub, 'retry_policy', 'minimum_backoff') && at(sub, 'retry_policy', 'maximum_backoff'), `${name} has a retry policy`);
+      assert.equal(at(sub, 'expiration_policy', 'ttl'), '', `${name} never expires`);
+      assert.ok(grantsOf(plain, pubsubAgent).includes(`subscription:${name}:roles/pubsub.subscriber`), `agent subscribes to ${id}`);
+    }
+    assert.equal(resource(plain, 'google_pubsub_topic', 'tracking_dead_letter').name, topics.trackingDeadLetter);
+    assert.deepEqual(
+      grantsOf(plain, pubsubAgent).filter((g) => g.startsWith('topic:')),
+      [`topic:${topics.trackingDeadLetter}:roles/pubsub.publisher`],
+    );
+    const inspection = Object.values(resources(plain, 'google_pubsub_subscription')).find((s) => s.name === subscriptions.deadLetterInspection)!;
+    assert.equal(inspection.topic, ref('google_pubsub_topic', 'tracking_dead_letter', 'id'));
+    assert.equal(at(inspection, 'push_config'), undefined);
+  });
+});
+
+describe('Firestore', () => {
+  it('expires clicks and visitors by their expireAt field', () => {
+    assert.ok(Testing.toHaveResourceWithProperties(plainText, 'google_firestore_field', { collection: collections.clicks, field: 'expireAt', ttl_config: {} }));
+    const fields = Object.values(resources(plain, 'google_firestore_field'));
+    for (const collection of [collections.clicks, collections.visitors]) {
+      const ttl = fields.find((f) => f.collection === collection && f.field === 'expireAt');
+      assert.ok(ttl, `TTL field on ${collection}`);
+      assert.deepEqual(ttl.ttl_config, {});
+    }
+  });
+
+  it('indexes members.userId for the collection-group query', () => {
+    const members = Object.values(resources(plain, 'google_firestore_field')).find((f) => f.collection === collections.members && f.field === 'userId');
+    assert.ok(members);
+    assert.ok((at(members, 'index_config', 'indexes') as Obj[]).some((i) => i.query_scope === 'COLLECTION_GROUP'));
+  });
+
+  it('has the composite indexes the queries need', () => {
+    const have = Object.values(resources(plain, 'google_firestore_index')).map(
+      (i) => `${String(i.query_scope ?? 'COLLECTION')} ${String(i.collection)}(${(i.fields as Obj[]).map((f) => `${String(f.field_path)} ${String(f.order).slice(0, 3)}`).join(', ')})`,
+    );
+    const need = [
+      'COLLECTION conversions(status ASC, createdAt DES, __name__ ASC)',
+      'COLLECTION conversions(campaignId ASC, createdAt DES, __name__ ASC)',
+      'COLLECTION conversions(affiliateId ASC, createdAt DES, __name__ ASC)',
+      'COLLECTION conversions(createdAt DES, __name__ ASC)',
+      'COLLECTION_GROUP conversions(status ASC, fraudHold ASC, approvableAt ASC)',
+      'COLLECTION ledger(affiliateId ASC, status ASC)',
+      'COLLECTION ledger(status ASC, approvableAt ASC)',
+      'COLLECTION ledger(affiliateId ASC, createdAt DES, __name__ ASC)',
+      'COLLECTION counters(affiliateId ASC, day ASC)',
+      'COLLECTION counters(campaignId ASC, day ASC)',
+      'COLLECTION payoutRuns(createdAt DES, __name__ ASC)',
+      'COLLECTION payouts(createdAt DES, __name__ ASC)',
+    ];
+    for (const index of need) assert.ok(have.includes(index), `index ${index}`);
+    for (const i of Object.values(resources(plain, 'google_firestore_index'))) assert.equal(i.database, ref('google_firestore_database', 'firestore', 'name'));
+  });
+});
+
+describe('BigQuery', () => {
+  it('partitions by event day, clusters by org and campaign, with the schema of the analytics rows', () => {
+    const table = resource(plain, 'google_bigquery_table', 'analytics_events');
+    assert.equal(table.table_id, analyticsTables.events);
+    assert.deepEqual(table.time_partitioning, { type: 'DAY', field: 'event_date' });
+    assert.deepEqual(table.clustering, ['org_id', 'campaign_id']);
+    const schema = JSON.parse(String(table.schema)) as { name: string; mode: string }[];
+    assert.deepEqual(schema.map((f) => f.name), analyticsColumns.map((c) => c.name));
+    assert.deepEqual(schema.map((f) => f.mode === 'NULLABLE'), analyticsColumns.map((c) => c.nullable));
+    assert.equal(resource(plain, 'google_bigquery_dataset', 'analytics_dataset').dataset_id, 'abp_analytics');
+  });
+});
+
+describe('least privilege', () => {
+  const hmac = ['secret:ABP_CLICK_SIGNING_KEY:roles/secretmanager.secretAccessor', 'secret:ABP_HASH_KEY:roles/secretmanager.secretAccessor'];
+  const secret = (name: string) => `secret:${name}:roles/secretmanager.secretAccessor`;
+  const publish = `topic:${topics.trackingEvents}:roles/pubsub.publisher`;
+  // The two HMAC keys go to every function because shared/config.ts requires them in production (see infra/functions.ts).
+  const expected: Record<FunctionKey, string[]> = {
+    api: ['project:roles/bigquery.jobUser', 'project:roles/datastore.user', `table:${analyticsTables.events}:roles/bigquery.dataViewer`, ...hmac, secret('STRIPE_SECRET_KEY'), secret('SUPABASE_SERVICE_ROLE_KEY')],
+    click: ['project:roles/datastore.viewer', publish, ...hmac],
+    postback: ['project:roles/datastore.user', publish, ...hmac],
+    pixel: ['project:roles/datastore.user', publish, ...hmac],
+    stateWriter: ['project:roles/datastore.user', publish, ...hmac],
+    analyticsWriter: [`table:${analyticsTables.events}:roles/bigquery.dataEditor`, ...hmac],
+    commissionsJob: ['project:roles/datastore.user', ...hmac],
+    payoutsJob: ['project:roles/datastore.user', ...hmac, secret('STRIPE_SECRET_KEY')],
+    stripeWebhook: ['project:roles/datastore.user', ...hmac, secret('STRIPE_WEBHOOK_SECRET')],
+  };
+
+  it('each function runs as its own service account holding exactly its expected roles', () => {
+    const accounts = new Set<unknown>();
+    for (const key of functionKeys) {
+      const fn = resource(plain, 'google_cloudfunctions2_function', fnId(key));
+      const email = at(fn, 'service_config', 'service_account_email');
+      assert.equal(email, ref('google_service_account', `sa_${snake(key)}`, 'email'));
+      accounts.add(email);
+      assert.deepEqual(grantsOf(plain, saMember(`sa_${snake(key)}`)), [...expected[key]].sort(), `${key}'s grants`);
+    }
+    assert.equal(accounts.size, functionKeys.length);
+  });
+
+  it('a function mounts exactly the secrets it may read', () => {
+    for (const key of functionKeys) {
+      const fn = resource(plain, 'google_cloudfunctions2_function', fnId(key));
+      const mounted = (at(fn, 'service_config', 'secret_environment_variables') as Obj[]).map((s) => {
+        assert.equal(s.secret, ref('google_secret_manager_secret', `secret_${String(s.key)}`, 'secret_id'));
+        return secret(String(s.key));
+      });
+      assert.deepEqual(mounted.sort(), expected[key].filter((g) => g.startsWith('secret:')).sort(), `${key}'s secrets`);
+    }
+  });
+
+  it('grants follow what each bundle contains', () => {
+    const uses = (key: FunctionKey, file: string) => built.get(key)!.inputs.includes(file);
+    for (const key of functionKeys) {
+      const grants = expected[key];
+      assert.equal(uses(key, 'functions/adapters/pubsub.ts'), grants.includes(publish), `${key}: publishes iff it links the Pub/Sub adapter`);
+      assert.equal(uses(key, 'functions/adapters/firestore.ts'), grants.some((g) => g.startsWith('project:roles/datastore.')), `${key}: Firestore`);
+      assert.equal(uses(key, 'functions/adapters/analytics/bigquery.ts'), grants.some((g) => g.startsWith(`table:${analyticsTables.events}:`)), `${key}: BigQuery`);
+      assert.equal(uses(key, 'functions/adapters/payouts/stripe-provider.ts'), grants.includes(secret('STRIPE_SECRET_KEY')), `${key}: Stripe key`);
+      assert.equal(uses(key, 'functions/adapters/payouts/stripe-webhook.ts'), grants.includes(secret('STRIPE_WEBHOOK_SECRET')), `${key}: webhook secret`);
+      assert.equal(uses(key, 'functions/adapters/user-directory.ts'), grants.includes(secret('SUPABASE_SERVICE_ROLE_KEY')), `${key}: service role key`);
+    }
+  });
+
+  it('the invoker identities can invoke their targets and nothing else', () => {
+    assert.deepEqual(grantsOf(plain, saMember('sa_build')), ['project:roles/cloudbuild.builds.builder']);
+    const invokerOnly = (saId: string) =>
+      Object.entries(resources(plain, 'google_cloud_run_v2_service_iam_member')).filter(([, r]) => r.member === saMember(saId)).map(([, r]) => `${String(r.name)} ${String(r.role)}`).sort();
+    assert.deepEqual(invokerOnly('sa_scheduler'), [`${fnName('commissionsJob')} roles/run.invoker`, `${fnName('payoutsJob')} roles/run.invoker`]);
+    assert.deepEqual(invokerOnly('push_state_writer'), [`${fnName('stateWriter')} roles/run.invoker`]);
+    assert.deepEqual(invokerOnly('push_analytics_writer'), [`${fnName('analyticsWriter')} roles/run.invoker`]);
+  });
+});
+
+describe('secrets', () => {
+  it('creates the secrets with automatic replication and never a version', () => {
+    const created = Object.values(resources(plain, 'google_secret_manager_secret'));
+    assert.deepEqual(created.map((s) => s.secret_id).sort(), [...secretNames].sort());
+    for (const s of created) assert.deepEqual(s.replication, { auto: {} });
+    assert.deepEqual(resources(plain, 'google_secret_manager_secret_version'), {});
+  });
+
+  it('no secret value or secret-looking string appears in the synthesized JSON', () => {
+    for (const text of [plainText, withLbText]) {
+      for (const value of Object.values(fakeSecrets)) assert.ok(!text.includes(value), 'a secret from the environment leaked');
+      assert.ok(!text.includes('doNotLeak'));
+      assert.doesNotMatch(text, /\b(sk|rk)_(live|test)_\w+|whsec_\w+|-----BEGIN|private_key|AIza[0-9A-Za-z_-]{35}|eyJ[\w-]{8,}\.eyJ/);
+    }
+  });
+});
+
+describe('tracking domain (load balancer)', () => {
+  it('routes the tracking paths through serverless NEGs that add X-Client-Region', () => {
+    const backends = Object.values(resources(withLb, 'google_compute_backend_service'));
+    assert.equal(backends.length, 3);
+    for (const b of backends) {
+      assert.deepEqual(b.custom_request_headers, ['X-Client-Region:{client_region}']);
+      assert.equal(b.load_balancing_scheme, 'EXTERNAL_MANAGED');
+    }
+    const negs = Object.values(resources(withLb, 'google_compute_region_network_endpoint_group'));
+    assert.deepEqual(negs.map((n) => at(n, 'cloud_function', 'function')).sort(), [fnName('click'), fnName('pixel'), fnName('postback')].sort());
+    const urlMap = resource(withLb, 'google_compute_url_map', 'lb_url_map');
+    const paths = (at(urlMap, 'path_matcher', 0, 'path_rule') as Obj[]).flatMap((r) => r.paths as string[]);
+    for (const p of [`${localPaths.click}*`, localPaths.postback, localPaths.pixel]) assert.ok(paths.includes(p), p);
+    assert.deepEqual(at(resource(withLb, 'google_compute_managed_ssl_certificate', 'lb_certificate'), 'managed', 'domains'), ['track.example.com']);
+  });
+
+  it('behind the load balancer the tracking functions trust two proxy hops and accept traffic only from it', () => {
+    for (const key of ['click', 'postback', 'pixel'] as const) {
+      const fn = resource(withLb, 'google_cloudfunctions2_function', fnId(key));
+      assert.equal(at(fn, 'service_config', 'environment_variables', 'XFF_TRUSTED_HOPS'), '2');
+      assert.equal(at(fn, 'service_config', 'environment_variables', 'PUBLIC_BASE_URL'), 'https://track.example.com');
+      assert.equal(at(fn, 'service_config', 'ingress_settings'), 'ALLOW_INTERNAL_AND_GCLB');
+    }
+    assert.equal(at(resource(withLb, 'google_cloudfunctions2_function', fnId('api')), 'service_config', 'ingress_settings'), 'ALLOW_ALL');
+    assert.equal(Object.keys(resources(withLb, 'google_monitoring_alert_policy')).length, 2);
+  });
+});
+
+describe('npm run synth (infra/main.ts)', () => {
+  it('writes the Terraform JSON offline', () => {
+    const outdir = join(workDir, 'cdktf.out');
+    const run = spawnSync(process.execPath, ['--import', 'tsx', join(repoRoot, 'infra/main.ts')], {
+      cwd: repoRoot,
+      env: { ...process.env, CDKTF_OUTDIR: outdir, ABP_BUNDLE_DIR: bundleRoot, ABP_PROJECT_ID: project },
+      encoding: 'utf8',
+    });
+    assert.equal(run.status, 0, run.stderr);
+    const file = join(outdir, 'stacks', 'abp', 'cdk.tf.json');
+    assert.ok(existsSync(file));
+    const tf = JSON.parse(readFileSync(file, 'utf8')) as TfJson;
+    const object = resource(tf, 'google_storage_bucket_object', 'source_click');
+    assert.ok(existsSync(join(outdir, 'stacks', 'abp', String(object.source))), 'the click bundle was zipped beside the JSON');
+  });
+});

@@ -1,11 +1,13 @@
 import { pubsub } from '../../functions/adapters/pubsub';
 import { config } from '../../shared/config';
 import { localPaths, maxDeliveryAttempts, subscriptions, topics } from '../../shared/names';
+import { startPushRelay, type PushRelay } from './push-relay';
 
 /**
- * Creates what production's infra/ creates, on the emulator: the tracking topic, a push subscription per
- * worker (the same push contract Cloud Functions gets), and the dead-letter topic with a pull subscription
- * that keeps failed messages for inspection.
+ * Creates what production's infra/ creates, on the emulator: the tracking topic, a subscription per worker
+ * delivering in the push format Cloud Functions gets (through the relay, see push-relay.ts, or the
+ * emulator's own push with LOCAL_DELIVERY=push), and the dead-letter topic with a pull subscription that
+ * keeps failed messages for inspection.
  */
 export async function provisionPubSub(baseUrl: string): Promise<{ teardown(): Promise<void> }> {
   const ps = pubsub();
@@ -25,8 +27,9 @@ export async function provisionPubSub(baseUrl: string): Promise<{ teardown(): Pr
   };
   // The framework takes the topic from the push path, as Eventarc would name it.
   const pushPath = (path: string) => `${baseUrl}${path}/projects/${project}/topics/${topics.trackingEvents}`;
+  const emulatorPush = process.env.LOCAL_DELIVERY === 'push';
   const workerOptions = (path: string) => ({
-    pushConfig: { pushEndpoint: pushPath(path) },
+    ...(emulatorPush ? { pushConfig: { pushEndpoint: pushPath(path) } } : {}),
     ackDeadlineSeconds: 30,
     deadLetterPolicy: { deadLetterTopic: `projects/${project}/topics/${topics.trackingDeadLetter}`, maxDeliveryAttempts },
     retryPolicy: { minimumBackoff: { seconds: 1 }, maximumBackoff: { seconds: 10 } },
@@ -36,9 +39,17 @@ export async function provisionPubSub(baseUrl: string): Promise<{ teardown(): Pr
   const [inspectionExists] = await ps.subscription(subscriptions.deadLetterInspection).exists();
   if (!inspectionExists) await ps.topic(topics.trackingDeadLetter).createSubscription(subscriptions.deadLetterInspection, { messageRetentionDuration: { seconds: 7 * 86400 } });
 
+  const relays: PushRelay[] = emulatorPush
+    ? []
+    : [
+        startPushRelay(subscriptions.stateWriter, pushPath(localPaths.stateWriterPush)),
+        startPushRelay(subscriptions.analyticsWriter, pushPath(localPaths.analyticsWriterPush)),
+      ];
+
   return {
-    // Push subscriptions outlive this process on a shared emulator; remove them so nothing pushes to a dead port.
+    // Subscriptions outlive this process on a shared emulator; remove them so nothing is delivered to a dead port.
     teardown: async () => {
+      await Promise.all(relays.map((r) => r.close()));
       for (const name of [subscriptions.stateWriter, subscriptions.analyticsWriter]) await ps.subscription(name).delete().catch(() => undefined);
     },
   };

@@ -42,25 +42,54 @@ export class DuckDbAnalyticsStore implements AnalyticsStore {
   private handle: Promise<Handle> | undefined;
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
+  private waiting: { rows: AnalyticsRow[]; settle: (err?: unknown) => void }[] = [];
+  private flushQueued = false;
 
   /** `path` is a file (its directory is created) or ':memory:'. Nothing is opened until first use. */
   constructor(private readonly path: string) {}
 
-  async insert(rows: AnalyticsRow[]): Promise<void> {
-    if (!rows.length) return;
-    await this.exclusive(async ({ duckdb, connection }) => {
-      for (let i = 0; i < rows.length; i += insertBatch) {
-        const batch = rows.slice(i, i + insertBatch);
-        const values: Record<string, DuckDBValue> = {};
-        const types: Record<string, DuckDBType> = {};
-        for (const c of analyticsColumns) {
-          const name = c.name as keyof AnalyticsRow;
-          values[c.name] = duckdb.listValue(batch.map((r) => r[name]));
-          types[c.name] = duckdb.LIST(c.type === 'INT64' ? duckdb.BIGINT : c.type === 'BOOL' ? duckdb.BOOLEAN : duckdb.VARCHAR);
+  /**
+   * Rows that arrive while an insert is running wait and go out together in the next statement: one row
+   * costs about as much as a hundred (measured: ~8 ms vs ~11 ms), and the connection is serial, so
+   * coalescing is what lets one process keep up with hundreds of events per second.
+   */
+  insert(rows: AnalyticsRow[]): Promise<void> {
+    if (!rows.length) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.waiting.push({ rows, settle: (err) => (err ? reject(err) : resolve()) });
+      if (this.flushQueued) return;
+      this.flushQueued = true;
+      this.exclusive(async (h) => {
+        this.flushQueued = false;
+        const batch = this.waiting.splice(0);
+        try {
+          await this.write(h, batch.flatMap((w) => w.rows));
+          for (const w of batch) w.settle();
+        } catch (err) {
+          for (const w of batch) w.settle(err);
         }
-        await connection.run(insertSql, values, types);
-      }
+      }).catch((err: unknown) => {
+        this.flushQueued = false;
+        for (const w of this.waiting.splice(0)) w.settle(err);
+      });
     });
+  }
+
+  private async write({ duckdb, connection }: Handle, all: AnalyticsRow[]): Promise<void> {
+    // A statement may not insert the same key twice; redeliveries can land in one batch.
+    const seen = new Set<string>();
+    const rows = all.filter((r) => !seen.has(r.event_id) && seen.add(r.event_id));
+    for (let i = 0; i < rows.length; i += insertBatch) {
+      const batch = rows.slice(i, i + insertBatch);
+      const values: Record<string, DuckDBValue> = {};
+      const types: Record<string, DuckDBType> = {};
+      for (const c of analyticsColumns) {
+        const name = c.name as keyof AnalyticsRow;
+        values[c.name] = duckdb.listValue(batch.map((r) => r[name]));
+        types[c.name] = duckdb.LIST(c.type === 'INT64' ? duckdb.BIGINT : c.type === 'BOOL' ? duckdb.BOOLEAN : duckdb.VARCHAR);
+      }
+      await connection.run(insertSql, values, types);
+    }
   }
 
   async report(q: ReportQuery): Promise<ReportResult> {

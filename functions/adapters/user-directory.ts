@@ -20,7 +20,8 @@ export async function resolveUserIdByEmail(email: string): Promise<string> {
   for (let page = 1; page <= 100; page++) {
     const { data, error } = await admin.listUsers({ page, perPage: 1000 });
     if (error) throw error;
-    const found = data.users.find((u) => u.email?.toLowerCase() === email);
+    // Supabase Auth lower-cases emails (so the invite above matched case-insensitively); compare the same way.
+    const found = data.users.find((u) => u.email?.toLowerCase() === email.toLowerCase());
     if (found) return found.id;
     if (data.users.length < 1000) break;
   }

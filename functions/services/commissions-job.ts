@@ -14,12 +14,14 @@ const parallelGroups = 16;
 export interface CommissionsJobResult {
   approved: number;
   skipped: number;
+  failed: number;
 }
 
 export async function approveDueConversions(now = new Date()): Promise<CommissionsJobResult> {
   const db = firestore();
   let approved = 0;
   let skipped = 0;
+  let failed = 0;
   let last: FirebaseFirestore.QueryDocumentSnapshot | undefined;
   for (;;) {
     let q = db.collectionGroup(collections.conversions)
@@ -45,7 +47,11 @@ export async function approveDueConversions(now = new Date()): Promise<Commissio
           } catch (err) {
             // Moved meanwhile (approved or rejected by hand): that is the claim-only-pending rule at work.
             if ((err as { code?: string }).code === 'conflict') skipped++;
-            else throw err;
+            else {
+              // One bad conversion must not stop the sweep; it stays pending and the next sweep retries it.
+              failed++;
+              console.error(JSON.stringify({ severity: 'ERROR', message: 'approval failed', conversion: d.ref.path, error: String(err) }));
+            }
           }
         }
       }
@@ -53,5 +59,5 @@ export async function approveDueConversions(now = new Date()): Promise<Commissio
     await Promise.all(Array.from({ length: parallelGroups }, worker));
     if (page.size < pageSize) break;
   }
-  return { approved, skipped };
+  return { approved, skipped, failed };
 }

@@ -18,9 +18,16 @@ const allowed: Record<string, Transition['status'][]> = {
   paid: ['reversed'],
 };
 
+/**
+ * A conversion's ledger entries, read by their deterministic ids rather than by a query: a query inside a
+ * transaction locks far more (the emulator deadlocks parallel approvals on it), and costs a scan.
+ */
+export const ledgerEntryTypes = ['commission', 'tier_adjustment', 'clawback'] as const;
+export const ledgerEntryId = (conversionId: string, type: (typeof ledgerEntryTypes)[number]) => deterministicId('led', conversionId, type);
+
 async function entriesOf(tx: Transaction, scope: OrgScope, conversionId: string): Promise<LedgerEntry[]> {
-  const snap = await tx.get(scope.collection('ledger').where('conversionId', '==', conversionId));
-  return snap.docs.map((d) => d.data() as LedgerEntry);
+  const snaps = await tx.getAll(...ledgerEntryTypes.map((t) => scope.collection('ledger').doc(ledgerEntryId(conversionId, t))));
+  return snaps.filter((d) => d.exists).map((d) => d.data() as LedgerEntry);
 }
 
 export async function transitionConversion(
@@ -66,7 +73,7 @@ export async function applyTransition(
     const priced = rule ? payoutFor(rule, conv.amount as number | null, count) : payout;
     for (const e of entries.filter((x) => x.status === 'pending')) tx.update(ledger.doc(e.id), { status: 'approved', approvedAt: at });
     if (priced !== payout && conv.affiliateId) {
-      const id = deterministicId('led', conversionId, 'tier_adjustment');
+      const id = ledgerEntryId(conversionId, 'tier_adjustment');
       tx.create(ledger.doc(id), {
         id, affiliateId: conv.affiliateId, conversionId, campaignId: conv.campaignId, type: 'tier_adjustment', amount: priced - payout,
         currency: conv.currency, status: 'approved', payoutId: null, createdAt: at, reason: `volume tier reached at ${count} approved conversions this month`,
@@ -83,7 +90,7 @@ export async function applyTransition(
       else if (e.status === 'claimed' || e.status === 'paid') clawback += e.amount;
     }
     if (clawback !== 0 && conv.affiliateId) {
-      const id = deterministicId('led', conversionId, 'clawback');
+      const id = ledgerEntryId(conversionId, 'clawback');
       tx.create(ledger.doc(id), {
         id, affiliateId: conv.affiliateId, conversionId, campaignId: conv.campaignId, type: 'clawback', amount: -clawback,
         currency: conv.currency, status: 'approved', payoutId: null, createdAt: at, reason: change.reason ?? 'conversion reversed after payment',

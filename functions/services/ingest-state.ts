@@ -4,10 +4,10 @@ import { verifyClickId } from '../../shared/domain/click-id';
 import { payoutFor, revenueFor } from '../../shared/domain/commission';
 import type { ClickEvent, ConversionEvent, PostbackEvent } from '../../shared/domain/events';
 import type { Affiliate, Campaign } from '../../shared/domain/schemas';
-import { deterministicId } from '../../shared/ids';
 import { collections } from '../../shared/names';
 import { firestore } from '../adapters/firestore';
 import { secrets } from '../adapters/local-secrets';
+import { ledgerEntryId } from './conversion-lifecycle';
 import { OrgScope } from './tenancy';
 
 /**
@@ -139,7 +139,7 @@ export async function applyPostback(e: PostbackEvent): Promise<ConversionEvent> 
     tx.create(ref, conversion);
     if (!rejected && a.campaignId && a.affiliateId) {
       if (payout > 0) {
-        const entryId = deterministicId('led', e.eventId, 'commission');
+        const entryId = ledgerEntryId(e.eventId, 'commission');
         tx.create(scope.collection('ledger').doc(entryId), {
           id: entryId, affiliateId: a.affiliateId, conversionId: e.eventId, campaignId: a.campaignId, type: 'commission',
           amount: payout, currency, status: 'pending', approvableAt, createdAt: e.occurredAt,

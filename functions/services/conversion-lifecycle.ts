@@ -25,8 +25,8 @@ const allowed: Record<string, Transition['status'][]> = {
 export const ledgerEntryTypes = ['commission', 'tier_adjustment', 'clawback'] as const;
 export const ledgerEntryId = (conversionId: string, type: (typeof ledgerEntryTypes)[number]) => deterministicId('led', conversionId, type);
 
-async function entriesOf(tx: Transaction, scope: OrgScope, conversionId: string): Promise<LedgerEntry[]> {
-  const snaps = await tx.getAll(...ledgerEntryTypes.map((t) => scope.collection('ledger').doc(ledgerEntryId(conversionId, t))));
+async function entriesOf(tx: Transaction, scope: OrgScope, conversionId: string, types: readonly (typeof ledgerEntryTypes)[number][]): Promise<LedgerEntry[]> {
+  const snaps = await tx.getAll(...types.map((t) => scope.collection('ledger').doc(ledgerEntryId(conversionId, t))));
   return snaps.filter((d) => d.exists).map((d) => d.data() as LedgerEntry);
 }
 
@@ -55,7 +55,8 @@ export async function applyTransition(
   if (!allowed[conv.status]?.includes(change.status)) {
     throw conflict(`A ${conv.status} conversion cannot become ${change.status}; allowed: ${(allowed[conv.status] ?? []).join(', ') || 'none'}`);
   }
-  const entries = await entriesOf(tx, scope, conversionId);
+  // A pending conversion has only its commission entry; adjustments and clawbacks exist only later.
+  const entries = await entriesOf(tx, scope, conversionId, change.status === 'reversed' ? ledgerEntryTypes : ['commission']);
   const at = now.toISOString();
   const ledger = scope.collection('ledger');
   const tierRef = conv.campaignId ? scope.collection('tierCounters').doc(`${conv.campaignId}_${conv.affiliateId}_${tierMonth(conv.createdAt)}`) : undefined;

@@ -391,7 +391,7 @@ async function main(): Promise<number> {
       const E = paidEntries; // entries claimed, then paid, by the run's payouts
       expected.push(
         ['payout dry run', fmt(flags.conversions + A), fmt(billedReads(dryRun.ops)), '0', fmt(writes(dryRun.ops))],
-        ['payout run', fmt(flags.conversions + A + 2 * E + 5 * P + 1 + (P + 2) + 1), fmt(billedReads(payoutRun.ops)), fmt(3 * E + 4 * P + 4), fmt(writes(payoutRun.ops))],
+        ['payout run', fmt(flags.conversions + A + E + 2 * P + 1 + (P + 2) + 1), fmt(billedReads(payoutRun.ops)), fmt(3 * E + 4 * P + 4), fmt(writes(payoutRun.ops))],
       );
     }
 
@@ -542,9 +542,9 @@ async function main(): Promise<number> {
         'measured vs derived from the code path (no contention; N approved entries, A affiliates with entries, P payouts, E entries claimed,',
         'M pending conversions):',
         '  dry run  billed reads N + A                                                    writes 0',
-        '  run      billed reads (N + A + 2E + 5P + 1) + (P + 2 missing) + (1 empty query)   writes 3E + 4P + 4',
+        '  run      billed reads (N + A + E + 2P + 1) + (P + 2 missing) + (1 empty query)    writes 3E + 4P + 4',
         '           (+1 read and +1 write per further claim chunk of 400 entries of one payout: none here)',
-        '  job      billed reads 4M: page queries, the conversion, its ledger entry (a query), the tier counter (found or missing);',
+        '  job      billed reads 4M: page queries, the conversion, its commission entry (by id), the tier counter (found or missing);',
         '           +1 empty page query when M is a multiple of 500                                 writes 4M',
         table(['phase', 'billed reads (code)', 'billed reads (measured)', 'writes (code)', 'writes (measured)'], expected),
       );
@@ -567,7 +567,7 @@ async function main(): Promise<number> {
         `  payout run, ${fmt(full.affiliates)} affiliates / ${fmt(full.conversions)} conversions: ~${fmt(byConv / 1000)} s linearly (scaled by conversions)` +
           (Math.abs(byAff - byConv) / byConv > 0.05 ? `, ~${fmt(byAff / 1000)} s (scaled by affiliates; this run's ratio differs from the full size's 20:1)` : '') +
           `; ~${fmt(emulatorFull(payoutRun, full.conversions / flags.conversions) / 1000)} s on this emulator with its queries costed at a ${fmt(fullLedgerDocs)}-entry ledger`,
-        `    Firestore ops from the code-path formula: ${fmt(E + P + 2 * E + 5 * P + 1 + P + 2 + 1)} billed reads, ${fmt(3 * E + 4 * P + 4)} writes`,
+        `    Firestore ops from the code-path formula: ${fmt(E + P + E + 2 * P + 1 + P + 2 + 1)} billed reads, ${fmt(3 * E + 4 * P + 4)} writes`,
         `  payout dry run: ~${fmt((dryRun.ms * full.conversions) / flags.conversions / 1000)} s`,
       );
     }

@@ -8,11 +8,10 @@
  *
  *   npx tsx scripts/bench/campaigns-list.ts [--connections 10] [--duration 10] [--warmup 2] [--rounds 1] [--campaigns 50] [--limit 50]
  */
-import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { startBareServer, type BareServer } from './lib/bare-server';
+import { failureCode, parseFlags, runMain } from './lib/cli';
 import { mergeResults, runLoad, type LoadResult } from './lib/load';
-import { abortOnSignals, startBenchStack, type BenchStack } from './lib/stack';
+import { abortOnSignals, startBenchStack, stopBenchStackAndReport, type BenchStack } from './lib/stack';
 import { environmentLines, ms, rate, ratioTable, resultsTable, unexpectedStatuses, type Scenario } from './lib/report';
 
 const usage = `usage: npx tsx scripts/bench/campaigns-list.ts [options]
@@ -32,49 +31,19 @@ interface Flags {
   limit: number;
 }
 
-function parseFlags(argv: string[]): Flags {
-  const spec = {
+const parse = (argv: string[]): Flags =>
+  parseFlags(argv, usage, {
     connections: { default: 10, min: 1, max: 1000 },
     duration: { default: 10, min: 1, max: 600 },
     warmup: { default: 2, min: 0, max: 600 },
     rounds: { default: 1, min: 1, max: 20 },
     campaigns: { default: 50, min: 1, max: 100 }, // the professional plan's limit
     limit: { default: 50, min: 1, max: 200 },
-  } as const;
-  const str = { type: 'string' } as const;
-  const { values } = parseArgs({
-    args: argv,
-    strict: true,
-    allowPositionals: false,
-    options: { help: { type: 'boolean', short: 'h' }, connections: str, duration: str, warmup: str, rounds: str, campaigns: str, limit: str },
   });
-  if (values.help) {
-    console.log(usage);
-    process.exit(0);
-  }
-  const flags = {} as Flags;
-  for (const name of Object.keys(spec) as (keyof typeof spec)[]) {
-    const s = spec[name];
-    const raw = values[name];
-    const n = raw === undefined ? s.default : Number(raw);
-    if (!/^\d+$/.test(raw ?? '0') || !Number.isInteger(n) || n < s.min || n > s.max) throw new UsageError(`--${name} must be an integer from ${s.min} to ${s.max}`);
-    flags[name] = n;
-  }
-  return flags;
-}
-
-class UsageError extends Error {}
 
 const progress = (msg: string) => process.stderr.write(`${msg}\n`);
 
-async function main(): Promise<number> {
-  let flags: Flags;
-  try {
-    flags = parseFlags(process.argv.slice(2));
-  } catch (err) {
-    console.error(`${(err as Error).message}\n${usage}`);
-    return 2;
-  }
+async function main(flags: Flags): Promise<number> {
   const signal = abortOnSignals(progress);
   const started = Date.now();
   let stack: BenchStack | undefined;
@@ -170,21 +139,11 @@ async function main(): Promise<number> {
     return 0;
   } catch (err) {
     failed = true;
-    if (signal.aborted) return 130;
-    console.error(`Benchmark failed: ${(err as Error).stack ?? String(err)}`);
-    return 1;
+    return failureCode(err, signal);
   } finally {
     await bare?.close().catch(() => undefined);
-    const kept = await stack?.stop({ keepLogs: failed && !signal.aborted });
-    if (kept) progress(`Emulator logs kept in ${join(kept, 'logs')}`);
-    progress(`Stopped the stack and the emulators (${((Date.now() - started) / 1000).toFixed(0)} s in all).`);
+    await stopBenchStackAndReport(stack, { failed, signal, started, log: progress });
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runMain(parse, usage, main);

@@ -19,12 +19,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir, totalmem, type as osType } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { execFileSync } from 'node:child_process';
 import type { Firestore } from '@google-cloud/firestore';
 import { freePort, startEmulator, type RunningEmulator } from '../local/emulators';
+import { failureCode, parseFlags, runMain, UsageError } from './lib/cli';
 import { startCountingProxy, sum, type CountingProxy, type OpStats } from './lib/money-grpc-counter';
 import { baselineDocs, bulkWrite, conversionDocs, minimumPayout, cpaPayout, orgDocs, planOrg, type SeedPlan } from './lib/money-seed';
 import { ratio, table } from './lib/report';
@@ -59,10 +59,8 @@ interface Flags {
   prodRpcMs: number;
 }
 
-class UsageError extends Error {}
-
-function parseFlags(argv: string[]): Flags {
-  const spec = {
+function parse(argv: string[]): Flags {
+  const flags = parseFlags(argv, usage, {
     affiliates: { flag: 'affiliates', default: 400, min: 1, max: 1_000_000 },
     conversions: { flag: 'conversions', default: 8000, min: 0, max: 10_000_000 },
     pending: { flag: 'pending', default: 1500, min: 0, max: 10_000_000 },
@@ -71,27 +69,7 @@ function parseFlags(argv: string[]): Flags {
     probeSweeps: { flag: 'probe-sweeps', default: 1, min: 1, max: 20 },
     campaigns: { flag: 'campaigns', default: 10, min: 1, max: 1000 },
     prodRpcMs: { flag: 'prod-rpc-ms', default: 10, min: 1, max: 1000 },
-  } as const;
-  const str = { type: 'string' } as const;
-  const { values } = parseArgs({
-    args: argv,
-    strict: true,
-    allowPositionals: false,
-    options: Object.fromEntries([['help', { type: 'boolean', short: 'h' }], ...Object.values(spec).map((s) => [s.flag, str])]) as Record<string, { type: 'string' | 'boolean'; short?: string }>,
   });
-  if (values.help) {
-    console.log(usage);
-    process.exit(0);
-  }
-  const flags = {} as Flags;
-  for (const name of Object.keys(spec) as (keyof typeof spec)[]) {
-    const s = spec[name];
-    const raw = values[s.flag];
-    if (raw !== undefined && typeof raw !== 'string') throw new UsageError(`--${s.flag} takes a value`);
-    const n = raw === undefined ? s.default : Number(raw);
-    if (!/^\d+$/.test(raw ?? '0') || !Number.isInteger(n) || n < s.min || n > s.max) throw new UsageError(`--${s.flag} must be an integer from ${s.min} to ${s.max}`);
-    flags[name] = n;
-  }
   if (flags.conversions === 0 && flags.pending === 0 && flags.probePending === 0) throw new UsageError('--conversions, --pending and --probe-pending are all 0: nothing to measure');
   return flags;
 }
@@ -192,14 +170,7 @@ function emulatorVersion(): string {
   }
 }
 
-async function main(): Promise<number> {
-  let flags: Flags;
-  try {
-    flags = parseFlags(process.argv.slice(2));
-  } catch (err) {
-    console.error(`${(err as Error).message}\n${usage}`);
-    return 2;
-  }
+async function main(flags: Flags): Promise<number> {
   const signal = abortOnSignals(progress);
   const interrupted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true }));
   interrupted.catch(() => undefined);
@@ -632,9 +603,7 @@ async function main(): Promise<number> {
     return 0;
   } catch (err) {
     failed = true;
-    if (signal.aborted) return 130;
-    console.error(`Benchmark failed: ${(err as Error).stack ?? String(err)}`);
-    return 1;
+    return failureCode(err, signal);
   } finally {
     // Work still in flight (after a failure, a sweep that threw, or Ctrl-C) fails once the emulator and clients are gone.
     process.on('unhandledRejection', () => undefined);
@@ -650,10 +619,4 @@ async function main(): Promise<number> {
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runMain(parse, usage, main);

@@ -28,12 +28,12 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
-import { Worker } from 'node:worker_threads';
 import { startBareServer, type BareServer } from './lib/bare-server';
-import { autocannonVersion, percentile } from './lib/load';
+import { failureCode, parseFlags, runMain } from './lib/cli';
+import { autocannonVersion, latencySummary, percentile } from './lib/load';
 import { ms, rate, ratio, table } from './lib/report';
-import { abortOnSignals, startBenchStack, type BenchStack } from './lib/stack';
+import { abortOnSignals, startBenchStack, stopBenchStackAndReport, type BenchStack } from './lib/stack';
+import { runWorker } from './lib/worker';
 import { cpus, loadavg, release, totalmem, type as osType } from 'node:os';
 
 const usage = `usage: npx tsx scripts/bench/tracking.ts [options]
@@ -70,33 +70,7 @@ const intSpec = {
 const boolFlags = ['skip-clicks', 'skip-postbacks', 'skip-e2e', 'skip-diagnostics'] as const;
 type Flags = Record<keyof typeof intSpec, number> & Record<(typeof boolFlags)[number], boolean>;
 
-class UsageError extends Error {}
-
-function parseFlags(argv: string[]): Flags {
-  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = { help: { type: 'boolean', short: 'h' } };
-  for (const name of Object.keys(intSpec)) options[name] = { type: 'string' };
-  for (const name of boolFlags) options[name] = { type: 'boolean' };
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    ({ values } = parseArgs({ args: argv, strict: true, allowPositionals: false, options }) as { values: Record<string, string | boolean | undefined> });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  if (values.help) {
-    console.log(usage);
-    process.exit(0);
-  }
-  const flags = {} as Flags;
-  for (const name of Object.keys(intSpec) as (keyof typeof intSpec)[]) {
-    const s = intSpec[name];
-    const raw = values[name] as string | undefined;
-    const n = raw === undefined ? s.default : Number(raw);
-    if (!/^\d+$/.test(raw ?? '0') || !Number.isInteger(n) || n < s.min || n > s.max) throw new UsageError(`--${name} must be an integer from ${s.min} to ${s.max}`);
-    flags[name] = n;
-  }
-  for (const name of boolFlags) flags[name] = values[name] === true;
-  return flags;
-}
+const parse = (argv: string[]): Flags => parseFlags(argv, usage, intSpec, boolFlags);
 
 const progress = (msg: string) => process.stderr.write(`${msg}\n`);
 const sleep = (t: number) => new Promise((r) => setTimeout(r, t));
@@ -106,34 +80,7 @@ const shopUrl = 'https://shop.example.com/';
 
 // ---------------------------------------------------------------------------------------------------------
 // Worker threads. The system under test is served from this process, so every load generator runs on a
-// thread of its own (plain CommonJS evaluated in the worker, independent of the TypeScript loader).
-
-async function runWorker<T>(source: string, workerData: unknown, signal: AbortSignal): Promise<T> {
-  signal.throwIfAborted();
-  const worker = new Worker(source, { eval: true, workerData });
-  try {
-    return await new Promise<T>((resolve, reject) => {
-      const onAbort = () => reject(signal.reason instanceof Error ? signal.reason : new Error('Aborted'));
-      signal.addEventListener('abort', onAbort, { once: true });
-      const settle = () => signal.removeEventListener('abort', onAbort);
-      worker.once('message', (m: T & { error?: string }) => {
-        settle();
-        if (m.error) reject(new Error(m.error));
-        else resolve(m);
-      });
-      worker.once('error', (err) => {
-        settle();
-        reject(err);
-      });
-      worker.once('exit', (code) => {
-        settle();
-        reject(new Error(`The load worker exited (code ${code}) without a result`));
-      });
-    });
-  } finally {
-    await worker.terminate();
-  }
-}
+// thread of its own (plain CommonJS evaluated in the worker, independent of the TypeScript loader; see lib/worker.ts).
 
 /**
  * Closed loop with autocannon (keep-alive, pipelining 1), like lib/load.ts, plus what that one cannot do:
@@ -235,10 +182,7 @@ async function closedLoop(
     expect: o.expect,
     perSec: sorted.length / reply.duration,
     okPerSec: ok / reply.duration,
-    p50: percentile(sorted, 50),
-    p90: percentile(sorted, 90),
-    p99: percentile(sorted, 99),
-    max: sorted.length ? sorted[sorted.length - 1]! : Number.NaN,
+    ...latencySummary(sorted),
     errors: reply.errors,
     timeouts: reply.timeouts,
     statusCodes: reply.statusCodes,
@@ -540,7 +484,7 @@ function delays(samples: OpenLoopSample[], kind: OpenLoopSample['kind'], at: 'fi
   const all = mine.map((s) => (s[at] === undefined || s[at] === null ? Number.POSITIVE_INFINITY : s[at]! - s.sentAt));
   const sorted = sortedOf(all);
   const seen = all.filter(Number.isFinite).length;
-  return { n: mine.length, seen, p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), max: sorted.length ? sorted[sorted.length - 1]! : Number.NaN };
+  return { n: mine.length, seen, ...latencySummary(sorted) };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -593,14 +537,7 @@ interface Counts {
   reportConversions: number;
 }
 
-async function main(): Promise<number> {
-  let flags: Flags;
-  try {
-    flags = parseFlags(process.argv.slice(2));
-  } catch (err) {
-    console.error(`${(err as Error).message}\n${usage}`);
-    return 2;
-  }
+async function main(flags: Flags): Promise<number> {
   const signal = abortOnSignals(progress);
   const started = Date.now();
   const startLoad = loadavg()[0]!;
@@ -1120,23 +1057,13 @@ async function main(): Promise<number> {
   } catch (err) {
     failed = true;
     if (out.length && !signal.aborted) console.log(out.join('\n'));
-    if (signal.aborted) return 130;
-    console.error(`Benchmark failed: ${(err as Error).stack ?? String(err)}`);
-    return 1;
+    return failureCode(err, signal);
   } finally {
     await quiesce?.().catch(() => undefined);
     await bare?.close().catch(() => undefined);
     for (const s of servers) await closeServer(s).catch(() => undefined);
-    const kept = await stack?.stop({ keepLogs: failed && !signal.aborted });
-    if (kept) progress(`Emulator logs kept in ${join(kept, 'logs')}`);
-    progress(`Stopped the stack and the emulators (${((Date.now() - started) / 1000).toFixed(0)} s in all).`);
+    await stopBenchStackAndReport(stack, { failed, signal, started, log: progress });
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runMain(parse, usage, main);

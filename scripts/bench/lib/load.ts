@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { runWorker } from './worker';
 
 /**
  * Closed-loop HTTP load with autocannon: `connections` keep-alive connections, each sending its next request
@@ -52,7 +52,6 @@ export interface LoadResult {
 }
 
 interface WorkerReply {
-  error?: string;
   duration: number;
   errors: number;
   timeouts: number;
@@ -69,7 +68,7 @@ let latencies = new Float64Array(1 << 16);
 let n = 0;
 const statusCodes = {};
 const instance = autocannon(workerData.options, (err, result) => {
-  if (err) { parentPort.postMessage({ error: String(err && err.stack || err) }); return; }
+  if (err) { parentPort.postMessage({ error: 'autocannon failed: ' + String(err && err.stack || err) }); return; }
   const out = latencies.slice(0, n);
   parentPort.postMessage({
     duration: result.duration, errors: result.errors, timeouts: result.timeouts, non2xx: result.non2xx,
@@ -100,29 +99,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
     ...(opts.amount !== undefined ? { amount: opts.amount } : { duration: opts.durationSeconds ?? 10 }),
     timeout: opts.timeoutSeconds ?? 10,
   };
-  const worker = new Worker(workerSource, { eval: true, workerData: { autocannonPath: require.resolve('autocannon'), options } });
-  const reply = await new Promise<WorkerReply>((resolve, reject) => {
-    const onAbort = () => {
-      void worker.terminate();
-      reject(opts.signal?.reason instanceof Error ? opts.signal.reason : new Error('Load aborted'));
-    };
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
-    const settle = () => opts.signal?.removeEventListener('abort', onAbort);
-    worker.once('message', (m: WorkerReply) => {
-      settle();
-      if (m.error) reject(new Error(`autocannon failed: ${m.error}`));
-      else resolve(m);
-    });
-    worker.once('error', (err) => {
-      settle();
-      reject(err);
-    });
-    worker.once('exit', (code) => {
-      settle();
-      reject(new Error(`The load worker exited (code ${code}) without a result`));
-    });
-  });
-  await worker.terminate();
+  const reply = await runWorker<WorkerReply>(workerSource, { autocannonPath: require.resolve('autocannon'), options }, opts.signal);
   return summarise(opts.url, opts.connections, reply.duration, reply.latencies, {
     errors: reply.errors,
     timeouts: reply.timeouts,
@@ -136,6 +113,11 @@ export function percentile(sorted: Float64Array, p: number): number {
   if (!sorted.length) return Number.NaN;
   const rank = Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length)));
   return sorted[rank - 1]!;
+}
+
+/** The latency figures every benchmark table shows, from an ascending array (NaN when it is empty). */
+export function latencySummary(sorted: Float64Array): { p50: number; p90: number; p99: number; max: number } {
+  return { p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), max: sorted.length ? sorted[sorted.length - 1]! : Number.NaN };
 }
 
 function summarise(
@@ -154,10 +136,7 @@ function summarise(
     durationSeconds,
     responses: sorted.length,
     requestsPerSec: durationSeconds > 0 ? sorted.length / durationSeconds : Number.NaN,
-    p50: percentile(sorted, 50),
-    p90: percentile(sorted, 90),
-    p99: percentile(sorted, 99),
-    max: sorted.length ? sorted[sorted.length - 1]! : Number.NaN,
+    ...latencySummary(sorted),
     mean: sorted.length ? sum / sorted.length : Number.NaN,
     ...counts,
     latenciesMs: sorted,

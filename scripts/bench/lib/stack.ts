@@ -124,3 +124,16 @@ export function abortOnSignals(log: (msg: string) => void = (m) => process.stder
   process.on('SIGTERM', onSignal);
   return controller.signal;
 }
+
+/**
+ * The last step of a benchmark on the stack, for its finally block: stops the stack, keeps the emulator logs
+ * only when the run failed (after Ctrl-C they explain nothing) and says where they are and how long it all took.
+ */
+export async function stopBenchStackAndReport(
+  stack: BenchStack | undefined,
+  o: { failed: boolean; signal: AbortSignal; started: number; log: (msg: string) => void },
+): Promise<void> {
+  const kept = await stack?.stop({ keepLogs: o.failed && !o.signal.aborted });
+  if (kept) o.log(`Emulator logs kept in ${join(kept, 'logs')}`);
+  o.log(`Stopped the stack and the emulators (${((Date.now() - o.started) / 1000).toFixed(0)} s in all).`);
+}

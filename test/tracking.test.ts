@@ -51,6 +51,8 @@ describe('click function', () => {
     assert.equal(stored.unique, true);
     assert.equal(stored.ipPrefix, '203.0.113.0/24');
     assert.equal(stored.device, 'desktop');
+    // Kept for the campaign's 30-day attribution window plus a 7-day margin, then removed by the TTL policy.
+    assert.equal(Date.parse(stored.expiresAt) - Date.parse(stored.createdAt), 37 * 86_400_000);
     assert.ok(!JSON.stringify(stored).includes('203.0.113.7'), 'the raw IP is never stored');
     const report = await eventually(async () => {
       const r = await api(`/reports?from=${today()}&to=${today()}&groupBy=sub1`);

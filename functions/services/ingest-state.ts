@@ -42,12 +42,13 @@ export async function applyClick(e: ClickEvent): Promise<{ created: boolean }> {
   const visitorRef = scope.collection('visitors').doc(`${e.linkId}_${e.visitorHash}`);
   const t = Date.parse(e.occurredAt);
   return firestore().runTransaction(async (tx) => {
-    const [click, visitor, campaign] = await tx.getAll(clickRef, visitorRef, scope.collection('campaigns').doc(e.campaignId));
+    const [click, visitor] = await tx.getAll(clickRef, visitorRef);
     if (click!.exists) return { created: false };
+    // Events from before the window travelled with the click: read the campaign for those only.
+    const windowDays = e.attributionWindowDays ?? ((await tx.get(scope.collection('campaigns').doc(e.campaignId))).get('attributionWindowDays') as number | undefined) ?? 30;
     const last = visitor!.exists ? (visitor!.get('lastClickAt') as number) : undefined;
     // Repeat clicks by the same visitor on the same link within an hour are recorded but not unique.
     const unique = !e.isBot && (last === undefined || t - last >= hour);
-    const windowDays = (campaign!.get('attributionWindowDays') as number | undefined) ?? 30;
     tx.create(clickRef, {
       id: e.eventId, linkId: e.linkId, campaignId: e.campaignId, affiliateId: e.affiliateId, createdAt: e.occurredAt,
       sub1: e.sub1, sub2: e.sub2, sub3: e.sub3, sub4: e.sub4, sub5: e.sub5,

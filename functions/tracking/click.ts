@@ -77,6 +77,7 @@ export async function handleClick(req: functions.Request, res: functions.Respons
     referrer: header(req, 'referer')?.slice(0, 1024) ?? null,
     isBot: botReason !== null,
     botReason,
+    attributionWindowDays: campaign.attributionWindowDays,
   };
   await publishTrackingEvent(event);
 

@@ -29,6 +29,8 @@ export const clickEvent = z.object({
   referrer: z.string().max(1024).nullable(),
   isBot: z.boolean(),
   botReason: z.string().nullable(),
+  /** The campaign's window when clicked: sets the click document's expiry without reading the campaign. */
+  attributionWindowDays: z.number().int().min(1).max(365).optional(),
 });
 export type ClickEvent = z.infer<typeof clickEvent>;
 

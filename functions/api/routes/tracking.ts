@@ -1,4 +1,4 @@
-import type { DocumentData } from '@google-cloud/firestore';
+import type { DocumentData, Timestamp } from '@google-cloud/firestore';
 import { z } from 'zod';
 import { conversionStatuses } from '../../../shared/domain/events';
 import { listQuery } from '../../../shared/domain/schemas';
@@ -14,6 +14,7 @@ export const clickResource = z
     sub1: z.string().nullable(), sub2: z.string().nullable(), sub3: z.string().nullable(), sub4: z.string().nullable(), sub5: z.string().nullable(),
     country: z.string().nullable(), device: z.string(), os: z.string().nullable(), browser: z.string().nullable(), ipPrefix: z.string().nullable(),
     isBot: z.boolean(), botReason: z.string().nullable(), unique: z.boolean(),
+    expiresAt: z.string().describe('When Firestore\'s TTL policy deletes the click: the attribution window plus a margin'),
   })
   .meta({ id: 'Click' });
 
@@ -30,6 +31,7 @@ const toClick = (d: DocumentData) => ({
   id: d.id, linkId: d.linkId, campaignId: d.campaignId, affiliateId: d.affiliateId, createdAt: d.createdAt,
   sub1: d.sub1, sub2: d.sub2, sub3: d.sub3, sub4: d.sub4, sub5: d.sub5, country: d.country, device: d.device, os: d.os, browser: d.browser,
   ipPrefix: d.ipPrefix, isBot: d.isBot, botReason: d.botReason, unique: d.unique,
+  expiresAt: (d.expireAt as Timestamp).toDate().toISOString(),
 });
 
 export const toConversion = (d: DocumentData) => ({

@@ -58,6 +58,17 @@ export interface FunctionSpec {
 const firestoreReadWrite: Grant = { on: 'project', role: 'roles/datastore.user' };
 const publishEvents: Grant = { on: 'trackingTopic', role: 'roles/pubsub.publisher' };
 
+/** Postback and pixel: the same intake code, so the same sizing and rights. */
+const conversionIntake: FunctionSpec = {
+  trigger: { kind: 'http', access: 'public' },
+  tracking: true,
+  memory: '512Mi', cpu: '1', concurrency: 40, minInstances: 0, maxInstances: 50, timeoutSeconds: 30,
+  sizing: 'Server-to-server conversions, far fewer than clicks; advertisers retry, so a cold start costs latency, not data.',
+  grants: [firestoreReadWrite, publishEvents],
+  secrets: ['ABP_HASH_KEY', 'ABP_CLICK_SIGNING_KEY'],
+  configOnlySecrets: [],
+};
+
 export function functionSpecs(c: Pick<InfraConfig, 'ABP_CLICK_MIN_INSTANCES'>): Record<FunctionKey, FunctionSpec> {
   const onlyForConfig = (used: SecretName[]) => productionConfigSecrets.filter((s) => !used.includes(s));
   return {
@@ -80,24 +91,9 @@ export function functionSpecs(c: Pick<InfraConfig, 'ABP_CLICK_MIN_INSTANCES'>): 
       secrets: ['ABP_HASH_KEY', 'ABP_CLICK_SIGNING_KEY'],
       configOnlySecrets: [],
     },
-    postback: {
-      trigger: { kind: 'http', access: 'public' },
-      tracking: true,
-      memory: '512Mi', cpu: '1', concurrency: 40, minInstances: 0, maxInstances: 50, timeoutSeconds: 30,
-      sizing: 'Server-to-server conversions, far fewer than clicks; advertisers retry, so a cold start costs latency, not data.',
-      grants: [firestoreReadWrite, publishEvents],
-      secrets: ['ABP_HASH_KEY', 'ABP_CLICK_SIGNING_KEY'],
-      configOnlySecrets: [],
-    },
-    pixel: {
-      trigger: { kind: 'http', access: 'public' },
-      tracking: true,
-      memory: '512Mi', cpu: '1', concurrency: 40, minInstances: 0, maxInstances: 50, timeoutSeconds: 30,
-      sizing: 'Browser-side conversions on checkout pages: same work as the postback.',
-      grants: [firestoreReadWrite, publishEvents],
-      secrets: ['ABP_HASH_KEY', 'ABP_CLICK_SIGNING_KEY'],
-      configOnlySecrets: [],
-    },
+    postback: conversionIntake,
+    pixel: { ...conversionIntake, sizing: 'Browser-side conversions on checkout pages: same work as the postback.' },
+
     stateWriter: {
       trigger: { kind: 'pubsub', subscription: subscriptions.stateWriter },
       tracking: false,

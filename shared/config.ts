@@ -5,11 +5,6 @@ import { z } from 'zod';
  * emulators and loopback, never at a cloud project, and secrets default to values generated per machine
  * (see functions/adapters/local-secrets.ts), never to strings committed here.
  */
-const boolish = z
-  .enum(['true', 'false', '1', '0', ''])
-  .optional()
-  .transform((v) => v === 'true' || v === '1');
-
 export const configSchema = z.object({
   ABP_ENV: z.enum(['local', 'production']).default('local'),
   GOOGLE_CLOUD_PROJECT: z.string().min(1).default('abp-local'),
@@ -32,7 +27,6 @@ export const configSchema = z.object({
   ABP_HASH_KEY: z.string().min(16).optional(),
   /** HMAC key that signs click ids so forged ones are rejected. Required in production. */
   ABP_CLICK_SIGNING_KEY: z.string().min(16).optional(),
-  ABP_LOG_REQUESTS: boolish,
   /** How long the click function trusts its in-memory copy of a link, campaign and org (pause takes effect within this). */
   LINK_CACHE_TTL_SECONDS: z.coerce.number().min(0).max(3600).default(10),
   /**

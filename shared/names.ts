@@ -29,7 +29,6 @@ export const collections = {
   conversions: 'conversions',
   counters: 'counters',
   ledger: 'ledger',
-  processedEvents: 'processedEvents',
   /** One per accepted postback id: how the postback function tells a retry from a first delivery. */
   postbackReceipts: 'postbackReceipts',
   /** Last non-bot click per visitor and link, for the repeat-click rule. */

@@ -28,9 +28,11 @@ const affiliateOwnership: Partial<Record<OrgCollection, string>> = {
 };
 
 /** Collections an affiliate may not read at all, whatever its permissions. */
-const hiddenFromAffiliates = new Set<OrgCollection>(['members', 'apiKeys', 'auditLog', 'processedEvents', 'idempotencyKeys', 'postbackReceipts', 'visitors', 'payoutRuns', 'tierCounters', 'locks']);
+const hiddenFromAffiliates = new Set<OrgCollection>(['members', 'apiKeys', 'auditLog', 'idempotencyKeys', 'postbackReceipts', 'visitors', 'payoutRuns', 'tierCounters', 'locks']);
 
 export interface ListOptions {
+  /** Optional equality filters from a query string: a field whose value is undefined is not filtered on. */
+  equals?: Record<string, string | undefined>;
   where?: [string, WhereFilterOp, unknown][];
   limit: number;
   cursor?: string | undefined;
@@ -133,6 +135,7 @@ export class OrgScope {
   /** Newest first (ids sort that way, see shared/ids.ts); the cursor is the last id of the page. */
   async list<T>(name: OrgCollection, opts: ListOptions): Promise<Page<T>> {
     let q: Query = this.narrow(name, this.collection(name));
+    for (const [field, value] of Object.entries(opts.equals ?? {})) if (value !== undefined) q = q.where(field, '==', value);
     for (const [field, op, value] of opts.where ?? []) q = q.where(field, op, value);
     const invalidCursor = () => badRequest('Invalid cursor', [{ field: 'cursor', message: 'is not a cursor from a previous page' }]);
     if (opts.newestFirstBy) {
@@ -212,16 +215,15 @@ export class OrgScope {
   }
 
   private writeAudit(tx: Transaction, e: AuditInput): void {
-    const id = newId('aud');
-    tx.create(this.collection('auditLog').doc(id), {
-      id,
-      at: new Date().toISOString(),
-      actor: actorOf(this.principal),
-      action: e.action,
-      target: e.target,
-      changes: e.changes ?? {},
-    });
+    writeAuditRecord(tx, this.orgRef, this.principal, e);
   }
+}
+
+function writeAuditRecord(tx: Transaction, orgRef: DocumentReference, principal: Principal, e: AuditInput): void {
+  const id = newId('aud');
+  tx.create(orgRef.collection(collections.auditLog).doc(id), {
+    id, at: new Date().toISOString(), actor: actorOf(principal), action: e.action, target: e.target, changes: e.changes ?? {},
+  });
 }
 
 function describe(permission: Permission): string {
@@ -261,10 +263,7 @@ export async function createOrganisation(
       userId: principal.userId, email: principal.email, role: 'owner', orgId, createdAt: now, updatedAt: now,
     });
     setup(tx, orgRef);
-    const auditId = newId('aud');
-    tx.create(orgRef.collection(collections.auditLog).doc(auditId), {
-      id: auditId, at: now, actor: actorOf(principal), action: 'org.create', target: { type: 'org', id: orgId }, changes: { name: org.name, type: org.type, plan: org.plan },
-    });
+    writeAuditRecord(tx, orgRef, principal, { action: 'org.create', target: { type: 'org', id: orgId }, changes: { name: org.name, type: org.type, plan: org.plan } });
     return { created: true, org: { ...org, createdBy: principal.userId } };
   });
 }

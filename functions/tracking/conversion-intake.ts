@@ -45,8 +45,25 @@ async function orgForToken(token: string): Promise<string | undefined> {
   return orgId;
 }
 
+/** Query string and body values as single strings: repeated keys keep the first, empty values count as absent. */
+function flattenParams(raw: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(raw)) {
+    const v = Array.isArray(value) ? value[0] : value;
+    if (v === '' || v === undefined || v === null) continue;
+    out[key] = typeof v === 'number' ? String(v) : v;
+  }
+  return out;
+}
+
+async function campaignCurrency(orgId: string, clickId: string): Promise<string | null> {
+  const click = verifyClickId(secrets().clickSigningKey, clickId);
+  const link = click ? await resolveLink(click.linkId) : undefined;
+  return link?.orgId === orgId ? link.campaign.currency : null;
+}
+
 export async function acceptConversion(raw: Record<string, unknown>, via: 'postback' | 'pixel'): Promise<IntakeResult> {
-  const flat = Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, Array.isArray(v) ? v[0] : v]).filter(([, v]) => v !== '' && v !== undefined && v !== null).map(([k, v]) => [k, typeof v === 'number' ? String(v) : v]));
+  const flat = flattenParams(raw);
   if (!flat.token) throw unauthorized('A valid postback token is required (token=…)');
   const parsed = postbackParams.safeParse(flat);
   if (!parsed.success) throw badRequest('The postback is invalid', zodDetails(parsed.error));
@@ -54,12 +71,11 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
   const orgId = await orgForToken(p.token);
   if (!orgId) throw unauthorized('Unknown postback token');
 
-  // The currency fixes how many decimals the amount may have; the click's campaign gives the default.
-  const click = verifyClickId(secrets().clickSigningKey, p.click_id);
-  const link = click ? await resolveLink(click.linkId) : undefined;
-  const currency = p.currency ?? (link?.orgId === orgId ? link.campaign.currency : undefined) ?? null;
+  let currency = p.currency ?? null;
   let amount: number | null = null;
   if (p.amount !== undefined) {
+    // The currency fixes how many decimals the amount may have; without one, the click's campaign gives it.
+    currency ??= await campaignCurrency(orgId, p.click_id);
     const parsedAmount = parseMajorAmount(p.amount, currency ?? 'USD');
     if (parsedAmount === undefined) throw badRequest('The postback is invalid', [{ field: 'amount', message: `must be a decimal amount in the currency's major unit, e.g. 49.99` }]);
     amount = parsedAmount;

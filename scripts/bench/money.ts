@@ -180,7 +180,7 @@ async function main(flags: Flags): Promise<number> {
   // Configuration is parsed once, at first use: all of it is set before any functions/ module is loaded.
   const dataDir = mkdtempSync(join(tmpdir(), 'abp-bench-money-'));
   const project = `abp-bench-money-${randomBytes(4).toString('hex')}`;
-  Object.assign(process.env, { GOOGLE_CLOUD_PROJECT: project, ABP_DATA_DIR: dataDir, ABP_ENV: 'local', ABP_LOG_REQUESTS: 'false', METADATA_SERVER_DETECTION: 'none' });
+  Object.assign(process.env, { GOOGLE_CLOUD_PROJECT: project, ABP_DATA_DIR: dataDir, ABP_ENV: 'local', METADATA_SERVER_DETECTION: 'none' });
   delete process.env.STRIPE_SECRET_KEY; // the dry-run payout provider: no money moves, nothing leaves the machine
   delete process.env.FIRESTORE_PREFER_REST; // the counting relay speaks gRPC
 

@@ -35,7 +35,7 @@ export const affiliateRoutes = [
   orgRoute(
     { method: 'GET', path: '/v1/orgs/:orgId/affiliates', summary: 'Affiliates (an affiliate user sees only its own)', tag: 'Affiliates', permission: 'affiliates:read', query: listAffiliatesQuery, response: z.object({ items: z.array(affiliateResource), nextCursor: z.string().nullable() }) },
     async ({ scope, query }) => {
-      const p = await scope.list<DocumentData>('affiliates', { ...query, where: query.status ? [['status', '==', query.status]] : [] });
+      const p = await scope.list<DocumentData>('affiliates', { ...query, equals: { status: query.status } });
       return ok({ items: p.items.map(toAffiliate), nextCursor: p.nextCursor });
     },
   ),

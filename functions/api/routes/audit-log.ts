@@ -9,10 +9,7 @@ export const auditRoutes = [
   orgRoute(
     { method: 'GET', path: '/v1/orgs/:orgId/audit-log', summary: 'Every write made through the API: who, what, which record, what changed, when', tag: 'Audit', permission: 'audit:read', query: auditQuery, response: z.object({ items: z.array(auditEntryResource), nextCursor: z.string().nullable() }) },
     async ({ scope, query }) => {
-      const where: [string, '==', string][] = [];
-      if (query.targetId) where.push(['target.id', '==', query.targetId]);
-      if (query.action) where.push(['action', '==', query.action]);
-      const p = await scope.list<DocumentData>('auditLog', { ...query, where });
+      const p = await scope.list<DocumentData>('auditLog', { ...query, equals: { 'target.id': query.targetId, action: query.action } });
       return ok({ items: p.items, nextCursor: p.nextCursor });
     },
   ),

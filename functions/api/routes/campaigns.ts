@@ -38,7 +38,7 @@ export const campaignRoutes = [
   orgRoute(
     { method: 'GET', path: '/v1/orgs/:orgId/campaigns', summary: 'Campaigns, newest first', tag: 'Campaigns', permission: 'campaigns:read', query: listCampaignsQuery, response: z.object({ items: z.array(campaignResource), nextCursor: z.string().nullable() }) },
     async ({ scope, query }) => {
-      const p = await scope.list<DocumentData>('campaigns', { ...query, where: query.status ? [['status', '==', query.status]] : [] });
+      const p = await scope.list<DocumentData>('campaigns', { ...query, equals: { status: query.status } });
       return ok({ items: p.items.map((d) => toCampaign(d, scope)), nextCursor: p.nextCursor });
     },
   ),

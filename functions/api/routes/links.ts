@@ -17,10 +17,7 @@ export const linkRoutes = [
   orgRoute(
     { method: 'GET', path: '/v1/orgs/:orgId/links', summary: 'Tracking links (an affiliate user sees only its own)', tag: 'Links', permission: 'links:read', query: listLinksQuery, response: z.object({ items: z.array(linkResource), nextCursor: z.string().nullable() }) },
     async ({ scope, query }) => {
-      const where: [string, '==', string][] = [];
-      if (query.campaignId) where.push(['campaignId', '==', query.campaignId]);
-      if (query.affiliateId) where.push(['affiliateId', '==', query.affiliateId]);
-      const p = await scope.list<DocumentData>('links', { ...query, where });
+      const p = await scope.list<DocumentData>('links', { ...query, equals: { campaignId: query.campaignId, affiliateId: query.affiliateId } });
       return ok({ items: p.items.map(toLink), nextCursor: p.nextCursor });
     },
   ),

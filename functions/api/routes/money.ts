@@ -10,7 +10,6 @@ import { payoutProvider } from '../../adapters/payouts';
 import { transitionConversion } from '../../services/conversion-lifecycle';
 import { payoutsOfRun, runPayouts, toPayout } from '../../services/payout-runs';
 import { globalIndexDoc } from '../../services/tenancy';
-import { withoutRevenueFor } from '../redaction';
 import { created, ok, orgRoute } from '../router';
 import { toAffiliate } from './affiliates';
 import { conversionResource, toConversion } from './tracking';
@@ -51,7 +50,7 @@ export const moneyRoutes = [
     { method: 'GET', path: '/v1/orgs/:orgId/affiliates/:id/ledger', summary: "An affiliate's ledger entries", tag: 'Money', permission: 'payouts:read', query: z.object({ limit: z.coerce.number().int().min(1).max(200).default(50), cursor: z.string().optional() }), response: z.object({ items: z.array(ledgerEntryResource), nextCursor: z.string().nullable() }) },
     async ({ scope, params, query }) => {
       await scope.getOrThrow('affiliates', params.id!, 'Affiliate');
-      const p = await scope.list<DocumentData>('ledger', { ...query, where: [['affiliateId', '==', params.id]], newestFirstBy: 'createdAt' });
+      const p = await scope.list<DocumentData>('ledger', { ...query, equals: { affiliateId: params.id }, newestFirstBy: 'createdAt' });
       return ok({ items: p.items.map(toEntry), nextCursor: p.nextCursor });
     },
   ),
@@ -76,10 +75,7 @@ export const moneyRoutes = [
   orgRoute(
     { method: 'GET', path: '/v1/orgs/:orgId/payouts', summary: 'Payouts (an affiliate user sees its own)', tag: 'Money', permission: 'payouts:read', query: z.object({ affiliateId: z.string().optional(), status: z.string().optional(), limit: z.coerce.number().int().min(1).max(200).default(50), cursor: z.string().optional() }), response: z.object({ items: z.array(payoutResource), nextCursor: z.string().nullable() }) },
     async ({ scope, query }) => {
-      const where: [string, '==', string][] = [];
-      if (query.affiliateId) where.push(['affiliateId', '==', query.affiliateId]);
-      if (query.status) where.push(['status', '==', query.status]);
-      const p = await scope.list<DocumentData>('payouts', { ...query, where, newestFirstBy: 'createdAt' });
+      const p = await scope.list<DocumentData>('payouts', { ...query, equals: { affiliateId: query.affiliateId, status: query.status }, newestFirstBy: 'createdAt' });
       return ok({ items: p.items.map(toPayout), nextCursor: p.nextCursor });
     },
   ),
@@ -92,7 +88,7 @@ export const moneyRoutes = [
         const lines = ['entryId,conversionId,campaignId,type,amount,currency,createdAt', ...entries.map((e) => [e.id, e.conversionId, e.campaignId ?? '', e.type, formatMinor(e.amount, e.currency), e.currency, e.createdAt].join(','))];
         return { status: 200, contentType: 'text/csv; charset=utf-8', body: `${lines.join('\r\n')}\r\n`, headers: { 'Content-Disposition': `attachment; filename="statement-${params.id}.csv"` } };
       }
-      return ok({ payout: withoutRevenueFor(scope, toPayout(payout)), entries });
+      return ok({ payout: toPayout(payout), entries });
     },
   ),
   orgRoute(

@@ -95,13 +95,10 @@ export const trackingRoutes = [
   orgRoute(
     { method: 'GET', path: '/v1/orgs/:orgId/conversions', summary: 'Conversions, newest first', tag: 'Tracking', permission: 'tracking:read', query: conversionsQuery, response: z.object({ items: z.array(conversionResource), nextCursor: z.string().nullable() }) },
     async ({ scope, query }) => {
-      const where: [string, '==' | '>=' | '<=', string][] = [];
-      if (query.status) where.push(['status', '==', query.status]);
-      if (query.campaignId) where.push(['campaignId', '==', query.campaignId]);
-      if (query.affiliateId) where.push(['affiliateId', '==', query.affiliateId]);
+      const where: [string, '>=' | '<=', string][] = [];
       if (query.from) where.push(['createdAt', '>=', query.from]);
       if (query.to) where.push(['createdAt', '<=', query.to.length === 10 ? `${query.to}T23:59:59.999Z` : query.to]);
-      const p = await scope.list<DocumentData>('conversions', { ...query, where, newestFirstBy: 'createdAt' });
+      const p = await scope.list<DocumentData>('conversions', { ...query, equals: { status: query.status, campaignId: query.campaignId, affiliateId: query.affiliateId }, where, newestFirstBy: 'createdAt' });
       return ok({ items: p.items.map((d) => withoutRevenueFor(scope, toConversion(d))), nextCursor: p.nextCursor });
     },
   ),

@@ -51,7 +51,6 @@ export async function startBenchStack(opts: { signal?: AbortSignal; env?: Record
     GOOGLE_CLOUD_PROJECT: project,
     ABP_DATA_DIR: dataDir,
     ABP_ENV: 'local',
-    ABP_LOG_REQUESTS: 'false',
     METADATA_SERVER_DETECTION: 'none',
     PORT: String(await freePort()),
   });

@@ -235,6 +235,41 @@ describe('workers', () => {
     assert.equal(row.clicks, 1);
   });
 
+  it('write every click once, and one unique click per visitor, when many deliveries and redeliveries arrive at once', async () => {
+    const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${org.id}${path}`, { auth: org.token, body });
+    const campaignId = (await post('/campaigns', campaignBody({ name: 'Burst' }))).body.id as string;
+    const linkId = (await post('/links', { campaignId, affiliateId: org.affiliate })).body.id as string;
+    const { mintClickId } = await import('../shared/domain/click-id');
+    const { secrets } = await import('../functions/adapters/local-secrets');
+    const t0 = Date.now() - 60_000;
+    // 20 clicks by one visitor a second apart, 20 by 20 other visitors, and 5 bot clicks by the first visitor.
+    const events = Array.from({ length: 45 }, (_, i) => {
+      const at = t0 + i * 1000;
+      return {
+        type: 'click', eventId: mintClickId(secrets().clickSigningKey, linkId, at), orgId: org.id, linkId, campaignId, affiliateId: org.affiliate,
+        occurredAt: new Date(at).toISOString(), attributionWindowDays: 30, sub1: 'burst', sub2: null, sub3: null, sub4: null, sub5: null,
+        visitorHash: i < 20 || i >= 40 ? 'burst-visitor' : `other-visitor-${i}`, ipHash: 'i', ipPrefix: null, country: null,
+        device: 'desktop', os: null, browser: null, referrer: null, isBot: i >= 40, botReason: i >= 40 ? 'crawler' : null,
+      };
+    });
+    const deliver = (e: (typeof events)[number], n: number) =>
+      fetch(`${s.baseUrl}/_push/state-writer/projects/${process.env.GOOGLE_CLOUD_PROJECT}/topics/tracking-events`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ subscription: 'projects/p/subscriptions/s', message: { data: Buffer.from(JSON.stringify(e)).toString('base64'), messageId: `burst-${e.eventId}-${n}`, attributes: {} } }),
+      });
+    // Every message twice, all at once, newest first so that the order of arrival is not the order of clicks.
+    const answers = await Promise.all([...events].reverse().flatMap((e) => [deliver(e, 1), deliver(e, 2)]));
+    assert.deepEqual(answers.filter((r) => !r.ok).map((r) => r.status), []);
+
+    const stats = (await api(`/stats?from=${new Date(t0).toISOString().slice(0, 10)}&to=${today()}&campaignId=${campaignId}`)).body.totals;
+    assert.deepEqual({ clicks: stats.clicks, uniqueClicks: stats.uniqueClicks, botClicks: stats.botClicks }, { clicks: 40, uniqueClicks: 21, botClicks: 5 });
+    const docs = await Promise.all(events.map(async (e) => (await api(`/clicks/${e.eventId}`)).body));
+    // Which of the visitor's clicks is the unique one depends on arrival order; that exactly one is does not.
+    assert.equal(docs.slice(0, 20).filter((d) => d.unique).length, 1);
+    assert.ok(docs.slice(20, 40).every((d) => d.unique));
+    assert.ok(docs.slice(40).every((d) => d.isBot && !d.unique));
+  });
+
   it('sends a poison message to the dead-letter topic after 5 failed deliveries', async () => {
     await emulatorRest('topics/tracking-events:publish', { messages: [{ data: Buffer.from('not a tracking event').toString('base64'), attributes: { test: 'poison' } }] });
     const dead = await eventually(async () => {

@@ -1,74 +1,23 @@
-import { FieldValue, Timestamp, type DocumentData, type Transaction } from '@google-cloud/firestore';
-import { createHash } from 'node:crypto';
+import { FieldValue, type DocumentData, type Transaction } from '@google-cloud/firestore';
 import { verifyClickId } from '../../shared/domain/click-id';
 import { payoutFor, revenueFor } from '../../shared/domain/commission';
-import type { ClickEvent, ConversionEvent, PostbackEvent } from '../../shared/domain/events';
+import type { ConversionEvent, PostbackEvent } from '../../shared/domain/events';
 import type { Affiliate, Campaign } from '../../shared/domain/schemas';
 import { collections } from '../../shared/names';
 import { firestore } from '../adapters/firestore';
 import { secrets } from '../adapters/local-secrets';
 import { ledgerEntryId } from './conversion-lifecycle';
+import { counterRef } from './counters';
 import { OrgScope } from './tenancy';
 
 /**
- * The state worker's writes: click and conversion documents, attribution, pending commissions and live
- * counters. Each event is applied in one transaction that first checks whether its document already
- * exists, so a redelivered message changes nothing.
+ * The state worker's conversions: attribution, the conversion document, its pending commission and the live
+ * counters, in one transaction that first checks whether the conversion already exists, so a redelivered
+ * message changes nothing. (Clicks, the volume, are written in groups: see click-state.ts.)
  */
-const hour = 3_600_000;
 const day = 86_400_000;
-/** Click documents outlive the attribution window by this margin before Firestore's TTL removes them. */
-const clickRetentionMarginDays = 7;
-/** Counters are sharded: one document takes about one sustained write per second. */
-const counterShards = 8;
 /** A conversion reported this soon after its click is held for review. */
 const minClickToConversionMs = 3_000;
-
-function shardOf(id: string): number {
-  return createHash('sha1').update(id).digest()[0]! % counterShards;
-}
-
-function counterRef(scope: OrgScope, occurredAt: string, campaignId: string, affiliateId: string, eventId: string) {
-  const dayKey = occurredAt.slice(0, 10);
-  return {
-    ref: scope.collection('counters').doc(`${dayKey}_${campaignId}_${affiliateId}_${shardOf(eventId)}`),
-    base: { orgId: scope.orgId, day: dayKey, campaignId, affiliateId },
-  };
-}
-
-export async function applyClick(e: ClickEvent): Promise<{ created: boolean }> {
-  const scope = OrgScope.system(e.orgId, 'state-writer');
-  const clickRef = scope.collection('clicks').doc(e.eventId);
-  const visitorRef = scope.collection('visitors').doc(`${e.linkId}_${e.visitorHash}`);
-  const t = Date.parse(e.occurredAt);
-  return firestore().runTransaction(async (tx) => {
-    const [click, visitor] = await tx.getAll(clickRef, visitorRef);
-    if (click!.exists) return { created: false };
-    // Events from before the window travelled with the click: read the campaign for those only.
-    const windowDays = e.attributionWindowDays ?? ((await tx.get(scope.collection('campaigns').doc(e.campaignId))).get('attributionWindowDays') as number | undefined) ?? 30;
-    const last = visitor!.exists ? (visitor!.get('lastClickAt') as number) : undefined;
-    // Repeat clicks by the same visitor on the same link within an hour are recorded but not unique.
-    const unique = !e.isBot && (last === undefined || t - last >= hour);
-    tx.create(clickRef, {
-      id: e.eventId, linkId: e.linkId, campaignId: e.campaignId, affiliateId: e.affiliateId, createdAt: e.occurredAt,
-      sub1: e.sub1, sub2: e.sub2, sub3: e.sub3, sub4: e.sub4, sub5: e.sub5,
-      country: e.country, device: e.device, os: e.os, browser: e.browser, referrer: e.referrer,
-      ipPrefix: e.ipPrefix, ipHash: e.ipHash, visitorHash: e.visitorHash, isBot: e.isBot, botReason: e.botReason, unique,
-      expireAt: Timestamp.fromMillis(t + (windowDays + clickRetentionMarginDays) * day),
-    });
-    if (!e.isBot && (last === undefined || t > last)) {
-      tx.set(visitorRef, { lastClickAt: t, expireAt: Timestamp.fromMillis(t + day) });
-    }
-    const c = counterRef(scope, e.occurredAt, e.campaignId, e.affiliateId, e.eventId);
-    tx.set(c.ref, {
-      ...c.base,
-      clicks: FieldValue.increment(e.isBot ? 0 : 1),
-      uniqueClicks: FieldValue.increment(unique ? 1 : 0),
-      botClicks: FieldValue.increment(e.isBot ? 1 : 0),
-    }, { merge: true });
-    return { created: true };
-  });
-}
 
 interface Attribution {
   linkId: string | null;

@@ -1,7 +1,8 @@
 import * as functions from '@google-cloud/functions-framework';
 import { functionNames } from '../../shared/names';
 import { publishTrackingEvent } from '../adapters/pubsub';
-import { applyClick, applyPostback } from '../services/ingest-state';
+import { applyClick } from '../services/click-state';
+import { applyPostback } from '../services/ingest-state';
 import { decodeTrackingEvent } from './decode';
 
 /** Operational state in Firestore. Conversion events are this worker's own output, for analytics. */

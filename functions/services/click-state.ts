@@ -1,0 +1,178 @@
+import { FieldValue, Timestamp, type DocumentReference, type DocumentSnapshot, type WriteBatch } from '@google-cloud/firestore';
+import type { ClickEvent } from '../../shared/domain/events';
+import { firestore } from '../adapters/firestore';
+import { counterRef } from './counters';
+import { groupCommit } from './group-commit';
+import { OrgScope } from './tenancy';
+
+/**
+ * The state worker's clicks: the click document, the visitor's last click (for uniqueness) and the live
+ * counters, written exactly once per click id however often Pub/Sub delivers it.
+ *
+ * Clicks are the volume of the pipeline, so concurrent deliveries are written as one atomic batch instead
+ * of one transaction each: read every click and visitor document of the group in one call, then commit one
+ * batch that creates the clicks (create fails if a click already exists, and the whole batch with it, so no
+ * counter is ever incremented twice) and moves each visitor's last click only if that document is still
+ * the one that was read (an update precondition, or create when there was none). If anything in the group
+ * changed between the read and the commit (a redelivery running elsewhere, the same visitor clicking on
+ * another instance), the batch fails as a whole and each click is retried on its own, which then sees
+ * what changed. Measured on the emulator: see scripts/bench/tracking.ts, part 3.
+ */
+const hour = 3_600_000;
+const day = 86_400_000;
+/** Click documents outlive the attribution window by this margin before Firestore's TTL removes them. */
+const clickRetentionMarginDays = 7;
+/** For clicks published before events carried their window; the campaign schema's default. */
+const defaultAttributionWindowDays = 30;
+/** A click takes at most three writes (click, visitor, counter); a Firestore commit takes at most 500. */
+const maxClicksPerCommit = 150;
+/** Groups in flight at once: enough to overlap round trips, few enough that groups grow under load. */
+const concurrentCommits = 4;
+/** A click whose documents keep changing under it is retried this often before its delivery fails. */
+const maxSingleAttempts = 5;
+
+export interface ClickApplied {
+  created: boolean;
+}
+
+const commitClicks = groupCommit(applyGroup, { maxItems: maxClicksPerCommit, maxConcurrent: concurrentCommits });
+
+/** Resolves once the click is in Firestore (or was already there: `created: false`). */
+export function applyClick(e: ClickEvent): Promise<ClickApplied> {
+  return commitClicks(e);
+}
+
+async function applyGroup(events: ClickEvent[]): Promise<PromiseSettledResult<ClickApplied>[]> {
+  try {
+    return (await writeOnce(events)).map((value) => ({ status: 'fulfilled', value }));
+  } catch (err) {
+    if (!isConflict(err)) throw err;
+    return Promise.allSettled(events.map((e) => applyAlone(e)));
+  }
+}
+
+async function applyAlone(e: ClickEvent): Promise<ClickApplied> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return (await writeOnce([e]))[0]!;
+    } catch (err) {
+      if (!isConflict(err) || attempt >= maxSingleAttempts) throw err;
+    }
+  }
+}
+
+/** ALREADY_EXISTS, FAILED_PRECONDITION, ABORTED, NOT_FOUND (a visitor removed by TTL meanwhile): read again. */
+function isConflict(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return code === 6 || code === 9 || code === 10 || code === 5;
+}
+
+interface VisitorState {
+  ref: DocumentReference;
+  read: DocumentSnapshot;
+  last: number | undefined;
+  moved: boolean;
+}
+
+interface CounterDelta {
+  ref: DocumentReference;
+  base: Record<string, string>;
+  clicks: number;
+  uniqueClicks: number;
+  botClicks: number;
+}
+
+/** One read and one atomic commit for the whole group; throws (and writes nothing) on any conflict. */
+async function writeOnce(events: ClickEvent[]): Promise<ClickApplied[]> {
+  const db = firestore();
+  const scopes = new Map<string, OrgScope>();
+  const scopeOf = (orgId: string) => scopes.get(orgId) ?? scopes.set(orgId, OrgScope.system(orgId, 'state-writer')).get(orgId)!;
+  const clickRefOf = (e: ClickEvent) => scopeOf(e.orgId).collection('clicks').doc(e.eventId);
+  const visitorKeyOf = (e: ClickEvent) => `${e.orgId}/${e.linkId}_${e.visitorHash}`;
+
+  const clickRefs = new Map<string, DocumentReference>();
+  const visitorRefs = new Map<string, DocumentReference>();
+  for (const e of events) {
+    clickRefs.set(`${e.orgId}/${e.eventId}`, clickRefOf(e));
+    if (!e.isBot) visitorRefs.set(visitorKeyOf(e), scopeOf(e.orgId).collection('visitors').doc(`${e.linkId}_${e.visitorHash}`));
+  }
+  const refs = [...clickRefs.values(), ...visitorRefs.values()];
+  const snaps = await db.getAll(...refs);
+  const existing = new Set(snaps.slice(0, clickRefs.size).filter((s) => s.exists).map((s) => s.ref.path));
+  const visitors = new Map<string, VisitorState>();
+  [...visitorRefs.keys()].forEach((key, i) => {
+    const read = snaps[clickRefs.size + i]!;
+    visitors.set(key, { ref: read.ref, read, last: read.exists ? (read.get('lastClickAt') as number) : undefined, moved: false });
+  });
+  const windowDays = await attributionWindows(events.filter((e) => e.attributionWindowDays === undefined), scopeOf);
+
+  const batch = db.batch();
+  const counters = new Map<string, CounterDelta>();
+  const results = new Map<ClickEvent, ClickApplied>();
+  // In click order, so that within the group the earlier of two clicks by one visitor is the unique one.
+  const ordered = events.map((e, i) => ({ e, i, t: Date.parse(e.occurredAt) })).sort((a, b) => a.t - b.t || a.i - b.i);
+  for (const { e, t } of ordered) {
+    const clickRef = clickRefOf(e);
+    if (existing.has(clickRef.path)) {
+      results.set(e, { created: false });
+      continue;
+    }
+    existing.add(clickRef.path); // a redelivery inside the same group is a duplicate too
+    const visitor = e.isBot ? undefined : visitors.get(visitorKeyOf(e));
+    const last = visitor?.last;
+    // Repeat clicks by the same visitor on the same link within an hour are recorded but not unique.
+    const unique = !e.isBot && (last === undefined || t - last >= hour);
+    const window = e.attributionWindowDays ?? windowDays.get(`${e.orgId}/${e.campaignId}`) ?? defaultAttributionWindowDays;
+    batch.create(clickRef, {
+      id: e.eventId, linkId: e.linkId, campaignId: e.campaignId, affiliateId: e.affiliateId, createdAt: e.occurredAt,
+      sub1: e.sub1, sub2: e.sub2, sub3: e.sub3, sub4: e.sub4, sub5: e.sub5,
+      country: e.country, device: e.device, os: e.os, browser: e.browser, referrer: e.referrer,
+      ipPrefix: e.ipPrefix, ipHash: e.ipHash, visitorHash: e.visitorHash, isBot: e.isBot, botReason: e.botReason, unique,
+      expireAt: Timestamp.fromMillis(t + (window + clickRetentionMarginDays) * day),
+    });
+    if (visitor && (last === undefined || t > last)) {
+      visitor.last = t;
+      visitor.moved = true;
+    }
+    const c = counterRef(scopeOf(e.orgId), e.occurredAt, e.campaignId, e.affiliateId, e.eventId);
+    const delta = counters.get(c.ref.path) ?? counters.set(c.ref.path, { ...c, clicks: 0, uniqueClicks: 0, botClicks: 0 }).get(c.ref.path)!;
+    delta.clicks += e.isBot ? 0 : 1;
+    delta.uniqueClicks += unique ? 1 : 0;
+    delta.botClicks += e.isBot ? 1 : 0;
+    results.set(e, { created: true });
+  }
+  if (!counters.size) return events.map((e) => results.get(e)!);
+
+  for (const v of visitors.values()) if (v.moved) moveVisitor(batch, v);
+  for (const d of counters.values()) {
+    batch.set(d.ref, {
+      ...d.base,
+      clicks: FieldValue.increment(d.clicks),
+      uniqueClicks: FieldValue.increment(d.uniqueClicks),
+      botClicks: FieldValue.increment(d.botClicks),
+    }, { merge: true });
+  }
+  await batch.commit();
+  return events.map((e) => results.get(e)!);
+}
+
+/** The visitor's last click moves only if nobody moved it since we read it. */
+function moveVisitor(batch: WriteBatch, v: VisitorState): void {
+  const data = { lastClickAt: v.last, expireAt: Timestamp.fromMillis(v.last! + day) };
+  if (v.read.exists) batch.update(v.ref, data, { lastUpdateTime: v.read.updateTime! });
+  else batch.create(v.ref, data);
+}
+
+/** Attribution windows of the campaigns of clicks that did not carry theirs (published by an older version). */
+async function attributionWindows(events: ClickEvent[], scopeOf: (orgId: string) => OrgScope): Promise<Map<string, number>> {
+  const keys = [...new Set(events.map((e) => `${e.orgId}/${e.campaignId}`))];
+  if (!keys.length) return new Map();
+  const snaps = await firestore().getAll(...keys.map((k) => {
+    const [orgId, campaignId] = k.split('/') as [string, string];
+    return scopeOf(orgId).collection('campaigns').doc(campaignId);
+  }));
+  return new Map(keys.flatMap((k, i) => {
+    const days = snaps[i]!.get('attributionWindowDays') as number | undefined;
+    return days === undefined ? [] : [[k, days] as [string, number]];
+  }));
+}

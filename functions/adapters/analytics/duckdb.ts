@@ -42,37 +42,14 @@ export class DuckDbAnalyticsStore implements AnalyticsStore {
   private handle: Promise<Handle> | undefined;
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
-  private waiting: { rows: AnalyticsRow[]; settle: (err?: unknown) => void }[] = [];
-  private flushQueued = false;
 
   /** `path` is a file (its directory is created) or ':memory:'. Nothing is opened until first use. */
   constructor(private readonly path: string) {}
 
-  /**
-   * Rows that arrive while an insert is running wait and go out together in the next statement: one row
-   * costs about as much as a hundred (measured: ~8 ms vs ~11 ms), and the connection is serial, so
-   * coalescing is what lets one process keep up with hundreds of events per second.
-   */
+  /** Inserts run one at a time on the connection; the analytics worker hands them over in groups. */
   insert(rows: AnalyticsRow[]): Promise<void> {
     if (!rows.length) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      this.waiting.push({ rows, settle: (err) => (err ? reject(err) : resolve()) });
-      if (this.flushQueued) return;
-      this.flushQueued = true;
-      this.exclusive(async (h) => {
-        this.flushQueued = false;
-        const batch = this.waiting.splice(0);
-        try {
-          await this.write(h, batch.flatMap((w) => w.rows));
-          for (const w of batch) w.settle();
-        } catch (err) {
-          for (const w of batch) w.settle(err);
-        }
-      }).catch((err: unknown) => {
-        this.flushQueued = false;
-        for (const w of this.waiting.splice(0)) w.settle(err);
-      });
-    });
+    return this.exclusive((h) => this.write(h, rows));
   }
 
   private async write({ duckdb, connection }: Handle, all: AnalyticsRow[]): Promise<void> {

@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { groupCommit } from '../functions/services/group-commit';
+
+/** The workers' group commit: items that arrive together are written together, each caller gets its own answer. */
+function recorder(opts: { maxItems: number; maxConcurrent: number }, fail: (n: number) => boolean = () => false) {
+  const groups: number[][] = [];
+  let running = 0;
+  let mostRunning = 0;
+  let release: (() => void)[] = [];
+  const add = groupCommit<number, string>(async (items) => {
+    groups.push(items);
+    mostRunning = Math.max(mostRunning, ++running);
+    await new Promise<void>((r) => release.push(r));
+    running--;
+    return items.map((n) => (fail(n) ? { status: 'rejected', reason: new Error(`item ${n} failed`) } : { status: 'fulfilled', value: `ok ${n}` }));
+  }, opts);
+  const releaseAll = () => {
+    const r = release;
+    release = [];
+    r.forEach((f) => f());
+  };
+  return { add, groups, releaseAll, mostRunning: () => mostRunning };
+}
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+describe('group commit', () => {
+  it('sends a lone item at once, and what arrives while the slots are busy as one group', async () => {
+    const g = recorder({ maxItems: 100, maxConcurrent: 1 });
+    const first = g.add(1);
+    await tick();
+    assert.deepEqual(g.groups, [[1]]);
+    const rest = [2, 3, 4].map((n) => g.add(n));
+    await tick();
+    assert.deepEqual(g.groups, [[1]], 'waits for the slot');
+    g.releaseAll();
+    assert.equal(await first, 'ok 1');
+    await tick();
+    assert.deepEqual(g.groups, [[1], [2, 3, 4]]);
+    g.releaseAll();
+    assert.deepEqual(await Promise.all(rest), ['ok 2', 'ok 3', 'ok 4']);
+  });
+
+  it('keeps groups within maxItems and commits at most maxConcurrent at once', async () => {
+    const g = recorder({ maxItems: 3, maxConcurrent: 2 });
+    const all = Array.from({ length: 10 }, (_, i) => g.add(i));
+    await tick();
+    assert.deepEqual(g.groups, [[0, 1, 2], [3, 4, 5]]);
+    while (g.groups.flat().length < 10) {
+      g.releaseAll();
+      await tick();
+    }
+    g.releaseAll();
+    await Promise.all(all);
+    assert.deepEqual(g.groups, [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]);
+    assert.equal(g.mostRunning(), 2);
+  });
+
+  it('fails only the items that failed, and a thrown commit fails its whole group', async () => {
+    const g = recorder({ maxItems: 10, maxConcurrent: 1 }, (n) => n === 2);
+    const answers = Promise.allSettled([1, 2, 3].map((n) => g.add(n)));
+    await tick();
+    g.releaseAll();
+    assert.deepEqual((await answers).map((a) => a.status), ['fulfilled', 'rejected', 'fulfilled']);
+
+    const broken = groupCommit<number, number>(async () => {
+      throw new Error('unavailable');
+    }, { maxItems: 10, maxConcurrent: 1 });
+    const settled = await Promise.allSettled([broken(1), broken(2)]);
+    assert.deepEqual(settled.map((s) => (s.status === 'rejected' ? (s.reason as Error).message : 'ok')), ['unavailable', 'unavailable']);
+    assert.equal(await broken(3).catch(() => 'still serving'), 'still serving');
+  });
+});

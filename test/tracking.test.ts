@@ -74,6 +74,15 @@ describe('click function', () => {
     }
   });
 
+  it('sends a destination with spaces or non-ASCII characters as a valid, percent-encoded Location', async () => {
+    const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${org.id}${path}`, { auth: org.token, body });
+    const campaignId = (await post('/campaigns', campaignBody({ name: 'Umlaut', destinationUrl: 'https://shop.example.com/päge/winter sale?s1={sub1}' }))).body.id as string;
+    const linkId = (await post('/links', { campaignId, affiliateId: org.affiliate })).body.id as string;
+    const { res, location } = await click(linkId, '?sub1=grüße');
+    assert.equal(res.status, 302);
+    assert.equal(location, 'https://shop.example.com/p%C3%A4ge/winter%20sale?s1=gr%C3%BC%C3%9Fe');
+  });
+
   it('redirects bots, previews and HEAD requests but records them as bot clicks', async () => {
     const bot = await click(org.link, '?sub1=botcheck', { 'user-agent': 'facebookexternalhit/1.1' });
     assert.equal(bot.res.status, 302);

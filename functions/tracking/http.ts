@@ -13,6 +13,19 @@ export function textError(res: functions.Response, status: number, message: stri
 }
 
 /**
+ * A bare 302: status, Location and an empty body. Express's res.redirect negotiates a content type and
+ * renders an HTML note on every call, which no browser or crawler following a tracking link reads, and on
+ * the click path that negotiation costs more than the rest of our handler. The URL is re-serialised by the
+ * WHATWG parser, so anything a header may not carry (spaces, non-ASCII) goes out percent-encoded.
+ */
+export function redirectTo(res: functions.Response, url: string): void {
+  res.statusCode = 302;
+  res.setHeader('Location', new URL(url).href);
+  res.setHeader('Content-Length', '0');
+  res.end();
+}
+
+/**
  * Country from a header set by our own edge only: Cloudflare's CF-IPCountry, or the client-region header
  * the external load balancer adds (infra/ configures it as X-Client-Region: {client_region}).
  */

@@ -97,8 +97,8 @@ export function functionSpecs(c: Pick<InfraConfig, 'ABP_CLICK_MIN_INSTANCES'>): 
     stateWriter: {
       trigger: { kind: 'pubsub', subscription: subscriptions.stateWriter },
       tracking: false,
-      memory: '512Mi', cpu: '1', concurrency: 20, minInstances: 0, maxInstances: 50, timeoutSeconds: 60,
-      sizing: 'One Firestore transaction per event. Moderate concurrency: events of one link contend on the same counter documents, so more parallelism per instance mostly adds transaction retries; Pub/Sub absorbs bursts.',
+      memory: '512Mi', cpu: '1', concurrency: 80, minInstances: 0, maxInstances: 50, timeoutSeconds: 60,
+      sizing: 'Clicks are written in group commits of the deliveries an instance has in flight (one read, one atomic batch per group; conversions one transaction each), so high concurrency is what makes groups: 80 concurrent pushes become a few commits.',
       // Publishes the conversion it books, for analytics.
       grants: [firestoreReadWrite, publishEvents],
       secrets: ['ABP_HASH_KEY', 'ABP_CLICK_SIGNING_KEY'],
@@ -108,7 +108,7 @@ export function functionSpecs(c: Pick<InfraConfig, 'ABP_CLICK_MIN_INSTANCES'>): 
       trigger: { kind: 'pubsub', subscription: subscriptions.analyticsWriter },
       tracking: false,
       memory: '512Mi', cpu: '1', concurrency: 50, minInstances: 0, maxInstances: 20, timeoutSeconds: 60,
-      sizing: 'One streaming insert per event, pure I/O: high concurrency, few instances.',
+      sizing: 'Concurrent deliveries share one streaming insert (insertAll of up to 500 rows), pure I/O: high concurrency, few instances.',
       grants: [{ on: 'analyticsTable', role: 'roles/bigquery.dataEditor' }],
       secrets: [],
       configOnlySecrets: onlyForConfig([]),

@@ -15,8 +15,16 @@ export type Currency = string;
 
 export const minorUnitsSchema = z.number().int('must be an integer number of minor units (e.g. cents)').min(0);
 
+// Building an Intl.NumberFormat costs tens of microseconds; postbacks and reports ask for a handful of currencies.
+const digitsByCurrency = new Map<Currency, number>();
+
 export function minorUnitDigits(currency: Currency): number {
-  return new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits ?? 2;
+  let digits = digitsByCurrency.get(currency);
+  if (digits === undefined) {
+    digits = new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits ?? 2;
+    digitsByCurrency.set(currency, digits);
+  }
+  return digits;
 }
 
 /**

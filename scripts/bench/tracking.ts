@@ -1,40 +1,54 @@
 /**
  * Benchmark of the tracking hot path on the real local stack (the code `npm start` runs, on the real Pub/Sub
  * and Firestore emulators, started here on free ports). One run prints three parts, each quoted against
- * baselines measured in the same run:
+ * baselines measured in the same run.
+ *
+ * Processes, shaped as production runs them: the servers under test (A, B, D below and the click, postback and
+ * pixel functions) run in a child process of their own, the hit server (lib/hit-server.ts, started by
+ * lib/hit-process.ts); this process keeps the bench driver, the load generators (worker threads) and the rest
+ * of the stack: the API that part 3 polls, and the state and analytics workers with their relays. With --pin
+ * (the default on 2 or more cores) the hit server gets the last core to itself, like a 1-vCPU instance, and
+ * this process and the emulators' JVMs are pinned to the other cores (lib/layout.ts). The report says which
+ * process ran on which core, and how much CPU each side used while each scenario was measured: a hit server
+ * near 100% of its core is the limit, one well below it is waiting for something else.
  *
  *   1. Clicks, closed loop (autocannon, 302 = success, redirects not followed): A a bare node:http 302, B a
- *      bare Functions Framework function that only redirects, C the real click function through the gateway
- *      (GET /c/{linkId}?sub1=bench) with the push workers running in this process as under `npm start`, and
- *      C' the same with the push subscriptions removed (the click function alone, as production runs it:
- *      workers elsewhere). D, a diagnostic, is a bare Functions Framework function that awaits one publish
- *      (the click function's batching, to a topic nobody subscribes to) and then redirects.
+ *      bare Functions Framework function that only redirects, C the real click function through a gateway
+ *      (GET /c/{linkId}?sub1=bench) with the push workers running in this process, and C' the same with the
+ *      push subscriptions removed (the click function alone: nothing downstream runs). D, a diagnostic, is a
+ *      bare Functions Framework function that awaits one publish (the click function's batching, to a topic
+ *      nobody subscribes to) and then redirects.
  *   2. Postbacks, closed loop: GET /postback with a unique txn_id and a valid click id per request (set per
  *      request by autocannon's setupRequest in the load worker), alone (P') and with the workers (P), against
  *      B at the same concurrency.
- *   3. End to end, open loop: clicks and postbacks at a fixed rate; a sample of them is followed until it is
- *      visible through the API (click document, its own report row, conversion document), and the delivered
- *      totals are sampled over time. Baseline: the same measurement for a trickle of events on a quiet stack.
+ *   3. End to end, open loop: clicks and postbacks at a fixed rate to the hit server; a sample of them is
+ *      followed until it is visible through the API (click document, its own report row, conversion
+ *      document), and the delivered totals are sampled over time. Baseline: the same measurement for a
+ *      trickle of events on a quiet stack.
  *
  * Between parts the workers' backlog is dropped (the push subscriptions are recreated) so that no part pays
- * for the one before. Diagnostics ("where the time goes"): an awaited publish alone with the click function's
- * batching, with maxMessages 1 and with the client's default 10 ms window; the link cache's hit and miss
- * paths; the emulator's push concurrency; DuckDB single-row against batched inserts.
- * Prints figures only; it never asserts timings.
+ * for the one before. Diagnostics ("where the time goes"): an awaited publish alone from the hit server with
+ * the click function's batching, with maxMessages 1 and with the client's default 10 ms window; the link
+ * cache's hit and miss paths in the hit server; the emulator's push concurrency; DuckDB single-row against
+ * batched inserts. Prints figures only; it never asserts timings.
  *
- *   npx tsx scripts/bench/tracking.ts [--connections 50] [--duration 8] [--rate 500] [--e2e-seconds 30] [--skip-e2e] …  (--help)
+ *   npx tsx scripts/bench/tracking.ts [--connections 50] [--duration 8] [--rate 500] [--e2e-seconds 30] [--no-pin] [--skip-e2e] …  (--help)
  */
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { cpus, loadavg, release, totalmem, type as osType } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { startBareServer, type BareServer } from './lib/bare-server';
 import { failureCode, parseFlags, runMain } from './lib/cli';
-import { autocannonVersion, latencySummary, percentile } from './lib/load';
-import { ms, rate, ratio, table } from './lib/report';
+import { browserUserAgent, closedLoop, closedLoopRatios, closedLoopTable, type ClosedLoopOptions, type ClosedLoopResult } from './lib/closed-loop';
+import { cpuMeter, formatCpuList, usableCores } from './lib/cpu';
+import { startHitServer, type HitServerProcess } from './lib/hit-process';
+import type { Batching, ProbeMessage } from './lib/hit-protocol';
+import { limitOf, pinRest, planLayout, whereTheyRun, type Layout } from './lib/layout';
+import { autocannonVersion, percentile } from './lib/load';
+import { delays, openLoop, sortedOf, type DelayStats, type OpenLoopReply } from './lib/open-loop';
+import { ms, percent, rate, ratio, table } from './lib/report';
 import { abortOnSignals, startBenchStack, stopBenchStackAndReport, type BenchStack } from './lib/stack';
-import { runWorker } from './lib/worker';
-import { cpus, loadavg, release, totalmem, type as osType } from 'node:os';
 
 const usage = `usage: npx tsx scripts/bench/tracking.ts [options]
   --connections N         click load: concurrent keep-alive connections (default 50)
@@ -50,6 +64,12 @@ const usage = `usage: npx tsx scripts/bench/tracking.ts [options]
   --poll-ms N             end to end: poll interval for a followed event while it is younger than 2 s (default 100)
   --poll-budget N         end to end: at most N polls per second for all followed events together (default 0: 10% of --rate, at least 20)
   --settle S              end to end: how long to keep following after the last event was sent (default 15)
+  --pin, --no-pin         pin the hit server (the servers under test: A, B, D, the click/postback/pixel functions) to the
+                          last core and this process and the emulators to the others, with taskset (also --pin 1, --pin 0;
+                          default: on with 2 or more usable cores)
+  --pin-e2e               with --pin, keep this process and the emulators off the hit server's core in part 3 too (default:
+                          part 3 lets them use every core, because the workers need more than the rest cores while the hit
+                          server needs a fraction of its own at --rate)
   --skip-clicks, --skip-postbacks, --skip-e2e, --skip-diagnostics   leave a part out`;
 
 const intSpec = {
@@ -68,426 +88,13 @@ const intSpec = {
   settle: { default: 15, min: 1, max: 600 },
 } as const;
 const boolFlags = ['skip-clicks', 'skip-postbacks', 'skip-e2e', 'skip-diagnostics'] as const;
-type Flags = Record<keyof typeof intSpec, number> & Record<(typeof boolFlags)[number], boolean>;
+type Flags = Record<keyof typeof intSpec, number> & Record<(typeof boolFlags)[number] | 'pin' | 'pin-e2e', boolean>;
 
-const parse = (argv: string[]): Flags => parseFlags(argv, usage, intSpec, boolFlags);
+const parse = (argv: string[]): Flags => parseFlags(argv, usage, intSpec, boolFlags, { pin: usableCores().length >= 2, 'pin-e2e': false });
 
 const progress = (msg: string) => process.stderr.write(`${msg}\n`);
 const sleep = (t: number) => new Promise((r) => setTimeout(r, t));
-/** A desktop Chrome, so that the click function does not classify the benchmark's clicks as bots. */
-const browserUserAgent = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36';
 const shopUrl = 'https://shop.example.com/';
-
-// ---------------------------------------------------------------------------------------------------------
-// Worker threads. The system under test is served from this process, so every load generator runs on a
-// thread of its own (plain CommonJS evaluated in the worker, independent of the TypeScript loader; see lib/worker.ts).
-
-/**
- * Closed loop with autocannon (keep-alive, pipelining 1), like lib/load.ts, plus what that one cannot do:
- * a distinct X-Forwarded-For per request (198.18.0.0/15, the benchmarking range: every click is a new
- * visitor, so the state worker's per-visitor documents do not turn into one hot document) and, for
- * postbacks, a fresh txn_id and a click id from a pre-minted pool per request. autocannon does not follow
- * redirects; every status is counted, and the caller decides which one is success (302 for clicks).
- */
-const closedLoopWorker = `
-const { parentPort, workerData: d } = require('node:worker_threads');
-const autocannon = require(d.autocannonPath);
-let latencies = new Float64Array(1 << 16);
-let n = 0;
-let seq = 0;
-const statusCodes = {};
-const ipOf = (i) => '198.' + (18 + ((i >>> 16) & 1)) + '.' + ((i >>> 8) & 255) + '.' + (i & 255);
-function setupRequest(req) {
-  const i = d.seqStart + seq++;
-  req.headers['x-forwarded-for'] = ipOf(i);
-  if (d.clickIds) req.path = d.path + '&click_id=' + encodeURIComponent(d.clickIds[i % d.clickIds.length]) + '&txn_id=' + d.txnPrefix + i;
-  return req;
-}
-const instance = autocannon({
-  url: d.url, connections: d.connections, pipelining: 1, duration: d.duration, timeout: d.timeout,
-  headers: d.headers, requests: [{ method: 'GET', path: d.path, setupRequest }],
-}, (err, result) => {
-  if (err) { parentPort.postMessage({ error: String((err && err.stack) || err) }); return; }
-  const out = latencies.slice(0, n);
-  parentPort.postMessage({ duration: result.duration, errors: result.errors, timeouts: result.timeouts, statusCodes, latencies: out, requests: seq }, [out.buffer]);
-});
-instance.on('response', (_client, statusCode, _bytes, responseTime) => {
-  if (n === latencies.length) { const grown = new Float64Array(n * 2); grown.set(latencies); latencies = grown; }
-  latencies[n++] = responseTime;
-  statusCodes[statusCode] = (statusCodes[statusCode] || 0) + 1;
-});
-`;
-
-interface ClosedLoopReply {
-  duration: number;
-  errors: number;
-  timeouts: number;
-  statusCodes: Record<string, number>;
-  latencies: Float64Array;
-  requests: number;
-}
-
-interface ClosedLoopResult {
-  label: string;
-  connections: number;
-  seconds: number;
-  responses: number;
-  /** Responses with the expected status. */
-  ok: number;
-  expect: number;
-  perSec: number;
-  okPerSec: number;
-  p50: number;
-  p90: number;
-  p99: number;
-  max: number;
-  errors: number;
-  timeouts: number;
-  statusCodes: Record<string, number>;
-}
-
-let seqCounter = 0;
-
-async function closedLoop(
-  label: string,
-  o: { url: string; path: string; connections: number; seconds: number; expect: number; headers?: Record<string, string>; clickIds?: string[]; txnPrefix?: string },
-  signal: AbortSignal,
-): Promise<ClosedLoopResult> {
-  const seqStart = seqCounter;
-  seqCounter += 1 << 20;
-  const reply = await runWorker<ClosedLoopReply>(
-    closedLoopWorker,
-    {
-      autocannonPath: require.resolve('autocannon'),
-      url: o.url,
-      path: o.path,
-      connections: o.connections,
-      duration: o.seconds,
-      timeout: 10,
-      headers: { 'user-agent': browserUserAgent, ...o.headers },
-      clickIds: o.clickIds,
-      txnPrefix: o.txnPrefix,
-      seqStart,
-    },
-    signal,
-  );
-  const sorted = Float64Array.from(reply.latencies).sort();
-  const ok = reply.statusCodes[String(o.expect)] ?? 0;
-  return {
-    label,
-    connections: o.connections,
-    seconds: reply.duration,
-    responses: sorted.length,
-    ok,
-    expect: o.expect,
-    perSec: sorted.length / reply.duration,
-    okPerSec: ok / reply.duration,
-    ...latencySummary(sorted),
-    errors: reply.errors,
-    timeouts: reply.timeouts,
-    statusCodes: reply.statusCodes,
-  };
-}
-
-function closedLoopTable(rows: ClosedLoopResult[]): string {
-  return table(
-    ['scenario', 'conns', 'responses', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'expected', 'other statuses', 'errors'],
-    rows.map((r) => [
-      r.label,
-      String(r.connections),
-      String(r.responses),
-      rate(r.okPerSec),
-      ms(r.p50),
-      ms(r.p90),
-      ms(r.p99),
-      ms(r.max),
-      `${r.expect} x${r.ok}`,
-      Object.entries(r.statusCodes).filter(([c]) => c !== String(r.expect)).map(([c, n]) => `${c} x${n}`).join(', ') || '-',
-      String(r.errors),
-    ]),
-    ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l', 'r'],
-  );
-}
-
-function closedLoopRatios(rows: ClosedLoopResult[], base: ClosedLoopResult): string {
-  return table(
-    ['scenario', 'req/s / base', 'p50 / base', 'p99 / base'],
-    rows.map((r) => [r.label, ratio(r.okPerSec / base.okPerSec), ratio(r.p50 / base.p50), ratio(r.p99 / base.p99)]),
-  );
-}
-
-/**
- * End to end, open loop: events leave at fixed times whatever the answers (a slow server does not slow the
- * sender down, unlike autocannon's closed loop), over keep-alive node:http connections. For a sample, the
- * worker polls the API until the event is visible and records (answer that showed it) - (request start).
- */
-const openLoopWorker = `
-const http = require('node:http');
-const { performance } = require('node:perf_hooks');
-const { parentPort, workerData: d } = require('node:worker_threads');
-const base = new URL(d.baseUrl);
-const sendAgent = new http.Agent({ keepAlive: true, maxSockets: 2048 });
-const pollAgent = new http.Agent({ keepAlive: true, maxSockets: 64 });
-const now = () => performance.now();
-const sleep = (t) => new Promise((r) => setTimeout(r, t));
-const ipOf = (i) => '198.' + (18 + ((i >>> 16) & 1)) + '.' + ((i >>> 8) & 255) + '.' + (i & 255);
-const auth = { authorization: 'Bearer ' + d.token };
-
-function get(agent, path, headers, timeoutMs) {
-  return new Promise((resolve) => {
-    const started = now();
-    const done = (r) => resolve(Object.assign({ started, ended: now() }, r));
-    const req = http.request({ host: base.hostname, port: base.port, path, method: 'GET', agent, headers }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => done({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString() }));
-      res.on('error', (e) => done({ status: 0, error: String(e) }));
-    });
-    req.setTimeout(timeoutMs, () => req.destroy(new Error('timeout')));
-    req.on('error', (e) => done({ status: 0, error: String(e) }));
-    req.end();
-  });
-}
-
-const total = Math.max(1, Math.round(d.rate * d.seconds));
-const cycle = d.clicksPerPostback > 0 ? d.clicksPerPostback + 1 : 0;
-const out = {
-  total, clicksSent: 0, postbacksSent: 0, clickStatus: {}, postbackStatus: {}, clickLatency: [], postbackLatency: [], sendLag: [],
-  firstSend: 0, lastSend: 0, lastAnswer: 0, inFlightMax: 0,
-  samples: [], polls: 0, pollLatency: [], pollErrors: 0, reportPolls: 0, reportPollLatency: [], pollStart: 0, pollEnd: 0, followersMax: 0, pollWait: [],
-};
-let inFlight = 0;
-let clickNo = 0;
-let postbackNo = 0;
-let generating = true;
-let hardDeadline = Infinity;
-const reportPending = new Map();
-
-// Followed events are polled by one scheduler with a budget (polls per second, at most 16 in flight), so
-// that a growing backlog cannot turn the measurement into a load of its own: when many events are waiting,
-// each is polled less often (coarser resolution), and the output says so.
-const followers = new Set();
-let pollsInFlight = 0;
-let tokens = 1;
-let refilled = now();
-function interval(age) { return age < 2000 ? d.pollMs : Math.min(1000, Math.max(d.pollMs, age / 8)); }
-function follow(path, sentAt) {
-  return new Promise((resolve) => {
-    if (now() > hardDeadline) { resolve(undefined); return; }
-    followers.add({ path, sentAt, due: now() + d.pollMs, resolve });
-    if (followers.size > out.followersMax) out.followersMax = followers.size;
-  });
-}
-function pump() {
-  const t = now();
-  tokens = Math.min(Math.max(2, d.pollBudget / 5), tokens + ((t - refilled) * d.pollBudget) / 1000);
-  refilled = t;
-  if (t > hardDeadline) { for (const f of followers) f.resolve(undefined); followers.clear(); return; }
-  if (tokens < 1 || pollsInFlight >= 16) return;
-  const due = [...followers].filter((f) => f.due <= t).sort((a, b) => a.due - b.due);
-  for (const f of due) {
-    if (tokens < 1 || pollsInFlight >= 16) break;
-    tokens -= 1;
-    pollsInFlight++;
-    out.pollWait.push(t - f.due);
-    f.due = Infinity;
-    get(pollAgent, f.path, auth, 10000).then((r) => {
-      pollsInFlight--;
-      out.polls++;
-      out.pollLatency.push(r.ended - r.started);
-      if (r.status === 200) { followers.delete(f); f.resolve(r.ended); return; }
-      if (r.status !== 404) out.pollErrors++;
-      f.due = now() + interval(now() - f.sentAt);
-    });
-  }
-}
-
-async function reportLoop() {
-  while (generating || reportPending.size) {
-    await sleep(d.reportPollMs);
-    if (now() > hardDeadline) break;
-    if (!reportPending.size) continue;
-    const r = await get(pollAgent, d.reportPath, auth, 20000);
-    out.reportPolls++;
-    out.reportPollLatency.push(r.ended - r.started);
-    if (r.status !== 200) { out.pollErrors++; continue; }
-    for (const row of JSON.parse(r.body).rows) {
-      const s = reportPending.get(row.sub1);
-      if (s && row.clicks > 0) { s.reportAt = r.ended; reportPending.delete(row.sub1); }
-    }
-  }
-}
-
-const following = [];
-function fire(i, scheduled) {
-  const sentAt = now();
-  out.sendLag.push(sentAt - scheduled);
-  if (!out.firstSend) out.firstSend = sentAt;
-  out.lastSend = sentAt;
-  inFlight++;
-  if (inFlight > out.inFlightMax) out.inFlightMax = inFlight;
-  const isPostback = cycle > 0 && i % cycle === cycle - 1;
-  if (!isPostback) {
-    const c = clickNo++;
-    out.clicksSent++;
-    const sampled = c % d.sampleClicks === 0;
-    const sub1 = sampled ? d.tag + '-' + c : d.tag + '-bulk';
-    get(sendAgent, '/c/' + d.linkId + '?sub1=' + encodeURIComponent(sub1), { 'user-agent': d.userAgent, 'x-forwarded-for': ipOf(d.ipStart + c) }, 30000).then((r) => {
-      inFlight--;
-      out.lastAnswer = r.ended;
-      out.clickStatus[r.status] = (out.clickStatus[r.status] || 0) + 1;
-      out.clickLatency.push(r.ended - r.started);
-      if (!sampled || r.status !== 302) return;
-      const clickId = new URL(r.headers.location).searchParams.get('cid');
-      const s = { kind: 'click', sentAt: r.started, answeredAt: r.ended };
-      out.samples.push(s);
-      reportPending.set(sub1, s);
-      following.push(follow('/v1/orgs/' + d.orgId + '/clicks/' + encodeURIComponent(clickId), r.started).then((t) => { s.firestoreAt = t; }));
-    });
-  } else {
-    const p = postbackNo++;
-    out.postbacksSent++;
-    const sampled = p % d.samplePostbacks === 0;
-    const clickId = d.clickIds[p % d.clickIds.length];
-    const path = '/postback?token=' + encodeURIComponent(d.postbackToken) + '&click_id=' + encodeURIComponent(clickId) + '&txn_id=' + d.tag + '-' + p + '&amount=10.00';
-    get(sendAgent, path, { 'user-agent': 'advertiser-server/1.0' }, 30000).then((r) => {
-      inFlight--;
-      out.lastAnswer = r.ended;
-      out.postbackStatus[r.status] = (out.postbackStatus[r.status] || 0) + 1;
-      out.postbackLatency.push(r.ended - r.started);
-      if (!sampled || r.status !== 200) return;
-      const id = JSON.parse(r.body).conversionId;
-      const s = { kind: 'postback', sentAt: r.started, answeredAt: r.ended };
-      out.samples.push(s);
-      following.push(follow('/v1/orgs/' + d.orgId + '/conversions/' + encodeURIComponent(id), r.started).then((t) => { s.conversionAt = t; }));
-    });
-  }
-}
-
-async function main() {
-  const period = 1000 / d.rate;
-  const t0 = now() + 20;
-  out.pollStart = t0;
-  const pumping = setInterval(pump, 5);
-  const reporting = reportLoop();
-  let next = 0;
-  while (next < total) {
-    const t = now();
-    while (next < total && t0 + next * period <= t) { fire(next, t0 + next * period); next++; }
-    if (next < total) await sleep(Math.max(0, Math.min(4, t0 + next * period - now())));
-  }
-  generating = false;
-  hardDeadline = now() + d.settleMs;
-  // Wait for every answer, then for every followed event (or the deadline).
-  while (inFlight > 0 && now() < hardDeadline) await sleep(20);
-  while (followers.size && now() <= hardDeadline + 50) await sleep(20);
-  pump();
-  await Promise.all(following);
-  await reporting;
-  clearInterval(pumping);
-  out.pollEnd = now();
-  out.unanswered = inFlight;
-  out.reportUnseen = reportPending.size;
-  out.t0 = t0;
-  parentPort.postMessage(out);
-}
-main().catch((err) => parentPort.postMessage({ error: String((err && err.stack) || err) }));
-`;
-
-interface OpenLoopSample {
-  kind: 'click' | 'postback';
-  sentAt: number;
-  answeredAt: number;
-  firestoreAt?: number;
-  reportAt?: number;
-  conversionAt?: number;
-}
-
-interface OpenLoopReply {
-  total: number;
-  clicksSent: number;
-  postbacksSent: number;
-  clickStatus: Record<string, number>;
-  postbackStatus: Record<string, number>;
-  clickLatency: number[];
-  postbackLatency: number[];
-  sendLag: number[];
-  firstSend: number;
-  lastSend: number;
-  lastAnswer: number;
-  inFlightMax: number;
-  samples: OpenLoopSample[];
-  polls: number;
-  pollLatency: number[];
-  pollErrors: number;
-  reportPolls: number;
-  reportPollLatency: number[];
-  followersMax: number;
-  /** How long each poll waited past its due time for the budget: the resolution lost to it. */
-  pollWait: number[];
-  pollStart: number;
-  pollEnd: number;
-  unanswered: number;
-  reportUnseen: number;
-  t0: number;
-}
-
-interface OpenLoopOptions {
-  baseUrl: string;
-  orgId: string;
-  token: string;
-  linkId: string;
-  campaignId: string;
-  postbackToken: string;
-  clickIds: string[];
-  rate: number;
-  seconds: number;
-  clicksPerPostback: number;
-  sampleClicks: number;
-  samplePostbacks: number;
-  pollMs: number;
-  pollBudget: number;
-  reportPollMs: number;
-  settleSeconds: number;
-  tag: string;
-  ipStart: number;
-}
-
-function openLoop(o: OpenLoopOptions, signal: AbortSignal): Promise<OpenLoopReply> {
-  const today = new Date().toISOString().slice(0, 10);
-  const tomorrow = new Date(Date.now() + 86_400_000).toISOString().slice(0, 10);
-  return runWorker<OpenLoopReply>(
-    openLoopWorker,
-    {
-      ...o,
-      settleMs: o.settleSeconds * 1000,
-      userAgent: browserUserAgent,
-      reportPath: `/v1/orgs/${o.orgId}/reports?from=${today}&to=${tomorrow}&groupBy=sub1&campaignId=${encodeURIComponent(o.campaignId)}`,
-    },
-    signal,
-  );
-}
-
-const sortedOf = (xs: number[]) => Float64Array.from(xs).sort();
-
-interface DelayStats {
-  n: number;
-  seen: number;
-  p50: number;
-  p90: number;
-  p99: number;
-  max: number;
-}
-
-function delays(samples: OpenLoopSample[], kind: OpenLoopSample['kind'], at: 'firestoreAt' | 'reportAt' | 'conversionAt' | 'answeredAt'): DelayStats {
-  const mine = samples.filter((s) => s.kind === kind);
-  const all = mine.map((s) => (s[at] === undefined || s[at] === null ? Number.POSITIVE_INFINITY : s[at]! - s.sentAt));
-  const sorted = sortedOf(all);
-  const seen = all.filter(Number.isFinite).length;
-  return { n: mine.length, seen, ...latencySummary(sorted) };
-}
-
-// ---------------------------------------------------------------------------------------------------------
 
 function environment(): string[] {
   const cpu = cpus();
@@ -498,7 +105,7 @@ function environment(): string[] {
 }
 
 /** The batching the click function's publisher uses, read from the adapter's source so that the probe follows it. */
-function currentBatching(): { maxMessages?: number; maxMilliseconds?: number } | undefined {
+function currentBatching(): Batching | undefined {
   try {
     const src = readFileSync(join(__dirname, '../../functions/adapters/pubsub.ts'), 'utf8');
     const block = /batching:\s*\{([^}]*)\}/.exec(src)?.[1];
@@ -513,7 +120,7 @@ function currentBatching(): { maxMessages?: number; maxMilliseconds?: number } |
   }
 }
 
-const describeBatching = (b: { maxMessages?: number; maxMilliseconds?: number } | undefined) =>
+const describeBatching = (b: Batching | undefined) =>
   b ? `maxMessages ${b.maxMessages ?? 'default'}, maxMilliseconds ${b.maxMilliseconds ?? 'default'}` : 'client defaults (maxMessages 100, maxMilliseconds 10)';
 
 async function listen(server: Server): Promise<string> {
@@ -530,6 +137,18 @@ async function closeServer(server: Server | undefined): Promise<void> {
   await new Promise<void>((r) => server.close(() => r()));
 }
 
+/** What the CPU columns mean, and where the processes ran. */
+function cpuNotes(layout: Layout): string[] {
+  const server = layout.serverCores ? `alone on core ${formatCpuList(layout.serverCores)}` : 'not pinned';
+  const rest = layout.restCores ? `, on core ${formatCpuList(layout.restCores)}` : '';
+  return [
+    `  CPU columns: % of one core used while measured by the hit server (${server}), the bench process (load generator, API, workers),`,
+    `  the two emulator JVMs${rest}, and everything else on the machine ("others": other processes, the kernel). "limited by" names`,
+    '  the cores that were (nearly, >= 90%) busy, and by whom; "waiting": none was, the connections waited on answers (e.g. the',
+    '  emulators\' latency). A result limited by anything but the server core understates the function under test.',
+  ];
+}
+
 interface Counts {
   statsClicks: number;
   statsConversions: number;
@@ -537,12 +156,19 @@ interface Counts {
   reportConversions: number;
 }
 
+/** The end-to-end totals at `t` seconds, and the CPU each side used since the point before (% of one core). */
+interface TimelinePoint {
+  t: number;
+  c: Counts;
+  cpu: Record<string, number>;
+}
+
 async function main(flags: Flags): Promise<number> {
   const signal = abortOnSignals(progress);
   const started = Date.now();
   const startLoad = loadavg()[0]!;
   let stack: BenchStack | undefined;
-  let bare: BareServer | undefined;
+  let hits: HitServerProcess | undefined;
   const servers: Server[] = [];
   let failed = false;
   let quiesce: (() => Promise<void>) | undefined;
@@ -552,6 +178,15 @@ async function main(flags: Flags): Promise<number> {
     stack = await startBenchStack({ signal });
     const st = stack;
     const base = st.baseUrl;
+    // Pinned before anything is measured: this process (its load-generator threads inherit the mask) and the
+    // emulators on the rest cores; the hit server, started below, gets the last core to itself.
+    const layout = planLayout(flags.pin);
+    const emulators = st.emulatorProcesses();
+    const restPids = [process.pid, ...emulators.flatMap((e) => e.pids)];
+    await pinRest(layout, restPids);
+    // Part 3 measures the whole pipeline, whose workers (here in this process) have instances of their own in
+    // production: kept to the rest cores they would be starved while the hit server idles on its core.
+    const shareInE2e = layout.restCores !== undefined && !flags['pin-e2e'];
     const today = new Date().toISOString().slice(0, 10);
     const tomorrow = new Date(Date.now() + 86_400_000).toISOString().slice(0, 10);
 
@@ -559,9 +194,6 @@ async function main(flags: Flags): Promise<number> {
     const { mintClickId } = await import('../../shared/domain/click-id');
     const { secrets } = await import('../../functions/adapters/local-secrets');
     const { pubsub } = await import('../../functions/adapters/pubsub');
-    const { resolveLink } = await import('../../functions/services/link-resolver');
-    const ff = await import('@google-cloud/functions-framework');
-    const { getTestServer } = await import('@google-cloud/functions-framework/testing');
 
     progress(`Stack at ${base}; creating an org, an affiliate, three campaigns and their links…`);
     const token = st.token('bench-tracking@example.com');
@@ -585,6 +217,7 @@ async function main(flags: Flags): Promise<number> {
     const campaigns = { clicks: await campaign('Bench clicks'), postbacks: await campaign('Bench postbacks'), e2e: await campaign('Bench end to end') };
     const links = { clicks: await link(campaigns.clicks), postbacks: await link(campaigns.postbacks), e2e: await link(campaigns.e2e) };
     const postbackToken = (await api('GET', `/v1/orgs/${orgId}/postback-config`)).token as string;
+    // Also creates the local secrets (signing and hash keys) in ABP_DATA_DIR before the hit server reads them.
     const signingKey = secrets().clickSigningKey;
     const mintPool = (linkId: string, n: number) => Array.from({ length: n }, () => mintClickId(signingKey, linkId, Date.now() - 60_000));
 
@@ -596,24 +229,59 @@ async function main(flags: Flags): Promise<number> {
       return { statsClicks: s.clicks, statsConversions: s.conversions, reportClicks: r.clicks, reportConversions: r.conversions };
     };
 
-    // The workers run in this process, pushed to by the emulator. Between parts their backlog is dropped
+    // The workers run in this process (the stack's), fed by its relays. Between parts their backlog is dropped
     // (the push subscriptions are recreated, as `npm start` creates them) so that no part pays for the one
     // before; for the "alone" scenarios the push subscriptions are removed, so nothing runs downstream.
+    // The relays started here are closed with their subscriptions; the stack's first ones end on their own
+    // when their subscriptions are deleted.
     const { provisionPubSub } = await import('../local/pubsub-setup');
     const { subscriptions } = await import('../../shared/names');
+    let relays: { teardown(): Promise<void> } | undefined;
     const workersOff = async () => {
+      await relays?.teardown();
+      relays = undefined;
       for (const name of [subscriptions.stateWriter, subscriptions.analyticsWriter]) await pubsub().subscription(name).delete().catch(() => undefined);
       await sleep(1500); // let pushes already under way finish
     };
     quiesce = workersOff; // before stopping: no push should still be running when the clients close
     const workersFresh = async () => {
-      await provisionPubSub(base);
+      await relays?.teardown();
+      relays = await provisionPubSub(base);
       await sleep(1500);
     };
 
+    // D publishes to a topic of its own, without subscriptions (nothing downstream runs), with the click
+    // function's batching, the same event the click function publishes.
+    const batching = currentBatching();
+    const probeTopicName = 'bench-publish-probe';
+    await pubsub().createTopic(probeTopicName).catch((err: { code?: number }) => {
+      if (err.code !== 6) throw err;
+    });
+    const sampleEvent = JSON.stringify({
+      type: 'click', eventId: mintPool(links.clicks, 1)[0], orgId, linkId: links.clicks, campaignId: campaigns.clicks, affiliateId, occurredAt: new Date().toISOString(),
+      sub1: 'bench', sub2: null, sub3: null, sub4: null, sub5: null, visitorHash: 'x'.repeat(22), ipHash: 'y'.repeat(22), ipPrefix: '198.18.0.0/24', country: null,
+      device: 'desktop', os: 'Windows', browser: 'Chrome', referrer: null, isBot: false, botReason: null,
+    });
+    const probeMessage = (b: Batching | undefined): ProbeMessage => ({ topic: probeTopicName, batching: b, data: sampleEvent, attributes: { type: 'click', orgId, eventId: 'probe' } });
+
+    // The servers under test, in a process of their own (as production runs the hit functions: apart from
+    // the workers), on the last core when pinned: A a bare node:http 302, B a bare Functions Framework
+    // function that only redirects, D the same plus one awaited publish, and the click, postback and pixel functions.
+    progress(`Starting the hit server${layout.serverCores ? ` on core ${formatCpuList(layout.serverCores)}` : ''}…`);
+    hits = await startHitServer({ cores: layout.serverCores, signal });
+    const urls = await hits.call('serve', { bareRedirect: shopUrl, ffRedirect: shopUrl, publishRedirect: { to: shopUrl, message: probeMessage(batching) }, hitFunctions: true }, signal);
+    const hitUrl = urls.hitFunctions!;
+    const processes = [
+      { label: 'hit server (A, B, D, click/postback/pixel functions)', pids: [hits.pid] },
+      { label: 'bench process (driver, load-generator threads, stack: API, workers, relays)', pids: [process.pid] },
+      ...emulators.map((e) => ({ label: `${e.name === 'pubsub' ? 'Pub/Sub' : 'Firestore'} emulator (java)`, pids: e.java })),
+    ];
+    // CPU used by each side while a scenario is measured: which one was the limit.
+    const cpuGroups = { server: [hits.pid], bench: [process.pid], emulators: emulators.flatMap((e) => e.java) };
+
     // A sanity click and postback: the whole path works, and the click is a human's, not a bot's.
     {
-      const res = await fetch(`${base}/c/${links.clicks}?sub1=sanity`, { redirect: 'manual', headers: { 'user-agent': browserUserAgent, 'x-forwarded-for': '198.19.255.254' } });
+      const res = await fetch(`${hitUrl}/c/${links.clicks}?sub1=sanity`, { redirect: 'manual', headers: { 'user-agent': browserUserAgent, 'x-forwarded-for': '198.19.255.254' } });
       const cid = new URL(res.headers.get('location') ?? 'http://x/').searchParams.get('cid');
       if (res.status !== 302 || !cid) throw new Error(`The sanity click answered ${res.status}, location ${res.headers.get('location')}`);
       let doc: { isBot?: boolean } | undefined;
@@ -624,111 +292,58 @@ async function main(flags: Flags): Promise<number> {
       }
       if (!doc) throw new Error('The sanity click never reached Firestore');
       if (doc.isBot) throw new Error('The benchmark user agent is classified as a bot');
-      const pb = await fetch(`${base}/postback?token=${postbackToken}&click_id=${encodeURIComponent(mintPool(links.postbacks, 1)[0]!)}&txn_id=sanity-1&amount=10.00`);
+      const pb = await fetch(`${hitUrl}/postback?token=${postbackToken}&click_id=${encodeURIComponent(mintPool(links.postbacks, 1)[0]!)}&txn_id=sanity-1&amount=10.00`);
       const body = (await pb.json()) as { status?: string };
       if (pb.status !== 200 || body.status !== 'accepted') throw new Error(`The sanity postback answered ${pb.status} ${JSON.stringify(body)}`);
     }
 
-    // The baselines: a bare node:http 302 (A) and a bare Functions Framework function that only redirects (B).
-    bare = await startBareServer(`Found. Redirecting to ${shopUrl}`, { status: 302, headers: { location: shopUrl, 'content-type': 'text/plain; charset=utf-8' } });
-    ff.http('bareRedirect', (_req, res) => res.redirect(302, shopUrl));
-    const bareFf = getTestServer('bareRedirect');
-    servers.push(bareFf);
-    const bareFfUrl = await listen(bareFf);
-
-    // D: the Functions Framework plus one awaited publish, with the click function's batching, to a topic
-    // without subscriptions (nothing downstream runs).
-    const batching = currentBatching();
-    const probeTopicName = 'bench-publish-probe';
-    await pubsub().createTopic(probeTopicName).catch((err: { code?: number }) => {
-      if (err.code !== 6) throw err;
-    });
-    const probeTopic = pubsub().topic(probeTopicName, batching ? { batching } : {});
-    const sampleEvent = Buffer.from(
-      JSON.stringify({
-        type: 'click', eventId: mintPool(links.clicks, 1)[0], orgId, linkId: links.clicks, campaignId: campaigns.clicks, affiliateId, occurredAt: new Date().toISOString(),
-        sub1: 'bench', sub2: null, sub3: null, sub4: null, sub5: null, visitorHash: 'x'.repeat(22), ipHash: 'y'.repeat(22), ipPrefix: '198.18.0.0/24', country: null,
-        device: 'desktop', os: 'Windows', browser: 'Chrome', referrer: null, isBot: false, botReason: null,
-      }),
-    );
-    ff.http('benchPublishRedirect', async (_req, res) => {
-      await probeTopic.publishMessage({ data: sampleEvent, attributes: { type: 'click', orgId, eventId: 'probe' } });
-      res.redirect(302, shopUrl);
-    });
-    const publishFf = getTestServer('benchPublishRedirect');
-    servers.push(publishFf);
-    const publishFfUrl = await listen(publishFf);
-
     const configLines = [
       `configuration: --connections ${flags.connections} --duration ${flags.duration} --warmup ${flags.warmup} --postback-connections ${flags['postback-connections']} --postback-duration ${flags['postback-duration']}`,
       `               --rate ${flags.rate} --e2e-seconds ${flags['e2e-seconds']} --clicks-per-postback ${flags['clicks-per-postback']} --sample-clicks ${flags['sample-clicks']} --sample-postbacks ${flags['sample-postbacks']}`,
-      `               --poll-ms ${flags['poll-ms']} --poll-budget ${flags['poll-budget'] || `${Math.max(20, Math.round(flags.rate / 10))} (10% of rate)`} --settle ${flags.settle}${boolFlags.filter((b) => flags[b]).map((b) => ` --${b}`).join('')}`,
+      `               --poll-ms ${flags['poll-ms']} --poll-budget ${flags['poll-budget'] || `${Math.max(20, Math.round(flags.rate / 10))} (10% of rate)`} --settle ${flags.settle} ${flags.pin ? '--pin' : '--no-pin'}${flags['pin-e2e'] ? ' --pin-e2e' : ''}${boolFlags.filter((b) => flags[b]).map((b) => ` --${b}`).join('')}`,
       `click function publisher batching (read from functions/adapters/pubsub.ts): ${describeBatching(batching)}; LINK_CACHE_TTL_SECONDS ${process.env.LINK_CACHE_TTL_SECONDS ?? '10 (default)'}`,
     ];
-    out.push('', 'Tracking hot path on the local stack', ...environment(), ...configLines);
+    out.push(
+      '',
+      'Tracking hot path on the local stack',
+      ...environment(),
+      ...configLines,
+      `process layout, ${layout.why}: ${whereTheyRun(processes)}${shareInE2e ? `; in part 3 the bench process and the emulators may use every core (--pin-e2e keeps them apart)` : ''}`,
+    );
 
     // ---- Diagnostics first, on a quiet stack: the awaited publish alone, and the link cache.
     const diag: string[] = [];
     if (!flags['skip-diagnostics']) {
       progress('Diagnostics: an awaited publish alone (three batching settings), the link cache…');
-      const settings: [string, { maxMessages?: number; maxMilliseconds?: number } | undefined][] = [
+      const settings: [string, Batching | undefined][] = [
         [`click function's (${describeBatching(batching)})`, batching],
         ['maxMessages 1 (no batching)', { maxMessages: 1 }],
         ['client default (10 ms window)', undefined],
       ];
       const rows: string[][] = [];
       for (const [name, b] of settings) {
-        const topic = pubsub().topic(probeTopicName, b ? { batching: b } : {});
-        const publish = () => topic.publishMessage({ data: sampleEvent, attributes: { type: 'click', orgId, eventId: 'probe' } });
-        for (let i = 0; i < 20; i++) await publish(); // warm the channel
-        const seq: number[] = [];
-        for (let i = 0; i < 150; i++) {
-          const t = performance.now();
-          await publish();
-          seq.push(performance.now() - t);
-        }
-        const conc: number[] = [];
-        const until = performance.now() + 2000;
-        const loops = Array.from({ length: flags.connections }, async () => {
-          while (performance.now() < until) {
-            const t = performance.now();
-            await publish();
-            conc.push(performance.now() - t);
-          }
-        });
-        const t0 = performance.now();
-        await Promise.all(loops);
-        const secs = (performance.now() - t0) / 1000;
-        const s1 = sortedOf(seq);
-        const s2 = sortedOf(conc);
-        rows.push([name, ms(percentile(s1, 50)), ms(percentile(s1, 99)), rate(conc.length / secs), ms(percentile(s2, 50)), ms(percentile(s2, 99))]);
-        signal.throwIfAborted();
+        const r = await hits.call('probePublish', { message: probeMessage(b), warm: 20, sequential: 150, concurrency: flags.connections, seconds: 2 }, signal);
+        const s1 = sortedOf(r.sequential);
+        const s2 = sortedOf(r.concurrent);
+        rows.push([name, ms(percentile(s1, 50)), ms(percentile(s1, 99)), rate(r.concurrent.length / r.concurrentSeconds), ms(percentile(s2, 50)), ms(percentile(s2, 99))]);
       }
       diag.push(
         '',
-        `Where the time goes (a): one awaited publishMessage to the emulator from this process, 150 one at a time, then ${flags.connections} concurrent loops for 2 s`,
+        `Where the time goes (a): one awaited publishMessage to the emulator from the hit server (where the click function publishes), 150 one at a time,`,
+        `then ${flags.connections} concurrent loops for 2 s`,
         table(['batching', 'alone p50 ms', 'alone p99 ms', `x${flags.connections} publishes/s`, `x${flags.connections} p50 ms`, `x${flags.connections} p99 ms`], rows),
       );
 
-      // The link cache: a hit is a Map lookup and an already settled promise; a miss reads three documents.
-      await resolveLink(links.clicks);
-      const hits = 20_000;
-      const th = performance.now();
-      for (let i = 0; i < hits; i++) await resolveLink(links.clicks);
-      const hitUs = ((performance.now() - th) * 1000) / hits;
-      const missMs: number[] = [];
-      for (let i = 0; i < 5; i++) {
-        const fresh = await link(campaigns.clicks);
-        const t = performance.now();
-        await resolveLink(fresh);
-        missMs.push(performance.now() - t);
-      }
-      const missSorted = sortedOf(missMs);
+      // The link cache, in the hit server: a hit is a Map lookup and an already settled promise; a miss reads three documents.
+      const freshLinkIds: string[] = [];
+      for (let i = 0; i < 5; i++) freshLinkIds.push(await link(campaigns.clicks));
+      const cache = await hits.call('probeLinkCache', { linkId: links.clicks, hits: 20_000, freshLinkIds }, signal);
+      const missSorted = sortedOf(cache.missMilliseconds);
       diag.push(
         '',
-        `Where the time goes (b): the link cache (functions/services/link-resolver.ts)`,
-        `  hit:  ${hitUs.toFixed(2)} µs per awaited resolveLink (${hits} in a row)`,
-        `  miss: ${ms(percentile(missSorted, 50))} ms median, ${ms(missSorted[missSorted.length - 1]!)} ms max over 5 fresh links (link index + getAll(campaign, org)); a warm instance pays it once per link per TTL`,
+        `Where the time goes (b): the link cache (functions/services/link-resolver.ts), in the hit server`,
+        `  hit:  ${cache.hitMicroseconds.toFixed(2)} µs per awaited resolveLink (20000 in a row)`,
+        `  miss: ${ms(percentile(missSorted, 50))} ms median, ${ms(missSorted[missSorted.length - 1]!)} ms max over ${missSorted.length} fresh links (link index + getAll(campaign, org)); a warm instance pays it once per link per TTL`,
       );
 
       // The emulator's push delivery: how many pushes per subscription it keeps in flight, against a trivial
@@ -760,7 +375,7 @@ async function main(flags: Flags): Promise<number> {
       const pushN = 200;
       const tp = performance.now();
       const pushPublisher = pubsub().topic(pushTopic, batching ? { batching } : {});
-      await Promise.all(Array.from({ length: pushN }, () => pushPublisher.publishMessage({ data: sampleEvent })));
+      await Promise.all(Array.from({ length: pushN }, () => pushPublisher.publishMessage({ data: Buffer.from(sampleEvent) })));
       while (delivered < pushN && performance.now() - tp < 10_000) await sleep(20);
       const pushSecs = (performance.now() - tp) / 1000;
       await pubsub().subscription(pushSub).delete().catch(() => undefined);
@@ -769,7 +384,7 @@ async function main(flags: Flags): Promise<number> {
       // The analytics store (DuckDB): one row per insert, as the analytics worker writes, against 100 rows per insert.
       const { analyticsStore } = await import('../../functions/adapters/analytics');
       const { clickRow } = await import('../../functions/workers/analytics-writer');
-      const probeEvent = JSON.parse(sampleEvent.toString()) as Parameters<typeof clickRow>[0];
+      const probeEvent = JSON.parse(sampleEvent) as Parameters<typeof clickRow>[0];
       const row = (i: number) => clickRow({ ...probeEvent, orgId: 'bench-probe-org', eventId: `probe-${i}` });
       let k = 0;
       const single: number[] = [];
@@ -798,17 +413,25 @@ async function main(flags: Flags): Promise<number> {
       );
     }
 
+    // A measured closed-loop run, with the CPU each side used meanwhile.
+    const measure = async (label: string, o: ClosedLoopOptions) => {
+      const meter = cpuMeter(cpuGroups);
+      const r = await closedLoop(label, o, signal);
+      const cpu = meter.read();
+      return { ...r, cpu: cpu.groups, limit: limitOf(layout, cpu) };
+    };
+
     // ---- 1. Clicks, closed loop.
     const clickRows: ClosedLoopResult[] = [];
     let duringC: { before: Counts; after: Counts; seconds: number; answered: number } | undefined;
     if (!flags['skip-clicks']) {
       const clickPath = `/c/${links.clicks}?sub1=bench`;
       const scenarios = [
-        { key: 'A', label: 'A  bare node:http 302', url: bare.url },
-        { key: 'B', label: 'B  bare Functions Framework redirect', url: bareFfUrl },
-        ...(flags['skip-diagnostics'] ? [] : [{ key: 'D', label: 'D  FF + awaited publish (diagnostic)', url: publishFfUrl }]),
-        { key: "C'", label: "C' click function alone (no push subscriptions)", url: base },
-        { key: 'C', label: 'C  click function, workers in-process (npm start)', url: base },
+        { key: 'A', label: 'A  bare node:http 302', url: urls.bareRedirect! },
+        { key: 'B', label: 'B  bare Functions Framework redirect', url: urls.ffRedirect! },
+        ...(flags['skip-diagnostics'] ? [] : [{ key: 'D', label: 'D  FF + awaited publish (diagnostic)', url: urls.publishRedirect! }]),
+        { key: "C'", label: "C' click function alone (no push subscriptions)", url: hitUrl },
+        { key: 'C', label: 'C  click function, workers running', url: hitUrl },
       ];
       for (const s of scenarios) {
         if (s.key === "C'") await workersOff();
@@ -821,7 +444,7 @@ async function main(flags: Flags): Promise<number> {
           answered += (await closedLoop(s.label, { url: s.url, path: clickPath, connections: flags.connections, seconds: flags.warmup, expect: 302 }, signal)).ok;
         }
         progress(`  measure  ${s.label} (${flags.duration} s)`);
-        const r = await closedLoop(s.label, { url: s.url, path: clickPath, connections: flags.connections, seconds: flags.duration, expect: 302 }, signal);
+        const r = await measure(s.label, { url: s.url, path: clickPath, connections: flags.connections, seconds: flags.duration, expect: 302 });
         clickRows.push(r);
         if (before) duringC = { before, after: await counts('clicks'), seconds: (performance.now() - t) / 1000, answered: answered + r.ok };
       }
@@ -836,9 +459,9 @@ async function main(flags: Flags): Promise<number> {
       const runId = Math.random().toString(36).slice(2, 8);
       const pbPath = `/postback?token=${encodeURIComponent(postbackToken)}&amount=10.00`;
       const scenarios = [
-        { key: 'B', label: 'B  bare Functions Framework redirect', url: bareFfUrl, expect: 302, extra: {} },
-        { key: "P'", label: "P' postback function alone (no push subscriptions)", url: base, expect: 200, extra: { clickIds: pool, txnPrefix: `pb1-${runId}-` } },
-        { key: 'P', label: 'P  postback function, workers in-process', url: base, expect: 200, extra: { clickIds: pool, txnPrefix: `pb2-${runId}-` } },
+        { key: 'B', label: 'B  bare Functions Framework redirect', url: urls.ffRedirect!, expect: 302, extra: {} },
+        { key: "P'", label: "P' postback function alone (no push subscriptions)", url: hitUrl, expect: 200, extra: { clickIds: pool, txnPrefix: `pb1-${runId}-` } },
+        { key: 'P', label: 'P  postback function, workers running', url: hitUrl, expect: 200, extra: { clickIds: pool, txnPrefix: `pb2-${runId}-` } },
       ];
       for (const s of scenarios) {
         if (s.key === "P'") await workersOff();
@@ -848,33 +471,42 @@ async function main(flags: Flags): Promise<number> {
           await closedLoop(s.label, { url: s.url, path: pbPath, connections: pc, seconds: flags.warmup, expect: s.expect, ...s.extra }, signal);
         }
         progress(`  measure  ${s.label} @${pc} (${flags['postback-duration']} s)`);
-        postbackRows.push(await closedLoop(s.label, { url: s.url, path: pbPath, connections: pc, seconds: flags['postback-duration'], expect: s.expect, ...s.extra }, signal));
+        postbackRows.push(await measure(s.label, { url: s.url, path: pbPath, connections: pc, seconds: flags['postback-duration'], expect: s.expect, ...s.extra }));
       }
       await workersFresh();
     }
 
     // ---- 3. End to end, open loop.
-    let e2e: { idle: OpenLoopReply; load: OpenLoopReply; before: Counts; after: Counts; timeline: { t: number; c: Counts }[]; answered: { clicks: number; postbacks: number } } | undefined;
+    let e2e: { idle: OpenLoopReply; load: OpenLoopReply; before: Counts; after: Counts; timeline: TimelinePoint[]; answered: { clicks: number; postbacks: number }; layout: string } | undefined;
     if (!flags['skip-e2e']) {
+      if (shareInE2e) await pinRest(layout, restPids, { withServerCore: true });
+      const e2eLayout = whereTheyRun(processes);
       const pool = mintPool(links.e2e, 5000);
       const common = {
-        baseUrl: base, orgId, token, linkId: links.e2e, campaignId: campaigns.e2e, postbackToken, clickIds: pool,
+        hitUrl, apiUrl: base, orgId, token, linkId: links.e2e, campaignId: campaigns.e2e, postbackToken, clickIds: pool,
         pollMs: flags['poll-ms'], reportPollMs: Math.max(flags['poll-ms'], 250), settleSeconds: flags.settle,
       };
       progress('  end to end, idle baseline: 12 events at 4/s, every one followed…');
       const idle = await openLoop({ ...common, pollBudget: 50, rate: 4, seconds: 3, clicksPerPostback: 2, sampleClicks: 1, samplePostbacks: 1, tag: 'idle', ipStart: 70_000 }, signal);
       const before = await counts('e2e');
       progress(`  end to end: ${flags.rate} events/s for ${flags['e2e-seconds']} s, then up to ${flags.settle} s to see the followed ones…`);
-      // Delivered totals over time, from this thread: two cheap queries every 2 s.
-      const timeline: { t: number; c: Counts }[] = [];
+      // Delivered totals over time, from this thread: two cheap queries every 2 s, and the CPU each side
+      // used since the point before.
+      const timeline: TimelinePoint[] = [];
       let sampling = true;
       const t0 = performance.now();
+      let meter = cpuMeter(cpuGroups);
+      const sample = async () => {
+        const c = await counts('e2e');
+        const cpu = meter.read().groups;
+        meter = cpuMeter(cpuGroups);
+        timeline.push({ t: (performance.now() - t0) / 1000, c, cpu });
+      };
       const sampler = (async () => {
         while (sampling) {
           await sleep(2000);
           if (!sampling) break;
-          const c = await counts('e2e').catch(() => undefined);
-          if (c) timeline.push({ t: (performance.now() - t0) / 1000, c });
+          await sample().catch(() => undefined);
         }
       })();
       let load: OpenLoopReply;
@@ -891,9 +523,9 @@ async function main(flags: Flags): Promise<number> {
         sampling = false;
         await sampler;
       }
-      const after = await counts('e2e');
-      timeline.push({ t: (performance.now() - t0) / 1000, c: after });
-      e2e = { idle, load, before, after, timeline, answered: { clicks: load.clickStatus['302'] ?? 0, postbacks: load.postbackStatus['200'] ?? 0 } };
+      await sample();
+      const after = timeline[timeline.length - 1]!.c;
+      e2e = { idle, load, before, after, timeline, answered: { clicks: load.clickStatus['302'] ?? 0, postbacks: load.postbackStatus['200'] ?? 0 }, layout: e2eLayout };
     }
 
     // ---- Report.
@@ -919,7 +551,7 @@ async function main(flags: Flags): Promise<number> {
         'as multiples of A (bare node:http):',
         closedLoopRatios(clickRows.filter((r) => r !== a), a),
         '',
-        goals(c, 'as npm start runs it'),
+        goals(c, 'with the workers running'),
         goals(cAlone, 'the click function alone'),
       );
       if (d) {
@@ -930,7 +562,7 @@ async function main(flags: Flags): Promise<number> {
       }
       out.push(
         `  C' -> C with the two push subscriptions in place (the emulator keeps and pushes every click twice; the state and analytics`,
-        `          workers run in this process and write to the emulators): ${ms(cAlone.p50)} -> ${ms(c.p50)} ms p50, req/s x${(c.okPerSec / cAlone.okPerSec).toFixed(2)}`,
+        `          workers run in the bench process and write to the emulators): ${ms(cAlone.p50)} -> ${ms(c.p50)} ms p50, req/s x${(c.okPerSec / cAlone.okPerSec).toFixed(2)}`,
       );
       if (duringC) {
         const { before, after, seconds, answered } = duringC;
@@ -939,11 +571,9 @@ async function main(flags: Flags): Promise<number> {
           `  and ${after.reportClicks - before.reportClicks} into the report (${rate((after.reportClicks - before.reportClicks) / seconds)}/s); the rest was dropped before part 2.`,
         );
       }
-      out.push(
-        '  A, B, C, C\' and D all run in this one Node process, on the same 2 cores as the Pub/Sub and Firestore emulators (two JVMs)',
-        '  and the load generator\'s worker thread.',
-      );
+      out.push(...cpuNotes(layout));
     }
+    const cpuExplained = clickRows.length > 0;
     if (postbackRows.length) {
       const b = postbackRows[0]!;
       out.push(
@@ -956,10 +586,11 @@ async function main(flags: Flags): Promise<number> {
         closedLoopRatios(postbackRows.slice(1), b),
         '  P: postback token lookup (cached), click id check, link cache, an awaited publish, then an awaited Firestore create (the receipt',
         '  that tells a retry from a first delivery).',
+        ...(cpuExplained ? ['  (CPU columns and "limited by": see part 1)'] : cpuNotes(layout)),
       );
     }
     if (e2e) {
-      const { idle, load, before, after, timeline, answered } = e2e;
+      const { idle, load, before, after, timeline, answered, layout: e2eLayout } = e2e;
       const sendSecs = (load.lastSend - load.t0) / 1000;
       const lag = sortedOf(load.sendLag);
       const clickLat = sortedOf(load.clickLatency);
@@ -978,6 +609,8 @@ async function main(flags: Flags): Promise<number> {
       out.push(
         '',
         `3. End to end, open loop: ${flags.rate} events/s for ${flags['e2e-seconds']} s (${flags['clicks-per-postback'] ? `1 postback after every ${flags['clicks-per-postback']} clicks` : 'clicks only'}), then up to ${flags.settle} s to settle`,
+        `   clicks and postbacks to the hit server, followed through the API of the stack in the bench process; where each process ran:`,
+        `   ${e2eLayout}`,
         `   sent ${load.total} events in ${sendSecs.toFixed(2)} s = ${rate(load.total / sendSecs)} events/s achieved (target ${flags.rate}); send lag behind schedule p50 ${ms(percentile(lag, 50))} ms,`,
         `   p99 ${ms(percentile(lag, 99))} ms, max ${ms(lag[lag.length - 1] ?? Number.NaN)} ms; at most ${load.inFlightMax} requests in flight; ${load.unanswered} unanswered at the end`,
         `   clicks:    ${load.clicksSent} sent, answers ${statuses(load.clickStatus)}; latency p50 ${ms(percentile(clickLat, 50))} ms, p99 ${ms(percentile(clickLat, 99))} ms`,
@@ -991,11 +624,17 @@ async function main(flags: Flags): Promise<number> {
           if (!last) return [];
           const x = delivered(last.c);
           const sentPerSec = answered.clicks / sendSecs;
+          // CPU over the same seconds: each point's share (since the point before), weighted by its length.
+          const cpu = [...Object.keys(cpuGroups), 'others'].map((g) => {
+            const busy = during.reduce((sum, p, i) => sum + (p.cpu[g] ?? Number.NaN) * (p.t - (i ? during[i - 1]!.t : 0)), 0) / last.t;
+            return `${g} ${percent(busy)}`;
+          });
           return [
             `   while sending (first ${last.t.toFixed(0)} s): clicks reached Firestore at ${rate(x.fc / last.t)}/s and the report at ${rate(x.rc / last.t)}/s, against ${rate(sentPerSec)} clicks/s sent;`,
             x.fc / last.t < 0.9 * sentPerSec || x.rc / last.t < 0.9 * sentPerSec
               ? '   the workers fell behind, so the backlog (and every later event\'s delay) grew for as long as the run lasted.'
               : '   the workers kept up with the sending rate.',
+            `   CPU meanwhile (% of one core): ${cpu.join(', ')}`,
           ];
         })(),
         '',
@@ -1022,12 +661,15 @@ async function main(flags: Flags): Promise<number> {
         '',
         '   delivered over time (totals of this campaign from GET stats = Firestore counters and GET reports, every 2 s; "sent" is the schedule):',
         table(
-          ['t s', 'sent', 'Firestore clicks', '/s', 'report clicks', '/s', 'Firestore conv.', 'report conv.'],
+          ['t s', 'sent', 'Firestore clicks', '/s', 'report clicks', '/s', 'Firestore conv.', 'report conv.', ...[...Object.keys(cpuGroups), 'others'].map((g) => `${g} CPU`)],
           timeline.map((p, i) => {
             const prev = i ? timeline[i - 1]! : { t: 0, c: before };
             const x = delivered(p.c);
             const y = delivered(prev.c);
-            return [p.t.toFixed(1), String(Math.min(load.total, Math.round(flags.rate * p.t))), String(x.fc), rate((x.fc - y.fc) / (p.t - prev.t)), String(x.rc), rate((x.rc - y.rc) / (p.t - prev.t)), String(x.fv), String(x.rv)];
+            return [
+              p.t.toFixed(1), String(Math.min(load.total, Math.round(flags.rate * p.t))), String(x.fc), rate((x.fc - y.fc) / (p.t - prev.t)), String(x.rc), rate((x.rc - y.rc) / (p.t - prev.t)), String(x.fv), String(x.rv),
+              ...[...Object.keys(cpuGroups), 'others'].map((g) => percent(p.cpu[g])),
+            ];
           }),
         ),
         '',
@@ -1045,10 +687,10 @@ async function main(flags: Flags): Promise<number> {
     out.push(
       '',
       `load average (1 min) at the start ${startLoad.toFixed(2)}, at the end ${loadavg()[0]!.toFixed(2)}: other work on this machine (another benchmark, a build)`,
-      '  shares the 2 cores and moves every figure; compare runs made on a quiet machine.',
+      `  shares the ${cpus().length} cores and moves every figure (pinning keeps our own processes apart, not theirs); compare runs made on a quiet machine.`,
       '',
       'notes:',
-      '  - The emulators are far slower than production Pub/Sub and Firestore and share the 2 cores with everything else here; read',
+      '  - The emulators are far slower than production Pub/Sub and Firestore and share the machine with the bench process; read',
       '    the ratios between runs on this machine, not the absolute figures as production latencies.',
       '  - Closed loop: req/s ~= connections / mean latency. The open loop of part 3 does not slow down when the server does.',
     );
@@ -1060,7 +702,8 @@ async function main(flags: Flags): Promise<number> {
     return failureCode(err, signal);
   } finally {
     await quiesce?.().catch(() => undefined);
-    await bare?.close().catch(() => undefined);
+    // Before the stack: the hit server holds clients of the emulators.
+    await hits?.close().catch(() => undefined);
     for (const s of servers) await closeServer(s).catch(() => undefined);
     await stopBenchStackAndReport(stack, { failed, signal, started, log: progress });
   }

@@ -17,21 +17,24 @@ export interface IntFlag {
 }
 
 /**
- * Strict parsing (no positionals, no unknown flags) of integer flags, given as --name N, and boolean flags.
- * --help / -h prints `usage` and exits 0 at once, before any flag is validated.
+ * Strict parsing (no positionals, no unknown flags) of integer flags, given as --name N, boolean flags, and
+ * switches: on/off settings with a default (which may depend on the machine), given as --name or --name 1 (on),
+ * --no-name or --name 0 (off). --help / -h prints `usage` and exits 0 at once, before any flag is validated.
  */
-export function parseFlags<I extends Record<string, IntFlag>, B extends string = never>(
+export function parseFlags<I extends Record<string, IntFlag>, B extends string = never, S extends string = never>(
   argv: string[],
   usage: string,
   ints: I,
   bools: readonly B[] = [],
-): { [K in keyof I]: number } & { [K in B]: boolean } {
+  switches: Readonly<Record<S, boolean>> = {} as Record<S, boolean>,
+): { [K in keyof I]: number } & { [K in B]: boolean } & { [K in S]: boolean } {
+  const { rest, values: switched } = takeSwitches(argv, Object.keys(switches) as S[]);
   const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = { help: { type: 'boolean', short: 'h' } };
   for (const [key, s] of Object.entries(ints)) options[s.flag ?? key] = { type: 'string' };
   for (const name of bools) options[name] = { type: 'boolean' };
   let values: Record<string, string | boolean | undefined>;
   try {
-    ({ values } = parseArgs({ args: argv, strict: true, allowPositionals: false, options }) as { values: Record<string, string | boolean | undefined> });
+    ({ values } = parseArgs({ args: rest, strict: true, allowPositionals: false, options }) as { values: Record<string, string | boolean | undefined> });
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
@@ -49,7 +52,41 @@ export function parseFlags<I extends Record<string, IntFlag>, B extends string =
     flags[key] = n;
   }
   for (const name of bools) flags[name] = values[name] === true;
-  return flags as { [K in keyof I]: number } & { [K in B]: boolean };
+  for (const name of Object.keys(switches) as S[]) flags[name] = switched[name] ?? switches[name];
+  return flags as { [K in keyof I]: number } & { [K in B]: boolean } & { [K in S]: boolean };
+}
+
+/**
+ * Takes the switches out of argv before parseArgs sees it: node:util's parseArgs has no negated options
+ * before Node 20.16 and cannot give a flag an optional value, and a switch takes both. The last one wins.
+ */
+function takeSwitches<S extends string>(argv: string[], names: readonly S[]): { rest: string[]; values: Partial<Record<S, boolean>> } {
+  const rest: string[] = [];
+  const values: Partial<Record<S, boolean>> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') {
+      rest.push(...argv.slice(i)); // parseArgs rejects what follows as positionals
+      break;
+    }
+    const m = /^--(no-)?([a-z0-9-]+)(?:=(.*))?$/.exec(arg);
+    const name = m?.[2] as S | undefined;
+    if (!m || !name || !names.includes(name)) {
+      rest.push(arg);
+      continue;
+    }
+    const next = argv[i + 1];
+    let value = m[3];
+    // A following word is the switch's value (nothing else may stand there: there are no positionals).
+    if (value === undefined && !m[1] && next !== undefined && !next.startsWith('-')) {
+      value = next;
+      i++;
+    }
+    if (m[1] && value !== undefined) throw new UsageError(`--no-${name} takes no value`);
+    if (value !== undefined && value !== '0' && value !== '1') throw new UsageError(`--${name} takes 0 or 1 (or use --${name} / --no-${name})`);
+    values[name] = m[1] ? false : value !== '0';
+  }
+  return { rest, values };
 }
 
 /**

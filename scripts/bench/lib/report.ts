@@ -29,6 +29,11 @@ export function rate(v: number): string {
   return v < 100 ? v.toFixed(1) : Math.round(v).toString();
 }
 
+/** A share of one core (or any percentage), rounded: "97%"; "n/a" when unknown. */
+export function percent(v: number | undefined): string {
+  return v === undefined || !Number.isFinite(v) ? 'n/a' : `${Math.round(v)}%`;
+}
+
 export function ratio(v: number): string {
   if (!Number.isFinite(v)) return 'n/a';
   if (v >= 10) return `${v.toFixed(1)}x`;

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startEmulators, type RunningEmulator } from '../../local/emulators';
 import type { LocalStack } from '../../local/stack';
+import { commandName, pidsWithArg } from './cpu';
 
 /**
  * The real local stack for a benchmark: both emulators on free ports (so a running `npm start` is never
@@ -14,6 +15,11 @@ export interface BenchStack {
   baseUrl: string;
   project: string;
   dataDir: string;
+  /**
+   * The emulators' processes now (the gcloud wrapper and the JVM it starts, in a process group of their own),
+   * found by the port on their command line; `java` lists only the JVMs, which do the work.
+   */
+  emulatorProcesses(): { name: 'pubsub' | 'firestore'; pids: number[]; java: number[] }[];
   /** A bearer token from the local stand-in for Supabase Auth; the same email is always the same user. */
   token(email: string): string;
   request(method: string, path: string, opts?: { token?: string; body?: unknown; signal?: AbortSignal }): Promise<{ status: number; text: string }>;
@@ -23,24 +29,18 @@ export interface BenchStack {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** How an emulator's processes name their port: the gcloud wrapper as --host-port, the JVM as --port. */
+const portArgs = (port: number) => [`--port=${port}`, `--host-port=127.0.0.1:${port}`];
+
 /**
  * The emulators' stop() returns once the main port is free, but the JVM may linger a moment longer with its
  * other ports open. Wait (never kill) until no process still carries one of our ports on its command line.
  */
 async function waitForEmulatorProcesses(ports: number[], timeoutMs = 15_000): Promise<void> {
   if (!existsSync('/proc/self/cmdline')) return;
-  const marks = ports.flatMap((p) => [`--port=${p}`, `--host-port=127.0.0.1:${p}`]);
-  const alive = () =>
-    readdirSync('/proc').some((pid) => {
-      if (!/^\d+$/.test(pid)) return false;
-      try {
-        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').some((arg) => marks.includes(arg));
-      } catch {
-        return false; // exited meanwhile
-      }
-    });
+  const marks = ports.flatMap((p) => portArgs(p));
   const deadline = Date.now() + timeoutMs;
-  while (alive() && Date.now() < deadline) await sleep(100);
+  while (pidsWithArg(marks).length && Date.now() < deadline) await sleep(100);
 }
 
 export async function startBenchStack(opts: { signal?: AbortSignal; env?: Record<string, string> } = {}): Promise<BenchStack> {
@@ -89,6 +89,11 @@ export async function startBenchStack(opts: { signal?: AbortSignal; env?: Record
     baseUrl,
     project,
     dataDir,
+    emulatorProcesses: () =>
+      (['pubsub', 'firestore'] as const).map((name, i) => {
+        const pids = pidsWithArg(portArgs(ports[i]!));
+        return { name, pids, java: pids.filter((pid) => commandName(pid) === 'java') };
+      }),
     token: (email) => mintDevToken(email),
     request: async (method, path, o = {}) => {
       const headers: Record<string, string> = {};

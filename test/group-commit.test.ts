@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { groupCommit } from '../functions/services/group-commit';
+import { groupCommit } from '../shared/group-commit';
 
 /** The workers' group commit: items that arrive together are written together, each caller gets its own answer. */
 function recorder(opts: { maxItems: number; maxConcurrent: number }, fail: (n: number) => boolean = () => false) {

@@ -41,6 +41,10 @@ describe('click function', () => {
     assert.equal(res.status, 302);
     assert.equal(res.headers.get('cache-control'), 'no-store');
     assert.match(res.headers.get('set-cookie') ?? '', new RegExp(`abp_cid=${clickId.replace(/[.]/g, '\\.')}`));
+    // First-party, script-proof, sent on top-level navigation, for the campaign's 30-day attribution window.
+    const cookie = (res.headers.get('set-cookie') ?? '').split('; ');
+    for (const attribute of ['Max-Age=2592000', 'Path=/', 'HttpOnly', 'SameSite=Lax']) assert.ok(cookie.includes(attribute), `${attribute} in ${cookie.join('; ')}`);
+    assert.ok(Math.abs(Date.parse(cookie.find((a) => a.startsWith('Expires='))!.slice(8)) - (Date.now() + 2_592_000_000)) < 60_000);
     const url = new URL(location);
     assert.equal(url.host, 'shop.example.com');
     assert.equal(url.searchParams.get('s1'), 'spring');

@@ -2,7 +2,7 @@ import { FieldValue, Timestamp, type DocumentReference, type DocumentSnapshot, t
 import type { ClickEvent } from '../../shared/domain/events';
 import { firestore } from '../adapters/firestore';
 import { counterRef } from './counters';
-import { groupCommit } from './group-commit';
+import { groupCommit } from '../../shared/group-commit';
 import { OrgScope } from './tenancy';
 
 /**

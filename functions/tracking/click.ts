@@ -9,7 +9,7 @@ import { functionNames } from '../../shared/names';
 import { secrets } from '../adapters/local-secrets';
 import { publishTrackingEvent } from '../adapters/pubsub';
 import { resolveLink } from '../services/link-resolver';
-import { clickCookie, edgeCountry, header, redirectTo, textError } from './http';
+import { edgeCountry, header, redirectTo, setClickCookie, textError } from './http';
 const subNames = ['sub1', 'sub2', 'sub3', 'sub4', 'sub5'] as const;
 
 /** Link previews and prefetches fetch the URL without a person behind them. */
@@ -83,7 +83,7 @@ export async function handleClick(req: functions.Request, res: functions.Respons
 
   const location = fillMacros(campaign.destinationUrl, { click_id: clickId, affiliate_id: link.affiliateId, campaign_id: campaign.id, ...Object.fromEntries(Object.entries(subs).map(([k, v]) => [k, v ?? ''])) });
   const secure = config().publicBaseUrl.startsWith('https:');
-  res.cookie(clickCookie, clickId, { maxAge: campaign.attributionWindowDays * 86_400_000, httpOnly: true, sameSite: 'lax', secure, path: '/' });
+  setClickCookie(res, clickId, campaign.attributionWindowDays * 86_400, secure);
   redirectTo(res, location);
 }
 

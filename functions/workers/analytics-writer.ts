@@ -3,7 +3,7 @@ import type { AnalyticsRow } from '../../shared/analytics/schema';
 import type { ClickEvent, ConversionEvent } from '../../shared/domain/events';
 import { functionNames } from '../../shared/names';
 import { analyticsStore } from '../adapters/analytics';
-import { groupCommit } from '../services/group-commit';
+import { groupCommit } from '../../shared/group-commit';
 import { decodeTrackingEvent } from './decode';
 
 const blank = { sub1: null, sub2: null, sub3: null, sub4: null, sub5: null, country: null, device: null, visitor_hash: null };

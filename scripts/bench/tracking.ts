@@ -16,7 +16,7 @@
  *      bare Functions Framework function that only redirects, C the real click function through a gateway
  *      (GET /c/{linkId}?sub1=bench) with the push workers running in this process, and C' the same with the
  *      push subscriptions removed (the click function alone: nothing downstream runs). D, a diagnostic, is a
- *      bare Functions Framework function that awaits one publish (the click function's batching, to a topic
+ *      bare Functions Framework function that awaits one publish (the click function's publisher, to a topic
  *      nobody subscribes to) and then redirects.
  *   2. Postbacks, closed loop: GET /postback with a unique txn_id and a valid click id per request (set per
  *      request by autocannon's setupRequest in the load worker), alone (P') and with the workers (P), against
@@ -28,16 +28,15 @@
  *
  * Between parts the workers' backlog is dropped (the push subscriptions are recreated) so that no part pays
  * for the one before. Diagnostics ("where the time goes"): an awaited publish alone from the hit server with
- * the click function's batching, with maxMessages 1 and with the client's default 10 ms window; the link
+ * the click function's grouped publisher, with the client's timer batching at 1 ms and 5 ms windows, with
+ * maxMessages 1 and with the client's default 10 ms window; the link
  * cache's hit and miss paths in the hit server; the emulator's push concurrency; DuckDB single-row against
  * batched inserts. Prints figures only; it never asserts timings.
  *
  *   npx tsx scripts/bench/tracking.ts [--connections 50] [--duration 8] [--rate 500] [--e2e-seconds 30] [--no-pin] [--skip-e2e] …  (--help)
  */
-import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { cpus, loadavg, release, totalmem, type as osType } from 'node:os';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { failureCode, parseFlags, runMain } from './lib/cli';
 import { browserUserAgent, closedLoop, closedLoopRatios, closedLoopTable, type ClosedLoopOptions, type ClosedLoopResult } from './lib/closed-loop';
@@ -104,24 +103,14 @@ function environment(): string[] {
   ];
 }
 
-/** The batching the click function's publisher uses, read from the adapter's source so that the probe follows it. */
-function currentBatching(): Batching | undefined {
-  try {
-    const src = readFileSync(join(__dirname, '../../functions/adapters/pubsub.ts'), 'utf8');
-    const block = /batching:\s*\{([^}]*)\}/.exec(src)?.[1];
-    if (!block) return undefined;
-    const num = (name: string) => {
-      const m = new RegExp(`${name}:\\s*([\\d_]+)`).exec(block);
-      return m ? Number(m[1]!.replaceAll('_', '')) : undefined;
-    };
-    return { maxMessages: num('maxMessages'), maxMilliseconds: num('maxMilliseconds') };
-  } catch {
-    return undefined;
-  }
-}
-
-const describeBatching = (b: Batching | undefined) =>
-  b ? `maxMessages ${b.maxMessages ?? 'default'}, maxMilliseconds ${b.maxMilliseconds ?? 'default'}` : 'client defaults (maxMessages 100, maxMilliseconds 10)';
+/** The click function publishes through the adapter's grouped publisher (functions/adapters/pubsub.ts). */
+const clickPublisher = 'grouped' as const;
+const describeBatching = (b: Batching | 'grouped' | undefined) =>
+  b === 'grouped'
+    ? 'grouped (one request in flight; what arrives meanwhile goes in the next)'
+    : b
+      ? `timer: maxMessages ${b.maxMessages ?? 'default'}, maxMilliseconds ${b.maxMilliseconds ?? 'default'}`
+      : 'client defaults (maxMessages 100, maxMilliseconds 10)';
 
 async function listen(server: Server): Promise<string> {
   await new Promise<void>((resolve, reject) => {
@@ -252,7 +241,7 @@ async function main(flags: Flags): Promise<number> {
 
     // D publishes to a topic of its own, without subscriptions (nothing downstream runs), with the click
     // function's batching, the same event the click function publishes.
-    const batching = currentBatching();
+    const batching = clickPublisher;
     const probeTopicName = 'bench-publish-probe';
     await pubsub().createTopic(probeTopicName).catch((err: { code?: number }) => {
       if (err.code !== 6) throw err;
@@ -262,7 +251,7 @@ async function main(flags: Flags): Promise<number> {
       sub1: 'bench', sub2: null, sub3: null, sub4: null, sub5: null, visitorHash: 'x'.repeat(22), ipHash: 'y'.repeat(22), ipPrefix: '198.18.0.0/24', country: null,
       device: 'desktop', os: 'Windows', browser: 'Chrome', referrer: null, isBot: false, botReason: null,
     });
-    const probeMessage = (b: Batching | undefined): ProbeMessage => ({ topic: probeTopicName, batching: b, data: sampleEvent, attributes: { type: 'click', orgId, eventId: 'probe' } });
+    const probeMessage = (b: Batching | 'grouped' | undefined): ProbeMessage => ({ topic: probeTopicName, batching: b, data: sampleEvent, attributes: { type: 'click', orgId, eventId: 'probe' } });
 
     // The servers under test, in a process of their own (as production runs the hit functions: apart from
     // the workers), on the last core when pinned: A a bare node:http 302, B a bare Functions Framework
@@ -301,7 +290,7 @@ async function main(flags: Flags): Promise<number> {
       `configuration: --connections ${flags.connections} --duration ${flags.duration} --warmup ${flags.warmup} --postback-connections ${flags['postback-connections']} --postback-duration ${flags['postback-duration']}`,
       `               --rate ${flags.rate} --e2e-seconds ${flags['e2e-seconds']} --clicks-per-postback ${flags['clicks-per-postback']} --sample-clicks ${flags['sample-clicks']} --sample-postbacks ${flags['sample-postbacks']}`,
       `               --poll-ms ${flags['poll-ms']} --poll-budget ${flags['poll-budget'] || `${Math.max(20, Math.round(flags.rate / 10))} (10% of rate)`} --settle ${flags.settle} ${flags.pin ? '--pin' : '--no-pin'}${flags['pin-e2e'] ? ' --pin-e2e' : ''}${boolFlags.filter((b) => flags[b]).map((b) => ` --${b}`).join('')}`,
-      `click function publisher batching (read from functions/adapters/pubsub.ts): ${describeBatching(batching)}; LINK_CACHE_TTL_SECONDS ${process.env.LINK_CACHE_TTL_SECONDS ?? '10 (default)'}`,
+      `click function publisher (functions/adapters/pubsub.ts): ${describeBatching(batching)}; LINK_CACHE_TTL_SECONDS ${process.env.LINK_CACHE_TTL_SECONDS ?? '10 (default)'}`,
     ];
     out.push(
       '',
@@ -314,9 +303,11 @@ async function main(flags: Flags): Promise<number> {
     // ---- Diagnostics first, on a quiet stack: the awaited publish alone, and the link cache.
     const diag: string[] = [];
     if (!flags['skip-diagnostics']) {
-      progress('Diagnostics: an awaited publish alone (three batching settings), the link cache…');
-      const settings: [string, Batching | undefined][] = [
-        [`click function's (${describeBatching(batching)})`, batching],
+      progress('Diagnostics: an awaited publish alone (four batching settings), the link cache…');
+      const settings: [string, Batching | 'grouped' | undefined][] = [
+        ["click function's: grouped", batching],
+        ['timer: maxMessages 100, 1 ms window', { maxMessages: 100, maxMilliseconds: 1 }],
+        ['timer: maxMessages 100, 5 ms window', { maxMessages: 100, maxMilliseconds: 5 }],
         ['maxMessages 1 (no batching)', { maxMessages: 1 }],
         ['client default (10 ms window)', undefined],
       ];
@@ -374,7 +365,7 @@ async function main(flags: Flags): Promise<number> {
       await pubsub().topic(pushTopic).createSubscription(pushSub, { pushConfig: { pushEndpoint: `${sinkUrl}/push` }, ackDeadlineSeconds: 30 });
       const pushN = 200;
       const tp = performance.now();
-      const pushPublisher = pubsub().topic(pushTopic, batching ? { batching } : {});
+      const pushPublisher = pubsub().topic(pushTopic);
       await Promise.all(Array.from({ length: pushN }, () => pushPublisher.publishMessage({ data: Buffer.from(sampleEvent) })));
       while (delivered < pushN && performance.now() - tp < 10_000) await sleep(20);
       const pushSecs = (performance.now() - tp) / 1000;

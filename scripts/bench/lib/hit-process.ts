@@ -25,7 +25,10 @@ const repoRoot = join(__dirname, '../../..');
 
 export async function startHitServer(opts: { cores?: readonly number[]; signal?: AbortSignal; startTimeoutMs?: number } = {}): Promise<HitServerProcess> {
   opts.signal?.throwIfAborted();
-  const node = [process.execPath, '--import', pathToFileURL(require.resolve('tsx')).href, join(__dirname, 'hit-server.ts')];
+  // ABP_BENCH_HIT_NODE_ARGS adds node flags to the child only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to
+  // profile the function under test (NODE_OPTIONS does not take --cpu-prof).
+  const extra = (process.env.ABP_BENCH_HIT_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const node = [process.execPath, ...extra, '--import', pathToFileURL(require.resolve('tsx')).href, join(__dirname, 'hit-server.ts')];
   const [command, ...args] = opts.cores ? ['taskset', '--cpu-list', formatCpuList(opts.cores), ...node] : node;
   // The child's stdout goes to our stderr: what it logs must not end up in the printed report.
   const child: ChildProcess = spawn(command!, args, { cwd: repoRoot, env: { ...process.env }, stdio: ['ignore', 2, 2, 'ipc'] });

@@ -13,10 +13,14 @@ export interface Batching {
   maxMilliseconds?: number;
 }
 
-/** A message to publish as the click function would: JSON data and attributes, on `topic` with `batching`. */
+/**
+ * A message to publish as the click function would: JSON data and attributes, on `topic`, either with the
+ * click function's own grouped publisher ('grouped', functions/adapters/pubsub.ts) or with the client's
+ * timer batching (`Batching`; undefined: the client's defaults).
+ */
 export interface ProbeMessage {
   topic: string;
-  batching?: Batching;
+  batching?: Batching | 'grouped';
   /** The message data (a click event's JSON). */
   data: string;
   attributes: Record<string, string>;

@@ -31,9 +31,13 @@ async function listen(server: Server): Promise<string> {
 }
 
 async function probeTopic(m: ProbeMessage): Promise<{ publish(): Promise<string> }> {
-  const { pubsub } = await import('../../../functions/adapters/pubsub');
-  const topic: Topic = pubsub().topic(m.topic, m.batching ? { batching: m.batching } : {});
+  const { pubsub, groupedPublisher } = await import('../../../functions/adapters/pubsub');
   const data = Buffer.from(m.data);
+  if (m.batching === 'grouped') {
+    const publish = groupedPublisher(pubsub().topic(m.topic));
+    return { publish: () => publish({ data, attributes: m.attributes }) };
+  }
+  const topic: Topic = pubsub().topic(m.topic, m.batching ? { batching: m.batching } : {});
   return { publish: () => topic.publishMessage({ data, attributes: m.attributes }) };
 }
 

@@ -24,7 +24,20 @@
  *   3. End to end, open loop: clicks and postbacks at a fixed rate to the hit server; a sample of them is
  *      followed until it is visible through the API (click document, its own report row, conversion
  *      document), and the delivered totals are sampled over time. Baseline: the same measurement for a
- *      trickle of events on a quiet stack.
+ *      trickle of events on a quiet stack. With --rates (e.g. 100,200,300,500) the open loop runs at each
+ *      rate in turn, each on a campaign and link of its own and with the workers' backlog dropped in between,
+ *      and one table sums them up (achieved rate, delivery rate while sending, p50/p99 of the three paths,
+ *      the CPU of each side), naming the highest rate that met p99 < 2 s on all three paths: the knee. The
+ *      detailed output is printed for the --rate run (or the highest rate when --rate is not among them).
+ *      Drain, the back half alone (--drain N, 0 to skip): with the workers' relays stopped (the subscriptions
+ *      exist, so the emulator keeps what is published), N clicks and one postback per --clicks-per-postback
+ *      clicks are published straight to the tracking topic from this process (publishTrackingEvent, the
+ *      click and postback functions' publisher and event shapes, on a campaign of their own); then the
+ *      relays start and the totals in Firestore (stats counters) and the report are sampled every second
+ *      until all is in. The hit server and the load generator are idle meanwhile: this is the capacity of
+ *      the workers, their relays and the emulators alone, which in production scale apart from the hit
+ *      functions. On a 2-core machine the front half (generator, hit server, publishing) and the back half
+ *      share the cores in the open loop; the sweep and the drain show each side's figures.
  *
  * Between parts the workers' backlog is dropped (the push subscriptions are recreated) so that no part pays
  * for the one before. Diagnostics ("where the time goes"): an awaited publish alone from the hit server with
@@ -33,21 +46,24 @@
  * cache's hit and miss paths in the hit server; the emulator's push concurrency; DuckDB single-row against
  * batched inserts. Prints figures only; it never asserts timings.
  *
- *   npx tsx scripts/bench/tracking.ts [--connections 50] [--duration 8] [--rate 500] [--e2e-seconds 30] [--no-pin] [--skip-e2e] …  (--help)
+ *   npx tsx scripts/bench/tracking.ts [--connections 50] [--duration 8] [--rate 500] [--rates 100,200,300,500] [--e2e-seconds 30]
+ *     [--drain 15000] [--no-pin] [--skip-e2e] …  (--help)
  */
 import { createServer, type Server } from 'node:http';
 import { cpus, loadavg, release, totalmem, type as osType } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { failureCode, parseFlags, runMain } from './lib/cli';
+import { failureCode, parseFlags, runMain, UsageError } from './lib/cli';
 import { browserUserAgent, closedLoop, closedLoopRatios, closedLoopTable, type ClosedLoopOptions, type ClosedLoopResult } from './lib/closed-loop';
 import { cpuMeter, formatCpuList, usableCores } from './lib/cpu';
 import { startHitServer, type HitServerProcess } from './lib/hit-process';
+import type { TrackingEvent } from '../../shared/domain/events';
 import type { Batching, ProbeMessage } from './lib/hit-protocol';
 import { limitOf, pinRest, planLayout, whereTheyRun, type Layout } from './lib/layout';
 import { autocannonVersion, percentile } from './lib/load';
 import { delays, openLoop, sortedOf, type DelayStats, type OpenLoopReply } from './lib/open-loop';
 import { ms, percent, rate, ratio, table } from './lib/report';
 import { abortOnSignals, startBenchStack, stopBenchStackAndReport, type BenchStack } from './lib/stack';
+import { defaultRelayInFlight } from '../local/push-relay';
 
 const usage = `usage: npx tsx scripts/bench/tracking.ts [options]
   --connections N         click load: concurrent keep-alive connections (default 50)
@@ -56,20 +72,30 @@ const usage = `usage: npx tsx scripts/bench/tracking.ts [options]
   --postback-connections N  postback load: connections (default 20)
   --postback-duration S   postback load: measured seconds (default 8)
   --rate N                end to end: events per second sent, open loop (default 500)
-  --e2e-seconds S         end to end: seconds of sending (default 30)
+  --rates N,N,…           end to end: a sweep, the open loop at each rate in turn (e.g. 100,200,300,500), each for --e2e-seconds
+                          on a campaign of its own, the workers' backlog dropped in between; one summary row per rate and the
+                          knee (the highest rate with p99 < 2 s on all three paths); the detailed output is for --rate, or the
+                          highest rate when --rate is not in the list (default: just --rate)
+  --e2e-seconds S         end to end: seconds of sending (default 30; per rate)
   --clicks-per-postback N end to end: one postback after every N clicks (default 10; 0 for clicks only)
   --sample-clicks N       end to end: follow every Nth click to Firestore and the report (default 20)
   --sample-postbacks N    end to end: follow every Nth postback to its conversion (default 4)
   --poll-ms N             end to end: poll interval for a followed event while it is younger than 2 s (default 100)
   --poll-budget N         end to end: at most N polls per second for all followed events together (default 0: 10% of --rate, at least 20)
   --settle S              end to end: how long to keep following after the last event was sent (default 15)
+  --drain N               drain, the back half alone: publish N clicks (and 1 postback per --clicks-per-postback clicks) straight
+                          to the tracking topic with the workers' relays stopped, then start them and time how fast the workers
+                          get the backlog into Firestore and the report; hit server and load generator idle (default 15000; 0 to skip)
+  --drain-timeout S       drain: give up after S seconds, or after 30 s without progress (default 300)
+  --drain-in-flight N     drain: messages each relay keeps in flight (default ${defaultRelayInFlight}, what the stack's relays keep in the open loop)
   --pin, --no-pin         pin the hit server (the servers under test: A, B, D, the click/postback/pixel functions) to the
                           last core and this process and the emulators to the others, with taskset (also --pin 1, --pin 0;
                           default: on with 2 or more usable cores)
   --pin-e2e               with --pin, keep this process and the emulators off the hit server's core in part 3 too (default:
                           part 3 lets them use every core, because the workers need more than the rest cores while the hit
                           server needs a fraction of its own at --rate)
-  --skip-clicks, --skip-postbacks, --skip-e2e, --skip-diagnostics   leave a part out`;
+  --skip-clicks, --skip-postbacks, --skip-e2e, --skip-diagnostics   leave a part out (--skip-e2e leaves out the open loop of
+                          part 3; the drain runs unless --drain 0)`;
 
 const intSpec = {
   connections: { default: 50, min: 1, max: 1000 },
@@ -85,11 +111,47 @@ const intSpec = {
   'poll-ms': { default: 100, min: 10, max: 10_000 },
   'poll-budget': { default: 0, min: 0, max: 100_000 },
   settle: { default: 15, min: 1, max: 600 },
+  drain: { default: 15_000, min: 0, max: 1_000_000 },
+  'drain-timeout': { default: 300, min: 10, max: 3600 },
+  'drain-in-flight': { default: defaultRelayInFlight, min: 1, max: 10_000 },
 } as const;
 const boolFlags = ['skip-clicks', 'skip-postbacks', 'skip-e2e', 'skip-diagnostics'] as const;
-type Flags = Record<keyof typeof intSpec, number> & Record<(typeof boolFlags)[number] | 'pin' | 'pin-e2e', boolean>;
+type Flags = Record<keyof typeof intSpec, number> & Record<(typeof boolFlags)[number] | 'pin' | 'pin-e2e', boolean> & { rates: number[] };
 
-const parse = (argv: string[]): Flags => parseFlags(argv, usage, intSpec, boolFlags, { pin: usableCores().length >= 2, 'pin-e2e': false });
+/**
+ * --rates takes a list, which parseFlags (integers, booleans, switches) does not: it is taken out of argv
+ * first. A bad list is reported only after parseFlags has had its chance to answer --help.
+ */
+function takeRates(argv: string[]): { rest: string[]; rates: number[]; error?: string } {
+  const rest: string[] = [];
+  let rates: number[] = [];
+  let error: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') {
+      rest.push(...argv.slice(i));
+      break;
+    }
+    const m = /^--rates(?:=(.*))?$/.exec(arg);
+    if (!m) {
+      rest.push(arg);
+      continue;
+    }
+    const value = m[1] ?? argv[++i] ?? '';
+    const parts = value.split(',').map((v) => v.trim());
+    if (parts.some((v) => !/^\d+$/.test(v) || Number(v) < intSpec.rate.min || Number(v) > intSpec.rate.max)) {
+      error = `--rates must be a comma-separated list of integers from ${intSpec.rate.min} to ${intSpec.rate.max}, e.g. 100,200,300,500`;
+    } else rates = parts.map(Number);
+  }
+  return { rest, rates, error };
+}
+
+const parse = (argv: string[]): Flags => {
+  const { rest, rates, error } = takeRates(argv);
+  const flags = parseFlags(rest, usage, intSpec, boolFlags, { pin: usableCores().length >= 2, 'pin-e2e': false });
+  if (error) throw new UsageError(error);
+  return { ...flags, rates: rates.length ? rates : [flags.rate] };
+};
 
 const progress = (msg: string) => process.stderr.write(`${msg}\n`);
 const sleep = (t: number) => new Promise((r) => setTimeout(r, t));
@@ -152,6 +214,76 @@ interface TimelinePoint {
   cpu: Record<string, number>;
 }
 
+/**
+ * Besides each process's CPU, part 3 samples how busy this process's main thread was (its event loop
+ * utilisation, %): the API, both workers and their relays share that one JavaScript thread here, so near
+ * 100% it is the limit even with a core to spare.
+ */
+const loopKey = 'bench loop';
+
+/** One open-loop run of part 3, at one rate, on a campaign of its own. */
+interface E2eRun {
+  rate: number;
+  load: OpenLoopReply;
+  before: Counts;
+  after: Counts;
+  timeline: TimelinePoint[];
+  answered: { clicks: number; postbacks: number };
+  pollBudget: number;
+}
+
+/** What reached each destination since `before`: Firestore clicks and conversions (stats counters), report clicks and conversions. */
+const deliveredSince = (before: Counts, c: Counts) => ({
+  fc: c.statsClicks - before.statsClicks,
+  rc: c.reportClicks - before.reportClicks,
+  fv: c.statsConversions - before.statsConversions,
+  rv: c.reportConversions - before.reportConversions,
+});
+
+/** The CPU each side used over the points (% of one core): each point's share since the one before, weighted by its length. */
+function cpuOver(points: readonly TimelinePoint[], keys: readonly string[]): Record<string, number> {
+  const last = points[points.length - 1];
+  if (!last) return {};
+  return Object.fromEntries(keys.map((g) => [g, points.reduce((sum, p, i) => sum + (p.cpu[g] ?? Number.NaN) * (p.t - (i ? points[i - 1]!.t : 0)), 0) / last.t]));
+}
+
+/** The drain: a backlog published with the relays stopped, then drained; totals sampled every second from the relays' start. */
+interface DrainResult {
+  clicks: number;
+  postbacks: number;
+  publishSecs: number;
+  /** The campaign's totals before publishing, and after publishing but before the relays started (nothing should have moved). */
+  before: Counts;
+  beforeRelays: Counts;
+  points: TimelinePoint[];
+  stopped: 'done' | 'stalled' | 'timeout';
+}
+
+/** Delivery while the generator was sending, from the totals sampled every 2 s, and the CPU over the same seconds. */
+function whileSending(run: E2eRun, cpuKeys: readonly string[]) {
+  const sendSecs = (run.load.lastSend - run.load.t0) / 1000;
+  const during = run.timeline.filter((p) => p.t <= sendSecs + 0.5);
+  const last = during[during.length - 1];
+  if (!last) return undefined;
+  const x = deliveredSince(run.before, last.c);
+  return { t: last.t, firestorePerSec: x.fc / last.t, reportPerSec: x.rc / last.t, sentClicksPerSec: run.answered.clicks / sendSecs, cpu: cpuOver(during, [...cpuKeys, loopKey]) };
+}
+
+/** A delay for the tables: "not seen" for an event never seen (an infinite delay). */
+const fmtDelay = (v: number) => (v === Number.POSITIVE_INFINITY ? 'not seen' : ms(v));
+
+/** The three followed paths of part 3. */
+function pathDelays(samples: OpenLoopReply['samples']) {
+  return {
+    firestore: delays(samples, 'click', 'firestoreAt'),
+    report: delays(samples, 'click', 'reportAt'),
+    conversion: delays(samples, 'postback', 'conversionAt'),
+  };
+}
+
+/** p99 < 2 s on every path that had followed events (a path without any, e.g. postbacks with --clicks-per-postback 0, does not count). */
+const metGoal = (d: ReturnType<typeof pathDelays>) => Object.values(d).some((s) => s.n > 0) && Object.values(d).every((s) => s.n === 0 || s.p99 < 2000);
+
 async function main(flags: Flags): Promise<number> {
   const signal = abortOnSignals(progress);
   const started = Date.now();
@@ -210,8 +342,9 @@ async function main(flags: Flags): Promise<number> {
     const signingKey = secrets().clickSigningKey;
     const mintPool = (linkId: string, n: number) => Array.from({ length: n }, () => mintClickId(signingKey, linkId, Date.now() - 60_000));
 
-    const counts = async (key: keyof typeof campaigns): Promise<Counts> => {
-      const q = `from=${today}&to=${tomorrow}&campaignId=${campaigns[key]}`;
+    const counts = (key: keyof typeof campaigns) => countsOf(campaigns[key]);
+    const countsOf = async (campaignId: string): Promise<Counts> => {
+      const q = `from=${today}&to=${tomorrow}&campaignId=${campaignId}`;
       const [stats, report] = await Promise.all([api('GET', `/v1/orgs/${orgId}/stats?${q}`), api('GET', `/v1/orgs/${orgId}/reports?${q}`)]);
       const s = stats.totals as { clicks: number; conversions: number };
       const r = report.totals as { clicks: number; conversions: number };
@@ -288,8 +421,8 @@ async function main(flags: Flags): Promise<number> {
 
     const configLines = [
       `configuration: --connections ${flags.connections} --duration ${flags.duration} --warmup ${flags.warmup} --postback-connections ${flags['postback-connections']} --postback-duration ${flags['postback-duration']}`,
-      `               --rate ${flags.rate} --e2e-seconds ${flags['e2e-seconds']} --clicks-per-postback ${flags['clicks-per-postback']} --sample-clicks ${flags['sample-clicks']} --sample-postbacks ${flags['sample-postbacks']}`,
-      `               --poll-ms ${flags['poll-ms']} --poll-budget ${flags['poll-budget'] || `${Math.max(20, Math.round(flags.rate / 10))} (10% of rate)`} --settle ${flags.settle} ${flags.pin ? '--pin' : '--no-pin'}${flags['pin-e2e'] ? ' --pin-e2e' : ''}${boolFlags.filter((b) => flags[b]).map((b) => ` --${b}`).join('')}`,
+      `               --rate ${flags.rate}${flags.rates.length > 1 || flags.rates[0] !== flags.rate ? ` --rates ${flags.rates.join(',')}` : ''} --e2e-seconds ${flags['e2e-seconds']} --clicks-per-postback ${flags['clicks-per-postback']} --sample-clicks ${flags['sample-clicks']} --sample-postbacks ${flags['sample-postbacks']}`,
+      `               --poll-ms ${flags['poll-ms']} --poll-budget ${flags['poll-budget'] || `${Math.max(20, Math.round(flags.rate / 10))} (10% of rate)`} --settle ${flags.settle} --drain ${flags.drain} --drain-timeout ${flags['drain-timeout']} --drain-in-flight ${flags['drain-in-flight']} ${flags.pin ? '--pin' : '--no-pin'}${flags['pin-e2e'] ? ' --pin-e2e' : ''}${boolFlags.filter((b) => flags[b]).map((b) => ` --${b}`).join('')}`,
       `click function publisher (functions/adapters/pubsub.ts): ${describeBatching(batching)}; LINK_CACHE_TTL_SECONDS ${process.env.LINK_CACHE_TTL_SECONDS ?? '10 (default)'}`,
     ];
     out.push(
@@ -467,56 +600,153 @@ async function main(flags: Flags): Promise<number> {
       await workersFresh();
     }
 
-    // ---- 3. End to end, open loop.
-    let e2e: { idle: OpenLoopReply; load: OpenLoopReply; before: Counts; after: Counts; timeline: TimelinePoint[]; answered: { clicks: number; postbacks: number }; layout: string } | undefined;
+    // ---- 3. End to end, open loop: at each rate of the sweep in turn (by default just --rate).
+    // The bench process and the emulators may use every core from here on (unless --pin-e2e): the workers
+    // have instances of their own in production, and in the drain the hit server is idle.
+    if (shareInE2e && (!flags['skip-e2e'] || flags.drain > 0)) await pinRest(layout, restPids, { withServerCore: true });
+    const e2eLayout = whereTheyRun(processes);
+    const cpuKeys = [...Object.keys(cpuGroups), 'others'];
+    const runs: E2eRun[] = [];
+    let idle: OpenLoopReply | undefined;
     if (!flags['skip-e2e']) {
-      if (shareInE2e) await pinRest(layout, restPids, { withServerCore: true });
-      const e2eLayout = whereTheyRun(processes);
-      const pool = mintPool(links.e2e, 5000);
-      const common = {
-        hitUrl, apiUrl: base, orgId, token, linkId: links.e2e, campaignId: campaigns.e2e, postbackToken, clickIds: pool,
+      const common = (linkId: string, campaignId: string) => ({
+        hitUrl, apiUrl: base, orgId, token, linkId, campaignId, postbackToken, clickIds: mintPool(linkId, 5000),
         pollMs: flags['poll-ms'], reportPollMs: Math.max(flags['poll-ms'], 250), settleSeconds: flags.settle,
-      };
+      });
       progress('  end to end, idle baseline: 12 events at 4/s, every one followed…');
-      const idle = await openLoop({ ...common, pollBudget: 50, rate: 4, seconds: 3, clicksPerPostback: 2, sampleClicks: 1, samplePostbacks: 1, tag: 'idle', ipStart: 70_000 }, signal);
-      const before = await counts('e2e');
-      progress(`  end to end: ${flags.rate} events/s for ${flags['e2e-seconds']} s, then up to ${flags.settle} s to see the followed ones…`);
-      // Delivered totals over time, from this thread: two cheap queries every 2 s, and the CPU each side
-      // used since the point before.
-      const timeline: TimelinePoint[] = [];
-      let sampling = true;
+      idle = await openLoop({ ...common(links.e2e, campaigns.e2e), pollBudget: 50, rate: 4, seconds: 3, clicksPerPostback: 2, sampleClicks: 1, samplePostbacks: 1, tag: 'idle', ipStart: 70_000 }, signal);
+      for (const [i, r] of flags.rates.entries()) {
+        // Each rate on a campaign and link of its own, so that what the workers still finish of the rate before
+        // is not counted; and the backlog of the rate before is dropped, as between parts.
+        if (i > 0) {
+          progress('  dropping the workers\' backlog…');
+          await workersFresh();
+        }
+        const campaignId = await campaign(`Bench end to end ${r}/s #${i + 1}`);
+        const linkId = await link(campaignId);
+        const before = await countsOf(campaignId);
+        progress(`  end to end${flags.rates.length > 1 ? ` (${i + 1}/${flags.rates.length})` : ''}: ${r} events/s for ${flags['e2e-seconds']} s, then up to ${flags.settle} s to see the followed ones…`);
+        // Delivered totals over time, from this thread: two cheap queries every 2 s, and the CPU each side
+        // used since the point before.
+        const timeline: TimelinePoint[] = [];
+        let sampling = true;
+        const t0 = performance.now();
+        let meter = cpuMeter(cpuGroups);
+        let loop = performance.eventLoopUtilization();
+        const sample = async () => {
+          const c = await countsOf(campaignId);
+          const cpu = { ...meter.read().groups, [loopKey]: performance.eventLoopUtilization(loop).utilization * 100 };
+          meter = cpuMeter(cpuGroups);
+          loop = performance.eventLoopUtilization();
+          timeline.push({ t: (performance.now() - t0) / 1000, c, cpu });
+        };
+        const sampler = (async () => {
+          while (sampling) {
+            await sleep(2000);
+            if (!sampling) break;
+            await sample().catch(() => undefined);
+          }
+        })();
+        const pollBudget = flags['poll-budget'] || Math.max(20, Math.round(r / 10));
+        let load: OpenLoopReply;
+        try {
+          load = await openLoop(
+            {
+              ...common(linkId, campaignId), rate: r, seconds: flags['e2e-seconds'], clicksPerPostback: flags['clicks-per-postback'],
+              sampleClicks: flags['sample-clicks'], samplePostbacks: flags['sample-postbacks'], tag: `e2e${i}`, ipStart: 80_000, pollBudget,
+            },
+            signal,
+          );
+        } finally {
+          sampling = false;
+          await sampler;
+        }
+        await sample();
+        const after = timeline[timeline.length - 1]!.c;
+        runs.push({ rate: r, load, before, after, timeline, answered: { clicks: load.clickStatus['302'] ?? 0, postbacks: load.postbackStatus['200'] ?? 0 }, pollBudget });
+      }
+    }
+
+    // ---- Drain, the back half alone: a backlog published while the relays are stopped, then drained.
+    let drain: DrainResult | undefined;
+    if (flags.drain > 0) {
+      const { publishTrackingEvent } = await import('../../functions/adapters/pubsub');
+      const { keyedHash, ipPrefix } = await import('../../shared/domain/visitor');
+      const { deterministicId } = await import('../../shared/ids');
+      progress('  drain: stopping the workers\' relays (and dropping their backlog)…');
+      await workersOff();
+      // The subscriptions as the stack creates them, but no relay yet: the emulator keeps what is published
+      // until one pulls.
+      const drainSetup = await provisionPubSub(base, { relays: 'later', relayInFlight: flags['drain-in-flight'] });
+      relays = drainSetup;
+      const campaignId = await campaign('Bench drain');
+      const linkId = await link(campaignId);
+      // The events the click and postback functions publish: N clicks (distinct visitors, click ids minted
+      // with the local signing key 60 s in the past) and after every --clicks-per-postback clicks a postback
+      // for the click just before it, with a unique txn_id.
+      const n = flags.drain;
+      const cpp = flags['clicks-per-postback'];
+      const keys = secrets();
+      const runId = Math.random().toString(36).slice(2, 8);
+      const events: TrackingEvent[] = [];
+      let postbacks = 0;
+      for (let i = 0; i < n; i++) {
+        const clickedAt = Date.now() - 60_000;
+        const clickId = mintClickId(signingKey, linkId, clickedAt);
+        const ip = `198.${18 + ((i >>> 16) & 1)}.${(i >>> 8) & 255}.${i & 255}`;
+        events.push({
+          type: 'click', eventId: clickId, orgId, linkId, campaignId, affiliateId, occurredAt: new Date(clickedAt).toISOString(),
+          sub1: 'drain', sub2: null, sub3: null, sub4: null, sub5: null,
+          visitorHash: keyedHash(keys.hashKey, 'visitor', ip, browserUserAgent), ipHash: keyedHash(keys.hashKey, 'ip', ip), ipPrefix: ipPrefix(ip),
+          country: null, device: 'desktop', os: 'Windows', browser: 'Chrome', referrer: null, isBot: false, botReason: null, attributionWindowDays: 30,
+        });
+        if (cpp > 0 && (i + 1) % cpp === 0) {
+          const txnId = `drain-${runId}-${postbacks++}`;
+          events.push({
+            type: 'postback', eventId: deterministicId('cnv', orgId, 'txn', txnId), orgId, clickId, txnId, event: 'conversion',
+            amount: 1000, currency: 'USD', occurredAt: new Date().toISOString(), via: 'postback',
+          });
+        }
+      }
+      const before = await countsOf(campaignId);
+      progress(`  drain: publishing ${n} clicks and ${postbacks} postbacks to the tracking topic, nobody pulling…`);
+      const tp = performance.now();
+      await Promise.all(events.map((e) => publishTrackingEvent(e)));
+      const publishSecs = (performance.now() - tp) / 1000;
+      await sleep(1000);
+      const beforeRelays = await countsOf(campaignId);
+      progress(`  drain: starting the relays; sampling the totals every second until all is in (at most ${flags['drain-timeout']} s)…`);
+      const points: TimelinePoint[] = [];
       const t0 = performance.now();
       let meter = cpuMeter(cpuGroups);
-      const sample = async () => {
-        const c = await counts('e2e');
-        const cpu = meter.read().groups;
+      let loop = performance.eventLoopUtilization();
+      drainSetup.startRelays();
+      let stopped: DrainResult['stopped'] = 'timeout';
+      let lastChange = t0;
+      let prev = beforeRelays;
+      while (performance.now() - t0 < flags['drain-timeout'] * 1000) {
+        signal.throwIfAborted();
+        await sleep(1000);
+        const c = await countsOf(campaignId);
+        const cpu = { ...meter.read().groups, [loopKey]: performance.eventLoopUtilization(loop).utilization * 100 };
         meter = cpuMeter(cpuGroups);
-        timeline.push({ t: (performance.now() - t0) / 1000, c, cpu });
-      };
-      const sampler = (async () => {
-        while (sampling) {
-          await sleep(2000);
-          if (!sampling) break;
-          await sample().catch(() => undefined);
+        loop = performance.eventLoopUtilization();
+        const now = performance.now();
+        points.push({ t: (now - t0) / 1000, c, cpu });
+        const x = deliveredSince(before, c);
+        if (x.fc >= n && x.rc >= n && x.fv >= postbacks && x.rv >= postbacks) {
+          stopped = 'done';
+          break;
         }
-      })();
-      let load: OpenLoopReply;
-      try {
-        load = await openLoop(
-          {
-            ...common, rate: flags.rate, seconds: flags['e2e-seconds'], clicksPerPostback: flags['clicks-per-postback'],
-            sampleClicks: flags['sample-clicks'], samplePostbacks: flags['sample-postbacks'], tag: 'e2e', ipStart: 80_000,
-            pollBudget: flags['poll-budget'] || Math.max(20, Math.round(flags.rate / 10)),
-          },
-          signal,
-        );
-      } finally {
-        sampling = false;
-        await sampler;
+        if (JSON.stringify(c) !== JSON.stringify(prev)) lastChange = now;
+        prev = c;
+        if (now - lastChange > 30_000) {
+          stopped = 'stalled';
+          break;
+        }
       }
-      await sample();
-      const after = timeline[timeline.length - 1]!.c;
-      e2e = { idle, load, before, after, timeline, answered: { clicks: load.clickStatus['302'] ?? 0, postbacks: load.postbackStatus['200'] ?? 0 }, layout: e2eLayout };
+      await workersOff();
+      drain = { clicks: n, postbacks, publishSecs, before, beforeRelays, points, stopped };
     }
 
     // ---- Report.
@@ -580,29 +810,31 @@ async function main(flags: Flags): Promise<number> {
         ...(cpuExplained ? ['  (CPU columns and "limited by": see part 1)'] : cpuNotes(layout)),
       );
     }
-    if (e2e) {
-      const { idle, load, before, after, timeline, answered, layout: e2eLayout } = e2e;
+    // The detailed output: for the --rate run, or the highest rate of the sweep when --rate is not among them.
+    const detailed = runs.find((r) => r.rate === flags.rate) ?? [...runs].sort((a, b) => b.rate - a.rate)[0];
+    if (detailed && idle) {
+      const { load, before, after, timeline, answered, rate: runRate, pollBudget: budget } = detailed;
       const sendSecs = (load.lastSend - load.t0) / 1000;
       const lag = sortedOf(load.sendLag);
       const clickLat = sortedOf(load.clickLatency);
       const pbLat = sortedOf(load.postbackLatency);
-      const fmt = (v: number) => (v === Number.POSITIVE_INFINITY ? 'not seen' : ms(v));
+      const fmt = fmtDelay;
       const row = (label: string, s: DelayStats, idleS: DelayStats) => [
         label, `${s.seen}/${s.n}`, fmt(s.p50), fmt(s.p90), fmt(s.p99), fmt(s.max), ratio(s.p50 / idleS.p50), ratio(s.p99 / idleS.max), s.p99 < 2000 ? 'met' : 'missed',
       ];
       const idleRow = (label: string, s: DelayStats) => [label, `${s.seen}/${s.n}`, fmt(s.p50), fmt(s.max)];
       const pollSecs = (load.pollEnd - load.pollStart) / 1000;
       const statuses = (m: Record<string, number>) => Object.entries(m).map(([k, v]) => `${k} x${v}`).join(', ');
-      const delivered = (c: Counts) => ({ fc: c.statsClicks - before.statsClicks, rc: c.reportClicks - before.reportClicks, fv: c.statsConversions - before.statsConversions, rv: c.reportConversions - before.reportConversions });
+      const delivered = (c: Counts) => deliveredSince(before, c);
       const fin = delivered(after);
       const finT = timeline[timeline.length - 1]?.t ?? Number.NaN;
-      const budget = flags['poll-budget'] || Math.max(20, Math.round(flags.rate / 10));
       out.push(
         '',
-        `3. End to end, open loop: ${flags.rate} events/s for ${flags['e2e-seconds']} s (${flags['clicks-per-postback'] ? `1 postback after every ${flags['clicks-per-postback']} clicks` : 'clicks only'}), then up to ${flags.settle} s to settle`,
+        `3. End to end, open loop: ${runRate} events/s for ${flags['e2e-seconds']} s (${flags['clicks-per-postback'] ? `1 postback after every ${flags['clicks-per-postback']} clicks` : 'clicks only'}), then up to ${flags.settle} s to settle`,
+        ...(runs.length > 1 ? [`   (the detailed run of the sweep --rates ${flags.rates.join(',')}; every rate is summed up in the table after it)`] : []),
         `   clicks and postbacks to the hit server, followed through the API of the stack in the bench process; where each process ran:`,
         `   ${e2eLayout}`,
-        `   sent ${load.total} events in ${sendSecs.toFixed(2)} s = ${rate(load.total / sendSecs)} events/s achieved (target ${flags.rate}); send lag behind schedule p50 ${ms(percentile(lag, 50))} ms,`,
+        `   sent ${load.total} events in ${sendSecs.toFixed(2)} s = ${rate(load.total / sendSecs)} events/s achieved (target ${runRate}); send lag behind schedule p50 ${ms(percentile(lag, 50))} ms,`,
         `   p99 ${ms(percentile(lag, 99))} ms, max ${ms(lag[lag.length - 1] ?? Number.NaN)} ms; at most ${load.inFlightMax} requests in flight; ${load.unanswered} unanswered at the end`,
         `   clicks:    ${load.clicksSent} sent, answers ${statuses(load.clickStatus)}; latency p50 ${ms(percentile(clickLat, 50))} ms, p99 ${ms(percentile(clickLat, 99))} ms`,
         `   postbacks: ${load.postbacksSent} sent, answers ${statuses(load.postbackStatus)}; latency p50 ${ms(percentile(pbLat, 50))} ms, p99 ${ms(percentile(pbLat, 99))} ms`,
@@ -610,22 +842,15 @@ async function main(flags: Flags): Promise<number> {
         `   report ${fin.rc} clicks (${rate((fin.rc / Math.max(1, answered.clicks)) * 100)}%), ${fin.rv} conversions`,
         ...(() => {
           // Delivery while the generator was sending, from the totals sampled every 2 s.
-          const during = timeline.filter((p) => p.t <= sendSecs + 0.5);
-          const last = during[during.length - 1];
-          if (!last) return [];
-          const x = delivered(last.c);
-          const sentPerSec = answered.clicks / sendSecs;
-          // CPU over the same seconds: each point's share (since the point before), weighted by its length.
-          const cpu = [...Object.keys(cpuGroups), 'others'].map((g) => {
-            const busy = during.reduce((sum, p, i) => sum + (p.cpu[g] ?? Number.NaN) * (p.t - (i ? during[i - 1]!.t : 0)), 0) / last.t;
-            return `${g} ${percent(busy)}`;
-          });
+          const w = whileSending(detailed, cpuKeys);
+          if (!w) return [];
           return [
-            `   while sending (first ${last.t.toFixed(0)} s): clicks reached Firestore at ${rate(x.fc / last.t)}/s and the report at ${rate(x.rc / last.t)}/s, against ${rate(sentPerSec)} clicks/s sent;`,
-            x.fc / last.t < 0.9 * sentPerSec || x.rc / last.t < 0.9 * sentPerSec
+            `   while sending (first ${w.t.toFixed(0)} s): clicks reached Firestore at ${rate(w.firestorePerSec)}/s and the report at ${rate(w.reportPerSec)}/s, against ${rate(w.sentClicksPerSec)} clicks/s sent;`,
+            w.firestorePerSec < 0.9 * w.sentClicksPerSec || w.reportPerSec < 0.9 * w.sentClicksPerSec
               ? '   the workers fell behind, so the backlog (and every later event\'s delay) grew for as long as the run lasted.'
               : '   the workers kept up with the sending rate.',
-            `   CPU meanwhile (% of one core): ${cpu.join(', ')}`,
+            `   CPU meanwhile (% of one core): ${cpuKeys.map((g) => `${g} ${percent(w.cpu[g])}`).join(', ')}; the bench process's event loop (API, workers,`,
+            `   relays: one thread) was busy ${percent(w.cpu[loopKey])} of the time`,
           ];
         })(),
         '',
@@ -652,14 +877,14 @@ async function main(flags: Flags): Promise<number> {
         '',
         '   delivered over time (totals of this campaign from GET stats = Firestore counters and GET reports, every 2 s; "sent" is the schedule):',
         table(
-          ['t s', 'sent', 'Firestore clicks', '/s', 'report clicks', '/s', 'Firestore conv.', 'report conv.', ...[...Object.keys(cpuGroups), 'others'].map((g) => `${g} CPU`)],
+          ['t s', 'sent', 'Firestore clicks', '/s', 'report clicks', '/s', 'Firestore conv.', 'report conv.', ...cpuKeys.map((g) => `${g} CPU`), loopKey],
           timeline.map((p, i) => {
             const prev = i ? timeline[i - 1]! : { t: 0, c: before };
             const x = delivered(p.c);
             const y = delivered(prev.c);
             return [
-              p.t.toFixed(1), String(Math.min(load.total, Math.round(flags.rate * p.t))), String(x.fc), rate((x.fc - y.fc) / (p.t - prev.t)), String(x.rc), rate((x.rc - y.rc) / (p.t - prev.t)), String(x.fv), String(x.rv),
-              ...[...Object.keys(cpuGroups), 'others'].map((g) => percent(p.cpu[g])),
+              p.t.toFixed(1), String(Math.min(load.total, Math.round(runRate * p.t))), String(x.fc), rate((x.fc - y.fc) / (p.t - prev.t)), String(x.rc), rate((x.rc - y.rc) / (p.t - prev.t)), String(x.fv), String(x.rv),
+              ...[...cpuKeys, loopKey].map((g) => percent(p.cpu[g])),
             ];
           }),
         ),
@@ -674,6 +899,128 @@ async function main(flags: Flags): Promise<number> {
         `   up to ${load.followersMax} events followed at once; poll answer p50 ${ms(percentile(sortedOf(load.pollLatency), 50))} ms; report query p50 ${ms(percentile(sortedOf(load.reportPollLatency), 50))} ms, p99 ${ms(percentile(sortedOf(load.reportPollLatency), 99))} ms; ${load.pollErrors} poll errors`,
       );
     }
+    if (runs.length && idle) {
+      // The sweep: one row per rate.
+      const pair = (s: DelayStats) => `${fmtDelay(s.p50)} / ${fmtDelay(s.p99)}`;
+      const rows = runs.map((run) => {
+        const sendSecs = (run.load.lastSend - run.load.t0) / 1000;
+        const w = whileSending(run, cpuKeys);
+        const d = pathDelays(run.load.samples);
+        const fin = deliveredSince(run.before, run.after);
+        return {
+          run, d,
+          cells: [
+            String(run.rate), rate(run.load.total / sendSecs), w ? rate(w.sentClicksPerSec) : 'n/a', w ? rate(w.firestorePerSec) : 'n/a', w ? rate(w.reportPerSec) : 'n/a',
+            `${percent((fin.fc / Math.max(1, run.answered.clicks)) * 100)} / ${percent((fin.rc / Math.max(1, run.answered.clicks)) * 100)}`,
+            pair(d.firestore), pair(d.report), d.conversion.n ? pair(d.conversion) : 'n/a',
+            metGoal(d) ? 'met' : 'missed', ...[...cpuKeys, loopKey].map((g) => percent(w?.cpu[g])),
+          ],
+        };
+      });
+      const met = rows.filter((r) => metGoal(r.d)).map((r) => r.run.rate);
+      const missed = rows.filter((r) => !metGoal(r.d)).map((r) => r.run.rate);
+      const knee = met.length ? Math.max(...met) : undefined;
+      const missedBelow = knee === undefined ? [] : missed.filter((r) => r < knee);
+      out.push(
+        '',
+        `3a. End to end, rate sweep: the open loop of part 3 at ${flags.rates.join(', ')} events/s in turn, ${flags['e2e-seconds']} s each, up to ${flags.settle} s to settle;`,
+        '   each rate on a campaign and link of its own, the workers\' backlog dropped before the next. "sent/s" is the achieved send rate (events),',
+        '   "clicks sent/s" its clicks (answered); "to Firestore/s" and "to report/s" the clicks delivered per second while sending (Firestore',
+        '   counters, report totals), to compare with "clicks sent/s"; "in by the end" the share of answered clicks in Firestore / the report',
+        '   when the run ended (after the settle time); delays in ms, p50 / p99, from sending to the first API answer that shows the event',
+        `   ("not seen": not by the end of the settle time); CPU in % of one core, averaged while sending (${usableCores().length} usable cores:`,
+        `   ${usableCores().length * 100}% is the whole machine); "${loopKey}": how busy the bench process's one JavaScript thread was (API, workers, relays).`,
+        table(
+          ['rate/s', 'sent/s', 'clicks sent/s', 'to Firestore/s', 'to report/s', 'in by the end', 'click -> Firestore', 'click -> report', 'postback -> conv.', 'p99 < 2 s', ...cpuKeys.map((g) => `${g} CPU`), loopKey],
+          rows.map((r) => r.cells),
+        ),
+        knee === undefined
+          ? `   knee: none of the rates met p99 < 2 s on all three paths (the lowest tried: ${Math.min(...flags.rates)} events/s).`
+          : `   knee: ${knee} events/s is the highest rate that met p99 < 2 s on all three paths${missed.filter((r) => r > knee).length ? `; ${missed.filter((r) => r > knee).join(', ')} missed` : ' (the highest tried)'}${missedBelow.length ? ` (though ${missedBelow.join(', ')} missed below it: noisy, repeat the run)` : ''}.`,
+      );
+    }
+    if (drain) {
+      const { clicks: n, postbacks: p, publishSecs, before, beforeRelays, points, stopped } = drain;
+      const early = deliveredSince(before, beforeRelays);
+      const paths = [
+        { label: 'clicks -> Firestore (stats counters)', key: 'fc', total: n },
+        { label: 'clicks -> report (analytics, DuckDB)', key: 'rc', total: n },
+        { label: 'conversions -> Firestore (state worker)', key: 'fv', total: p },
+        { label: 'conversions -> report (2nd hop: conversion event)', key: 'rv', total: p },
+      ] as const;
+      /** When a share of the path's events was first seen in, from the samples (an upper bound: up to one sample late). */
+      const reached = (key: (typeof paths)[number]['key'], count: number) => points.find((pt) => deliveredSince(before, pt.c)[key] >= count)?.t;
+      const at = (v: number | undefined) => (v === undefined ? 'not yet' : v.toFixed(1));
+      const pathRows = paths.filter((x) => x.total > 0).map((x) => {
+        const t10 = reached(x.key, Math.ceil(x.total * 0.1));
+        const t50 = reached(x.key, Math.ceil(x.total * 0.5));
+        const t90 = reached(x.key, Math.ceil(x.total * 0.9));
+        const t100 = reached(x.key, x.total);
+        const got = deliveredSince(before, points[points.length - 1]?.c ?? before)[x.key];
+        const peak = Math.max(0, ...points.map((pt, i) => (deliveredSince(before, pt.c)[x.key] - (i ? deliveredSince(before, points[i - 1]!.c)[x.key] : 0)) / (pt.t - (i ? points[i - 1]!.t : 0))));
+        return {
+          t100,
+          cells: [
+            x.label, `${got}/${x.total}`, at(t10), at(t50), at(t90), at(t100),
+            t100 === undefined ? 'n/a' : rate(x.total / t100),
+            t10 !== undefined && t90 !== undefined && t90 > t10 ? rate((Math.ceil(x.total * 0.9) - Math.ceil(x.total * 0.1)) / (t90 - t10)) : 'n/a',
+            rate(peak),
+          ],
+        };
+      });
+      // Whole destinations: every event in (clicks and conversions), and the CPU until then.
+      const allIn = (keys: readonly ('fc' | 'rc' | 'fv' | 'rv')[]) => {
+        const ts = keys.map((k) => reached(k, k === 'fc' || k === 'rc' ? n : p));
+        return ts.some((t) => t === undefined) ? undefined : Math.max(...(ts as number[]));
+      };
+      const firestoreIn = allIn(p ? ['fc', 'fv'] : ['fc']);
+      const reportIn = allIn(p ? ['rc', 'rv'] : ['rc']);
+      const lastIn = points.findIndex((pt) => pt.t >= Math.max(firestoreIn ?? Infinity, reportIn ?? Infinity));
+      const cpuDraining = cpuOver(lastIn >= 0 ? points.slice(0, lastIn + 1) : points, [...cpuKeys, loopKey]);
+      const machineBusy = cpuKeys.reduce((sum, g) => sum + (cpuDraining[g] ?? Number.NaN), 0);
+      const loopBusy = cpuDraining[loopKey] ?? Number.NaN;
+      const limit =
+        machineBusy >= 90 * usableCores().length
+          ? 'limited by CPU: the whole machine was busy'
+          : loopBusy >= 90
+            ? 'limited by the bench process\'s one JavaScript thread (the relays, both workers and the API share its event loop here)'
+            : `neither the machine nor the bench process's thread was saturated: waiting (on the emulators' answers, with at most ${flags['drain-in-flight']} messages in flight per relay)`;
+      const perSec = (v: number | undefined) => (v === undefined ? 'not all in' : `${rate((n + p) / v)} events/s (all in after ${v.toFixed(1)} s)`);
+      out.push(
+        '',
+        `3b. Drain, the back half alone: ${n} clicks${p ? ` and ${p} postbacks (one after every ${flags['clicks-per-postback']} clicks, for the click just before it)` : ' (clicks only)'} published`,
+        '   straight to the tracking topic from the bench process with the functions\' own publisher (publishTrackingEvent) and event',
+        '   shapes, on a campaign and link of their own, while the workers\' relays were stopped (the subscriptions existed, so the emulator',
+        '   kept every message); then the relays started and the workers drained the backlog. The hit server and the load generator were',
+        '   idle throughout: this measures the state worker (Firestore) and the analytics worker (DuckDB) with their relays and the emulators',
+        '   alone, on every core, which in production scale on instances of their own, apart from the hit functions. A postback reaches',
+        '   the report as the conversion event the state worker publishes in turn: a second trip through the topic, queued behind what the',
+        `   analytics worker still has to take. Relays: a streaming pull per subscription, POSTing to the workers in the push format, at most`,
+        `   ${flags['drain-in-flight']} messages in flight each (--drain-in-flight; ${defaultRelayInFlight}, the default of scripts/local/push-relay.ts, is what the stack's relays keep in the open loop).`,
+        `   published in ${publishSecs.toFixed(1)} s (${rate((n + p) / publishSecs)} events/s, the publish alone, nobody pulling); delivered before the relays started:`,
+        `   ${early.fc} clicks, ${early.fv} conversions in Firestore, ${early.rc} / ${early.rv} in the report (expected 0)`,
+        `   time from starting the relays until a share of the events was in (s, sampled every second: up to 1 s late)${stopped === 'done' ? '' : stopped === 'stalled' ? ' — stopped: nothing moved for 30 s' : ` — stopped at --drain-timeout ${flags['drain-timeout']} s`}:`,
+        table(['path', 'in', '10% s', '50% s', '90% s', '100% s', 'overall /s', '10-90% /s', 'peak 1 s /s'], pathRows.map((r) => r.cells)),
+        `   Firestore took in ${perSec(firestoreIn)}; the report ${perSec(reportIn)} (the open loop's --rate: ${flags.rate} events/s)`,
+        `   CPU while draining (until the last event was in, % of one core): ${cpuKeys.map((g) => `${g} ${percent(cpuDraining[g])}`).join(', ')}; the machine`,
+        `   ${percent(machineBusy)} busy of ${usableCores().length * 100}%, the bench process's event loop busy ${percent(loopBusy)} of the time:`,
+        `   ${limit}`,
+        '',
+        '   drained over time (totals of the drain campaign from GET stats = Firestore counters and GET reports, every second from the relays\' start):',
+        table(
+          ['t s', 'Firestore clicks', '/s', 'report clicks', '/s', 'Firestore conv.', 'report conv.', ...cpuKeys.map((g) => `${g} CPU`), loopKey],
+          points.map((pt, i) => {
+            const prev = i ? points[i - 1]! : { t: 0, c: beforeRelays };
+            const x = deliveredSince(before, pt.c);
+            const y = deliveredSince(before, prev.c);
+            return [
+              pt.t.toFixed(1), String(x.fc), rate((x.fc - y.fc) / (pt.t - prev.t)), String(x.rc), rate((x.rc - y.rc) / (pt.t - prev.t)), String(x.fv), String(x.rv),
+              ...[...cpuKeys, loopKey].map((g) => percent(pt.cpu[g])),
+            ];
+          }),
+        ),
+      );
+    }
     if (diag.length) out.push(...diag);
     out.push(
       '',
@@ -684,6 +1031,12 @@ async function main(flags: Flags): Promise<number> {
       '  - The emulators are far slower than production Pub/Sub and Firestore and share the machine with the bench process; read',
       '    the ratios between runs on this machine, not the absolute figures as production latencies.',
       '  - Closed loop: req/s ~= connections / mean latency. The open loop of part 3 does not slow down when the server does.',
+      '  - Part 3 runs the whole pipeline on this machine at once: the front half (the load generator, the hit server answering and',
+      '    publishing into the emulator) and the back half (the relays, the state and analytics workers, both emulators) share its',
+      `    ${cpus().length} cores, where production gives the hit functions and each worker instances of their own. The rate sweep (--rates)`,
+      '    shows where the shared machine stops meeting p99 < 2 s (the knee) and what each side used on the way; the drain (--drain)',
+      '    measures the back half alone, with the hit server and the generator idle: its rate is what the workers can take in when',
+      '    they have the machine to themselves, an upper bound for the open loop on the same machine, not a production figure.',
     );
     console.log(out.join('\n'));
     return 0;

@@ -1,7 +1,7 @@
 import { pubsub } from '../../functions/adapters/pubsub';
 import { config } from '../../shared/config';
 import { localPaths, maxDeliveryAttempts, subscriptions, topics } from '../../shared/names';
-import { startPushRelay, type PushRelay } from './push-relay';
+import { defaultRelayInFlight, startPushRelay, type PushRelay } from './push-relay';
 
 /**
  * Creates what production's infra/ creates, on the emulator: the tracking topic, a subscription per worker
@@ -9,7 +9,13 @@ import { startPushRelay, type PushRelay } from './push-relay';
  * emulator's own push with LOCAL_DELIVERY=push), and the dead-letter topic with a pull subscription that
  * keeps failed messages for inspection.
  */
-export async function provisionPubSub(baseUrl: string): Promise<{ teardown(): Promise<void> }> {
+export interface PubSubSetup {
+  /** Starts the relays when provisioned with `relays: 'later'` (a backlog can be published first); idempotent. */
+  startRelays(): void;
+  teardown(): Promise<void>;
+}
+
+export async function provisionPubSub(baseUrl: string, opts: { relays?: 'now' | 'later'; relayInFlight?: number } = {}): Promise<PubSubSetup> {
   const ps = pubsub();
   const project = config().GOOGLE_CLOUD_PROJECT;
   const ensureTopic = async (name: string) => {
@@ -39,14 +45,19 @@ export async function provisionPubSub(baseUrl: string): Promise<{ teardown(): Pr
   const [inspectionExists] = await ps.subscription(subscriptions.deadLetterInspection).exists();
   if (!inspectionExists) await ps.topic(topics.trackingDeadLetter).createSubscription(subscriptions.deadLetterInspection, { messageRetentionDuration: { seconds: 7 * 86400 } });
 
-  const relays: PushRelay[] = emulatorPush
-    ? []
-    : [
-        startPushRelay(subscriptions.stateWriter, pushPath(localPaths.stateWriterPush)),
-        startPushRelay(subscriptions.analyticsWriter, pushPath(localPaths.analyticsWriterPush)),
-      ];
+  let relays: PushRelay[] = [];
+  const startRelays = () => {
+    if (emulatorPush || relays.length) return;
+    const inFlight = opts.relayInFlight ?? defaultRelayInFlight;
+    relays = [
+      startPushRelay(subscriptions.stateWriter, pushPath(localPaths.stateWriterPush), inFlight),
+      startPushRelay(subscriptions.analyticsWriter, pushPath(localPaths.analyticsWriterPush), inFlight),
+    ];
+  };
+  if (opts.relays !== 'later') startRelays();
 
   return {
+    startRelays,
     // Subscriptions outlive this process on a shared emulator; remove them so nothing is delivered to a dead port.
     teardown: async () => {
       await Promise.all(relays.map((r) => r.close()));

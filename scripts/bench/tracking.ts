@@ -5,16 +5,21 @@
  *
  * Processes, shaped as production runs them: the servers under test (A, B, D below and the click, postback and
  * pixel functions) run in a child process of their own, the hit server (lib/hit-server.ts, started by
- * lib/hit-process.ts); this process keeps the bench driver, the load generators (worker threads) and the rest
- * of the stack: the API that part 3 polls, and the state and analytics workers with their relays. With --pin
- * (the default on 2 or more cores) the hit server gets the last core to itself, like a 1-vCPU instance, and
- * this process and the emulators' JVMs are pinned to the other cores (lib/layout.ts). The report says which
+ * lib/hit-process.ts); the state worker and its relay run in another child of the same kind (the state worker
+ * process: it has instances of its own in production, and here it would share the bench process's one
+ * JavaScript thread); this process keeps the bench driver, the load generators (worker threads) and the rest
+ * of the stack: the API that part 3 polls, and the analytics worker with its relay (DuckDB admits one writing
+ * process, and the API's reports read it). "The workers running" means both: the state worker in its process,
+ * the analytics worker in this one. With --pin (the default on 2 or more cores) the hit server gets the last
+ * core to itself, like a 1-vCPU instance, and this process, the state worker and the emulators' JVMs are pinned
+ * to the other cores (lib/layout.ts). The report says which
  * process ran on which core, and how much CPU each side used while each scenario was measured: a hit server
  * near 100% of its core is the limit, one well below it is waiting for something else.
  *
  *   1. Clicks, closed loop (autocannon, 302 = success, redirects not followed): A a bare node:http 302, B a
  *      bare Functions Framework function that only redirects, C the real click function through a gateway
- *      (GET /c/{linkId}?sub1=bench) with the push workers running in this process, and C' the same with the
+ *      (GET /c/{linkId}?sub1=bench) with the push workers running (state worker in its process, analytics worker
+ *      in this one), and C' the same with the
  *      push subscriptions removed (the click function alone: nothing downstream runs). D, a diagnostic, is a
  *      bare Functions Framework function that awaits one publish (the click function's publisher, to a topic
  *      nobody subscribes to) and then redirects.
@@ -58,7 +63,7 @@ import { cpuMeter, formatCpuList, usableCores } from './lib/cpu';
 import { startHitServer, type HitServerProcess } from './lib/hit-process';
 import type { TrackingEvent } from '../../shared/domain/events';
 import type { Batching, ProbeMessage } from './lib/hit-protocol';
-import { limitOf, pinRest, planLayout, whereTheyRun, type Layout } from './lib/layout';
+import { limitOf, pinRest, planLayout, stateWorkerGroup, whereTheyRun, type Layout } from './lib/layout';
 import { autocannonVersion, percentile } from './lib/load';
 import { delays, openLoop, sortedOf, type DelayStats, type OpenLoopReply } from './lib/open-loop';
 import { ms, percent, rate, ratio, table } from './lib/report';
@@ -193,8 +198,9 @@ function cpuNotes(layout: Layout): string[] {
   const server = layout.serverCores ? `alone on core ${formatCpuList(layout.serverCores)}` : 'not pinned';
   const rest = layout.restCores ? `, on core ${formatCpuList(layout.restCores)}` : '';
   return [
-    `  CPU columns: % of one core used while measured by the hit server (${server}), the bench process (load generator, API, workers),`,
-    `  the two emulator JVMs${rest}, and everything else on the machine ("others": other processes, the kernel). "limited by" names`,
+    `  CPU columns: % of one core used while measured by the hit server (${server}), the bench process (load generator, API, analytics`,
+    `  worker and its relay), the state worker process (state writer and its relay), the two emulator JVMs${rest}, and everything else`,
+    '  on the machine ("others": other processes, the kernel). "limited by" names',
     '  the cores that were (nearly, >= 90%) busy, and by whom; "waiting": none was, the connections waited on answers (e.g. the',
     '  emulators\' latency). A result limited by anything but the server core understates the function under test.',
   ];
@@ -216,8 +222,9 @@ interface TimelinePoint {
 
 /**
  * Besides each process's CPU, part 3 samples how busy this process's main thread was (its event loop
- * utilisation, %): the API, both workers and their relays share that one JavaScript thread here, so near
- * 100% it is the limit even with a core to spare.
+ * utilisation, %): the API, the analytics worker and its relay share that one JavaScript thread here, so near
+ * 100% it is the limit even with a core to spare. The state worker's thread is its own process's: its CPU
+ * column near 100% says the same of it.
  */
 const loopKey = 'bench loop';
 
@@ -290,6 +297,7 @@ async function main(flags: Flags): Promise<number> {
   const startLoad = loadavg()[0]!;
   let stack: BenchStack | undefined;
   let hits: HitServerProcess | undefined;
+  let stateWorker: HitServerProcess | undefined;
   const servers: Server[] = [];
   let failed = false;
   let quiesce: (() => Promise<void>) | undefined;
@@ -351,15 +359,21 @@ async function main(flags: Flags): Promise<number> {
       return { statsClicks: s.clicks, statsConversions: s.conversions, reportClicks: r.clicks, reportConversions: r.conversions };
     };
 
-    // The workers run in this process (the stack's), fed by its relays. Between parts their backlog is dropped
-    // (the push subscriptions are recreated, as `npm start` creates them) so that no part pays for the one
-    // before; for the "alone" scenarios the push subscriptions are removed, so nothing runs downstream.
-    // The relays started here are closed with their subscriptions; the stack's first ones end on their own
-    // when their subscriptions are deleted.
+    // The analytics worker runs in this process (the stack's), fed by a relay here: DuckDB admits one writing
+    // process and the API's reports read it. The state worker (Firestore only) runs in a process of its own
+    // (started below, with its relay), as it has instances of its own in production: here it would share this
+    // process's one JavaScript thread with the API, the analytics worker and both relays, and that thread, not
+    // the workers, would be what part 3 measures. Between parts the backlog is dropped (the push subscriptions
+    // are recreated, as `npm start` creates them) so that no part pays for the one before; for the "alone"
+    // scenarios the push subscriptions are removed, so nothing runs downstream. Each relay is stopped before
+    // its subscription goes; the stack's first ones (both in this process) end on their own when their
+    // subscriptions are deleted, which the first workersFresh below does before anything is measured.
     const { provisionPubSub } = await import('../local/pubsub-setup');
     const { subscriptions } = await import('../../shared/names');
     let relays: { teardown(): Promise<void> } | undefined;
     const workersOff = async () => {
+      // Without the abort signal: this also runs in the finally block after Ctrl-C, to stop the relay there.
+      await stateWorker?.call('stopRelay', {});
       await relays?.teardown();
       relays = undefined;
       for (const name of [subscriptions.stateWriter, subscriptions.analyticsWriter]) await pubsub().subscription(name).delete().catch(() => undefined);
@@ -367,8 +381,10 @@ async function main(flags: Flags): Promise<number> {
     };
     quiesce = workersOff; // before stopping: no push should still be running when the clients close
     const workersFresh = async () => {
+      await stateWorker?.call('stopRelay', {}, signal);
       await relays?.teardown();
-      relays = await provisionPubSub(base);
+      relays = await provisionPubSub(base, { relayWorkers: ['analyticsWriter'] });
+      await stateWorker!.call('startRelay', { inFlight: defaultRelayInFlight }, signal);
       await sleep(1500);
     };
 
@@ -393,13 +409,27 @@ async function main(flags: Flags): Promise<number> {
     hits = await startHitServer({ cores: layout.serverCores, signal });
     const urls = await hits.call('serve', { bareRedirect: shopUrl, ffRedirect: shopUrl, publishRedirect: { to: shopUrl, message: probeMessage(batching) }, hitFunctions: true }, signal);
     const hitUrl = urls.hitFunctions!;
+    // The state worker and its relay, in a process of their own (see workersFresh) on the rest cores, where
+    // this process runs: it is part of the pipeline, not the function under test. Its relay starts with
+    // workersFresh. Profiling flags (ABP_BENCH_HIT_NODE_ARGS) are for the hit server only.
+    progress('Starting the state worker in a process of its own…');
+    stateWorker = await startHitServer({ cores: layout.restCores, signal, name: 'state worker', nodeArgs: [] });
+    await stateWorker.call('serve', { stateWriter: true }, signal);
+    restPids.push(stateWorker.pid); // follows this process when part 3 lets it use every core
     const processes = [
       { label: 'hit server (A, B, D, click/postback/pixel functions)', pids: [hits.pid] },
-      { label: 'bench process (driver, load-generator threads, stack: API, workers, relays)', pids: [process.pid] },
+      { label: 'bench process (driver, load-generator threads, stack: API, analytics worker and its relay)', pids: [process.pid] },
+      { label: 'state worker (state writer function and its relay)', pids: [stateWorker.pid] },
       ...emulators.map((e) => ({ label: `${e.name === 'pubsub' ? 'Pub/Sub' : 'Firestore'} emulator (java)`, pids: e.java })),
     ];
     // CPU used by each side while a scenario is measured: which one was the limit.
-    const cpuGroups = { server: [hits.pid], bench: [process.pid], emulators: emulators.flatMap((e) => e.java) };
+    const cpuGroups = { server: [hits.pid], bench: [process.pid], [stateWorkerGroup]: [stateWorker.pid], emulators: emulators.flatMap((e) => e.java) };
+    // From here on the state worker runs only there: the stack's relays (both in this process) are replaced.
+    // Off first, with its pause: a streaming pull ends only when it finds its subscription gone, and one that
+    // reconnects while the subscription is deleted and at once recreated finds the new one and keeps going
+    // (measured: the stack's state-writer relay then ran on, in this process, beside the child's).
+    await workersOff();
+    await workersFresh();
 
     // A sanity click and postback: the whole path works, and the click is a human's, not a bot's.
     {
@@ -430,7 +460,7 @@ async function main(flags: Flags): Promise<number> {
       'Tracking hot path on the local stack',
       ...environment(),
       ...configLines,
-      `process layout, ${layout.why}: ${whereTheyRun(processes)}${shareInE2e ? `; in part 3 the bench process and the emulators may use every core (--pin-e2e keeps them apart)` : ''}`,
+      `process layout, ${layout.why}: ${whereTheyRun(processes)}${shareInE2e ? `; in part 3 the bench process, the state worker and the emulators may use every core (--pin-e2e keeps them apart)` : ''}`,
     );
 
     // ---- Diagnostics first, on a quiet stack: the awaited publish alone, and the link cache.
@@ -555,7 +585,7 @@ async function main(flags: Flags): Promise<number> {
         { key: 'B', label: 'B  bare Functions Framework redirect', url: urls.ffRedirect! },
         ...(flags['skip-diagnostics'] ? [] : [{ key: 'D', label: 'D  FF + awaited publish (diagnostic)', url: urls.publishRedirect! }]),
         { key: "C'", label: "C' click function alone (no push subscriptions)", url: hitUrl },
-        { key: 'C', label: 'C  click function, workers running', url: hitUrl },
+        { key: 'C', label: 'C  click function, workers running (see below)', url: hitUrl },
       ];
       for (const s of scenarios) {
         if (s.key === "C'") await workersOff();
@@ -585,7 +615,7 @@ async function main(flags: Flags): Promise<number> {
       const scenarios = [
         { key: 'B', label: 'B  bare Functions Framework redirect', url: urls.ffRedirect!, expect: 302, extra: {} },
         { key: "P'", label: "P' postback function alone (no push subscriptions)", url: hitUrl, expect: 200, extra: { clickIds: pool, txnPrefix: `pb1-${runId}-` } },
-        { key: 'P', label: 'P  postback function, workers running', url: hitUrl, expect: 200, extra: { clickIds: pool, txnPrefix: `pb2-${runId}-` } },
+        { key: 'P', label: 'P  postback function, workers running (see below)', url: hitUrl, expect: 200, extra: { clickIds: pool, txnPrefix: `pb2-${runId}-` } },
       ];
       for (const s of scenarios) {
         if (s.key === "P'") await workersOff();
@@ -601,7 +631,7 @@ async function main(flags: Flags): Promise<number> {
     }
 
     // ---- 3. End to end, open loop: at each rate of the sweep in turn (by default just --rate).
-    // The bench process and the emulators may use every core from here on (unless --pin-e2e): the workers
+    // The bench process, the state worker and the emulators may use every core from here on (unless --pin-e2e): the workers
     // have instances of their own in production, and in the drain the hit server is idle.
     if (shareInE2e && (!flags['skip-e2e'] || flags.drain > 0)) await pinRest(layout, restPids, { withServerCore: true });
     const e2eLayout = whereTheyRun(processes);
@@ -677,7 +707,7 @@ async function main(flags: Flags): Promise<number> {
       await workersOff();
       // The subscriptions as the stack creates them, but no relay yet: the emulator keeps what is published
       // until one pulls.
-      const drainSetup = await provisionPubSub(base, { relays: 'later', relayInFlight: flags['drain-in-flight'] });
+      const drainSetup = await provisionPubSub(base, { relays: 'later', relayInFlight: flags['drain-in-flight'], relayWorkers: ['analyticsWriter'] });
       relays = drainSetup;
       const campaignId = await campaign('Bench drain');
       const linkId = await link(campaignId);
@@ -721,6 +751,7 @@ async function main(flags: Flags): Promise<number> {
       let meter = cpuMeter(cpuGroups);
       let loop = performance.eventLoopUtilization();
       drainSetup.startRelays();
+      await stateWorker.call('startRelay', { inFlight: flags['drain-in-flight'] }, signal);
       let stopped: DrainResult['stopped'] = 'timeout';
       let lastChange = t0;
       let prev = beforeRelays;
@@ -773,6 +804,8 @@ async function main(flags: Flags): Promise<number> {
         closedLoopRatios(clickRows.filter((r) => r !== a), a),
         '',
         goals(c, 'with the workers running'),
+        '    ("workers running", in C and in P of part 2: the state worker and its relay in a process of their own, the analytics worker',
+        '    and its relay in the bench process, beside the API)',
         goals(cAlone, 'the click function alone'),
       );
       if (d) {
@@ -783,7 +816,8 @@ async function main(flags: Flags): Promise<number> {
       }
       out.push(
         `  C' -> C with the two push subscriptions in place (the emulator keeps and pushes every click twice; the state and analytics`,
-        `          workers run in the bench process and write to the emulators): ${ms(cAlone.p50)} -> ${ms(c.p50)} ms p50, req/s x${(c.okPerSec / cAlone.okPerSec).toFixed(2)}`,
+        `          workers write to the emulators, the state worker from its own process, the analytics worker from the bench process):`,
+      `          ${ms(cAlone.p50)} -> ${ms(c.p50)} ms p50, req/s x${(c.okPerSec / cAlone.okPerSec).toFixed(2)}`,
       );
       if (duringC) {
         const { before, after, seconds, answered } = duringC;
@@ -806,7 +840,8 @@ async function main(flags: Flags): Promise<number> {
         'as multiples of B (bare Functions Framework redirect, same connections):',
         closedLoopRatios(postbackRows.slice(1), b),
         '  P: postback token lookup (cached), click id check, link cache, an awaited publish, then an awaited Firestore create (the receipt',
-        '  that tells a retry from a first delivery).',
+        '  that tells a retry from a first delivery); "workers running": the state worker in a process of its own, the analytics worker',
+        '  in the bench process.',
         ...(cpuExplained ? ['  (CPU columns and "limited by": see part 1)'] : cpuNotes(layout)),
       );
     }
@@ -849,8 +884,8 @@ async function main(flags: Flags): Promise<number> {
             w.firestorePerSec < 0.9 * w.sentClicksPerSec || w.reportPerSec < 0.9 * w.sentClicksPerSec
               ? '   the workers fell behind, so the backlog (and every later event\'s delay) grew for as long as the run lasted.'
               : '   the workers kept up with the sending rate.',
-            `   CPU meanwhile (% of one core): ${cpuKeys.map((g) => `${g} ${percent(w.cpu[g])}`).join(', ')}; the bench process's event loop (API, workers,`,
-            `   relays: one thread) was busy ${percent(w.cpu[loopKey])} of the time`,
+            `   CPU meanwhile (% of one core): ${cpuKeys.map((g) => `${g} ${percent(w.cpu[g])}`).join(', ')}; the bench process's event loop (API,`,
+            `   analytics worker and its relay: one thread) was busy ${percent(w.cpu[loopKey])} of the time`,
           ];
         })(),
         '',
@@ -929,7 +964,8 @@ async function main(flags: Flags): Promise<number> {
         '   counters, report totals), to compare with "clicks sent/s"; "in by the end" the share of answered clicks in Firestore / the report',
         '   when the run ended (after the settle time); delays in ms, p50 / p99, from sending to the first API answer that shows the event',
         `   ("not seen": not by the end of the settle time); CPU in % of one core, averaged while sending (${usableCores().length} usable cores:`,
-        `   ${usableCores().length * 100}% is the whole machine); "${loopKey}": how busy the bench process's one JavaScript thread was (API, workers, relays).`,
+        `   ${usableCores().length * 100}% is the whole machine); "${loopKey}": how busy the bench process's one JavaScript thread was (API, analytics`,
+        `   worker and its relay); the state worker and its relay run in a process of their own ("${stateWorkerGroup} CPU").`,
         table(
           ['rate/s', 'sent/s', 'clicks sent/s', 'to Firestore/s', 'to report/s', 'in by the end', 'click -> Firestore', 'click -> report', 'postback -> conv.', 'p99 < 2 s', ...cpuKeys.map((g) => `${g} CPU`), loopKey],
           rows.map((r) => r.cells),
@@ -979,12 +1015,17 @@ async function main(flags: Flags): Promise<number> {
       const cpuDraining = cpuOver(lastIn >= 0 ? points.slice(0, lastIn + 1) : points, [...cpuKeys, loopKey]);
       const machineBusy = cpuKeys.reduce((sum, g) => sum + (cpuDraining[g] ?? Number.NaN), 0);
       const loopBusy = cpuDraining[loopKey] ?? Number.NaN;
+      const stateBusy = cpuDraining[stateWorkerGroup] ?? Number.NaN;
+      const threads = [
+        ...(loopBusy >= 90 ? ['the bench process\'s one JavaScript thread (the analytics worker, its relay and the API share its event loop here)'] : []),
+        ...(stateBusy >= 90 ? ['the state worker process\'s JavaScript thread (the state writer and its relay)'] : []),
+      ];
       const limit =
         machineBusy >= 90 * usableCores().length
           ? 'limited by CPU: the whole machine was busy'
-          : loopBusy >= 90
-            ? 'limited by the bench process\'s one JavaScript thread (the relays, both workers and the API share its event loop here)'
-            : `neither the machine nor the bench process's thread was saturated: waiting (on the emulators' answers, with at most ${flags['drain-in-flight']} messages in flight per relay)`;
+          : threads.length
+            ? `limited by ${threads.join(' and by ')}`
+            : `neither the machine nor a worker's thread was saturated: waiting (on the emulators' answers, with at most ${flags['drain-in-flight']} messages in flight per relay)`;
       const perSec = (v: number | undefined) => (v === undefined ? 'not all in' : `${rate((n + p) / v)} events/s (all in after ${v.toFixed(1)} s)`);
       out.push(
         '',
@@ -992,18 +1033,19 @@ async function main(flags: Flags): Promise<number> {
         '   straight to the tracking topic from the bench process with the functions\' own publisher (publishTrackingEvent) and event',
         '   shapes, on a campaign and link of their own, while the workers\' relays were stopped (the subscriptions existed, so the emulator',
         '   kept every message); then the relays started and the workers drained the backlog. The hit server and the load generator were',
-        '   idle throughout: this measures the state worker (Firestore) and the analytics worker (DuckDB) with their relays and the emulators',
-        '   alone, on every core, which in production scale on instances of their own, apart from the hit functions. A postback reaches',
-        '   the report as the conversion event the state worker publishes in turn: a second trip through the topic, queued behind what the',
-        `   analytics worker still has to take. Relays: a streaming pull per subscription, POSTing to the workers in the push format, at most`,
-        `   ${flags['drain-in-flight']} messages in flight each (--drain-in-flight; ${defaultRelayInFlight}, the default of scripts/local/push-relay.ts, is what the stack's relays keep in the open loop).`,
+        '   idle throughout: this measures the state worker (Firestore; in a process of its own) and the analytics worker (DuckDB; in the',
+        '   bench process) with their relays and the emulators alone, on every core, which in production scale on instances of their own,',
+        '   apart from the hit functions. A postback reaches the report as the conversion event the state worker publishes in turn: a',
+        '   second trip through the topic, queued behind what the analytics worker still has to take. Relays (each beside its worker):',
+        `   a streaming pull per subscription, POSTing to its worker in the push format, at most ${flags['drain-in-flight']} messages in flight each`,
+        `   (--drain-in-flight; ${defaultRelayInFlight}, the default of scripts/local/push-relay.ts, is what the stack's relays keep in the open loop).`,
         `   published in ${publishSecs.toFixed(1)} s (${rate((n + p) / publishSecs)} events/s, the publish alone, nobody pulling); delivered before the relays started:`,
         `   ${early.fc} clicks, ${early.fv} conversions in Firestore, ${early.rc} / ${early.rv} in the report (expected 0)`,
         `   time from starting the relays until a share of the events was in (s, sampled every second: up to 1 s late)${stopped === 'done' ? '' : stopped === 'stalled' ? ' — stopped: nothing moved for 30 s' : ` — stopped at --drain-timeout ${flags['drain-timeout']} s`}:`,
         table(['path', 'in', '10% s', '50% s', '90% s', '100% s', 'overall /s', '10-90% /s', 'peak 1 s /s'], pathRows.map((r) => r.cells)),
         `   Firestore took in ${perSec(firestoreIn)}; the report ${perSec(reportIn)} (the open loop's --rate: ${flags.rate} events/s)`,
         `   CPU while draining (until the last event was in, % of one core): ${cpuKeys.map((g) => `${g} ${percent(cpuDraining[g])}`).join(', ')}; the machine`,
-        `   ${percent(machineBusy)} busy of ${usableCores().length * 100}%, the bench process's event loop busy ${percent(loopBusy)} of the time:`,
+        `   ${percent(machineBusy)} busy of ${usableCores().length * 100}%, the bench process's event loop busy ${percent(loopBusy)} of the time, the state worker process ${percent(stateBusy)}:`,
         `   ${limit}`,
         '',
         '   drained over time (totals of the drain campaign from GET stats = Firestore counters and GET reports, every second from the relays\' start):',
@@ -1032,11 +1074,12 @@ async function main(flags: Flags): Promise<number> {
       '    the ratios between runs on this machine, not the absolute figures as production latencies.',
       '  - Closed loop: req/s ~= connections / mean latency. The open loop of part 3 does not slow down when the server does.',
       '  - Part 3 runs the whole pipeline on this machine at once: the front half (the load generator, the hit server answering and',
-      '    publishing into the emulator) and the back half (the relays, the state and analytics workers, both emulators) share its',
-      `    ${cpus().length} cores, where production gives the hit functions and each worker instances of their own. The rate sweep (--rates)`,
-      '    shows where the shared machine stops meeting p99 < 2 s (the knee) and what each side used on the way; the drain (--drain)',
-      '    measures the back half alone, with the hit server and the generator idle: its rate is what the workers can take in when',
-      '    they have the machine to themselves, an upper bound for the open loop on the same machine, not a production figure.',
+      '    publishing into the emulator) and the back half (the relays, the state worker in its process, the analytics worker in the',
+      `    bench process, both emulators) share its ${cpus().length} cores, where production gives the hit functions and each worker instances`,
+      '    of their own. The rate sweep (--rates) shows where the shared machine stops meeting p99 < 2 s (the knee) and what each side',
+      '    used on the way; the drain (--drain) measures the back half alone, with the hit server and the generator idle: its rate is',
+      '    what the workers can take in when they have the machine to themselves, an upper bound for the open loop on the same machine,',
+      '    not a production figure.',
     );
     console.log(out.join('\n'));
     return 0;
@@ -1046,8 +1089,9 @@ async function main(flags: Flags): Promise<number> {
     return failureCode(err, signal);
   } finally {
     await quiesce?.().catch(() => undefined);
-    // Before the stack: the hit server holds clients of the emulators.
+    // Before the stack: the hit server and the state worker hold clients of the emulators.
     await hits?.close().catch(() => undefined);
+    await stateWorker?.close().catch(() => undefined);
     for (const s of servers) await closeServer(s).catch(() => undefined);
     await stopBenchStackAndReport(stack, { failed, signal, started, log: progress });
   }

@@ -15,7 +15,18 @@ export interface PubSubSetup {
   teardown(): Promise<void>;
 }
 
-export async function provisionPubSub(baseUrl: string, opts: { relays?: 'now' | 'later'; relayInFlight?: number } = {}): Promise<PubSubSetup> {
+/** The workers, by their subscription's key in shared/names.ts. */
+export type RelayWorker = 'stateWriter' | 'analyticsWriter';
+
+/**
+ * `relayWorkers`: which workers get a relay in this process (default both). A benchmark that serves a worker
+ * from a process of its own runs that worker's relay there (against that process's URL) and leaves it out here;
+ * both subscriptions are still created and removed here.
+ */
+export async function provisionPubSub(
+  baseUrl: string,
+  opts: { relays?: 'now' | 'later'; relayInFlight?: number; relayWorkers?: readonly RelayWorker[] } = {},
+): Promise<PubSubSetup> {
   const ps = pubsub();
   const project = config().GOOGLE_CLOUD_PROJECT;
   const ensureTopic = async (name: string) => {
@@ -49,10 +60,8 @@ export async function provisionPubSub(baseUrl: string, opts: { relays?: 'now' | 
   const startRelays = () => {
     if (emulatorPush || relays.length) return;
     const inFlight = opts.relayInFlight ?? defaultRelayInFlight;
-    relays = [
-      startPushRelay(subscriptions.stateWriter, pushPath(localPaths.stateWriterPush), inFlight),
-      startPushRelay(subscriptions.analyticsWriter, pushPath(localPaths.analyticsWriterPush), inFlight),
-    ];
+    const paths = { stateWriter: localPaths.stateWriterPush, analyticsWriter: localPaths.analyticsWriterPush };
+    relays = (opts.relayWorkers ?? ['stateWriter', 'analyticsWriter']).map((w) => startPushRelay(subscriptions[w], pushPath(paths[w]), inFlight));
   };
   if (opts.relays !== 'later') startRelays();
 

@@ -10,7 +10,11 @@ import { pubsub } from '../../functions/adapters/pubsub';
  * tell the difference. LOCAL_DELIVERY=push uses the emulator's own push instead.
  */
 export interface PushRelay {
-  close(): Promise<void>;
+  /**
+   * Stops pulling. Deliveries already POSTed run on; with `waitForDeliveries` it resolves only once they have
+   * answered (a benchmark that stops a worker's process next would otherwise cut them off mid-write).
+   */
+  close(opts?: { waitForDeliveries?: boolean }): Promise<void>;
 }
 
 /**
@@ -26,6 +30,8 @@ export function startPushRelay(subscriptionName: string, endpoint: string, maxIn
     flowControl: { maxMessages: maxInFlight, allowExcessMessages: false },
     streamingOptions: { maxStreams: 1 },
   });
+  let inFlight = 0;
+  let onIdle: (() => void) | undefined;
   const deliver = async (m: Message) => {
     const body = {
       subscription: sub.name,
@@ -41,7 +47,17 @@ export function startPushRelay(subscriptionName: string, endpoint: string, maxIn
       m.nack();
     }
   };
-  sub.on('message', (m: Message) => void deliver(m));
+  sub.on('message', (m: Message) => {
+    inFlight++;
+    void deliver(m).finally(() => {
+      if (--inFlight === 0) onIdle?.();
+    });
+  });
   sub.on('error', (err: Error) => console.error(`[push-relay ${subscriptionName}] ${err.message}`));
-  return { close: () => sub.close() };
+  return {
+    close: async (opts = {}) => {
+      await sub.close();
+      if (opts.waitForDeliveries && inFlight > 0) await new Promise<void>((r) => (onIdle = r));
+    },
+  };
 }

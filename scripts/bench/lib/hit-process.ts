@@ -11,6 +11,7 @@ import type { FromHitServer, HitServerCalls, HitServerMethod, ToHitServer } from
  * emulator hosts, project and data directory, and after the local secrets exist.
  *
  * With `cores`, the child starts under `taskset --cpu-list`, so that its first instruction already runs there.
+ * `name` says which instance it is in errors (the tracking benchmark starts a second one for the state worker).
  * close() asks it to exit and kills it if it does not; should this process die first, the child sees its
  * IPC channel close and exits on its own, so no server is left behind.
  */
@@ -23,11 +24,14 @@ export interface HitServerProcess {
 
 const repoRoot = join(__dirname, '../../..');
 
-export async function startHitServer(opts: { cores?: readonly number[]; signal?: AbortSignal; startTimeoutMs?: number } = {}): Promise<HitServerProcess> {
+export async function startHitServer(
+  opts: { cores?: readonly number[]; signal?: AbortSignal; startTimeoutMs?: number; name?: string; nodeArgs?: readonly string[] } = {},
+): Promise<HitServerProcess> {
   opts.signal?.throwIfAborted();
+  const name = opts.name ?? 'hit server';
   // ABP_BENCH_HIT_NODE_ARGS adds node flags to the child only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to
-  // profile the function under test (NODE_OPTIONS does not take --cpu-prof).
-  const extra = (process.env.ABP_BENCH_HIT_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  // profile the function under test (NODE_OPTIONS does not take --cpu-prof); `nodeArgs` replaces them.
+  const extra = opts.nodeArgs ?? (process.env.ABP_BENCH_HIT_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
   const node = [process.execPath, ...extra, '--import', pathToFileURL(require.resolve('tsx')).href, join(__dirname, 'hit-server.ts')];
   const [command, ...args] = opts.cores ? ['taskset', '--cpu-list', formatCpuList(opts.cores), ...node] : node;
   // The child's stdout goes to our stderr: what it logs must not end up in the printed report.
@@ -55,10 +59,10 @@ export async function startHitServer(opts: { cores?: readonly number[]; signal?:
     if (m.type !== 'reply') return;
     const p = pending.get(m.id);
     pending.delete(m.id);
-    if (m.error !== undefined) p?.reject(new Error(`hit server: ${m.error}`));
+    if (m.error !== undefined) p?.reject(new Error(`${name}: ${m.error}`));
     else p?.resolve(m.result);
   });
-  void exited.then(() => failAll(`The hit server ended (${ended})`));
+  void exited.then(() => failAll(`The ${name} ended (${ended})`));
 
   let closed: Promise<void> | undefined;
   const close = () =>
@@ -75,7 +79,7 @@ export async function startHitServer(opts: { cores?: readonly number[]; signal?:
   // Wait for the child to listen for calls (its imports take a second or two under tsx).
   try {
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('The hit server did not start within the time allowed')), opts.startTimeoutMs ?? 60_000);
+      const timer = setTimeout(() => reject(new Error(`The ${name} did not start within the time allowed`)), opts.startTimeoutMs ?? 60_000);
       const onAbort = () => reject(opts.signal?.reason instanceof Error ? opts.signal.reason : new Error('Aborted'));
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       const done = () => {
@@ -90,7 +94,7 @@ export async function startHitServer(opts: { cores?: readonly number[]; signal?:
       });
       void exited.then(() => {
         done();
-        reject(new Error(`The hit server ended during start-up (${ended}); its output is above`));
+        reject(new Error(`The ${name} ended during start-up (${ended}); its output is above`));
       });
     });
   } catch (err) {
@@ -104,7 +108,7 @@ export async function startHitServer(opts: { cores?: readonly number[]; signal?:
     call: (method, request, signal) =>
       new Promise((resolve, reject) => {
         if (signal?.aborted) return reject(signal.reason instanceof Error ? signal.reason : new Error('Aborted'));
-        if (!child.connected) return reject(new Error('The hit server is not running'));
+        if (!child.connected) return reject(new Error(`The ${name} is not running`));
         const id = nextId++;
         const onAbort = () => {
           pending.delete(id);

@@ -1,6 +1,8 @@
 /**
  * The messages between a benchmark and its hit server (hit-server.ts, a child process; hit-process.ts starts it).
- * Types only, so that either side can import them without loading the other.
+ * The same child serves the state worker for the tracking benchmark (a second instance, asked to serve only
+ * that: `stateWriter`, then startRelay/stopRelay). Types only, so that either side can import them without
+ * loading the other.
  *
  * Over Node's IPC channel: the child says `{ type: 'hello' }` once it listens for requests; the parent then sends
  * calls `{ type: 'call', id, method, request }`, each answered by `{ type: 'reply', id, result }` or
@@ -36,6 +38,11 @@ export interface ServeRequest {
   publishRedirect?: { to: string; message: ProbeMessage };
   /** The hit functions (click /c/…, postback /postback, pixel /pixel) behind one gateway, as the stack serves them. */
   hitFunctions?: boolean;
+  /**
+   * The state worker (functions/workers/state-writer.ts) behind a gateway at its local push path, as the stack
+   * serves it; it is fed only once startRelay is called.
+   */
+  stateWriter?: boolean;
 }
 
 /** The base URL of each server started, by the ServeRequest key that asked for it. */
@@ -69,9 +76,20 @@ export interface LinkCacheProbeResult {
   missMilliseconds: number[];
 }
 
+/**
+ * Starts the relay (scripts/local/push-relay.ts) of the state worker's subscription, POSTing to the state worker
+ * served by this child (serve `stateWriter` first), with at most `inFlight` deliveries in flight; idempotent.
+ */
+export interface StartRelayRequest {
+  inFlight: number;
+}
+
 /** Every call the hit server answers: its request and result types. */
 export interface HitServerCalls {
   serve: { request: ServeRequest; result: ServeUrls };
+  startRelay: { request: StartRelayRequest; result: void };
+  /** Closes the relay, if one runs (what it has in flight finishes or is redelivered later). */
+  stopRelay: { request: Record<string, never>; result: void };
   probePublish: { request: PublishProbeRequest; result: PublishProbeResult };
   probeLinkCache: { request: LinkCacheProbeRequest; result: LinkCacheProbeResult };
 }

@@ -5,7 +5,9 @@
  * would share its event loop with the bench driver, the workers and their relays, and measure that instead.
  *
  * It serves what the parent asks for (see hit-protocol.ts) on free ports of 127.0.0.1 and answers a few
- * probes that must run where the click function runs. Its environment is the parent's, taken after the
+ * probes that must run where the click function runs. The tracking benchmark starts a second one for the
+ * state worker alone (`stateWriter`, with its relay): in production that worker has instances of its own too,
+ * and in the bench process it would share one JavaScript thread with the API and the analytics worker. Its environment is the parent's, taken after the
  * parent pointed it at the emulators and the data directory, so the functions here use the same project,
  * emulators and local secrets as the stack. It exits when the parent says close or goes away.
  */
@@ -15,8 +17,13 @@ import type * as FunctionsFramework from '@google-cloud/functions-framework';
 import type { Topic } from '@google-cloud/pubsub';
 import { startBareServer } from './bare-server';
 import type { FromHitServer, HitServerCalls, HitServerMethod, ProbeMessage, ServeRequest, ServeUrls, ToHitServer } from './hit-protocol';
+import type { PushRelay } from '../../local/push-relay';
 
 const closers: (() => Promise<void>)[] = [];
+
+/** The state worker's push endpoint here (set by serve), and its relay while one runs. */
+let stateWriterEndpoint: string | undefined;
+let stateRelay: PushRelay | undefined;
 
 async function listen(server: Server): Promise<string> {
   await new Promise<void>((resolve, reject) => {
@@ -77,11 +84,42 @@ async function serve(req: ServeRequest): Promise<ServeUrls> {
     const routes = (['click', 'postback', 'pixel'] as const).map((k) => ({ prefix: localPaths[k], functionName: functionNames[k] }));
     urls.hitFunctions = await listen(createGateway(routes, { isReady: () => true, serveDevJwks: false }));
   }
+  if (req.stateWriter) {
+    // Registers the state worker with the Functions Framework, as its production bundle does.
+    await import('../../../functions/workers/state-writer');
+    const { functionNames, localPaths, topics } = await import('../../../shared/names');
+    const { config } = await import('../../../shared/config');
+    const { createGateway } = await import('../../local/gateway');
+    // Behind the same prefix as in the stack: the framework takes the topic from the push path (see pubsub-setup.ts).
+    const url = await listen(createGateway([{ prefix: localPaths.stateWriterPush, functionName: functionNames.stateWriter }], { isReady: () => true, serveDevJwks: false }));
+    stateWriterEndpoint = `${url}${localPaths.stateWriterPush}/projects/${config().GOOGLE_CLOUD_PROJECT}/topics/${topics.trackingEvents}`;
+    // Before the servers (closers run in reverse): no delivery should start against a closed server.
+    closers.push(() => stopRelay());
+    urls.stateWriter = url;
+  }
   return urls;
+}
+
+async function stopRelay(): Promise<void> {
+  const relay = stateRelay;
+  stateRelay = undefined;
+  // Until what it has in flight is answered, so that no delivery of one part runs into the next, nor into the
+  // Firestore client closing at shutdown; at most 10 s, should a write never end.
+  await Promise.race([relay?.close({ waitForDeliveries: true }), new Promise((r) => setTimeout(r, 10_000).unref())]);
 }
 
 const calls: { [M in HitServerMethod]: (request: HitServerCalls[M]['request']) => Promise<HitServerCalls[M]['result']> } = {
   serve,
+
+  startRelay: async (r) => {
+    if (!stateWriterEndpoint) throw new Error('startRelay: serve the state worker first (serve { stateWriter: true })');
+    if (stateRelay) return;
+    const { startPushRelay } = await import('../../local/push-relay');
+    const { subscriptions } = await import('../../../shared/names');
+    stateRelay = startPushRelay(subscriptions.stateWriter, stateWriterEndpoint, r.inFlight);
+  },
+
+  stopRelay,
 
   probePublish: async (r) => {
     const topic = await probeTopic(r.message);

@@ -9,7 +9,7 @@ import { allowedCores, formatCpuList, hasTaskset, pinProcess, usableCores, type 
 export interface Layout {
   /** The hit server's cores; undefined when nothing is pinned. */
   serverCores?: number[];
-  /** The cores of everything else (this process and the emulators) while pinned. */
+  /** The cores of everything else (this process, the tracking benchmark's state worker and the emulators) while pinned. */
   restCores?: number[];
   /** How the layout came about, for the report: "--pin", "--no-pin", or why pinning was not possible. */
   why: string;
@@ -51,6 +51,9 @@ export function whereTheyRun(procs: readonly { label: string; pids: readonly num
   return procs.map((p) => `${p.label} ${p.pids.length ? p.pids.map((pid) => `pid ${pid} on ${cores(pid)}`).join(', ') : '(not found)'}`).join('; ');
 }
 
+/** The CPU group (see cpuMeter) of the tracking benchmark's state worker process, which runs on the rest cores. */
+export const stateWorkerGroup = 'state worker';
+
 /**
  * What limited a closed-loop run, from the CPU used meanwhile: the cores that were (nearly) saturated, and
  * by whom; or none ("waiting"), when the connections were waiting on answers (the emulators' latency, say)
@@ -62,6 +65,11 @@ export function limitOf(layout: Layout, cpu: CpuReading): string {
   const mostly = (shares: Record<string, number>) => Object.entries(shares).sort((a, b) => b[1] - a[1])[0]![0];
   const g = cpu.groups;
   const [server, bench, emulators] = [g.server ?? Number.NaN, g.bench ?? Number.NaN, g.emulators ?? Number.NaN];
+  // The tracking benchmark's state worker (a child of its own, on the rest cores when pinned); 0 where there is none.
+  const stateWorker = g[stateWorkerGroup] ?? 0;
+  // Its JavaScript runs on one thread too: near a core's worth of CPU, that thread is a limit whatever the cores.
+  const stateLimit = stateWorker >= busy ? ['state worker (its event loop)'] : [];
+  const rest = { bench, emulators, ...(g[stateWorkerGroup] === undefined ? {} : { [stateWorkerGroup]: stateWorker }) };
   if (!layout.serverCores || !layout.restCores) {
     // Unpinned, the hit server may spread over every core, but its JavaScript runs on one thread: near a
     // core's worth of CPU, that thread is the limit even with cores to spare.
@@ -70,7 +78,8 @@ export function limitOf(layout: Layout, cpu: CpuReading): string {
     if (!Number.isFinite(total)) return 'n/a';
     const limits: string[] = [];
     if (server >= busy) limits.push('hit server (its event loop)');
-    if (total >= busy * all.length) limits.push(`all cores (mostly ${mostly({ server, bench, emulators, others: total - server - bench - emulators })})`);
+    limits.push(...stateLimit);
+    if (total >= busy * all.length) limits.push(`all cores (mostly ${mostly({ server, ...rest, others: total - server - bench - emulators - stateWorker })})`);
     return limits.join(' + ') || 'waiting';
   }
   const onServerCore = busyOf(layout.serverCores);
@@ -81,8 +90,9 @@ export function limitOf(layout: Layout, cpu: CpuReading): string {
     const others = onServerCore - server;
     limits.push(others >= 10 ? `server core (${Math.round(others)}% others)` : 'server core');
   }
+  limits.push(...stateLimit);
   if (onRest >= busy * layout.restCores.length) {
-    limits.push(`core ${formatCpuList(layout.restCores)} (mostly ${mostly({ bench, emulators, others: onRest - bench - emulators })})`);
+    limits.push(`core ${formatCpuList(layout.restCores)} (mostly ${mostly({ ...rest, others: onRest - bench - emulators - stateWorker })})`);
   }
   return limits.join(' + ') || 'waiting';
 }

@@ -23,9 +23,10 @@ const backstopMilliseconds = 50;
  * CPU per request), so batching decides how many clicks a vCPU serves; but the client's batching is a
  * timer, which makes every lone click wait out the window (the default 10 ms), and a short window gives
  * small batches under load. So messages are grouped the way the workers group their writes: a message
- * goes out at once when no publish request is in flight, and the messages that arrive while one is go
- * together in the next request. A lone click pays one round trip; under load the batches grow with the
- * round trip and the rate, and the CPU per click falls. The client's own window is only a backstop.
+ * goes out at once when fewer than two publish requests are in flight, and the messages that arrive
+ * while both are go together in the next request. A lone click pays one round trip; under load the
+ * batches grow with the round trip and the rate, and the CPU per click falls. The client's own window is
+ * only a backstop.
  */
 export function groupedPublisher(t: Topic): Publish {
   t.setPublishOptions({ batching: { maxMessages: 1000, maxMilliseconds: backstopMilliseconds } });
@@ -36,8 +37,10 @@ export function groupedPublisher(t: Topic): Publish {
       t.flush().catch(() => undefined);
       return Promise.allSettled(sent);
     },
-    // One request in flight: the next group forms while it is, so groups grow exactly as fast as needed.
-    { maxItems: 1000, maxConcurrent: 1 },
+    // Two requests in flight: the next group forms while they are, and one slow request (a retry, a tail
+    // latency) does not hold up every click on the instance. Measured in the tracking benchmark (C'/B):
+    // 1 in flight 0.69-0.71x, 2 in flight 0.76x, 4 in flight 0.65x (smaller groups, more requests).
+    { maxItems: 1000, maxConcurrent: 2 },
   );
 }
 

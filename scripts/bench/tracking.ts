@@ -174,7 +174,7 @@ function environment(): string[] {
 const clickPublisher = 'grouped' as const;
 const describeBatching = (b: Batching | 'grouped' | undefined) =>
   b === 'grouped'
-    ? 'grouped (one request in flight; what arrives meanwhile goes in the next)'
+    ? 'grouped (two requests in flight; what arrives meanwhile goes in the next)'
     : b
       ? `timer: maxMessages ${b.maxMessages ?? 'default'}, maxMilliseconds ${b.maxMilliseconds ?? 'default'}`
       : 'client defaults (maxMessages 100, maxMilliseconds 10)';

@@ -87,11 +87,9 @@ export async function handleClick(req: functions.Request, res: functions.Respons
   redirectTo(res, location);
 }
 
-functions.http(functionNames.click, async (req, res) => {
-  try {
-    await handleClick(req, res);
-  } catch (err) {
+functions.http(functionNames.click, (req, res) =>
+  handleClick(req, res).catch((err: unknown) => {
     console.error(JSON.stringify({ severity: 'ERROR', message: 'click failed', error: String((err as Error)?.stack ?? err) }));
     if (!res.headersSent) textError(res, 503, 'Temporarily unavailable, please retry');
-  }
-});
+  }),
+);

@@ -24,12 +24,13 @@ export function setClickCookie(res: functions.Response, clickId: string, maxAgeS
 /**
  * A bare 302: status, Location and an empty body. Express's res.redirect negotiates a content type and
  * renders an HTML note on every call, which no browser or crawler following a tracking link reads: work the
- * click path, measured per request against a bare redirect, can do without. The URL is re-serialised by the
- * WHATWG parser, so anything a header may not carry (spaces, non-ASCII) goes out percent-encoded.
+ * click path, measured per request against a bare redirect, can do without. A URL with anything a header
+ * may not carry (spaces, non-ASCII) is re-serialised by the WHATWG parser, which percent-encodes it.
  */
 export function redirectTo(res: functions.Response, url: string): void {
   res.statusCode = 302;
-  res.setHeader('Location', new URL(url).href);
+  // Most destinations are printable ASCII already (macro values are percent-encoded): skip the parse then.
+  res.setHeader('Location', /^[\x21-\x7e]+$/.test(url) ? url : new URL(url).href);
   res.setHeader('Content-Length', '0');
   res.end();
 }

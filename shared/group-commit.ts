@@ -1,7 +1,7 @@
 /**
  * Group commit: callers hand in one item each and get their own result, while the items that arrive
  * together are written together. A push worker handles many deliveries at once (Cloud Functions gen2 runs
- * concurrent requests per instance; locally the relay keeps dozens in flight), and one commit of N items
+ * concurrent requests per instance; locally each relay keeps up to 256 in flight), and one commit of N items
  * costs about as much as one commit of one, so this is what lets a worker keep up with hundreds of events
  * per second without lowering any guarantee: each caller still waits for the commit that holds its item.
  *

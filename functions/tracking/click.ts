@@ -81,7 +81,7 @@ export async function handleClick(req: functions.Request, res: functions.Respons
   };
   await publishTrackingEvent(event);
 
-  const location = fillMacros(campaign.destinationUrl, { click_id: clickId, affiliate_id: link.affiliateId, campaign_id: campaign.id, ...Object.fromEntries(Object.entries(subs).map(([k, v]) => [k, v ?? ''])) });
+  const location = fillMacros(campaign.destinationUrl, { click_id: clickId, affiliate_id: link.affiliateId, campaign_id: campaign.id, ...subs });
   const secure = config().publicBaseUrl.startsWith('https:');
   setClickCookie(res, clickId, campaign.attributionWindowDays * 86_400, secure);
   redirectTo(res, location);

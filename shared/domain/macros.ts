@@ -8,7 +8,8 @@ export function unknownMacros(template: string): string[] {
   return [...template.matchAll(/\{([a-z0-9_]+)\}/g)].map((m) => m[1]!).filter((n) => !known.has(n)).map((n) => `{${n}}`);
 }
 
-export function fillMacros(template: string, values: Partial<Record<MacroName, string>>): string {
+/** A missing or null value fills in as an empty string. */
+export function fillMacros(template: string, values: Partial<Record<MacroName, string | null>>): string {
   return template.replace(/\{([a-z0-9_]+)\}/g, (whole, name: string) =>
     known.has(name) ? encodeURIComponent(values[name as MacroName] ?? '') : whole,
   );

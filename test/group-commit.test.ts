@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { groupCommit } from '../shared/group-commit';
+import { groupCommit, groupCommitCallbacks } from '../shared/group-commit';
 
 /** The workers' group commit: items that arrive together are written together, each caller gets its own answer. */
 function recorder(opts: { maxItems: number; maxConcurrent: number }, fail: (n: number) => boolean = () => false) {
@@ -70,5 +70,51 @@ describe('group commit', () => {
     const settled = await Promise.allSettled([broken(1), broken(2)]);
     assert.deepEqual(settled.map((s) => (s.status === 'rejected' ? (s.reason as Error).message : 'ok')), ['unavailable', 'unavailable']);
     assert.equal(await broken(3).catch(() => 'still serving'), 'still serving');
+  });
+});
+
+describe('group commit, callback form (the click path)', () => {
+  it('settles every item of a group even when one settle callback throws, and keeps serving', async () => {
+    const submit = groupCommitCallbacks<number, number>((items, finish) => setImmediate(() => finish(items.map((n) => ({ status: 'fulfilled', value: n * 2 })))), {
+      maxItems: 10,
+      maxConcurrent: 1,
+    });
+    const got: number[] = [];
+    const logged: unknown[] = [];
+    const error = console.error;
+    console.error = (...args: unknown[]) => void logged.push(args[0]);
+    try {
+      await new Promise<void>((done) => {
+        submit(1, (r) => got.push(r.status === 'fulfilled' ? r.value : -1));
+        submit(2, () => {
+          throw new Error('a broken caller');
+        });
+        submit(3, (r) => {
+          got.push(r.status === 'fulfilled' ? r.value : -1);
+          done();
+        });
+      });
+    } finally {
+      console.error = error;
+    }
+    assert.deepEqual(got, [2, 6]);
+    assert.match(String(logged[0]), /a broken caller/);
+    const next = await new Promise((done) => submit(4, done));
+    assert.deepEqual(next, { status: 'fulfilled', value: 8 });
+  });
+
+  it('fails the whole group when commit throws before it could finish, and ignores a second finish', async () => {
+    let calls = 0;
+    const submit = groupCommitCallbacks<number, number>((items, finish) => {
+      calls++;
+      if (items.includes(0)) throw new Error('cannot reach Pub/Sub');
+      finish(items.map((n) => ({ status: 'fulfilled', value: n })));
+      finish(items.map(() => ({ status: 'rejected', reason: new Error('late') })));
+    }, { maxItems: 10, maxConcurrent: 1 });
+    const settle = (n: number) => new Promise<PromiseSettledResult<number>>((done) => submit(n, done));
+    const failed = await Promise.all([settle(0), settle(1)]);
+    assert.deepEqual(failed.map((r) => (r.status === 'rejected' ? (r.reason as Error).message : r.value)), ['cannot reach Pub/Sub', 'cannot reach Pub/Sub']);
+    assert.deepEqual(await settle(5), { status: 'fulfilled', value: 5 });
+    assert.equal(calls, 2);
   });
 });

@@ -293,3 +293,25 @@ describe('workers', () => {
     assert.equal(dead.message.attributes.CloudPubSubDeadLetterSourceDeliveryCount, '5');
   });
 });
+
+// Last in this file: it deletes the tracking topic of this file's project.
+describe('click function when Pub/Sub refuses the click', () => {
+  it('answers 503 and does not send the visitor on untracked', async () => {
+    const { topics } = await import('../shared/names');
+    const topicUrl = `http://${process.env.PUBSUB_EMULATOR_HOST}/v1/projects/${process.env.GOOGLE_CLOUD_PROJECT}/topics/${topics.trackingEvents}`;
+    assert.equal((await fetch(topicUrl, { method: 'DELETE' })).status, 200);
+    const error = console.error;
+    const logged: string[] = [];
+    console.error = (...args: unknown[]) => void logged.push(String(args[0]));
+    try {
+      const { res } = await click(org.link, '?sub1=lost');
+      assert.equal(res.status, 503);
+      assert.equal(res.headers.get('location'), null);
+      assert.equal(res.headers.get('set-cookie'), null);
+      assert.match(await res.text(), /retry/);
+    } finally {
+      console.error = error;
+    }
+    assert.ok(logged.some((l) => l.includes('click failed')), 'the failure is logged');
+  });
+});

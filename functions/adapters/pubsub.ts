@@ -1,11 +1,16 @@
 import { PubSub, type Topic } from '@google-cloud/pubsub';
 import { config } from '../../shared/config';
-import { groupCommit } from '../../shared/group-commit';
+import { groupCommitCallbacks, type Settled } from '../../shared/group-commit';
 import { topics } from '../../shared/names';
 import type { TrackingEvent } from '../../shared/domain/events';
 
 let client: PubSub | undefined;
-type Publish = (message: { data: Buffer; attributes: Record<string, string> }) => Promise<string>;
+interface Message {
+  data: Buffer;
+  attributes: Record<string, string>;
+}
+/** Hands a message to Pub/Sub; `settle` gets its message id once the service has acknowledged it. */
+export type Publish = (message: Message, settle: (result: Settled<string>) => void) => void;
 let publish: Publish | undefined;
 let topic: Topic | undefined;
 
@@ -30,12 +35,19 @@ const backstopMilliseconds = 50;
  */
 export function groupedPublisher(t: Topic): Publish {
   t.setPublishOptions({ batching: { maxMessages: 1000, maxMilliseconds: backstopMilliseconds } });
-  return groupCommit(
-    async (messages) => {
-      const sent = messages.map((m) => t.publishMessage(m));
-      // Sends the batch now; each message's own promise carries its outcome.
-      t.flush().catch(() => undefined);
-      return Promise.allSettled(sent);
+  // Callbacks rather than promises all the way: see groupCommitCallbacks for what a promise costs here.
+  return groupCommitCallbacks<Message, string>(
+    (messages, finish) => {
+      const results: Settled<string>[] = new Array(messages.length);
+      let left = messages.length;
+      messages.forEach((m, i) =>
+        t.publishMessage(m, (err, id) => {
+          results[i] = err ? { status: 'rejected', reason: err } : { status: 'fulfilled', value: id ?? '' };
+          if (--left === 0) finish(results);
+        }),
+      );
+      // Sends the batch now; each message's own callback carries its outcome.
+      t.flush(() => undefined);
     },
     // Two requests in flight: the next group forms while they are, and one slow request (a retry, a tail
     // latency) does not hold up every click on the instance. Measured in the tracking benchmark (C'/B):
@@ -44,14 +56,28 @@ export function groupedPublisher(t: Topic): Publish {
   );
 }
 
-/** Resolves once Pub/Sub has acknowledged the event: only then may the caller answer the hit. */
-export function publishTrackingEvent(event: TrackingEvent): Promise<string> {
+function trackingMessage(event: TrackingEvent): Message {
+  return { data: Buffer.from(JSON.stringify(event)), attributes: { type: event.type, orgId: event.orgId, eventId: event.eventId } };
+}
+
+/**
+ * Hands the event to Pub/Sub; `settle` is called once Pub/Sub has acknowledged it (only then may the caller
+ * answer the hit) or failed to. The callback form, for the click path.
+ */
+export function sendTrackingEvent(event: TrackingEvent, settle: (result: Settled<string>) => void): void {
   topic ??= pubsub().topic(topics.trackingEvents);
   publish ??= groupedPublisher(topic);
-  return publish({
-    data: Buffer.from(JSON.stringify(event)),
-    attributes: { type: event.type, orgId: event.orgId, eventId: event.eventId },
-  });
+  publish(trackingMessage(event), settle);
+}
+
+/** Resolves once Pub/Sub has acknowledged the event: only then may the caller answer the hit. */
+export function publishTrackingEvent(event: TrackingEvent): Promise<string> {
+  return new Promise((resolve, reject) =>
+    sendTrackingEvent(event, (r) => {
+      if (r.status === 'fulfilled') resolve(r.value);
+      else reject(r.reason);
+    }),
+  );
 }
 
 export async function closePubSub(): Promise<void> {

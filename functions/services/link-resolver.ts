@@ -15,7 +15,13 @@ export interface ResolvedLink {
   fallbackUrl: string | null;
 }
 
-const cache = new Map<string, { at: number; value: Promise<ResolvedLink | undefined> }>();
+/** A lookup, and once it succeeded its answer, so that a warm instance can answer without a promise. */
+interface CacheEntry {
+  at: number;
+  value: Promise<ResolvedLink | undefined>;
+  resolved?: { link: ResolvedLink | undefined };
+}
+const cache = new Map<string, CacheEntry>();
 const maxEntries = 50_000;
 
 async function load(linkId: string): Promise<ResolvedLink | undefined> {
@@ -38,17 +44,29 @@ async function load(linkId: string): Promise<ResolvedLink | undefined> {
   };
 }
 
-export function resolveLink(linkId: string): Promise<ResolvedLink | undefined> {
+/**
+ * The link from the cache when it is there and fresh, without a promise (the click path's common case: see
+ * groupCommitCallbacks for what a promise costs inside the Functions Framework); otherwise the lookup.
+ */
+export function resolveLinkNow(linkId: string): ResolvedLink | undefined | Promise<ResolvedLink | undefined> {
   const ttl = config().LINK_CACHE_TTL_SECONDS * 1000;
   const now = Date.now();
   const hit = cache.get(linkId);
-  if (hit && now - hit.at < ttl) return hit.value;
+  if (hit && now - hit.at < ttl) return hit.resolved ? hit.resolved.link : hit.value;
   const value = load(linkId);
   if (ttl > 0) {
     if (cache.size >= maxEntries) cache.delete(cache.keys().next().value!);
-    cache.set(linkId, { at: now, value });
-    // A failed lookup must not be cached.
-    value.catch(() => cache.delete(linkId));
+    const entry: CacheEntry = { at: now, value };
+    cache.set(linkId, entry);
+    value.then(
+      (link) => (entry.resolved = { link }),
+      // A failed lookup must not be cached.
+      () => cache.get(linkId) === entry && cache.delete(linkId),
+    );
   }
   return value;
+}
+
+export function resolveLink(linkId: string): Promise<ResolvedLink | undefined> {
+  return Promise.resolve(resolveLinkNow(linkId));
 }

@@ -20,6 +20,14 @@ describe('identity', () => {
     assert.equal((await s.call('GET', '/v1/orgs', { auth: good })).status, 200);
   });
 
+  it('stops admitting a token at its expiry, though it was admitted a moment before', async () => {
+    const short = s.token('erin@example.com', { ttlSeconds: 2 });
+    assert.equal((await s.call('GET', '/v1/orgs', { auth: short })).status, 200);
+    const exp = JSON.parse(Buffer.from(short.split('.')[1]!, 'base64url').toString()).exp as number;
+    await new Promise((r) => setTimeout(r, Math.max(0, exp * 1000 - Date.now()) + 50));
+    assert.equal((await s.call('GET', '/v1/orgs', { auth: short })).status, 401);
+  });
+
   it('gives the same email the same user id every time', () => {
     assert.equal(s.userId('Alice@Example.com'), s.userId('alice@example.com'));
     assert.match(s.userId('alice@example.com'), /^[0-9a-f-]{36}$/);

@@ -84,7 +84,7 @@ const usage = `usage: npx tsx scripts/bench/tracking.ts [options]
   --e2e-seconds S         end to end: seconds of sending (default 30; per rate)
   --clicks-per-postback N end to end: one postback after every N clicks (default 10; 0 for clicks only)
   --sample-clicks N       end to end: follow every Nth click to Firestore and the report (default 20)
-  --sample-postbacks N    end to end: follow every Nth postback to its conversion (default 4)
+  --sample-postbacks N    end to end: follow every Nth postback to its conversion in the conversion list (default 1: all; one list query serves them all)
   --poll-ms N             end to end: poll interval for a followed event while it is younger than 2 s (default 100)
   --poll-budget N         end to end: at most N polls per second for all followed events together (default 0: 10% of --rate, at least 20)
   --settle S              end to end: how long to keep following after the last event was sent (default 15)
@@ -112,7 +112,7 @@ const intSpec = {
   'e2e-seconds': { default: 30, min: 1, max: 3600 },
   'clicks-per-postback': { default: 10, min: 0, max: 1000 },
   'sample-clicks': { default: 20, min: 1, max: 100_000 },
-  'sample-postbacks': { default: 4, min: 1, max: 100_000 },
+  'sample-postbacks': { default: 1, min: 1, max: 100_000 },
   'poll-ms': { default: 100, min: 10, max: 10_000 },
   'poll-budget': { default: 0, min: 0, max: 100_000 },
   settle: { default: 15, min: 1, max: 600 },
@@ -896,7 +896,7 @@ async function main(flags: Flags): Promise<number> {
           [
             row('click -> Firestore (GET clicks/{id})', delays(load.samples, 'click', 'firestoreAt'), delays(idle.samples, 'click', 'firestoreAt')),
             row('click -> report row (its own sub1)', delays(load.samples, 'click', 'reportAt'), delays(idle.samples, 'click', 'reportAt')),
-            row('postback -> conversion (GET conversions/{id})', delays(load.samples, 'postback', 'conversionAt'), delays(idle.samples, 'postback', 'conversionAt')),
+            row('postback -> conversion list', delays(load.samples, 'postback', 'conversionAt'), delays(idle.samples, 'postback', 'conversionAt')),
           ],
         ),
         '',
@@ -925,13 +925,15 @@ async function main(flags: Flags): Promise<number> {
         ),
         '',
         '   how: the generator (a worker thread) sends on a fixed schedule whatever the answers; each followed click gets a unique sub1.',
-        `   Followed clicks and postbacks are polled through the API (GET clicks/{id}, conversions/{id}) every ${flags['poll-ms']} ms while younger than 2 s, then`,
-        `   every age/8 (at most 1 s), all together within a budget of ${budget} polls/s; one report query (groupBy=sub1, this campaign) every`,
-        `   ${Math.max(flags['poll-ms'], 250)} ms serves all followed clicks. A delay runs to the arrival of the first answer that shows the event, so it includes`,
+        `   Followed clicks are polled through the API (GET clicks/{id}) every ${flags['poll-ms']} ms while younger than 2 s, then every age/8 (at most 1 s),`,
+        `   all together within a budget of ${budget} polls/s; one report query (groupBy=sub1, this campaign) every ${Math.max(flags['poll-ms'], 250)} ms serves all`,
+        `   followed clicks, and one conversion list query (GET conversions?campaignId=…&from=<newest seen - 1 s>, newest first, paged) ${flags['poll-ms']} ms after`,
+        '   the last answered serves all followed postbacks. A delay runs to the arrival of the first answer that shows the event, so it includes',
         '   up to one poll interval (longer when the budget is short) and the read itself: an upper bound.',
-        `   polling load: ${load.polls} polls + ${load.reportPolls} report queries in ${pollSecs.toFixed(0)} s = ${rate((load.polls + load.reportPolls) / pollSecs)}/s, ${rate(((load.polls + load.reportPolls) / pollSecs / (load.total / sendSecs)) * 100)}% of the event rate;`,
+        `   polling load: ${load.polls} polls + ${load.reportPolls} report queries + ${load.listPolls} conversion list pages in ${pollSecs.toFixed(0)} s = ${rate((load.polls + load.reportPolls + load.listPolls) / pollSecs)}/s, ${rate(((load.polls + load.reportPolls + load.listPolls) / pollSecs / (load.total / sendSecs)) * 100)}% of the event rate;`,
         `   polls waited for the budget p50 ${ms(percentile(sortedOf(load.pollWait), 50))} ms, p99 ${ms(percentile(sortedOf(load.pollWait), 99))} ms past their due time${percentile(sortedOf(load.pollWait), 90) > flags['poll-ms'] ? ' (the budget was short: the delays above are coarser; raise --poll-budget or follow fewer events)' : ''};`,
-        `   up to ${load.followersMax} events followed at once; poll answer p50 ${ms(percentile(sortedOf(load.pollLatency), 50))} ms; report query p50 ${ms(percentile(sortedOf(load.reportPollLatency), 50))} ms, p99 ${ms(percentile(sortedOf(load.reportPollLatency), 99))} ms; ${load.pollErrors} poll errors`,
+        `   up to ${load.followersMax} events followed at once; poll answer p50 ${ms(percentile(sortedOf(load.pollLatency), 50))} ms; report query p50 ${ms(percentile(sortedOf(load.reportPollLatency), 50))} ms, p99 ${ms(percentile(sortedOf(load.reportPollLatency), 99))} ms;`,
+        `   conversion list page p50 ${ms(percentile(sortedOf(load.listPollLatency), 50))} ms, p99 ${ms(percentile(sortedOf(load.listPollLatency), 99))} ms; ${load.pollErrors} poll errors`,
       );
     }
     if (runs.length && idle) {

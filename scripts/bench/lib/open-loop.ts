@@ -46,7 +46,7 @@ const cycle = d.clicksPerPostback > 0 ? d.clicksPerPostback + 1 : 0;
 const out = {
   total, clicksSent: 0, postbacksSent: 0, clickStatus: {}, postbackStatus: {}, clickLatency: [], postbackLatency: [], sendLag: [],
   firstSend: 0, lastSend: 0, lastAnswer: 0, inFlightMax: 0,
-  samples: [], polls: 0, pollLatency: [], pollErrors: 0, reportPolls: 0, reportPollLatency: [], pollStart: 0, pollEnd: 0, followersMax: 0, pollWait: [],
+  samples: [], polls: 0, pollLatency: [], pollErrors: 0, reportPolls: 0, reportPollLatency: [], listPolls: 0, listPollLatency: [], pollStart: 0, pollEnd: 0, followersMax: 0, pollWait: [],
 };
 let inFlight = 0;
 let clickNo = 0;
@@ -54,6 +54,7 @@ let postbackNo = 0;
 let generating = true;
 let hardDeadline = Infinity;
 const reportPending = new Map();
+const conversionPending = new Map();
 
 // Followed events are polled by one scheduler with a budget (polls per second, at most 16 in flight), so
 // that a growing backlog cannot turn the measurement into a load of its own: when many events are waiting,
@@ -110,6 +111,35 @@ async function reportLoop() {
   }
 }
 
+// The conversion list, as a user watches it: newest first, from a watermark a little before the newest
+// conversion seen so far (createdAt is the booking worker's clock, and bookings may commit slightly out of
+// order), paging on while a page is full. One query serves every followed postback.
+async function conversionLoop() {
+  let watermark = '';
+  while (generating || conversionPending.size) {
+    await sleep(d.pollMs);
+    if (now() > hardDeadline) break;
+    if (!conversionPending.size) continue;
+    let cursor = '';
+    let newest = watermark;
+    for (let page = 0; page < 20; page++) {
+      const r = await get(api, pollAgent, d.conversionsPath + (watermark ? '&from=' + encodeURIComponent(watermark) : '') + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''), auth, 20000);
+      out.listPolls++;
+      out.listPollLatency.push(r.ended - r.started);
+      if (r.status !== 200) { out.pollErrors++; break; }
+      const body = JSON.parse(r.body);
+      for (const c of body.items) {
+        const s = conversionPending.get(c.id);
+        if (s) { s.conversionAt = r.ended; conversionPending.delete(c.id); }
+        if (c.createdAt > newest) newest = c.createdAt;
+      }
+      if (!body.nextCursor) break;
+      cursor = body.nextCursor;
+    }
+    if (newest) watermark = new Date(Date.parse(newest) - 1000).toISOString();
+  }
+}
+
 const following = [];
 function fire(i, scheduled) {
   const sentAt = now();
@@ -151,7 +181,7 @@ function fire(i, scheduled) {
       const id = JSON.parse(r.body).conversionId;
       const s = { kind: 'postback', sentAt: r.started, answeredAt: r.ended };
       out.samples.push(s);
-      following.push(follow('/v1/orgs/' + d.orgId + '/conversions/' + encodeURIComponent(id), r.started).then((t) => { s.conversionAt = t; }));
+      conversionPending.set(id, s);
     });
   }
 }
@@ -162,6 +192,7 @@ async function main() {
   out.pollStart = t0;
   const pumping = setInterval(pump, 5);
   const reporting = reportLoop();
+  const listing = conversionLoop();
   let next = 0;
   while (next < total) {
     const t = now();
@@ -176,10 +207,12 @@ async function main() {
   pump();
   await Promise.all(following);
   await reporting;
+  await listing;
   clearInterval(pumping);
   out.pollEnd = now();
   out.unanswered = inFlight;
   out.reportUnseen = reportPending.size;
+  out.listUnseen = conversionPending.size;
   out.t0 = t0;
   parentPort.postMessage(out);
 }
@@ -214,6 +247,9 @@ export interface OpenLoopReply {
   pollErrors: number;
   reportPolls: number;
   reportPollLatency: number[];
+  /** Conversion list queries (each page counts), and how long each took to answer. */
+  listPolls: number;
+  listPollLatency: number[];
   followersMax: number;
   /** How long each poll waited past its due time for the budget: the resolution lost to it. */
   pollWait: number[];
@@ -221,6 +257,7 @@ export interface OpenLoopReply {
   pollEnd: number;
   unanswered: number;
   reportUnseen: number;
+  listUnseen: number;
   t0: number;
 }
 
@@ -258,6 +295,7 @@ export function openLoop(o: OpenLoopOptions, signal: AbortSignal): Promise<OpenL
       settleMs: o.settleSeconds * 1000,
       userAgent: browserUserAgent,
       reportPath: `/v1/orgs/${o.orgId}/reports?from=${today}&to=${tomorrow}&groupBy=sub1&campaignId=${encodeURIComponent(o.campaignId)}`,
+      conversionsPath: `/v1/orgs/${o.orgId}/conversions?campaignId=${encodeURIComponent(o.campaignId)}&limit=200`,
     },
     signal,
   );

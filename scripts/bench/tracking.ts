@@ -82,6 +82,9 @@ const usage = `usage: npx tsx scripts/bench/tracking.ts [options]
                           knee (the highest rate with p99 < 2 s on all three paths); the detailed output is for --rate, or the
                           highest rate when --rate is not in the list (default: just --rate)
   --e2e-seconds S         end to end: seconds of sending (default 30; per rate)
+  --e2e-warmup S          end to end: seconds of unmeasured load at the highest rate before the first one, on a campaign of its
+                          own, its backlog then dropped: the emulators' JVMs compile their hot paths under load, and a sweep
+                          that started on cold emulators measured its first rate 10-30x slower (default 10; 0 to skip)
   --clicks-per-postback N end to end: one postback after every N clicks (default 10; 0 for clicks only)
   --sample-clicks N       end to end: follow every Nth click to Firestore and the report (default 20)
   --sample-postbacks N    end to end: follow every Nth postback to its conversion in the conversion list (default 1: all; one list query serves them all)
@@ -110,6 +113,7 @@ const intSpec = {
   'postback-duration': { default: 8, min: 1, max: 600 },
   rate: { default: 500, min: 1, max: 20_000 },
   'e2e-seconds': { default: 30, min: 1, max: 3600 },
+  'e2e-warmup': { default: 10, min: 0, max: 600 },
   'clicks-per-postback': { default: 10, min: 0, max: 1000 },
   'sample-clicks': { default: 20, min: 1, max: 100_000 },
   'sample-postbacks': { default: 1, min: 1, max: 100_000 },
@@ -451,7 +455,7 @@ async function main(flags: Flags): Promise<number> {
 
     const configLines = [
       `configuration: --connections ${flags.connections} --duration ${flags.duration} --warmup ${flags.warmup} --postback-connections ${flags['postback-connections']} --postback-duration ${flags['postback-duration']}`,
-      `               --rate ${flags.rate}${flags.rates.length > 1 || flags.rates[0] !== flags.rate ? ` --rates ${flags.rates.join(',')}` : ''} --e2e-seconds ${flags['e2e-seconds']} --clicks-per-postback ${flags['clicks-per-postback']} --sample-clicks ${flags['sample-clicks']} --sample-postbacks ${flags['sample-postbacks']}`,
+      `               --rate ${flags.rate}${flags.rates.length > 1 || flags.rates[0] !== flags.rate ? ` --rates ${flags.rates.join(',')}` : ''} --e2e-seconds ${flags['e2e-seconds']} --e2e-warmup ${flags['e2e-warmup']} --clicks-per-postback ${flags['clicks-per-postback']} --sample-clicks ${flags['sample-clicks']} --sample-postbacks ${flags['sample-postbacks']}`,
       `               --poll-ms ${flags['poll-ms']} --poll-budget ${flags['poll-budget'] || `${Math.max(20, Math.round(flags.rate / 10))} (10% of rate)`} --settle ${flags.settle} --drain ${flags.drain} --drain-timeout ${flags['drain-timeout']} --drain-in-flight ${flags['drain-in-flight']} ${flags.pin ? '--pin' : '--no-pin'}${flags['pin-e2e'] ? ' --pin-e2e' : ''}${boolFlags.filter((b) => flags[b]).map((b) => ` --${b}`).join('')}`,
       `click function publisher (functions/adapters/pubsub.ts): ${describeBatching(batching)}; LINK_CACHE_TTL_SECONDS ${process.env.LINK_CACHE_TTL_SECONDS ?? '10 (default)'}`,
     ];
@@ -645,6 +649,17 @@ async function main(flags: Flags): Promise<number> {
       });
       progress('  end to end, idle baseline: 12 events at 4/s, every one followed…');
       idle = await openLoop({ ...common(links.e2e, campaigns.e2e), pollBudget: 50, rate: 4, seconds: 3, clicksPerPostback: 2, sampleClicks: 1, samplePostbacks: 1, tag: 'idle', ipStart: 70_000 }, signal);
+      if (flags['e2e-warmup'] > 0) {
+        const warmRate = Math.max(...flags.rates);
+        progress(`  end to end, warm-up: ${warmRate} events/s for ${flags['e2e-warmup']} s, not measured, then its backlog dropped…`);
+        const warmCampaign = await campaign('Bench end to end warm-up');
+        await openLoop(
+          { ...common(await link(warmCampaign), warmCampaign), settleSeconds: 0, pollBudget: 1, rate: warmRate, seconds: flags['e2e-warmup'], clicksPerPostback: flags['clicks-per-postback'], sampleClicks: 1e9, samplePostbacks: 1e9, tag: 'warm', ipStart: 60_000 },
+          signal,
+        );
+        await workersFresh();
+        await sleep(5000); // what the emulators still do for the dropped backlog
+      }
       for (const [i, r] of flags.rates.entries()) {
         // Each rate on a campaign and link of its own, so that what the workers still finish of the rate before
         // is not counted; and the backlog of the rate before is dropped, as between parts.
@@ -928,7 +943,8 @@ async function main(flags: Flags): Promise<number> {
         `   Followed clicks are polled through the API (GET clicks/{id}) every ${flags['poll-ms']} ms while younger than 2 s, then every age/8 (at most 1 s),`,
         `   all together within a budget of ${budget} polls/s; one report query (groupBy=sub1, this campaign) every ${Math.max(flags['poll-ms'], 250)} ms serves all`,
         `   followed clicks, and one conversion list query (GET conversions?campaignId=…&from=<newest seen - 1 s>, newest first, paged) ${flags['poll-ms']} ms after`,
-        '   the last answered serves all followed postbacks. A delay runs to the arrival of the first answer that shows the event, so it includes',
+        '   the last answered serves all followed postbacks (every 2 s from 15 s back, for bookings that committed late). A delay runs to the',
+        '   arrival of the first answer that shows the event, so it includes',
         '   up to one poll interval (longer when the budget is short) and the read itself: an upper bound.',
         `   polling load: ${load.polls} polls + ${load.reportPolls} report queries + ${load.listPolls} conversion list pages in ${pollSecs.toFixed(0)} s = ${rate((load.polls + load.reportPolls + load.listPolls) / pollSecs)}/s, ${rate(((load.polls + load.reportPolls + load.listPolls) / pollSecs / (load.total / sendSecs)) * 100)}% of the event rate;`,
         `   polls waited for the budget p50 ${ms(percentile(sortedOf(load.pollWait), 50))} ms, p99 ${ms(percentile(sortedOf(load.pollWait), 99))} ms past their due time${percentile(sortedOf(load.pollWait), 90) > flags['poll-ms'] ? ' (the budget was short: the delays above are coarser; raise --poll-budget or follow fewer events)' : ''};`,

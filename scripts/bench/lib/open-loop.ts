@@ -112,18 +112,23 @@ async function reportLoop() {
 }
 
 // The conversion list, as a user watches it: newest first, from a watermark a little before the newest
-// conversion seen so far (createdAt is the booking worker's clock, and bookings may commit slightly out of
-// order), paging on while a page is full. One query serves every followed postback.
+// conversion seen so far, paging on while a page is full. One query serves every followed postback.
+// createdAt is the booking worker's clock when its transaction ran, and under load a booking can commit
+// seconds after that, below the watermark: so every 2 s one deeper query looks 15 s back (a conversion first
+// seen there was late by up to those 2 s more, which the delay then includes).
 async function conversionLoop() {
-  let watermark = '';
+  let newest = '';
+  let lastDeep = now();
   while (generating || conversionPending.size) {
     await sleep(d.pollMs);
     if (now() > hardDeadline) break;
     if (!conversionPending.size) continue;
+    const deep = now() - lastDeep >= 2000;
+    if (deep) lastDeep = now();
+    const from = newest ? new Date(Date.parse(newest) - (deep ? 15000 : 1000)).toISOString() : '';
     let cursor = '';
-    let newest = watermark;
-    for (let page = 0; page < 20; page++) {
-      const r = await get(api, pollAgent, d.conversionsPath + (watermark ? '&from=' + encodeURIComponent(watermark) : '') + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''), auth, 20000);
+    for (let page = 0; page < 50; page++) {
+      const r = await get(api, pollAgent, d.conversionsPath + (from ? '&from=' + encodeURIComponent(from) : '') + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''), auth, 20000);
       out.listPolls++;
       out.listPollLatency.push(r.ended - r.started);
       if (r.status !== 200) { out.pollErrors++; break; }
@@ -136,7 +141,6 @@ async function conversionLoop() {
       if (!body.nextCursor) break;
       cursor = body.nextCursor;
     }
-    if (newest) watermark = new Date(Date.parse(newest) - 1000).toISOString();
   }
 }
 

@@ -13,6 +13,7 @@ import { AssetType, TerraformAsset, type ITerraformDependable } from 'cdktf';
 import type { Construct } from 'constructs';
 import type { configSchema } from '../shared/config';
 import { functionNames } from '../shared/names';
+import { oneVcpuNodeOptions } from '../shared/runtime-flags';
 import { bundleDir, functionKeys, kebab, snake, type FunctionKey } from './entries';
 import { secretsOf } from './functions';
 import type { StackContext } from './stack';
@@ -102,7 +103,7 @@ export function deployFunctions(
       source: asset.path,
     });
 
-    const env: Partial<Record<EnvName, string>> = {
+    const env: Partial<Record<EnvName | 'NODE_OPTIONS', string>> = {
       ABP_ENV: 'production',
       GOOGLE_CLOUD_PROJECT: c.project,
       PUBLIC_BASE_URL: publicBaseUrl,
@@ -111,6 +112,7 @@ export function deployFunctions(
       BIGQUERY_DATASET: config.BIGQUERY_DATASET,
     };
     if (key === 'api') env.SUPABASE_ANON_KEY = config.SUPABASE_ANON_KEY;
+    if (spec.cpu === '1') env.NODE_OPTIONS = oneVcpuNodeOptions.join(' ');
     if (spec.tracking) {
       // Behind the load balancer the client IP is two entries from the end of X-Forwarded-For (LB, then Google's front end).
       env.XFF_TRUSTED_HOPS = hasLoadBalancer ? '2' : '1';

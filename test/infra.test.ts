@@ -212,6 +212,9 @@ describe('functions', () => {
     assert.ok(Number(at(click, 'service_config', 'min_instance_count')) >= 1);
     assert.ok(Number(at(click, 'service_config', 'max_instance_request_concurrency')) >= 50);
     assert.equal(at(click, 'service_config', 'environment_variables', 'XFF_TRUSTED_HOPS'), '1');
+    // One vCPU: V8's parallel GC helpers would only take turns with the thread serving clicks.
+    assert.equal(at(click, 'service_config', 'available_cpu'), '1');
+    assert.equal(at(click, 'service_config', 'environment_variables', 'NODE_OPTIONS'), '--single-threaded-gc');
   });
 
   it('HTTP functions are public or scheduler-only; workers are pushed to by Pub/Sub with OIDC', () => {

@@ -61,6 +61,7 @@ import { failureCode, parseFlags, runMain, UsageError } from './lib/cli';
 import { browserUserAgent, closedLoop, closedLoopRatios, closedLoopTable, type ClosedLoopOptions, type ClosedLoopResult } from './lib/closed-loop';
 import { cpuMeter, formatCpuList, usableCores } from './lib/cpu';
 import { startHitServer, type HitServerProcess } from './lib/hit-process';
+import { oneVcpuNodeOptions } from '../../shared/runtime-flags';
 import type { TrackingEvent } from '../../shared/domain/events';
 import type { Batching, ProbeMessage } from './lib/hit-protocol';
 import { limitOf, pinRest, planLayout, stateWorkerGroup, whereTheyRun, type Layout } from './lib/layout';
@@ -458,6 +459,7 @@ async function main(flags: Flags): Promise<number> {
       `               --rate ${flags.rate}${flags.rates.length > 1 || flags.rates[0] !== flags.rate ? ` --rates ${flags.rates.join(',')}` : ''} --e2e-seconds ${flags['e2e-seconds']} --e2e-warmup ${flags['e2e-warmup']} --clicks-per-postback ${flags['clicks-per-postback']} --sample-clicks ${flags['sample-clicks']} --sample-postbacks ${flags['sample-postbacks']}`,
       `               --poll-ms ${flags['poll-ms']} --poll-budget ${flags['poll-budget'] || `${Math.max(20, Math.round(flags.rate / 10))} (10% of rate)`} --settle ${flags.settle} --drain ${flags.drain} --drain-timeout ${flags['drain-timeout']} --drain-in-flight ${flags['drain-in-flight']} ${flags.pin ? '--pin' : '--no-pin'}${flags['pin-e2e'] ? ' --pin-e2e' : ''}${boolFlags.filter((b) => flags[b]).map((b) => ` --${b}`).join('')}`,
       `click function publisher (functions/adapters/pubsub.ts): ${describeBatching(batching)}; LINK_CACHE_TTL_SECONDS ${process.env.LINK_CACHE_TTL_SECONDS ?? '10 (default)'}`,
+      `node flags of the hit server and the state worker: ${[...oneVcpuNodeOptions, ...(process.env.ABP_BENCH_HIT_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)].join(' ')} (shared/runtime-flags.ts: what infra/ sets as NODE_OPTIONS on one-vCPU functions)`,
     ];
     out.push(
       '',

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { oneVcpuNodeOptions } from '../../../shared/runtime-flags';
 import { formatCpuList } from './cpu';
 import type { FromHitServer, HitServerCalls, HitServerMethod, ToHitServer } from './hit-protocol';
 
@@ -29,10 +30,11 @@ export async function startHitServer(
 ): Promise<HitServerProcess> {
   opts.signal?.throwIfAborted();
   const name = opts.name ?? 'hit server';
-  // ABP_BENCH_HIT_NODE_ARGS adds node flags to the child only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to
-  // profile the function under test (NODE_OPTIONS does not take --cpu-prof); `nodeArgs` replaces them.
+  // The flags production gives a one-vCPU function (infra/ sets them as NODE_OPTIONS), then
+  // ABP_BENCH_HIT_NODE_ARGS, added to the child only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile
+  // the function under test (NODE_OPTIONS does not take --cpu-prof); `nodeArgs` replaces the latter.
   const extra = opts.nodeArgs ?? (process.env.ABP_BENCH_HIT_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-  const node = [process.execPath, ...extra, '--import', pathToFileURL(require.resolve('tsx')).href, join(__dirname, 'hit-server.ts')];
+  const node = [process.execPath, ...oneVcpuNodeOptions, ...extra, '--import', pathToFileURL(require.resolve('tsx')).href, join(__dirname, 'hit-server.ts')];
   const [command, ...args] = opts.cores ? ['taskset', '--cpu-list', formatCpuList(opts.cores), ...node] : node;
   // The child's stdout goes to our stderr: what it logs must not end up in the printed report.
   const child: ChildProcess = spawn(command!, args, { cwd: repoRoot, env: { ...process.env }, stdio: ['ignore', 2, 2, 'ipc'] });

@@ -38,8 +38,10 @@ export function handleClick(req: functions.Request, res: functions.Response): vo
   if (!linkId) return textError(res, 404, 'Unknown link');
 
   const subs: Subs = { sub1: null, sub2: null, sub3: null, sub4: null, sub5: null };
+  // Read once: express's req.query is a getter that parses the query string again on every access.
+  const query = req.query;
   for (const name of subNames) {
-    const v = req.query[name];
+    const v = query[name];
     if (v === undefined) continue;
     if (typeof v !== 'string' || v.length > 255) return textError(res, 400, `${name} must be a single value of at most 255 characters`);
     subs[name] = v;

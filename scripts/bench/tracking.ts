@@ -58,7 +58,7 @@ import { createServer, type Server } from 'node:http';
 import { cpus, loadavg, release, totalmem, type as osType } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { failureCode, parseFlags, runMain, UsageError } from './lib/cli';
-import { browserUserAgent, closedLoop, closedLoopRatios, closedLoopTable, type ClosedLoopOptions, type ClosedLoopResult } from './lib/closed-loop';
+import { browserUserAgent, closedLoop, closedLoopRatios, closedLoopTable, poolRounds, type ClosedLoopOptions, type ClosedLoopResult } from './lib/closed-loop';
 import { cpuMeter, formatCpuList, usableCores } from './lib/cpu';
 import { startHitServer, type HitServerProcess } from './lib/hit-process';
 import { oneVcpuNodeOptions } from '../../shared/runtime-flags';
@@ -73,7 +73,8 @@ import { defaultRelayInFlight } from '../local/push-relay';
 
 const usage = `usage: npx tsx scripts/bench/tracking.ts [options]
   --connections N         click load: concurrent keep-alive connections (default 50)
-  --duration S            click load: measured seconds per scenario (default 8)
+  --duration S            click load: measured seconds per scenario and round (default 5)
+  --rounds N              click load: A, B, D and C' measured in N alternating rounds, pooled (default 3; C once, after them)
   --warmup S              unmeasured seconds of load before each closed-loop scenario (default 1; 0 to skip)
   --postback-connections N  postback load: connections (default 20)
   --postback-duration S   postback load: measured seconds (default 8)
@@ -108,7 +109,8 @@ const usage = `usage: npx tsx scripts/bench/tracking.ts [options]
 
 const intSpec = {
   connections: { default: 50, min: 1, max: 1000 },
-  duration: { default: 8, min: 1, max: 600 },
+  duration: { default: 5, min: 1, max: 600 },
+  rounds: { default: 3, min: 1, max: 20 },
   warmup: { default: 1, min: 0, max: 600 },
   'postback-connections': { default: 20, min: 1, max: 1000 },
   'postback-duration': { default: 8, min: 1, max: 600 },
@@ -302,6 +304,7 @@ async function main(flags: Flags): Promise<number> {
   const startLoad = loadavg()[0]!;
   let stack: BenchStack | undefined;
   let hits: HitServerProcess | undefined;
+  let baselines: HitServerProcess | undefined;
   let stateWorker: HitServerProcess | undefined;
   const servers: Server[] = [];
   let failed = false;
@@ -410,9 +413,15 @@ async function main(flags: Flags): Promise<number> {
     // The servers under test, in a process of their own (as production runs the hit functions: apart from
     // the workers), on the last core when pinned: A a bare node:http 302, B a bare Functions Framework
     // function that only redirects, D the same plus one awaited publish, and the click, postback and pixel functions.
-    progress(`Starting the hit server${layout.serverCores ? ` on core ${formatCpuList(layout.serverCores)}` : ''}…`);
+    // The baselines in a process of their own beside it (one is idle while the other is measured), as every
+    // function has instances of its own: a server is not measured in a heap another one's load has shaped.
+    progress(`Starting the hit server and the baselines' server${layout.serverCores ? ` on core ${formatCpuList(layout.serverCores)}` : ''}…`);
     hits = await startHitServer({ cores: layout.serverCores, signal });
-    const urls = await hits.call('serve', { bareRedirect: shopUrl, ffRedirect: shopUrl, publishRedirect: { to: shopUrl, message: probeMessage(batching) }, hitFunctions: true }, signal);
+    baselines = await startHitServer({ cores: layout.serverCores, signal, name: 'baselines server' });
+    const urls = {
+      ...(await baselines.call('serve', { bareRedirect: shopUrl, ffRedirect: shopUrl, publishRedirect: { to: shopUrl, message: probeMessage(batching) } }, signal)),
+      ...(await hits.call('serve', { hitFunctions: true }, signal)),
+    };
     const hitUrl = urls.hitFunctions!;
     // The state worker and its relay, in a process of their own (see workersFresh) on the rest cores, where
     // this process runs: it is part of the pipeline, not the function under test. Its relay starts with
@@ -422,13 +431,14 @@ async function main(flags: Flags): Promise<number> {
     await stateWorker.call('serve', { stateWriter: true }, signal);
     restPids.push(stateWorker.pid); // follows this process when part 3 lets it use every core
     const processes = [
-      { label: 'hit server (A, B, D, click/postback/pixel functions)', pids: [hits.pid] },
+      { label: 'hit server (click/postback/pixel functions)', pids: [hits.pid] },
+      { label: 'baselines server (A, B, D)', pids: [baselines.pid] },
       { label: 'bench process (driver, load-generator threads, stack: API, analytics worker and its relay)', pids: [process.pid] },
       { label: 'state worker (state writer function and its relay)', pids: [stateWorker.pid] },
       ...emulators.map((e) => ({ label: `${e.name === 'pubsub' ? 'Pub/Sub' : 'Firestore'} emulator (java)`, pids: e.java })),
     ];
     // CPU used by each side while a scenario is measured: which one was the limit.
-    const cpuGroups = { server: [hits.pid], bench: [process.pid], [stateWorkerGroup]: [stateWorker.pid], emulators: emulators.flatMap((e) => e.java) };
+    const cpuGroups = { server: [hits.pid, baselines.pid], bench: [process.pid], [stateWorkerGroup]: [stateWorker.pid], emulators: emulators.flatMap((e) => e.java) };
     // From here on the state worker runs only there: the stack's relays (both in this process) are replaced.
     // Off first, with its pause: a streaming pull ends only when it finds its subscription gone, and one that
     // reconnects while the subscription is deleted and at once recreated finds the new one and keeps going
@@ -455,7 +465,7 @@ async function main(flags: Flags): Promise<number> {
     }
 
     const configLines = [
-      `configuration: --connections ${flags.connections} --duration ${flags.duration} --warmup ${flags.warmup} --postback-connections ${flags['postback-connections']} --postback-duration ${flags['postback-duration']}`,
+      `configuration: --connections ${flags.connections} --duration ${flags.duration} --rounds ${flags.rounds} --warmup ${flags.warmup} --postback-connections ${flags['postback-connections']} --postback-duration ${flags['postback-duration']}`,
       `               --rate ${flags.rate}${flags.rates.length > 1 || flags.rates[0] !== flags.rate ? ` --rates ${flags.rates.join(',')}` : ''} --e2e-seconds ${flags['e2e-seconds']} --e2e-warmup ${flags['e2e-warmup']} --clicks-per-postback ${flags['clicks-per-postback']} --sample-clicks ${flags['sample-clicks']} --sample-postbacks ${flags['sample-postbacks']}`,
       `               --poll-ms ${flags['poll-ms']} --poll-budget ${flags['poll-budget'] || `${Math.max(20, Math.round(flags.rate / 10))} (10% of rate)`} --settle ${flags.settle} --drain ${flags.drain} --drain-timeout ${flags['drain-timeout']} --drain-in-flight ${flags['drain-in-flight']} ${flags.pin ? '--pin' : '--no-pin'}${flags['pin-e2e'] ? ' --pin-e2e' : ''}${boolFlags.filter((b) => flags[b]).map((b) => ` --${b}`).join('')}`,
       `click function publisher (functions/adapters/pubsub.ts): ${describeBatching(batching)}; LINK_CACHE_TTL_SECONDS ${process.env.LINK_CACHE_TTL_SECONDS ?? '10 (default)'}`,
@@ -593,21 +603,34 @@ async function main(flags: Flags): Promise<number> {
         { key: "C'", label: "C' click function alone (no push subscriptions)", url: hitUrl },
         { key: 'C', label: 'C  click function, workers running (see below)', url: hitUrl },
       ];
-      for (const s of scenarios) {
-        if (s.key === "C'") await workersOff();
-        if (s.key === 'C') await workersFresh();
-        const before = s.key === 'C' ? await counts('clicks') : undefined;
-        const t = performance.now();
-        let answered = 0;
-        if (flags.warmup > 0) {
-          progress(`  warm-up  ${s.label} (${flags.warmup} s)`);
-          answered += (await closedLoop(s.label, { url: s.url, path: clickPath, connections: flags.connections, seconds: flags.warmup, expect: 302 }, signal)).ok;
+      // A, B, D and C' in alternating rounds, pooled; C once, after them (it needs the workers on).
+      const alone = scenarios.filter((s) => s.key !== 'C');
+      const measured = new Map<string, ClosedLoopResult[]>();
+      await workersOff();
+      for (let round = 0; round < flags.rounds; round++) {
+        for (const s of alone) {
+          if (round === 0 && flags.warmup > 0) {
+            progress(`  warm-up  ${s.label} (${flags.warmup} s)`);
+            await closedLoop(s.label, { url: s.url, path: clickPath, connections: flags.connections, seconds: flags.warmup, expect: 302 }, signal);
+          }
+          progress(`  measure  ${s.label} (${flags.duration} s, round ${round + 1}/${flags.rounds})`);
+          measured.set(s.key, [...(measured.get(s.key) ?? []), await measure(s.label, { url: s.url, path: clickPath, connections: flags.connections, seconds: flags.duration, expect: 302 })]);
         }
-        progress(`  measure  ${s.label} (${flags.duration} s)`);
-        const r = await measure(s.label, { url: s.url, path: clickPath, connections: flags.connections, seconds: flags.duration, expect: 302 });
-        clickRows.push(r);
-        if (before) duringC = { before, after: await counts('clicks'), seconds: (performance.now() - t) / 1000, answered: answered + r.ok };
       }
+      for (const s of alone) clickRows.push(poolRounds(measured.get(s.key)!));
+      const c = scenarios.find((s) => s.key === 'C')!;
+      await workersFresh();
+      const before = await counts('clicks');
+      const t = performance.now();
+      let answered = 0;
+      if (flags.warmup > 0) {
+        progress(`  warm-up  ${c.label} (${flags.warmup} s)`);
+        answered += (await closedLoop(c.label, { url: c.url, path: clickPath, connections: flags.connections, seconds: flags.warmup, expect: 302 }, signal)).ok;
+      }
+      progress(`  measure  ${c.label} (${flags.duration} s)`);
+      const r = await measure(c.label, { url: c.url, path: clickPath, connections: flags.connections, seconds: flags.duration, expect: 302 });
+      clickRows.push(r);
+      duringC = { before, after: await counts('clicks'), seconds: (performance.now() - t) / 1000, answered: answered + r.ok };
       await workersFresh();
     }
 
@@ -809,7 +832,7 @@ async function main(flags: Flags): Promise<number> {
         `  ${name}: ${x.label.slice(0, 2).trim()}/B throughput ${ratio(x.okPerSec / b.okPerSec)} (goal >= 0.8: ${x.okPerSec / b.okPerSec >= 0.8 ? 'met' : 'missed'}), p99 ${ms(x.p99)} ms (goal < 20 ms: ${x.p99 < 20 ? 'met' : 'missed'})`;
       out.push(
         '',
-        `1. Clicks, closed loop: ${flags.connections} connections, ${flags.duration} s per scenario after ${flags.warmup} s warm-up; GET /c/{linkId}?sub1=bench, desktop Chrome`,
+        `1. Clicks, closed loop: ${flags.connections} connections, ${flags.rounds} x ${flags.duration} s per scenario in alternating rounds, pooled (C: once, ${flags.duration} s), after ${flags.warmup} s warm-up; GET /c/{linkId}?sub1=bench, desktop Chrome`,
         '   user agent, a new X-Forwarded-For per request (198.18.0.0/15); 302 is the success status (autocannon does not follow redirects);',
         '   req/s counts 302s only',
         closedLoopTable(clickRows),
@@ -1111,6 +1134,7 @@ async function main(flags: Flags): Promise<number> {
     await quiesce?.().catch(() => undefined);
     // Before the stack: the hit server and the state worker hold clients of the emulators.
     await hits?.close().catch(() => undefined);
+    await baselines?.close().catch(() => undefined);
     await stateWorker?.close().catch(() => undefined);
     for (const s of servers) await closeServer(s).catch(() => undefined);
     await stopBenchStackAndReport(stack, { failed, signal, started, log: progress });

@@ -7,6 +7,11 @@ import { isIP } from 'node:net';
  */
 export function clientIp(forwardedFor: string | undefined, trustedHops: number, socketAddress: string | undefined): string | undefined {
   if (forwardedFor) {
+    // The common case: one address, from Google's front end or the visitor's own request locally.
+    if (trustedHops === 1 && !forwardedFor.includes(',')) {
+      const only = forwardedFor.trim();
+      if (isIP(only)) return only;
+    }
     const hops = forwardedFor.split(',').map((s) => s.trim()).filter(Boolean);
     // Proxies we trust append to the header; anything before what they appended was sent by the client.
     const candidate = hops[Math.max(0, hops.length - trustedHops)];

@@ -78,6 +78,10 @@ export interface ClosedLoopResult {
   cpu?: Record<string, number>;
   /** What limited it (filled in by the caller), e.g. the server's core. */
   limit?: string;
+  /** Every response time, ms, sorted: kept so that rounds can be pooled. */
+  sorted: Float64Array;
+  /** Rounds pooled into this result (1 for a single run). */
+  rounds: number;
 }
 
 let seqCounter = 0;
@@ -129,6 +133,48 @@ export async function closedLoop(label: string, o: ClosedLoopOptions, signal: Ab
     errors: reply.errors,
     timeouts: reply.timeouts,
     statusCodes: reply.statusCodes,
+    sorted,
+    rounds: 1,
+  };
+}
+
+/**
+ * Rounds of one scenario as one result: responses and seconds summed, percentiles over every response, CPU
+ * averaged by time. Measuring the scenarios in alternating rounds and pooling them keeps a drift of the
+ * machine (another process, the emulators' housekeeping) from landing on one scenario only.
+ */
+export function poolRounds(rounds: ClosedLoopResult[]): ClosedLoopResult {
+  const first = rounds[0]!;
+  if (rounds.length === 1) return first;
+  const seconds = rounds.reduce((t, r) => t + r.seconds, 0);
+  const ok = rounds.reduce((t, r) => t + r.ok, 0);
+  const sorted = new Float64Array(rounds.reduce((t, r) => t + r.sorted.length, 0));
+  let at = 0;
+  for (const r of rounds) {
+    sorted.set(r.sorted, at);
+    at += r.sorted.length;
+  }
+  sorted.sort();
+  const statusCodes: Record<string, number> = {};
+  for (const r of rounds) for (const [c, n] of Object.entries(r.statusCodes)) statusCodes[c] = (statusCodes[c] ?? 0) + n;
+  const groups = [...new Set(rounds.flatMap((r) => Object.keys(r.cpu ?? {})))];
+  const cpu = groups.length ? Object.fromEntries(groups.map((g) => [g, rounds.reduce((t, r) => t + (r.cpu?.[g] ?? 0) * r.seconds, 0) / seconds])) : undefined;
+  const limits = [...new Set(rounds.map((r) => r.limit).filter((l): l is string => l !== undefined))];
+  return {
+    ...first,
+    seconds,
+    responses: sorted.length,
+    ok,
+    perSec: sorted.length / seconds,
+    okPerSec: ok / seconds,
+    ...latencySummary(sorted),
+    errors: rounds.reduce((t, r) => t + r.errors, 0),
+    timeouts: rounds.reduce((t, r) => t + r.timeouts, 0),
+    statusCodes,
+    cpu,
+    limit: limits.length ? limits.join(' / ') : undefined,
+    sorted,
+    rounds: rounds.length,
   };
 }
 

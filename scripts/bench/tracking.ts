@@ -420,7 +420,7 @@ async function main(flags: Flags): Promise<number> {
     baselines = await startHitServer({ cores: layout.serverCores, signal, name: 'baselines server' });
     const urls = {
       ...(await baselines.call('serve', { bareRedirect: shopUrl, ffRedirect: shopUrl, publishRedirect: { to: shopUrl, message: probeMessage(batching) } }, signal)),
-      ...(await hits.call('serve', { hitFunctions: true }, signal)),
+      ...(await hits.call('serve', { hitFunctions: true, clickFunction: true }, signal)),
     };
     const hitUrl = urls.hitFunctions!;
     // The state worker and its relay, in a process of their own (see workersFresh) on the rest cores, where
@@ -600,8 +600,8 @@ async function main(flags: Flags): Promise<number> {
         { key: 'A', label: 'A  bare node:http 302', url: urls.bareRedirect! },
         { key: 'B', label: 'B  bare Functions Framework redirect', url: urls.ffRedirect! },
         ...(flags['skip-diagnostics'] ? [] : [{ key: 'D', label: 'D  FF + awaited publish (diagnostic)', url: urls.publishRedirect! }]),
-        { key: "C'", label: "C' click function alone (no push subscriptions)", url: hitUrl },
-        { key: 'C', label: 'C  click function, workers running (see below)', url: hitUrl },
+        { key: "C'", label: "C' click function alone (no push subscriptions)", url: urls.clickFunction! },
+        { key: 'C', label: 'C  click function, workers running (see below)', url: urls.clickFunction! },
       ];
       // A, B, D and C' in alternating rounds, pooled; C once, after them (it needs the workers on).
       const alone = scenarios.filter((s) => s.key !== 'C');
@@ -851,7 +851,7 @@ async function main(flags: Flags): Promise<number> {
       if (d) {
         out.push(
           `  B -> D  the awaited publish (same batching, topic without subscribers): ${ms(b.p50)} -> ${ms(d.p50)} ms p50, req/s x${(d.okPerSec / b.okPerSec).toFixed(2)}`,
-          `  D -> C' the rest of the click function (gateway routing, link cache, HMACs, UA parsing, cookie, macros): ${ms(d.p50)} -> ${ms(cAlone.p50)} ms p50, req/s x${(cAlone.okPerSec / d.okPerSec).toFixed(2)}`,
+          `  D -> C' the rest of the click function (link cache, HMACs, UA parsing, cookie, macros): ${ms(d.p50)} -> ${ms(cAlone.p50)} ms p50, req/s x${(cAlone.okPerSec / d.okPerSec).toFixed(2)}`,
         );
       }
       out.push(

@@ -15,8 +15,28 @@ export interface UserAgentInfo {
   isBot: boolean;
 }
 
-export function classifyUserAgent(ua: string | undefined): UserAgentInfo {
-  if (!ua) return { device: 'unknown', os: null, browser: null, isBot: true };
+/**
+ * Visitors share a few hundred user agents at a time (browser versions move slowly), and the click function
+ * classifies every click's: a bounded memo saves the patterns' cost on all but the first of each. Dropped
+ * whole when full, which a flood of made-up user agents can only make as slow as no memo.
+ */
+const memo = new Map<string, Readonly<UserAgentInfo>>();
+const memoSize = 2000;
+
+export function classifyUserAgent(ua: string | undefined): Readonly<UserAgentInfo> {
+  if (!ua) return unknownAgent;
+  let info = memo.get(ua);
+  if (!info) {
+    if (memo.size >= memoSize) memo.clear();
+    info = Object.freeze(classify(ua));
+    memo.set(ua, info);
+  }
+  return info;
+}
+
+const unknownAgent: Readonly<UserAgentInfo> = Object.freeze({ device: 'unknown', os: null, browser: null, isBot: true });
+
+function classify(ua: string): UserAgentInfo {
   const isBot = botPattern.test(ua);
   const os = /windows nt/i.test(ua) ? 'Windows'
     : /iphone|ipad|ipod/i.test(ua) ? 'iOS'

@@ -39,6 +39,11 @@ export interface ServeRequest {
   /** The hit functions (click /c/…, postback /postback, pixel /pixel) behind one gateway, as the stack serves them. */
   hitFunctions?: boolean;
   /**
+   * The click function alone on a server of its own, as production serves it (an instance per function; the
+   * load balancer's URL map is not on the instance). Part 1 measures it there, beside B's bare framework server.
+   */
+  clickFunction?: boolean;
+  /**
    * The state worker (functions/workers/state-writer.ts) behind a gateway at its local push path, as the stack
    * serves it; it is fed only once startRelay is called.
    */

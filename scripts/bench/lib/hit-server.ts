@@ -99,6 +99,11 @@ async function serve(req: ServeRequest): Promise<ServeUrls> {
     const routes = (['click', 'postback', 'pixel'] as const).map((k) => ({ prefix: localPaths[k], functionName: functionNames[k] }));
     urls.hitFunctions = await listen(createGateway(routes, { isReady: () => true, serveDevJwks: false }));
   }
+  if (req.clickFunction) {
+    await import('../../../functions/tracking/click');
+    const { functionNames } = await import('../../../shared/names');
+    urls.clickFunction = await listen(getTestServer(functionNames.click));
+  }
   if (req.stateWriter) {
     // Registers the state worker with the Functions Framework, as its production bundle does.
     await import('../../../functions/workers/state-writer');

@@ -16,12 +16,15 @@
  * - A conversion takes sub1..sub5, country and device from the click it was attributed to (click_id, same
  *   organisation, however old the click), and day, campaign, affiliate and link from its own row.
  * - from/to (inclusive, UTC dates) filter event_date of clicks and conversions alike. affiliateIds, when
- *   present, keeps only those affiliates' rows (an empty list keeps none); campaignId likewise. Filters apply
- *   after uniqueness is decided, so whether a click is unique never depends on who is looking.
+ *   present, keeps only those affiliates' rows (an empty list keeps none); campaignId likewise. Whether a
+ *   click is unique never depends on who is looking: the look-back runs within one link, and a link belongs
+ *   to one campaign and one affiliate for life (links cannot be re-pointed), so these filters keep or drop a
+ *   link's clicks all together and may be applied before the look-back, where they make it cheap.
  * - Rows are sorted by the group-by columns in order, ascending, missing values last; totals add up all rows.
  *   With no group-by there is exactly one row, equal to the totals.
  * - Each event id counts once even if the table holds it twice: BigQuery's insertId de-duplication is only
- *   best effort, so the query itself keeps one row per event_id (DuckDB's primary key makes that a no-op).
+ *   best effort, so the BigQuery query itself keeps one row per event_id. DuckDB's primary key already
+ *   guarantees it, and there the window that would check it again is left out (it cost a hash of every row).
  *
  * Safety: every value from the query is bound as a named parameter. The only text spliced into the SQL is
  * the table name (checked against a strict pattern) and column names from the fixed tables below.
@@ -132,7 +135,7 @@ export function quoteTable(table: string, dialect: SqlDialect): string {
 const param = (dialect: SqlDialect, name: string) => (dialect === 'bigquery' ? `@${name}` : `$${name}`);
 const inList = (dialect: SqlDialect, expr: string, name: string) =>
   dialect === 'bigquery' ? `${expr} IN UNNEST(@${name})` : `list_contains($${name}, ${expr})`;
-const keepOnePerEvent = 'QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id) = 1';
+const keepOnePerEvent = (dialect: SqlDialect) => (dialect === 'bigquery' ? 'QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id) = 1' : '');
 
 export function compileReport(query: ReportQuery, dialect: SqlDialect, table: string): CompiledQuery {
   const q = reportQuerySchema.parse(query);
@@ -166,17 +169,17 @@ export function compileReport(query: ReportQuery, dialect: SqlDialect, table: st
       ? `TIMESTAMP_SUB(s.occurred_at, INTERVAL ${uniqueClickWindowMinutes} MINUTE)`
       : `s.occurred_at - INTERVAL ${uniqueClickWindowMinutes} MINUTE`;
   const and = (conds: string[]) => conds.map((c) => `\n    AND ${c}`).join('');
-  const clickFilters = filters('s');
-  const conversionFilters = filters('c');
+  const clickFilters = filters('r');
+  const conversionFilters = filters('r');
 
   const ctes = [
     // Reaches back a day so the first clicks of the range can see their predecessors.
     `click_rows AS (
   SELECT ${clickColumns}
-  FROM ${t}
-  WHERE org_id = ${p('orgId')} AND event_type = 'click'
-    AND event_date BETWEEN CAST(${p('lookbackDate')} AS DATE) AND CAST(${p('toDate')} AS DATE)
-  ${keepOnePerEvent}
+  FROM ${t} AS r
+  WHERE r.org_id = ${p('orgId')} AND r.event_type = 'click'
+    AND r.event_date BETWEEN CAST(${p('lookbackDate')} AS DATE) AND CAST(${p('toDate')} AS DATE)${and(clickFilters)}
+  ${keepOnePerEvent(dialect)}
 )`,
     // Bots get partitions of their own: they are never a human's previous click.
     `scored_clicks AS (
@@ -185,21 +188,23 @@ export function compileReport(query: ReportQuery, dialect: SqlDialect, table: st
 )`,
     `conversion_rows AS (
   SELECT ${conversionColumns}
-  FROM ${t}
-  WHERE org_id = ${p('orgId')} AND event_type = 'conversion'
-    AND event_date BETWEEN CAST(${p('fromDate')} AS DATE) AND CAST(${p('toDate')} AS DATE)
-    AND COALESCE(status, '') <> 'rejected'
-  ${keepOnePerEvent}
+  FROM ${t} AS r
+  WHERE r.org_id = ${p('orgId')} AND r.event_type = 'conversion'
+    AND r.event_date BETWEEN CAST(${p('fromDate')} AS DATE) AND CAST(${p('toDate')} AS DATE)
+    AND COALESCE(r.status, '') <> 'rejected'${and(conversionFilters)}
+  ${keepOnePerEvent(dialect)}
 )`,
   ];
   if (attributed.length) {
-    // A conversion's click may predate the range; it cannot postdate it.
+    // A conversion's click may predate the range; it cannot postdate it. Only the clicks of the conversions
+    // reported are looked up.
     ctes.push(`attributed_clicks AS (
   SELECT ${distinct(['event_id', ...attributed.map((d) => d.column)])}
   FROM ${t}
   WHERE org_id = ${p('orgId')} AND event_type = 'click'
     AND event_date <= CAST(${p('toDate')} AS DATE)
-  ${keepOnePerEvent}
+    AND event_id IN (SELECT click_id FROM conversion_rows)
+  ${keepOnePerEvent(dialect)}
 )`);
   }
   ctes.push(`facts AS (
@@ -209,12 +214,12 @@ export function compileReport(query: ReportQuery, dialect: SqlDialect, table: st
     CASE WHEN s.is_bot THEN 1 ELSE 0 END AS bot_clicks,
     0 AS conversions, 0 AS revenue, 0 AS payout
   FROM scored_clicks AS s
-  WHERE s.event_date >= CAST(${p('fromDate')} AS DATE)${and(clickFilters)}
+  WHERE s.event_date >= CAST(${p('fromDate')} AS DATE)
   UNION ALL
   SELECT ${dimsOf((d) => (d.source === 'click' ? 'a' : 'c'))}c.currency,
     0 AS clicks, 0 AS unique_clicks, 0 AS bot_clicks,
     1 AS conversions, c.revenue, c.payout
-  FROM conversion_rows AS c${attributed.length ? '\n  LEFT JOIN attributed_clicks AS a ON a.event_id = c.click_id' : ''}${conversionFilters.length ? `\n  WHERE ${conversionFilters.join('\n    AND ')}` : ''}
+  FROM conversion_rows AS c${attributed.length ? '\n  LEFT JOIN attributed_clicks AS a ON a.event_id = c.click_id' : ''}
 )`);
   const groups = [...dims.map((d) => d.alias), 'currency'].join(', ');
   const order = [...dims.map((d) => `${d.alias} ASC NULLS LAST`), 'currency ASC NULLS FIRST'].join(', ');
@@ -247,7 +252,7 @@ export function compileEventLookup(dialect: SqlDialect, table: string, orgId: st
   const sql = `SELECT ${select.join(', ')}
 FROM ${quoteTable(table, dialect)}
 WHERE org_id = ${param(dialect, 'orgId')} AND ${inList(dialect, 'event_id', 'eventIds')}
-${keepOnePerEvent}
+${keepOnePerEvent(dialect)}
 ORDER BY occurred_at, event_id`;
   return { sql, params: { orgId, eventIds }, types: { orgId: 'STRING', eventIds: 'ARRAY<STRING>' } };
 }

@@ -14,6 +14,12 @@ export interface GroupCommitOptions {
   maxItems: number;
   /** Groups committed at the same time. */
   maxConcurrent: number;
+  /**
+   * Fail a group that has not finished after this long and free its slot, so that two stuck commits (a
+   * request retried for minutes) cannot hold up every later item. Its late result is ignored; the commit
+   * itself may still land, which callers must tolerate (every write here is idempotent).
+   */
+  timeoutMs?: number;
 }
 
 /** One item's outcome, in Promise.allSettled's shape: one bad item need not fail the rest of its group. */
@@ -42,9 +48,11 @@ export function groupCommitCallbacks<T, R>(
 
   const run = (group: Waiting<T, R>[]) => {
     let finished = false;
+    let timer: NodeJS.Timeout | undefined;
     const finish = (results: Settled<R>[]) => {
       if (finished) return;
       finished = true;
+      if (timer) clearTimeout(timer);
       inFlight--;
       const broken = results.length === group.length ? undefined : new Error(`group commit returned ${results.length} results for ${group.length} items`);
       group.forEach((w, i) => {
@@ -56,6 +64,11 @@ export function groupCommitCallbacks<T, R>(
       });
       pump();
     };
+    if (opts.timeoutMs !== undefined) {
+      const timedOut = new Error(`group commit did not finish within ${opts.timeoutMs} ms`);
+      // Not unref'd: it lives no longer than the commit's own I/O would, and is cleared when the group finishes.
+      timer = setTimeout(() => finish(group.map(() => ({ status: 'rejected', reason: timedOut }))), opts.timeoutMs);
+    }
     try {
       commit(
         group.map((w) => w.item),

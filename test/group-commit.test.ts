@@ -118,3 +118,23 @@ describe('group commit, callback form (the click path)', () => {
     assert.equal(calls, 2);
   });
 });
+
+describe('group commit with a deadline', () => {
+  it('fails a group that never finishes, frees its slot for the next one, and ignores its late result', async () => {
+    const finishers: ((results: PromiseSettledResult<number>[]) => void)[] = [];
+    const submit = groupCommitCallbacks<number, number>((items, finish) => {
+      if (items.includes(1)) finishers.push(finish); // the stuck request
+      else finish(items.map((n) => ({ status: 'fulfilled', value: n })));
+    }, { maxItems: 10, maxConcurrent: 1, timeoutMs: 50 });
+    const settle = (n: number) => new Promise<PromiseSettledResult<number>>((done) => submit(n, done));
+    const stuck = settle(1);
+    await tick(); // 1 goes out alone; 2 waits for the slot
+    const behind = settle(2);
+    const r1 = await stuck;
+    assert.equal(r1.status, 'rejected');
+    assert.match(String((r1 as PromiseRejectedResult).reason), /did not finish within 50 ms/);
+    assert.deepEqual(await behind, { status: 'fulfilled', value: 2 });
+    finishers[0]!([{ status: 'fulfilled', value: 1 }]); // late: nobody hears it, nothing breaks
+    assert.deepEqual(await settle(3), { status: 'fulfilled', value: 3 });
+  });
+});

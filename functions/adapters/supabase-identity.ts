@@ -26,7 +26,10 @@ export function authClient(key = config().SUPABASE_ANON_KEY): Auth {
  * Tokens verified lately, each until its expiry or for a minute, whichever is sooner. Verifying costs about
  * 0.6 ms of CPU per request (supabase-js imports the JWKS key into WebCrypto on every getClaims; measured in
  * the tracking benchmark's profile of the API), and a dashboard or an integration sends the same token with
- * every request. A signing key rotated out of the JWKS stops admitting its tokens within the minute.
+ * every request. A signing key rotated out of the JWKS stops admitting its tokens within the minute. Only
+ * tokens signed with an asymmetric key are kept: for a shared-secret (HS*) token supabase-js asks the Auth
+ * server instead (getUser), which also notices a signed-out session or a banned user, and a cache would
+ * hide that for the minute.
  */
 const verified = new Map<string, { user: VerifiedUser; until: number }>();
 const verifiedFor = 60_000;
@@ -52,11 +55,20 @@ export async function verifyAccessToken(token: string): Promise<VerifiedUser | u
   const audiences = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
   if (claims.iss !== `${c.supabaseUrl}/auth/v1` || !audiences.includes(c.SUPABASE_JWT_AUDIENCE)) return undefined;
   if (typeof claims.sub !== 'string' || !claims.sub || typeof claims.email !== 'string') return undefined;
-  const user = { userId: claims.sub, email: claims.email.toLowerCase() };
+  const user: VerifiedUser = Object.freeze({ userId: claims.sub, email: claims.email.toLowerCase() });
   const until = Math.min(now + verifiedFor, typeof claims.exp === 'number' ? claims.exp * 1000 : now);
-  if (until > now) {
+  if (until > now && signedAsymmetrically(token)) {
     if (verified.size >= maxVerified) verified.delete(verified.keys().next().value!);
     verified.set(token, { user, until });
   }
   return user;
+}
+
+function signedAsymmetrically(token: string): boolean {
+  try {
+    const header = JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString()) as { alg?: unknown };
+    return typeof header.alg === 'string' && /^(ES|RS|PS|Ed)/.test(header.alg);
+  } catch {
+    return false;
+  }
 }

@@ -23,7 +23,7 @@ function prefetchReason(req: functions.Request): string | null {
 type Subs = Record<(typeof subNames)[number], string | null>;
 
 /**
- * GET|HEAD /c/{linkId}: records the click and redirects at once. The only awaited I/O is the publish (a
+ * GET|HEAD /c/{linkId}: records the click and redirects at once. The only I/O it waits for is the publish (a
  * Cloud Function's CPU is throttled once it has answered); the link comes from an in-memory cache.
  *
  * Written with callbacks, not async/await: the Functions Framework runs every request in a `domain`, under
@@ -73,7 +73,8 @@ function answerClick(req: functions.Request, res: functions.Response, linkId: st
   const now = Date.now();
   const keys = secrets();
   const clickId = mintClickId(keys.clickSigningKey, linkId, now);
-  const ip = clientIp(header(req, 'x-forwarded-for'), config().XFF_TRUSTED_HOPS, req.socket.remoteAddress);
+  const c = config();
+  const ip = clientIp(header(req, 'x-forwarded-for'), c.XFF_TRUSTED_HOPS, req.socket.remoteAddress);
   const botReason = prefetchReason(req) ?? (visitor.isBot ? 'bot_user_agent' : null);
   const event: ClickEvent = {
     type: 'click',
@@ -100,7 +101,7 @@ function answerClick(req: functions.Request, res: functions.Response, linkId: st
     if (published.status === 'rejected') return failClick(res, published.reason);
     try {
       const location = fillMacros(campaign.destinationUrl, { click_id: clickId, affiliate_id: link.affiliateId, campaign_id: campaign.id, ...subs });
-      const secure = config().publicBaseUrl.startsWith('https:');
+      const secure = c.publicBaseUrl.startsWith('https:');
       setClickCookie(res, clickId, campaign.attributionWindowDays * 86_400, secure);
       redirectTo(res, location);
     } catch (err) {

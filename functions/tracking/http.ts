@@ -13,13 +13,17 @@ export function textError(res: functions.Response, status: number, message: stri
 }
 
 /** The Expires date changes once a second, and a busy click function formats it thousands of times a second. */
-let lastExpiry = { second: -1, maxAgeSeconds: -1, text: '' };
+const expiries = new Map<number, { second: number; text: string }>();
 function cookieExpiry(maxAgeSeconds: number): string {
   const second = Math.floor(Date.now() / 1000);
-  if (lastExpiry.second !== second || lastExpiry.maxAgeSeconds !== maxAgeSeconds) {
-    lastExpiry = { second, maxAgeSeconds, text: new Date((second + maxAgeSeconds) * 1000).toUTCString() };
+  let e = expiries.get(maxAgeSeconds);
+  if (e?.second !== second) {
+    // One entry per attribution window in use: campaigns have a handful of windows between them.
+    if (!e && expiries.size >= 64) expiries.clear();
+    e = { second, text: new Date((second + maxAgeSeconds) * 1000).toUTCString() };
+    expiries.set(maxAgeSeconds, e);
   }
-  return lastExpiry.text;
+  return e.text;
 }
 
 /**

@@ -26,6 +26,9 @@ export interface PushRelay {
  */
 export const defaultRelayInFlight = 256;
 
+/** Longer than any worker's own deadline locally; a delivery that takes longer is nacked and comes again. */
+const deliveryTimeoutMs = 60_000;
+
 export function startPushRelay(subscriptionName: string, endpoint: string, maxInFlight = defaultRelayInFlight): PushRelay {
   const sub: Subscription = pubsub().subscription(subscriptionName, {
     flowControl: { maxMessages: maxInFlight, allowExcessMessages: false },
@@ -64,18 +67,31 @@ export function startPushRelay(subscriptionName: string, endpoint: string, maxIn
       },
     );
     req.on('error', () => finish(false));
+    // A worker that never answers must not hold the delivery (and a waiting close) for ever.
+    req.setTimeout(deliveryTimeoutMs, () => req.destroy(new Error('delivery timed out')));
     req.end(body);
   };
+  let closing = false;
   sub.on('message', (m: Message) => {
+    // Once closing, nothing new is taken (nor acked or nacked here): the subscriber's close releases it.
+    if (closing) return;
     inFlight++;
     deliver(m);
   });
   sub.on('error', (err: Error) => console.error(`[push-relay ${subscriptionName}] ${err.message}`));
   return {
     close: async (opts = {}) => {
-      await sub.close();
-      if (!opts.waitForDeliveries) return; // what is in flight runs on; idle keep-alive sockets do not hold the process
+      closing = true;
+      if (!opts.waitForDeliveries) {
+        // What is in flight runs on, but its acks come after the subscriber closed and are dropped: those
+        // messages are delivered again later, which the workers' idempotency absorbs. Idle keep-alive
+        // sockets do not hold the process.
+        await sub.close();
+        return;
+      }
+      // Answered deliveries are acked before the subscriber closes, so none of them is delivered again.
       if (inFlight > 0) await new Promise<void>((r) => (onIdle = r));
+      await sub.close();
       agent.destroy();
     },
   };

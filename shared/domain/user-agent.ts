@@ -22,9 +22,12 @@ export interface UserAgentInfo {
  */
 const memo = new Map<string, Readonly<UserAgentInfo>>();
 const memoSize = 2000;
+/** Real user agents are a few hundred characters; longer ones are not kept, so the memo stays small. */
+const memoKeyLimit = 512;
 
 export function classifyUserAgent(ua: string | undefined): Readonly<UserAgentInfo> {
   if (!ua) return unknownAgent;
+  if (ua.length > memoKeyLimit) return Object.freeze(classify(ua));
   let info = memo.get(ua);
   if (!info) {
     if (memo.size >= memoSize) memo.clear();

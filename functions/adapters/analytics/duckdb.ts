@@ -10,7 +10,10 @@ type DuckDb = typeof import('@duckdb/node-api');
 interface Handle {
   duckdb: DuckDb;
   instance: DuckDBInstance;
+  /** Inserts, one at a time. */
   connection: DuckDBConnection;
+  /** Reports and lookups, one at a time, beside the inserts. */
+  reader: DuckDBConnection;
 }
 
 const table = analyticsTables.events;
@@ -35,12 +38,15 @@ ON CONFLICT DO NOTHING`;
 
 /**
  * The embedded analytics store: one DuckDB file. DuckDB admits one writing process, so the local server
- * process owns the file. Work is serialised on one connection: DuckDB parallelises inside a query, and a
- * queue keeps concurrent callers from interleaving on the connection.
+ * process owns the file. Two connections, each with a queue that keeps its callers from interleaving on
+ * it: one for inserts and one for reads. A report (a window over the organisation's clicks, tens to
+ * hundreds of milliseconds on a busy machine) then does not hold up the analytics worker's inserts, and
+ * DuckDB's MVCC gives each read a consistent snapshot while they go on.
  */
 export class DuckDbAnalyticsStore implements AnalyticsStore {
   private handle: Promise<Handle> | undefined;
-  private queue: Promise<unknown> = Promise.resolve();
+  private writes: Promise<unknown> = Promise.resolve();
+  private reads: Promise<unknown> = Promise.resolve();
   private closed = false;
 
   /** `path` is a file (its directory is created) or ':memory:'. Nothing is opened until first use. */
@@ -49,7 +55,7 @@ export class DuckDbAnalyticsStore implements AnalyticsStore {
   /** Inserts run one at a time on the connection; the analytics worker hands them over in groups. */
   insert(rows: AnalyticsRow[]): Promise<void> {
     if (!rows.length) return Promise.resolve();
-    return this.exclusive((h) => this.write(h, rows));
+    return this.exclusive('writes', (h) => this.write(h, rows));
   }
 
   private async write({ duckdb, connection }: Handle, all: AnalyticsRow[]): Promise<void> {
@@ -86,29 +92,30 @@ export class DuckDbAnalyticsStore implements AnalyticsStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.queue;
+    await Promise.all([this.writes, this.reads]);
     const h = await this.handle?.catch(() => undefined);
+    h?.reader.closeSync();
     h?.connection.closeSync();
     h?.instance.closeSync();
   }
 
   private query({ sql, params, types }: CompiledQuery): Promise<Record<string, unknown>[]> {
-    return this.exclusive(async ({ duckdb, connection }) => {
+    return this.exclusive('reads', async ({ duckdb, reader }) => {
       const values: Record<string, DuckDBValue> = {};
       const declared: Record<string, DuckDBType> = {};
       for (const [name, v] of Object.entries(params)) {
         values[name] = Array.isArray(v) ? duckdb.listValue(v) : v;
         declared[name] = types[name] === 'ARRAY<STRING>' ? duckdb.LIST(duckdb.VARCHAR) : duckdb.VARCHAR;
       }
-      const reader = await connection.runAndReadAll(sql, values, declared);
-      return reader.getRowObjectsJS() as Record<string, unknown>[];
+      const result = await reader.runAndReadAll(sql, values, declared);
+      return result.getRowObjectsJS() as Record<string, unknown>[];
     });
   }
 
-  private exclusive<T>(work: (h: Handle) => Promise<T>): Promise<T> {
+  private exclusive<T>(queue: 'writes' | 'reads', work: (h: Handle) => Promise<T>): Promise<T> {
     if (this.closed) return Promise.reject(new Error('The analytics store is closed'));
-    const run = this.queue.then(async () => work(await this.open()));
-    this.queue = run.catch(() => undefined);
+    const run = this[queue].then(async () => work(await this.open()));
+    this[queue] = run.catch(() => undefined);
     return run;
   }
 
@@ -133,7 +140,7 @@ export class DuckDbAnalyticsStore implements AnalyticsStore {
       const connection = await instance.connect();
       await connection.run(createTableSql);
       for (const sql of addColumnSql) await connection.run(sql);
-      return { duckdb, instance, connection };
+      return { duckdb, instance, connection, reader: await instance.connect() };
     } catch (err) {
       instance.closeSync();
       throw err;

@@ -46,7 +46,7 @@ const cycle = d.clicksPerPostback > 0 ? d.clicksPerPostback + 1 : 0;
 const out = {
   total, clicksSent: 0, postbacksSent: 0, clickStatus: {}, postbackStatus: {}, clickLatency: [], postbackLatency: [], sendLag: [],
   firstSend: 0, lastSend: 0, lastAnswer: 0, inFlightMax: 0,
-  samples: [], polls: 0, pollLatency: [], pollErrors: 0, reportPolls: 0, reportPollLatency: [], listPolls: 0, listPollLatency: [], pollStart: 0, pollEnd: 0, followersMax: 0, pollWait: [],
+  samples: [], polls: 0, pollLatency: [], pollErrors: 0, reportPolls: 0, reportPollLatency: [], listPolls: 0, listPollLatency: [], deepSeen: 0, pollStart: 0, pollEnd: 0, followersMax: 0, pollWait: [],
 };
 let inFlight = 0;
 let clickNo = 0;
@@ -111,11 +111,11 @@ async function reportLoop() {
   }
 }
 
-// The conversion list, as a user watches it: newest first, from a watermark a little before the newest
+// The conversion list, as a user watches it: newest first, from a watermark 3 s before the newest
 // conversion seen so far, paging on while a page is full. One query serves every followed postback.
-// createdAt is the booking worker's clock when its transaction ran, and under load a booking can commit
-// seconds after that, below the watermark: so every 2 s one deeper query looks 15 s back (a conversion first
-// seen there was late by up to those 2 s more, which the delay then includes).
+// createdAt is the postback's time, and under load a booking commits later, below the newest seen: within
+// 3 s the frequent query still finds it; past that, a deeper query every 2 s looks 15 s back (a conversion
+// first seen there was late by up to those 2 s more, which the delay then includes; counted in deepSeen).
 async function conversionLoop() {
   let newest = '';
   let lastDeep = now();
@@ -125,7 +125,7 @@ async function conversionLoop() {
     if (!conversionPending.size) continue;
     const deep = now() - lastDeep >= 2000;
     if (deep) lastDeep = now();
-    const from = newest ? new Date(Date.parse(newest) - (deep ? 15000 : 1000)).toISOString() : '';
+    const from = newest ? new Date(Date.parse(newest) - (deep ? 15000 : 3000)).toISOString() : '';
     let cursor = '';
     for (let page = 0; page < 50; page++) {
       const r = await get(api, pollAgent, d.conversionsPath + (from ? '&from=' + encodeURIComponent(from) : '') + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''), auth, 20000);
@@ -135,7 +135,7 @@ async function conversionLoop() {
       const body = JSON.parse(r.body);
       for (const c of body.items) {
         const s = conversionPending.get(c.id);
-        if (s) { s.conversionAt = r.ended; conversionPending.delete(c.id); }
+        if (s) { s.conversionAt = r.ended; conversionPending.delete(c.id); if (deep) out.deepSeen++; }
         if (c.createdAt > newest) newest = c.createdAt;
       }
       if (!body.nextCursor) break;
@@ -254,6 +254,8 @@ export interface OpenLoopReply {
   /** Conversion list queries (each page counts), and how long each took to answer. */
   listPolls: number;
   listPollLatency: number[];
+  /** Followed postbacks first seen by the deep (15 s back) conversion list query: their delay is coarser. */
+  deepSeen: number;
   followersMax: number;
   /** How long each poll waited past its due time for the budget: the resolution lost to it. */
   pollWait: number[];

@@ -100,11 +100,8 @@ export function groupCommitCallbacks<T, R>(
   };
 }
 
-/** The promise form, for the workers: `commit` resolves to one result per item. */
-export function groupCommit<T, R>(commit: (items: T[]) => Promise<Settled<R>[]>, opts: GroupCommitOptions): (item: T) => Promise<R> {
-  const submit = groupCommitCallbacks<T, R>((items, finish) => {
-    commit(items).then(finish, (err: unknown) => finish(items.map(() => ({ status: 'rejected', reason: err }))));
-  }, opts);
+/** A function that settles a callback, as one that returns a promise (for callers off the click path). */
+export function promised<T, R>(submit: (item: T, settle: (result: Settled<R>) => void) => void): (item: T) => Promise<R> {
   return (item: T) =>
     new Promise<R>((resolve, reject) =>
       submit(item, (r) => {
@@ -112,4 +109,13 @@ export function groupCommit<T, R>(commit: (items: T[]) => Promise<Settled<R>[]>,
         else reject(r.reason);
       }),
     );
+}
+
+/** The promise form, for the workers: `commit` resolves to one result per item. */
+export function groupCommit<T, R>(commit: (items: T[]) => Promise<Settled<R>[]>, opts: GroupCommitOptions): (item: T) => Promise<R> {
+  return promised(
+    groupCommitCallbacks<T, R>((items, finish) => {
+      commit(items).then(finish, (err: unknown) => finish(items.map(() => ({ status: 'rejected', reason: err }))));
+    }, opts),
+  );
 }

@@ -1,6 +1,6 @@
 import { PubSub, type Topic } from '@google-cloud/pubsub';
 import { config } from '../../shared/config';
-import { groupCommitCallbacks, type Settled } from '../../shared/group-commit';
+import { groupCommitCallbacks, promised, type Settled } from '../../shared/group-commit';
 import { topics } from '../../shared/names';
 import type { TrackingEvent } from '../../shared/domain/events';
 
@@ -74,14 +74,7 @@ export function sendTrackingEvent(event: TrackingEvent, settle: (result: Settled
 }
 
 /** Resolves once Pub/Sub has acknowledged the event: only then may the caller answer the hit. */
-export function publishTrackingEvent(event: TrackingEvent): Promise<string> {
-  return new Promise((resolve, reject) =>
-    sendTrackingEvent(event, (r) => {
-      if (r.status === 'fulfilled') resolve(r.value);
-      else reject(r.reason);
-    }),
-  );
-}
+export const publishTrackingEvent: (event: TrackingEvent) => Promise<string> = promised(sendTrackingEvent);
 
 export async function closePubSub(): Promise<void> {
   await topic?.flush().catch(() => undefined);

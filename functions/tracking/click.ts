@@ -66,7 +66,7 @@ function answerClick(req: functions.Request, res: functions.Response, linkId: st
     (campaign.targeting.devices?.length && !campaign.targeting.devices.includes(visitor.device as 'desktop'));
   if (campaign.status !== 'active' || offTarget) {
     // Not billable and not the advertiser's offer: send the visitor to the organisation's fallback, if any.
-    if (link.fallbackUrl) return void res.redirect(302, link.fallbackUrl);
+    if (link.fallbackUrl) return redirectTo(res, link.fallbackUrl);
     return textError(res, 404, campaign.status !== 'active' ? 'This offer is not available' : 'This offer is not available in your region or on your device');
   }
 

@@ -3,26 +3,27 @@
  * and Firestore emulators, started here on free ports). One run prints three parts, each quoted against
  * baselines measured in the same run.
  *
- * Processes, shaped as production runs them: the servers under test (A, B, D below and the click, postback and
- * pixel functions) run in a child process of their own, the hit server (lib/hit-server.ts, started by
- * lib/hit-process.ts); the state worker and its relay run in another child of the same kind (the state worker
+ * Processes, shaped as production runs them: the servers under test run in child processes of their own
+ * (lib/hit-server.ts, started by lib/hit-process.ts): the hit server (the click, postback and pixel functions;
+ * the click function also on a server of its own, as production serves it) and the baselines' server (A, B,
+ * D below), both on the same core, one idle while the other is measured; the state worker and its relay run in another child of the same kind (the state worker
  * process: it has instances of its own in production, and here it would share the bench process's one
  * JavaScript thread); this process keeps the bench driver, the load generators (worker threads) and the rest
  * of the stack: the API that part 3 polls, and the analytics worker with its relay (DuckDB admits one writing
  * process, and the API's reports read it). "The workers running" means both: the state worker in its process,
  * the analytics worker in this one. With --pin (the default on 2 or more cores) the hit server gets the last
- * core to itself, like a 1-vCPU instance, and this process, the state worker and the emulators' JVMs are pinned
+ * core (the baselines' server shares it, idle) to itself, like a 1-vCPU instance, and this process, the state worker and the emulators' JVMs are pinned
  * to the other cores (lib/layout.ts). The report says which
  * process ran on which core, and how much CPU each side used while each scenario was measured: a hit server
  * near 100% of its core is the limit, one well below it is waiting for something else.
  *
  *   1. Clicks, closed loop (autocannon, 302 = success, redirects not followed): A a bare node:http 302, B a
- *      bare Functions Framework function that only redirects, C the real click function through a gateway
+ *      bare Functions Framework function that only redirects, C the real click function on its own server
  *      (GET /c/{linkId}?sub1=bench) with the push workers running (state worker in its process, analytics worker
  *      in this one), and C' the same with the
  *      push subscriptions removed (the click function alone: nothing downstream runs). D, a diagnostic, is a
  *      bare Functions Framework function that awaits one publish (the click function's publisher, to a topic
- *      nobody subscribes to) and then redirects.
+ *      nobody subscribes to) and then redirects. A, B, D and C' run in alternating rounds (--rounds), pooled.
  *   2. Postbacks, closed loop: GET /postback with a unique txn_id and a valid click id per request (set per
  *      request by autocannon's setupRequest in the load worker), alone (P') and with the workers (P), against
  *      B at the same concurrency.
@@ -98,7 +99,7 @@ const usage = `usage: npx tsx scripts/bench/tracking.ts [options]
                           get the backlog into Firestore and the report; hit server and load generator idle (default 15000; 0 to skip)
   --drain-timeout S       drain: give up after S seconds, or after 30 s without progress (default 300)
   --drain-in-flight N     drain: messages each relay keeps in flight (default ${defaultRelayInFlight}, what the stack's relays keep in the open loop)
-  --pin, --no-pin         pin the hit server (the servers under test: A, B, D, the click/postback/pixel functions) to the
+  --pin, --no-pin         pin the hit server and the baselines' server (the servers under test: A, B, D, the click/postback/pixel functions) to the
                           last core and this process and the emulators to the others, with taskset (also --pin 1, --pin 0;
                           default: on with 2 or more usable cores)
   --pin-e2e               with --pin, keep this process and the emulators off the hit server's core in part 3 too (default:
@@ -590,45 +591,43 @@ async function main(flags: Flags): Promise<number> {
       const cpu = meter.read();
       return { ...r, cpu: cpu.groups, limit: limitOf(layout, cpu) };
     };
+    /** Unmeasured load before a scenario (--warmup); the responses it got with the expected status. */
+    const warmUp = async (label: string, o: ClosedLoopOptions): Promise<number> => {
+      if (flags.warmup <= 0) return 0;
+      progress(`  warm-up  ${label}${o.connections !== flags.connections ? ` @${o.connections}` : ''} (${flags.warmup} s)`);
+      return (await closedLoop(label, { ...o, seconds: flags.warmup }, signal)).ok;
+    };
 
     // ---- 1. Clicks, closed loop.
     const clickRows: ClosedLoopResult[] = [];
     let duringC: { before: Counts; after: Counts; seconds: number; answered: number } | undefined;
     if (!flags['skip-clicks']) {
       const clickPath = `/c/${links.clicks}?sub1=bench`;
-      const scenarios = [
-        { key: 'A', label: 'A  bare node:http 302', url: urls.bareRedirect! },
-        { key: 'B', label: 'B  bare Functions Framework redirect', url: urls.ffRedirect! },
-        ...(flags['skip-diagnostics'] ? [] : [{ key: 'D', label: 'D  FF + awaited publish (diagnostic)', url: urls.publishRedirect! }]),
-        { key: "C'", label: "C' click function alone (no push subscriptions)", url: urls.clickFunction! },
-        { key: 'C', label: 'C  click function, workers running (see below)', url: urls.clickFunction! },
-      ];
+      const clickLoad = (url: string): ClosedLoopOptions => ({ url, path: clickPath, connections: flags.connections, seconds: flags.duration, expect: 302 });
       // A, B, D and C' in alternating rounds, pooled; C once, after them (it needs the workers on).
-      const alone = scenarios.filter((s) => s.key !== 'C');
-      const measured = new Map<string, ClosedLoopResult[]>();
+      const alone = [
+        { label: 'A  bare node:http 302', url: urls.bareRedirect! },
+        { label: 'B  bare Functions Framework redirect', url: urls.ffRedirect! },
+        ...(flags['skip-diagnostics'] ? [] : [{ label: 'D  FF + awaited publish (diagnostic)', url: urls.publishRedirect! }]),
+        { label: "C' click function alone (no push subscriptions)", url: urls.clickFunction! },
+      ];
+      const rounds: ClosedLoopResult[][] = alone.map(() => []);
       await workersOff();
       for (let round = 0; round < flags.rounds; round++) {
-        for (const s of alone) {
-          if (round === 0 && flags.warmup > 0) {
-            progress(`  warm-up  ${s.label} (${flags.warmup} s)`);
-            await closedLoop(s.label, { url: s.url, path: clickPath, connections: flags.connections, seconds: flags.warmup, expect: 302 }, signal);
-          }
+        for (const [i, s] of alone.entries()) {
+          if (round === 0) await warmUp(s.label, clickLoad(s.url));
           progress(`  measure  ${s.label} (${flags.duration} s, round ${round + 1}/${flags.rounds})`);
-          measured.set(s.key, [...(measured.get(s.key) ?? []), await measure(s.label, { url: s.url, path: clickPath, connections: flags.connections, seconds: flags.duration, expect: 302 })]);
+          rounds[i]!.push(await measure(s.label, clickLoad(s.url)));
         }
       }
-      for (const s of alone) clickRows.push(poolRounds(measured.get(s.key)!));
-      const c = scenarios.find((s) => s.key === 'C')!;
+      clickRows.push(...rounds.map(poolRounds));
+      const cLabel = 'C  click function, workers running (see below)';
       await workersFresh();
       const before = await counts('clicks');
       const t = performance.now();
-      let answered = 0;
-      if (flags.warmup > 0) {
-        progress(`  warm-up  ${c.label} (${flags.warmup} s)`);
-        answered += (await closedLoop(c.label, { url: c.url, path: clickPath, connections: flags.connections, seconds: flags.warmup, expect: 302 }, signal)).ok;
-      }
-      progress(`  measure  ${c.label} (${flags.duration} s)`);
-      const r = await measure(c.label, { url: c.url, path: clickPath, connections: flags.connections, seconds: flags.duration, expect: 302 });
+      const answered = await warmUp(cLabel, clickLoad(urls.clickFunction!));
+      progress(`  measure  ${cLabel} (${flags.duration} s)`);
+      const r = await measure(cLabel, clickLoad(urls.clickFunction!));
       clickRows.push(r);
       duringC = { before, after: await counts('clicks'), seconds: (performance.now() - t) / 1000, answered: answered + r.ok };
       await workersFresh();
@@ -649,12 +648,10 @@ async function main(flags: Flags): Promise<number> {
       for (const s of scenarios) {
         if (s.key === "P'") await workersOff();
         if (s.key === 'P') await workersFresh();
-        if (flags.warmup > 0) {
-          progress(`  warm-up  ${s.label} @${pc} (${flags.warmup} s)`);
-          await closedLoop(s.label, { url: s.url, path: pbPath, connections: pc, seconds: flags.warmup, expect: s.expect, ...s.extra }, signal);
-        }
+        const load: ClosedLoopOptions = { url: s.url, path: pbPath, connections: pc, seconds: flags['postback-duration'], expect: s.expect, ...s.extra };
+        await warmUp(s.label, load);
         progress(`  measure  ${s.label} @${pc} (${flags['postback-duration']} s)`);
-        postbackRows.push(await measure(s.label, { url: s.url, path: pbPath, connections: pc, seconds: flags['postback-duration'], expect: s.expect, ...s.extra }));
+        postbackRows.push(await measure(s.label, load));
       }
       await workersFresh();
     }

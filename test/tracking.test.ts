@@ -283,6 +283,42 @@ describe('workers', () => {
     assert.ok(docs.slice(40).every((d) => d.isBot && !d.unique));
   });
 
+  it('book every conversion and commission once when many postback deliveries and redeliveries arrive at once', async () => {
+    const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${org.id}${path}`, { auth: org.token, body });
+    const campaignId = (await post('/campaigns', campaignBody({ name: 'Sale burst', payout: { type: 'cpa', amount: 300 } }))).body.id as string;
+    const affiliateId = (await post('/affiliates', { name: 'Burst aff', email: 'burst@example.com' })).body.id as string;
+    const linkId = (await post('/links', { campaignId, affiliateId })).body.id as string;
+    const { mintClickId } = await import('../shared/domain/click-id');
+    const { deterministicId } = await import('../shared/ids');
+    const { secrets } = await import('../functions/adapters/local-secrets');
+    const t0 = Date.now() - 120_000;
+    const postbackEvent = (txnId: string, clickId: string) => ({
+      type: 'postback', eventId: deterministicId('cnv', org.id, 'txn', txnId), orgId: org.id, clickId, txnId, event: 'conversion',
+      amount: 2000, currency: null, occurredAt: new Date().toISOString(), via: 'postback',
+    });
+    // 12 sales on the link's clicks (one of them booked before the burst), 2 on forged click ids.
+    const sales = Array.from({ length: 12 }, (_, i) => postbackEvent(`burst-sale-${i}`, mintClickId(secrets().clickSigningKey, linkId, t0 + i * 1000)));
+    const forged = [0, 1].map((i) => postbackEvent(`burst-forged-${i}`, `${linkId}.${t0}.x${i}.forged`));
+    const deliver = (e: object, n: number) =>
+      fetch(`${s.baseUrl}/_push/state-writer/projects/${process.env.GOOGLE_CLOUD_PROJECT}/topics/tracking-events`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ subscription: 'projects/p/subscriptions/s', message: { data: Buffer.from(JSON.stringify(e)).toString('base64'), messageId: `sale-${n}-${JSON.stringify(e).length}`, attributes: {} } }),
+      });
+    assert.ok((await deliver(sales[0]!, 0)).ok);
+    // Every message three times, all at once, in an order that is not the order of sales.
+    const answers = await Promise.all([...sales, ...forged].reverse().flatMap((e) => [1, 2, 3].map((n) => deliver(e, n))));
+    assert.deepEqual(answers.filter((r) => !r.ok).map((r) => r.status), []);
+
+    const stats = (await api(`/stats?from=${today()}&to=${today()}&campaignId=${campaignId}`)).body.totals;
+    assert.deepEqual({ conversions: stats.conversions, payout: stats.payout }, { conversions: 12, payout: { USD: 12 * 300 } });
+    const ledger = (await api(`/affiliates/${affiliateId}/ledger?limit=200`)).body.items as { conversionId: string; amount: number; status: string }[];
+    assert.deepEqual(ledger.map((l) => l.conversionId).sort(), sales.map((e) => e.eventId).sort(), 'one commission per sale');
+    assert.ok(ledger.every((l) => l.amount === 300 && l.status === 'pending'));
+    const docs = await Promise.all([...sales, ...forged].map(async (e) => (await api(`/conversions/${e.eventId}`)).body));
+    assert.deepEqual(docs.map((d) => [d.status, d.reasons]), [...sales.map(() => ['pending', []]), ...forged.map(() => ['rejected', ['invalid_click_id']])]);
+    assert.ok(docs.slice(0, 12).every((d) => d.campaignId === campaignId && d.affiliateId === affiliateId && d.linkId === linkId && d.payout === 300));
+  });
+
   it('sends a poison message to the dead-letter topic after 5 failed deliveries', async () => {
     await emulatorRest('topics/tracking-events:publish', { messages: [{ data: Buffer.from('not a tracking event').toString('base64'), attributes: { test: 'poison' } }] });
     const dead = await eventually(async () => {

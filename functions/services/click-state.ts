@@ -2,7 +2,7 @@ import { FieldValue, Timestamp, type DocumentReference, type DocumentSnapshot, t
 import type { ClickEvent } from '../../shared/domain/events';
 import { firestore } from '../adapters/firestore';
 import { counterRef } from './counters';
-import { groupCommit } from '../../shared/group-commit';
+import { groupedWrites, isConflict } from './grouped-writes';
 import { OrgScope } from './tenancy';
 
 /**
@@ -35,20 +35,11 @@ export interface ClickApplied {
   created: boolean;
 }
 
-const commitClicks = groupCommit(applyGroup, { maxItems: maxClicksPerCommit, maxConcurrent: concurrentCommits });
+const commitClicks = groupedWrites(writeOnce, applyAlone, { maxItems: maxClicksPerCommit, maxConcurrent: concurrentCommits });
 
 /** Resolves once the click is in Firestore (or was already there: `created: false`). */
 export function applyClick(e: ClickEvent): Promise<ClickApplied> {
   return commitClicks(e);
-}
-
-async function applyGroup(events: ClickEvent[]): Promise<PromiseSettledResult<ClickApplied>[]> {
-  try {
-    return (await writeOnce(events)).map((value) => ({ status: 'fulfilled', value }));
-  } catch (err) {
-    if (!isConflict(err)) throw err;
-    return Promise.allSettled(events.map((e) => applyAlone(e)));
-  }
 }
 
 async function applyAlone(e: ClickEvent): Promise<ClickApplied> {
@@ -59,12 +50,6 @@ async function applyAlone(e: ClickEvent): Promise<ClickApplied> {
       if (!isConflict(err) || attempt >= maxSingleAttempts) throw err;
     }
   }
-}
-
-/** ALREADY_EXISTS, FAILED_PRECONDITION, ABORTED, NOT_FOUND (a visitor removed by TTL meanwhile): read again. */
-function isConflict(err: unknown): boolean {
-  const code = (err as { code?: unknown }).code;
-  return code === 6 || code === 9 || code === 10 || code === 5;
 }
 
 interface VisitorState {

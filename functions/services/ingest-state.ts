@@ -1,5 +1,5 @@
-import { FieldValue, type DocumentData, type Transaction } from '@google-cloud/firestore';
-import { verifyClickId } from '../../shared/domain/click-id';
+import { FieldValue, type DocumentData, type DocumentReference, type DocumentSnapshot, type Firestore } from '@google-cloud/firestore';
+import { verifyClickId, type ClickIdParts } from '../../shared/domain/click-id';
 import { payoutFor, revenueFor } from '../../shared/domain/commission';
 import type { ConversionEvent, PostbackEvent } from '../../shared/domain/events';
 import type { Affiliate, Campaign } from '../../shared/domain/schemas';
@@ -8,16 +8,28 @@ import { firestore } from '../adapters/firestore';
 import { secrets } from '../adapters/local-secrets';
 import { ledgerEntryId } from './conversion-lifecycle';
 import { counterRef } from './counters';
+import { groupedWrites } from './grouped-writes';
 import { OrgScope } from './tenancy';
 
 /**
  * The state worker's conversions: attribution, the conversion document, its pending commission and the live
- * counters, in one transaction that first checks whether the conversion already exists, so a redelivered
- * message changes nothing. (Clicks, the volume, are written in groups: see click-state.ts.)
+ * counters, written exactly once per conversion id however often Pub/Sub delivers the postback.
+ *
+ * Like clicks (click-state.ts), the postbacks a worker has in hand at once are booked together: two reads
+ * for the whole group (the conversions and the links their click ids name; then the campaigns, affiliates
+ * and clicks those point to) and one atomic batch that creates every conversion and commission (create
+ * fails if one already exists, and the whole batch with it, so no counter is ever incremented twice). When
+ * that batch fails on a conflict, each postback is booked on its own in a transaction that first checks
+ * whether its conversion exists. The group's reads are not transactional: a campaign edited between them
+ * and the commit is seen as it was a few milliseconds earlier, as if the postback had come first.
  */
 const day = 86_400_000;
 /** A conversion reported this soon after its click is held for review. */
 const minClickToConversionMs = 3_000;
+/** A conversion takes at most three writes (conversion, commission, counter); a Firestore commit takes 500. */
+const maxConversionsPerCommit = 150;
+/** Groups in flight at once, as for clicks. */
+const concurrentCommits = 4;
 
 interface Attribution {
   linkId: string | null;
@@ -30,21 +42,39 @@ interface Attribution {
   fraudReasons: string[];
 }
 
-/** Who gets credit for a postback, from the signed click id; the click document is used when it is there. */
-async function attribute(tx: Transaction, scope: OrgScope, e: PostbackEvent): Promise<Attribution> {
-  const none = (reason: string): Attribution => ({ linkId: null, campaignId: null, affiliateId: null, reasons: [reason], fraudReasons: [] });
+/** A conversion document as stored (and as read back for a duplicate). */
+type ConversionDoc = DocumentData;
+
+/** What booking one conversion writes: the conversion, its commission, and what it adds to its counter. */
+interface Booking {
+  ref: DocumentReference;
+  conversion: ConversionDoc;
+  commission?: { ref: DocumentReference; data: DocumentData };
+  counter?: { ref: DocumentReference; base: Record<string, string>; currency: string; revenue: number; payout: number };
+}
+
+/** Step one of attribution: the signed click id names the link, whose index says which organisation owns it. */
+function linkOf(e: PostbackEvent): { parts: ClickIdParts; ref: DocumentReference } | undefined {
   const parts = verifyClickId(secrets().clickSigningKey, e.clickId);
+  return parts && { parts, ref: firestore().doc(`${collections.linkIndex}/${parts.linkId}`) };
+}
+
+/** Step two: the campaign, affiliate and click documents, for a link of the postback's own organisation. */
+function detailRefs(scope: OrgScope, e: PostbackEvent, link: DocumentSnapshot | undefined): DocumentReference[] | undefined {
+  if (!link?.exists || link.get('orgId') !== scope.orgId) return undefined;
+  const { campaignId, affiliateId } = link.data() as { campaignId: string; affiliateId: string };
+  return [scope.collection('campaigns').doc(campaignId), scope.collection('affiliates').doc(affiliateId), scope.collection('clicks').doc(e.clickId)];
+}
+
+/** Who gets credit for a postback, from what the two steps read. The click document is used when it is there. */
+function attribute(scope: OrgScope, e: PostbackEvent, parts: ClickIdParts | undefined, link: DocumentSnapshot | undefined, details: DocumentSnapshot[] | undefined): Attribution {
+  const none = (reason: string): Attribution => ({ linkId: null, campaignId: null, affiliateId: null, reasons: [reason], fraudReasons: [] });
   if (!parts) return none('invalid_click_id');
-  const link = await tx.get(firestore().doc(`${collections.linkIndex}/${parts.linkId}`));
-  if (!link.exists) return none('unknown_click');
+  if (!link?.exists) return none('unknown_click');
   // A click id minted for another organisation's link: record, never credit, and reveal nothing about it.
   if (link.get('orgId') !== scope.orgId) return none('foreign_click');
   const { campaignId, affiliateId } = link.data() as { campaignId: string; affiliateId: string };
-  const [campaign, affiliate, click] = await tx.getAll(
-    scope.collection('campaigns').doc(campaignId),
-    scope.collection('affiliates').doc(affiliateId),
-    scope.collection('clicks').doc(e.clickId),
-  );
+  const [campaign, affiliate, click] = details!;
   const a: Attribution = { linkId: parts.linkId, campaignId, affiliateId, reasons: [], fraudReasons: [] };
   if (!campaign!.exists || !affiliate!.exists) return { ...a, reasons: ['unknown_click'] };
   a.campaign = campaign!.data() as Campaign;
@@ -61,48 +91,134 @@ async function attribute(tx: Transaction, scope: OrgScope, e: PostbackEvent): Pr
   return a;
 }
 
-/**
- * Attributes a postback and books the conversion with its commission as pending. Returns the conversion
- * event for analytics; on redelivery, the already booked conversion (so analytics still gets it once).
- */
-export async function applyPostback(e: PostbackEvent): Promise<ConversionEvent> {
-  const scope = OrgScope.system(e.orgId, 'state-writer');
-  const ref = scope.collection('conversions').doc(e.eventId);
-  const doc = await firestore().runTransaction(async (tx) => {
-    const existing = await tx.get(ref);
-    if (existing.exists) return existing.data()!;
-    const a = await attribute(tx, scope, e);
-    const rejected = a.reasons.length > 0;
-    const currency = a.campaign?.currency ?? e.currency ?? 'USD';
-    const override = a.affiliate?.payoutOverrides?.[a.campaignId ?? ''];
-    const payout = rejected || !a.campaign ? 0 : payoutFor(override ?? a.campaign.payout, e.amount);
-    const revenue = rejected || !a.campaign ? 0 : revenueFor(a.campaign.revenue, e.amount);
-    const approvableAt = new Date(Date.parse(e.occurredAt) + (a.campaign?.holdDays ?? 0) * day).toISOString();
-    const conversion = {
+/** The conversion, priced, with its commission as pending unless rejected. */
+function book(scope: OrgScope, e: PostbackEvent, a: Attribution): Booking {
+  const rejected = a.reasons.length > 0;
+  const currency = a.campaign?.currency ?? e.currency ?? 'USD';
+  const override = a.affiliate?.payoutOverrides?.[a.campaignId ?? ''];
+  const payout = rejected || !a.campaign ? 0 : payoutFor(override ?? a.campaign.payout, e.amount);
+  const revenue = rejected || !a.campaign ? 0 : revenueFor(a.campaign.revenue, e.amount);
+  const approvableAt = new Date(Date.parse(e.occurredAt) + (a.campaign?.holdDays ?? 0) * day).toISOString();
+  const booking: Booking = {
+    ref: scope.collection('conversions').doc(e.eventId),
+    conversion: {
       id: e.eventId, clickId: e.clickId, linkId: a.linkId, campaignId: a.campaignId, affiliateId: a.affiliateId,
       txnId: e.txnId, event: e.event, amount: e.amount, currency, revenue, payout,
       status: rejected ? 'rejected' : 'pending', reasons: [...a.reasons, ...a.fraudReasons], fraudHold: a.fraudReasons.length > 0,
       via: e.via, createdAt: e.occurredAt, approvableAt: rejected ? null : approvableAt, updatedAt: e.occurredAt,
       // The rule it was booked under: approval prices the volume tier with this rule, not with a later edit.
       payoutRule: rejected ? null : (override ?? a.campaign?.payout ?? null),
+    },
+  };
+  if (rejected || !a.campaignId || !a.affiliateId) return booking;
+  if (payout > 0) {
+    const entryId = ledgerEntryId(e.eventId, 'commission');
+    booking.commission = {
+      ref: scope.collection('ledger').doc(entryId),
+      data: {
+        id: entryId, affiliateId: a.affiliateId, conversionId: e.eventId, campaignId: a.campaignId, type: 'commission',
+        amount: payout, currency, status: 'pending', approvableAt, createdAt: e.occurredAt,
+      },
     };
-    tx.create(ref, conversion);
-    if (!rejected && a.campaignId && a.affiliateId) {
-      if (payout > 0) {
-        const entryId = ledgerEntryId(e.eventId, 'commission');
-        tx.create(scope.collection('ledger').doc(entryId), {
-          id: entryId, affiliateId: a.affiliateId, conversionId: e.eventId, campaignId: a.campaignId, type: 'commission',
-          amount: payout, currency, status: 'pending', approvableAt, createdAt: e.occurredAt,
-        });
-      }
-      const c = counterRef(scope, e.occurredAt, a.campaignId, a.affiliateId, e.eventId);
-      tx.set(c.ref, { ...c.base, conversions: FieldValue.increment(1), revenue: { [currency]: FieldValue.increment(revenue) }, payout: { [currency]: FieldValue.increment(payout) } }, { merge: true });
-    }
-    return conversion;
-  });
+  }
+  const c = counterRef(scope, e.occurredAt, a.campaignId, a.affiliateId, e.eventId);
+  booking.counter = { ...c, currency, revenue, payout };
+  return booking;
+}
+
+const commitConversions = groupedWrites(bookGroup, bookAlone, { maxItems: maxConversionsPerCommit, maxConcurrent: concurrentCommits });
+
+/**
+ * Attributes a postback and books the conversion with its commission as pending. Returns the conversion
+ * event for analytics; on redelivery, the already booked conversion (so analytics still gets it once).
+ */
+export async function applyPostback(e: PostbackEvent): Promise<ConversionEvent> {
+  const doc = await commitConversions(e);
   return {
     type: 'conversion', eventId: doc.id, orgId: e.orgId, clickId: doc.clickId, linkId: doc.linkId, campaignId: doc.campaignId, affiliateId: doc.affiliateId,
     txnId: doc.txnId, event: doc.event, amount: doc.amount, currency: doc.currency, revenue: doc.revenue, payout: doc.payout,
     status: doc.status, reasons: doc.reasons, occurredAt: doc.createdAt,
   };
+}
+
+/** One postback in a transaction of its own: the careful path, for a group that met a conflict. */
+async function bookAlone(e: PostbackEvent): Promise<ConversionDoc> {
+  const scope = OrgScope.system(e.orgId, 'state-writer');
+  return firestore().runTransaction(async (tx) => {
+    const existing = await tx.get(scope.collection('conversions').doc(e.eventId));
+    if (existing.exists) return existing.data()!;
+    const link = linkOf(e);
+    const linkSnap = link && (await tx.get(link.ref));
+    const refs = detailRefs(scope, e, linkSnap);
+    const details = refs && (await tx.getAll(...refs));
+    const b = book(scope, e, attribute(scope, e, link?.parts, linkSnap, details));
+    tx.create(b.ref, b.conversion);
+    if (b.commission) tx.create(b.commission.ref, b.commission.data);
+    if (b.counter) tx.set(b.counter.ref, counterFields(b.counter.base, [b.counter]), { merge: true });
+    return b.conversion;
+  });
+}
+
+/** Two reads and one atomic commit for the whole group; throws (and writes nothing) on any conflict. */
+async function bookGroup(events: PostbackEvent[]): Promise<ConversionDoc[]> {
+  const db = firestore();
+  const scopes = new Map<string, OrgScope>();
+  const scopeOf = (orgId: string) => scopes.get(orgId) ?? scopes.set(orgId, OrgScope.system(orgId, 'state-writer')).get(orgId)!;
+  const links = events.map(linkOf);
+  const firstRead = await readAll(db, events.map((e, i) => [scopeOf(e.orgId).collection('conversions').doc(e.eventId), links[i]?.ref]));
+  const conversions = events.map((_, i) => firstRead.get(i, 0)!);
+  const linkSnaps = events.map((_, i) => firstRead.get(i, 1));
+  const detailed = events.map((e, i) => (conversions[i]!.exists ? undefined : detailRefs(scopeOf(e.orgId), e, linkSnaps[i])));
+  const secondRead = await readAll(db, detailed.map((refs) => refs ?? []));
+
+  const batch = db.batch();
+  const booked = new Map<string, ConversionDoc>();
+  const counters = new Map<string, { base: Record<string, string>; parts: NonNullable<Booking['counter']>[]; ref: DocumentReference }>();
+  const results = events.map((e, i) => {
+    const existing = conversions[i]!;
+    if (existing.exists) return existing.data()!;
+    // The same postback delivered twice within the group: booked once, both deliveries answered with it.
+    const already = booked.get(existing.ref.path);
+    if (already) return already;
+    const scope = scopeOf(e.orgId);
+    const details = detailed[i] && detailed[i].map((_, j) => secondRead.get(i, j)!);
+    const b = book(scope, e, attribute(scope, e, links[i]?.parts, linkSnaps[i], details));
+    batch.create(b.ref, b.conversion);
+    if (b.commission) batch.create(b.commission.ref, b.commission.data);
+    if (b.counter) {
+      const c = counters.get(b.counter.ref.path) ?? counters.set(b.counter.ref.path, { ref: b.counter.ref, base: b.counter.base, parts: [] }).get(b.counter.ref.path)!;
+      c.parts.push(b.counter);
+    }
+    booked.set(b.ref.path, b.conversion);
+    return b.conversion;
+  });
+  if (!booked.size) return results;
+  // One write per counter document: a batch may not write the same document twice.
+  for (const c of counters.values()) batch.set(c.ref, counterFields(c.base, c.parts), { merge: true });
+  await batch.commit();
+  return results;
+}
+
+/** The increments a counter document takes for the conversions booked on it. */
+function counterFields(base: Record<string, string>, parts: { currency: string; revenue: number; payout: number }[]): DocumentData {
+  const revenue: Record<string, number> = {};
+  const payout: Record<string, number> = {};
+  for (const p of parts) {
+    revenue[p.currency] = (revenue[p.currency] ?? 0) + p.revenue;
+    payout[p.currency] = (payout[p.currency] ?? 0) + p.payout;
+  }
+  const increments = (sums: Record<string, number>) => Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, FieldValue.increment(v)]));
+  return { ...base, conversions: FieldValue.increment(parts.length), revenue: increments(revenue), payout: increments(payout) };
+}
+
+/**
+ * Reads, in one call, a list of documents per item (an entry may be undefined: nothing to read there),
+ * each distinct document once; `get(item, k)` answers the item's k-th document.
+ */
+async function readAll(db: Firestore, perItem: (DocumentReference | undefined)[][]) {
+  const unique = new Map<string, DocumentReference>();
+  for (const refs of perItem) for (const ref of refs) if (ref) unique.set(ref.path, ref);
+  const snaps = unique.size ? await db.getAll(...unique.values()) : [];
+  const byPath = new Map(snaps.map((s) => [s.ref.path, s]));
+  return { get: (item: number, k: number) => { const ref = perItem[item]![k]; return ref && byPath.get(ref.path); } };
 }

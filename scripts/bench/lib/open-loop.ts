@@ -96,7 +96,7 @@ function pump() {
 }
 
 async function reportLoop() {
-  while (generating || reportPending.size) {
+  while (generating || inFlight > 0 || reportPending.size) {
     await sleep(d.reportPollMs);
     if (now() > hardDeadline) break;
     if (!reportPending.size) continue;
@@ -118,8 +118,10 @@ async function reportLoop() {
 // first seen there was late by up to those 2 s more, which the delay then includes; counted in deepSeen).
 async function conversionLoop() {
   let newest = '';
+  // Runs on while a request is unanswered too: the last postback's answer, and so its conversion id, can
+  // come after every earlier one was seen (the idle baseline, 4 postbacks, lost its last one so).
   let lastDeep = now();
-  while (generating || conversionPending.size) {
+  while (generating || inFlight > 0 || conversionPending.size) {
     await sleep(d.pollMs);
     if (now() > hardDeadline) break;
     if (!conversionPending.size) continue;
@@ -316,6 +318,16 @@ export interface DelayStats {
   p90: number;
   p99: number;
   max: number;
+}
+
+/**
+ * The same delays by when the event was sent, in windows of `windowMs` from the first send: whether a p99
+ * comes from the whole run or from a stretch of it (the first seconds of a run, say).
+ */
+export function delaysBySendTime(samples: OpenLoopSample[], kind: OpenLoopSample['kind'], at: 'firestoreAt' | 'reportAt' | 'conversionAt', firstSend: number, windowMs: number): DelayStats[] {
+  const windows: OpenLoopSample[][] = [];
+  for (const s of samples) (windows[Math.floor(Math.max(0, s.sentAt - firstSend) / windowMs)] ??= []).push(s);
+  return Array.from(windows, (w) => delays(w ?? [], kind, at));
 }
 
 export function delays(samples: OpenLoopSample[], kind: OpenLoopSample['kind'], at: 'firestoreAt' | 'reportAt' | 'conversionAt' | 'answeredAt'): DelayStats {

@@ -4,17 +4,20 @@
  * baselines measured in the same run.
  *
  * Processes, shaped as production runs them: the servers under test run in child processes of their own
- * (lib/hit-server.ts, started by lib/hit-process.ts): the hit server (the click, postback and pixel functions;
- * the click function also on a server of its own, as production serves it) and the baselines' server (A, B,
- * D below), both on the same core, one idle while the other is measured; the state worker and its relay run in another child of the same kind (the state worker
+ * (lib/hit-server.ts, started by lib/hit-process.ts), each loading only what it serves, as each function's
+ * production bundle does: the click function server (C' and C), the bare Functions Framework server (B), the
+ * baselines' server (A and D) and the hit server (the click, postback and pixel functions behind the local
+ * gateway, for parts 2 and 3), all on the same core, the others idle while one is measured. (In one shared
+ * process, B was measured in a heap the publisher's client libraries had grown, and its p99 was 19-22 ms
+ * against 17-18 ms alone.) The state worker and its relay run in another child of the same kind (the state worker
  * process: it has instances of its own in production, and here it would share the bench process's one
  * JavaScript thread); this process keeps the bench driver, the load generators (worker threads) and the rest
  * of the stack: the API that part 3 polls, and the analytics worker with its relay (DuckDB admits one writing
  * process, and the API's reports read it). "The workers running" means both: the state worker in its process,
- * the analytics worker in this one. With --pin (the default on 2 or more cores) the hit server gets the last
- * core (the baselines' server shares it, idle) to itself, like a 1-vCPU instance, and this process, the state worker and the emulators' JVMs are pinned
+ * the analytics worker in this one. With --pin (the default on 2 or more cores) the servers under test get the
+ * last core to themselves, like a 1-vCPU instance, and this process, the state worker and the emulators' JVMs are pinned
  * to the other cores (lib/layout.ts). The report says which
- * process ran on which core, and how much CPU each side used while each scenario was measured: a hit server
+ * process ran on which core, and how much CPU each side used while each scenario was measured: a server
  * near 100% of its core is the limit, one well below it is waiting for something else.
  *
  *   1. Clicks, closed loop (autocannon, 302 = success, redirects not followed): A a bare node:http 302, B a
@@ -99,7 +102,7 @@ const usage = `usage: npx tsx scripts/bench/tracking.ts [options]
                           get the backlog into Firestore and the report; hit server and load generator idle (default 15000; 0 to skip)
   --drain-timeout S       drain: give up after S seconds, or after 30 s without progress (default 300)
   --drain-in-flight N     drain: messages each relay keeps in flight (default ${defaultRelayInFlight}, what the stack's relays keep in the open loop)
-  --pin, --no-pin         pin the hit server and the baselines' server (the servers under test: A, B, D, the click/postback/pixel functions) to the
+  --pin, --no-pin         pin the servers under test (A, B, D, the click function's server and the hit server) to the
                           last core and this process and the emulators to the others, with taskset (also --pin 1, --pin 0;
                           default: on with 2 or more usable cores)
   --pin-e2e               with --pin, keep this process and the emulators off the hit server's core in part 3 too (default:
@@ -307,6 +310,8 @@ async function main(flags: Flags): Promise<number> {
   let stack: BenchStack | undefined;
   let hits: HitServerProcess | undefined;
   let baselines: HitServerProcess | undefined;
+  let bareFramework: HitServerProcess | undefined;
+  let clickServer: HitServerProcess | undefined;
   let stateWorker: HitServerProcess | undefined;
   const servers: Server[] = [];
   let failed = false;
@@ -438,17 +443,22 @@ async function main(flags: Flags): Promise<number> {
     });
     const probeMessage = (b: Batching | 'grouped' | undefined): ProbeMessage => ({ topic: probeTopicName, batching: b, data: sampleEvent, attributes: { type: 'click', orgId, eventId: 'probe' } });
 
-    // The servers under test, in a process of their own (as production runs the hit functions: apart from
-    // the workers), on the last core when pinned: A a bare node:http 302, B a bare Functions Framework
-    // function that only redirects, D the same plus one awaited publish, and the click, postback and pixel functions.
-    // The baselines in a process of their own beside it (one is idle while the other is measured), as every
-    // function has instances of its own: a server is not measured in a heap another one's load has shaped.
-    progress(`Starting the hit server and the baselines' server${layout.serverCores ? ` on core ${formatCpuList(layout.serverCores)}` : ''}…`);
+    // The servers under test, in processes of their own (as production runs the hit functions: apart from
+    // the workers), on the last core when pinned: A a bare node:http 302 and D a bare Functions Framework
+    // function that awaits one publish, in one; B the bare Functions Framework redirect alone in another; the
+    // click function alone in a third; and the click, postback and pixel functions behind the gateway. Every
+    // function has instances of its own: a server is not measured in a heap that another one's modules or load
+    // have shaped (idle ones beside it cost nothing).
+    progress(`Starting the servers under test${layout.serverCores ? ` on core ${formatCpuList(layout.serverCores)}` : ''}…`);
     hits = await startHitServer({ cores: layout.serverCores, signal });
     baselines = await startHitServer({ cores: layout.serverCores, signal, name: 'baselines server' });
+    bareFramework = await startHitServer({ cores: layout.serverCores, signal, name: 'bare Functions Framework server' });
+    clickServer = await startHitServer({ cores: layout.serverCores, signal, name: 'click function server' });
     const urls = {
-      ...(await baselines.call('serve', { bareRedirect: shopUrl, ffRedirect: shopUrl, publishRedirect: { to: shopUrl, message: probeMessage(batching) } }, signal)),
-      ...(await hits.call('serve', { hitFunctions: true, clickFunction: true }, signal)),
+      ...(await baselines.call('serve', { bareRedirect: shopUrl, publishRedirect: { to: shopUrl, message: probeMessage(batching) } }, signal)),
+      ...(await bareFramework.call('serve', { ffRedirect: shopUrl }, signal)),
+      ...(await clickServer.call('serve', { clickFunction: true }, signal)),
+      ...(await hits.call('serve', { hitFunctions: true }, signal)),
     };
     const hitUrl = urls.hitFunctions!;
     // The state worker and its relay, in a process of their own (see workersFresh) on the rest cores, where
@@ -460,13 +470,15 @@ async function main(flags: Flags): Promise<number> {
     restPids.push(stateWorker.pid); // follows this process when part 3 lets it use every core
     const processes = [
       { label: 'hit server (click/postback/pixel functions)', pids: [hits.pid] },
-      { label: 'baselines server (A, B, D)', pids: [baselines.pid] },
+      { label: 'click function server (C\', C)', pids: [clickServer.pid] },
+      { label: 'bare Functions Framework server (B)', pids: [bareFramework.pid] },
+      { label: 'baselines server (A, D)', pids: [baselines.pid] },
       { label: 'bench process (driver, load-generator threads, stack: API, analytics worker and its relay)', pids: [process.pid] },
       { label: 'state worker (state writer function and its relay)', pids: [stateWorker.pid] },
       ...emulators.map((e) => ({ label: `${e.name === 'pubsub' ? 'Pub/Sub' : 'Firestore'} emulator (java)`, pids: e.java })),
     ];
     // CPU used by each side while a scenario is measured: which one was the limit.
-    const cpuGroups = { server: [hits.pid, baselines.pid], bench: [process.pid], [stateWorkerGroup]: [stateWorker.pid], emulators: emulators.flatMap((e) => e.java) };
+    const cpuGroups = { server: [hits.pid, clickServer.pid, bareFramework.pid, baselines.pid], bench: [process.pid], [stateWorkerGroup]: [stateWorker.pid], emulators: emulators.flatMap((e) => e.java) };
     // From here on the state worker runs only there: the stack's relays (both in this process) are replaced.
     // Off first, with its pause: a streaming pull ends only when it finds its subscription gone, and one that
     // reconnects while the subscription is deleted and at once recreated finds the new one and keeps going
@@ -1169,6 +1181,8 @@ async function main(flags: Flags): Promise<number> {
     // Before the stack: the hit server and the state worker hold clients of the emulators.
     await hits?.close().catch(() => undefined);
     await baselines?.close().catch(() => undefined);
+    await bareFramework?.close().catch(() => undefined);
+    await clickServer?.close().catch(() => undefined);
     await stateWorker?.close().catch(() => undefined);
     for (const s of servers) await closeServer(s).catch(() => undefined);
     await stopBenchStackAndReport(stack, { failed, signal, started, log: progress });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { groupCommit, groupCommitCallbacks } from '../shared/group-commit';
+import { groupedWrites } from '../functions/services/grouped-writes';
 
 /** The workers' group commit: items that arrive together are written together, each caller gets its own answer. */
 function recorder(opts: { maxItems: number; maxConcurrent: number }, fail: (n: number) => boolean = () => false) {
@@ -136,5 +137,79 @@ describe('group commit with a deadline', () => {
     assert.deepEqual(await behind, { status: 'fulfilled', value: 2 });
     finishers[0]!([{ status: 'fulfilled', value: 1 }]); // late: nobody hears it, nothing breaks
     assert.deepEqual(await settle(3), { status: 'fulfilled', value: 3 });
+  });
+});
+
+describe('grouped writes (the workers\' Firestore groups)', () => {
+  /** A store stand-in that answers as Firestore's commit does: per group, or with a gRPC code. */
+  function writes(groupAnswers: ((items: string[]) => string[] | { code?: number })[]) {
+    const groups: string[][] = [];
+    const alone: string[] = [];
+    let call = 0;
+    const write = groupedWrites<string, string>(
+      async (items) => {
+        groups.push(items);
+        const answer = (groupAnswers[call++] ?? ((xs: string[]) => xs.map((x) => `group:${x}`)))(items);
+        if (!Array.isArray(answer)) throw Object.assign(new Error(`code ${answer.code}`), answer);
+        return answer.map((value) => ({ status: 'fulfilled', value }));
+      },
+      async (item) => {
+        alone.push(item);
+        if (item === 'poison') throw new Error('poison refused');
+        return `alone:${item}`;
+      },
+      { maxItems: 100, maxConcurrent: 1, keyOf: (item) => item },
+    );
+    return { write, groups, alone };
+  }
+  const settle = (ps: Promise<string>[]) => Promise.allSettled(ps).then((rs) => rs.map((r) => (r.status === 'fulfilled' ? r.value : `failed: ${(r.reason as Error).message}`)));
+
+  it('reads and tries a conflicting group once more before writing its items one by one', async () => {
+    const once = writes([() => ({ code: 10 })]);
+    assert.deepEqual(await settle(['a', 'b'].map(once.write)), ['group:a', 'group:b']);
+    assert.deepEqual([once.groups, once.alone], [[['a', 'b'], ['a', 'b']], []]);
+    const twice = writes([() => ({ code: 6 }), () => ({ code: 9 })]);
+    assert.deepEqual(await settle(['a', 'b'].map(twice.write)), ['alone:a', 'alone:b']);
+  });
+
+  it('splits a group refused for a lasting reason, so a poison item fails only its own write', async () => {
+    const w = writes([() => ({ code: 3 })]);
+    assert.deepEqual(await settle(['a', 'poison', 'b'].map(w.write)), ['alone:a', 'failed: poison refused', 'alone:b']);
+    assert.deepEqual(w.groups, [['a', 'poison', 'b']]);
+  });
+
+  it('fails a group as it is on a transient error, for Pub/Sub to redeliver, without splitting it', async () => {
+    const w = writes([() => ({ code: 14 })]);
+    assert.deepEqual(await settle(['a', 'b'].map(w.write)), ['failed: code 14', 'failed: code 14']);
+    assert.deepEqual(w.alone, []);
+  });
+
+  it('gives a repeat of an item still being written the first one\'s outcome instead of writing it again', async () => {
+    const groups: string[][] = [];
+    const gates: (() => void)[] = [];
+    const open = () => gates.shift()!(); // the oldest group in flight finishes
+    const write = groupedWrites<string, string>(
+      async (items) => {
+        const n = groups.push(items);
+        await new Promise<void>((r) => gates.push(r));
+        return items.map((x) => ({ status: 'fulfilled', value: `written ${x} in group ${n}` }));
+      },
+      async () => 'never alone',
+      { maxItems: 100, maxConcurrent: 2, keyOf: (item) => item },
+    );
+    const first = write('a');
+    await tick(); // the first group is in flight, held open
+    const repeat = write('a');
+    const other = write('b');
+    await tick();
+    assert.deepEqual(groups, [['a'], ['b']], 'the repeat joined no group of its own');
+    open();
+    await first;
+    open();
+    assert.deepEqual(await Promise.all([first, repeat, other]), ['written a in group 1', 'written a in group 1', 'written b in group 2']);
+    const later = write('a');
+    await tick();
+    open();
+    assert.equal(await later, 'written a in group 3', 'once settled, a later delivery is written (and found) again');
   });
 });

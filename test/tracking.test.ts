@@ -319,6 +319,71 @@ describe('workers', () => {
     assert.ok(docs.slice(0, 12).every((d) => d.campaignId === campaignId && d.affiliateId === affiliateId && d.linkId === linkId && d.payout === 300));
   });
 
+  it('book postbacks handed over together in one commit, each on its own terms, and a second time change nothing', async () => {
+    const { applyPostback } = await import('../functions/services/ingest-state');
+    const { firestore } = await import('../functions/adapters/firestore');
+    const { mintClickId } = await import('../shared/domain/click-id');
+    const { deterministicId } = await import('../shared/ids');
+    const { secrets } = await import('../functions/adapters/local-secrets');
+    // Organisations of their own: the plan's campaign limit, and counters nobody else moves.
+    const mine = await newOrg(s, 'group-owner@example.com');
+    const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${mine.orgId}${path}`, { auth: mine.token, body });
+    const mineApi = (path: string) => s.call('GET', `/v1/orgs/${mine.orgId}${path}`, { auth: mine.token });
+    const campaignId = (await post('/campaigns', campaignBody({ name: 'Group', payout: { type: 'cpa', amount: 300 } }))).body.id as string;
+    const affiliateId = (await post('/affiliates', { name: 'Group aff', email: 'group@example.com' })).body.id as string;
+    const linkId = (await post('/links', { campaignId, affiliateId })).body.id as string;
+    const other = await newOrg(s, 'group-rival@example.com');
+    const otherPost = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${other.orgId}${path}`, { auth: other.token, body });
+    const oc = (await otherPost('/campaigns', campaignBody({ payout: { type: 'cpa', amount: 700 } }))).body.id as string;
+    const oa = (await otherPost('/affiliates', { name: 'R', email: 'r2@example.com' })).body.id as string;
+    const ol = (await otherPost('/links', { campaignId: oc, affiliateId: oa })).body.id as string;
+
+    const key = secrets().clickSigningKey;
+    const t0 = Date.now() - 600_000;
+    const postback = (orgId: string, txnId: string, clickId: string) => ({
+      type: 'postback' as const, eventId: deterministicId('cnv', orgId, 'txn', txnId), orgId, clickId, txnId, event: 'conversion',
+      amount: 2000, currency: null, occurredAt: new Date().toISOString(), via: 'postback' as const,
+    });
+    const sales = [0, 1, 2, 3, 4].map((i) => postback(mine.orgId, `group-sale-${i}`, mintClickId(key, linkId, t0 + i * 1000)));
+    const group = [
+      ...sales,
+      sales[0]!, // the same postback twice in one group
+      postback(other.orgId, 'group-other-sale', mintClickId(key, ol, t0)), // another organisation's own sale
+      postback(mine.orgId, 'group-forged', `${linkId}.${t0}.xx.forged`),
+      postback(mine.orgId, 'group-unknown', mintClickId(key, 'nolinkhere02', t0)),
+      postback(mine.orgId, 'group-foreign', mintClickId(key, ol, t0)),
+      { ...postback(mine.orgId, 'group-unpreparable', mintClickId(key, linkId, t0)), eventId: 'not/a-document-id' },
+    ];
+    // Handed over in one turn of the event loop, as concurrent deliveries are: one group.
+    const first = await Promise.allSettled(group.map((e) => applyPostback(e)));
+    const outcome = (r: PromiseSettledResult<Awaited<ReturnType<typeof applyPostback>>>) =>
+      r.status === 'rejected' ? 'failed' : [r.value.status, r.value.reasons.join(','), r.value.payout, r.value.campaignId];
+    const expected = [
+      ...sales.map(() => ['pending', '', 300, campaignId]),
+      ['pending', '', 300, campaignId],
+      ['pending', '', 700, oc],
+      ['rejected', 'invalid_click_id', 0, null],
+      ['rejected', 'unknown_click', 0, null],
+      ['rejected', 'foreign_click', 0, null],
+      'failed', // only the postback that could not be prepared fails, and only its own delivery
+    ];
+    assert.deepEqual(first.map(outcome), expected);
+
+    const refs = group.slice(0, -1).map((e) => firestore().doc(`orgs/${e.orgId}/conversions/${e.eventId}`));
+    const snaps = await firestore().getAll(...refs);
+    assert.ok(snaps.every((d) => d.exists));
+    assert.equal(new Set(snaps.map((d) => d.createTime!.toDate().toISOString() + d.createTime!.nanoseconds)).size, 1, 'one commit booked them all');
+
+    const again = await Promise.allSettled(group.map((e) => applyPostback(e)));
+    assert.deepEqual(again.map(outcome), expected);
+    const stats = (await mineApi(`/stats?from=${today()}&to=${today()}&campaignId=${campaignId}`)).body.totals;
+    assert.deepEqual({ conversions: stats.conversions, payout: stats.payout }, { conversions: 5, payout: { USD: 1500 } });
+    const ledger = (await mineApi(`/affiliates/${affiliateId}/ledger?limit=200`)).body.items as { conversionId: string }[];
+    assert.deepEqual(ledger.map((l) => l.conversionId).sort(), sales.map((e) => e.eventId).sort());
+    const otherStats = (await s.call('GET', `/v1/orgs/${other.orgId}/stats?from=${today()}&to=${today()}`, { auth: other.token })).body.totals;
+    assert.deepEqual({ conversions: otherStats.conversions, payout: otherStats.payout }, { conversions: 1, payout: { USD: 700 } });
+  });
+
   it('sends a poison message to the dead-letter topic after 5 failed deliveries', async () => {
     await emulatorRest('topics/tracking-events:publish', { messages: [{ data: Buffer.from('not a tracking event').toString('base64'), attributes: { test: 'poison' } }] });
     const dead = await eventually(async () => {

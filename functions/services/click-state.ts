@@ -2,6 +2,7 @@ import { FieldValue, Timestamp, type DocumentReference, type DocumentSnapshot, t
 import type { ClickEvent } from '../../shared/domain/events';
 import { firestore } from '../adapters/firestore';
 import { counterRef } from './counters';
+import type { Settled } from '../../shared/group-commit';
 import { groupedWrites, isConflict } from './grouped-writes';
 import { OrgScope } from './tenancy';
 
@@ -15,8 +16,9 @@ import { OrgScope } from './tenancy';
  * counter is ever incremented twice) and moves each visitor's last click only if that document is still
  * the one that was read (an update precondition, or create when there was none). If anything in the group
  * changed between the read and the commit (a redelivery running elsewhere, the same visitor clicking on
- * another instance), the batch fails as a whole and each click is retried on its own, which then sees
- * what changed. Measured on the emulator: see scripts/bench/tracking.ts, part 3.
+ * another instance), the batch fails as a whole; it is read and tried once more, then each click on its
+ * own, which then sees what changed (grouped-writes.ts). Measured on the emulator: see
+ * scripts/bench/tracking.ts, part 3.
  */
 const hour = 3_600_000;
 const day = 86_400_000;
@@ -35,7 +37,11 @@ export interface ClickApplied {
   created: boolean;
 }
 
-const commitClicks = groupedWrites(writeOnce, applyAlone, { maxItems: maxClicksPerCommit, maxConcurrent: concurrentCommits });
+const commitClicks = groupedWrites(
+  async (events: ClickEvent[]) => (await writeOnce(events)).map((value): Settled<ClickApplied> => ({ status: 'fulfilled', value })),
+  applyAlone,
+  { maxItems: maxClicksPerCommit, maxConcurrent: concurrentCommits, keyOf: (e) => `${e.orgId}/${e.eventId}` },
+);
 
 /** Resolves once the click is in Firestore (or was already there: `created: false`). */
 export function applyClick(e: ClickEvent): Promise<ClickApplied> {

@@ -1,25 +1,77 @@
-import { groupCommit, type GroupCommitOptions } from '../../shared/group-commit';
+import { groupCommit, type GroupCommitOptions, type Settled } from '../../shared/group-commit';
 
 /**
- * The workers' writes in groups: the deliveries a worker has in hand at once are read in one call and
- * committed in one atomic batch (one round trip instead of one transaction each), and when a group's commit
- * fails because something in it changed meanwhile, each item is written on its own, the careful way, so
- * that it sees what changed. A group whose commit Firestore refuses as invalid is split the same way: one
- * bad item must fail only its own delivery (to end in the dead-letter topic), never its neighbours'.
+ * The workers' writes in groups: the deliveries a worker has in hand at once are read together and
+ * committed in one atomic batch (one round trip instead of one transaction each).
+ *
+ * - `writeGroup` answers per item: an item that cannot even be prepared (an id Firestore refuses, say) is
+ *   rejected on its own and left out of the batch.
+ * - A batch that fails on a conflict (something in it changed since it was read: a redelivery handled
+ *   elsewhere, the same visitor on another instance) is read and tried once more as a whole, and if it
+ *   conflicts again each item is written on its own, the careful way, a few at a time.
+ * - A batch refused for any other lasting reason is split the same way, so that one bad item fails only
+ *   its own delivery (to end in the dead-letter topic), never its neighbours'.
+ * - A transient failure (unavailable, deadline, overload) fails the group's deliveries as they are: Pub/Sub
+ *   redelivers them later, which is gentler on a struggling backend than splitting them into more requests.
+ * - The same item delivered twice while the first is still being written (Pub/Sub redelivers on a short
+ *   ack deadline) waits for the first one's outcome instead of racing it into a conflict.
  */
+export interface GroupedWritesOptions<T> extends GroupCommitOptions {
+  /** Items with the same key are the same write (e.g. the document path). */
+  keyOf(item: T): string;
+}
+
+/** Items written on their own at once, after a group failed: enough to overlap round trips, few enough not to contend. */
+const aloneConcurrency = 8;
+
 export function groupedWrites<T, R>(
-  writeGroup: (items: T[]) => Promise<R[]>,
+  writeGroup: (items: T[]) => Promise<Settled<R>[]>,
   writeAlone: (item: T) => Promise<R>,
-  opts: GroupCommitOptions,
+  opts: GroupedWritesOptions<T>,
 ): (item: T) => Promise<R> {
-  return groupCommit<T, R>(async (items) => {
+  const commit = groupCommit<T, R>(async (items) => {
     try {
-      return (await writeGroup(items)).map((value) => ({ status: 'fulfilled', value }));
+      return await writeGroup(items);
     } catch (err) {
-      if (!isConflict(err) && !(isInvalid(err) && items.length > 1)) throw err;
-      return Promise.allSettled(items.map((item) => writeAlone(item)));
+      if (isTransient(err)) throw err;
+      if (!isConflict(err) && items.length === 1) throw err; // nothing to split, nothing changed to see
+      if (isConflict(err) && items.length > 1) {
+        try {
+          return await writeGroup(items);
+        } catch (again) {
+          if (isTransient(again)) throw again;
+        }
+      }
+      return settleEach(items, writeAlone);
     }
   }, opts);
+
+  const inFlight = new Map<string, Promise<R>>();
+  return (item: T) => {
+    const key = opts.keyOf(item);
+    const running = inFlight.get(key);
+    if (running) return running;
+    const p = commit(item).finally(() => inFlight.delete(key));
+    inFlight.set(key, p);
+    return p;
+  };
+}
+
+async function settleEach<T, R>(items: T[], write: (item: T) => Promise<R>): Promise<Settled<R>[]> {
+  const results: Settled<R>[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      try {
+        results[i] = { status: 'fulfilled', value: await write(items[i]!) };
+      } catch (reason) {
+        results[i] = { status: 'rejected', reason };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(aloneConcurrency, items.length) }, worker));
+  return results;
 }
 
 /** ALREADY_EXISTS, FAILED_PRECONDITION, ABORTED, NOT_FOUND (a document removed by TTL meanwhile): read again. */
@@ -28,9 +80,10 @@ export function isConflict(err: unknown): boolean {
   return code === 6 || code === 9 || code === 10 || code === 5;
 }
 
-/** INVALID_ARGUMENT: the commit itself was refused (a document too large, say), whatever the timing. */
-function isInvalid(err: unknown): boolean {
-  return grpcCode(err) === 3;
+/** CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE: the same request may succeed later. */
+function isTransient(err: unknown): boolean {
+  const code = grpcCode(err);
+  return code === 1 || code === 4 || code === 8 || code === 13 || code === 14;
 }
 
 function grpcCode(err: unknown): unknown {

@@ -8,6 +8,7 @@ import { firestore } from '../adapters/firestore';
 import { secrets } from '../adapters/local-secrets';
 import { ledgerEntryId } from './conversion-lifecycle';
 import { counterRef } from './counters';
+import type { Settled } from '../../shared/group-commit';
 import { groupedWrites } from './grouped-writes';
 import { OrgScope } from './tenancy';
 
@@ -19,8 +20,8 @@ import { OrgScope } from './tenancy';
  * for the whole group (the conversions and the links their click ids name; then the campaigns, affiliates
  * and clicks those point to) and one atomic batch that creates every conversion and commission (create
  * fails if one already exists, and the whole batch with it, so no counter is ever incremented twice). When
- * that batch fails on a conflict, each postback is booked on its own in a transaction that first checks
- * whether its conversion exists. The group's reads are not transactional: a campaign edited between them
+ * that batch fails on a conflict it is read and tried once more, then each postback is booked on its own in a
+ * transaction that first checks whether its conversion exists (grouped-writes.ts). The group's reads are not transactional: a campaign edited between them
  * and the commit is seen as it was a few milliseconds earlier, as if the postback had come first.
  */
 const day = 86_400_000;
@@ -126,7 +127,11 @@ function book(scope: OrgScope, e: PostbackEvent, a: Attribution): Booking {
   return booking;
 }
 
-const commitConversions = groupedWrites(bookGroup, bookAlone, { maxItems: maxConversionsPerCommit, maxConcurrent: concurrentCommits });
+const commitConversions = groupedWrites(bookGroup, bookAlone, {
+  maxItems: maxConversionsPerCommit,
+  maxConcurrent: concurrentCommits,
+  keyOf: (e: PostbackEvent) => `${e.orgId}/${e.eventId}`,
+});
 
 /**
  * Attributes a postback and books the conversion with its commission as pending. Returns the conversion
@@ -141,7 +146,7 @@ export async function applyPostback(e: PostbackEvent): Promise<ConversionEvent> 
   };
 }
 
-/** One postback in a transaction of its own: the careful path, for a group that met a conflict. */
+/** One postback in a transaction of its own: the careful path, for a group that could not be committed whole. */
 async function bookAlone(e: PostbackEvent): Promise<ConversionDoc> {
   const scope = OrgScope.system(e.orgId, 'state-writer');
   return firestore().runTransaction(async (tx) => {
@@ -159,44 +164,62 @@ async function bookAlone(e: PostbackEvent): Promise<ConversionDoc> {
   });
 }
 
-/** Two reads and one atomic commit for the whole group; throws (and writes nothing) on any conflict. */
-async function bookGroup(events: PostbackEvent[]): Promise<ConversionDoc[]> {
+/**
+ * Two reads and one atomic commit for the whole group; throws (and writes nothing) on any conflict. An item
+ * that cannot be prepared (an id Firestore refuses, a campaign whose payout rule does not price) is rejected
+ * on its own and left out of the batch.
+ */
+async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc>[]> {
   const db = firestore();
+  const results: (Settled<ConversionDoc> | undefined)[] = new Array(events.length);
+  const attempt = <V>(i: number, f: () => V): V | undefined => {
+    try {
+      return f();
+    } catch (reason) {
+      results[i] = { status: 'rejected', reason };
+      return undefined;
+    }
+  };
   const scopes = new Map<string, OrgScope>();
   const scopeOf = (orgId: string) => scopes.get(orgId) ?? scopes.set(orgId, OrgScope.system(orgId, 'state-writer')).get(orgId)!;
-  const links = events.map(linkOf);
-  const firstRead = await readAll(db, events.map((e, i) => [scopeOf(e.orgId).collection('conversions').doc(e.eventId), links[i]?.ref]));
-  const conversions = events.map((_, i) => firstRead.get(i, 0)!);
-  const linkSnaps = events.map((_, i) => firstRead.get(i, 1));
-  const detailed = events.map((e, i) => (conversions[i]!.exists ? undefined : detailRefs(scopeOf(e.orgId), e, linkSnaps[i])));
+  const plans = events.map((e, i) => attempt(i, () => ({ conversion: scopeOf(e.orgId).collection('conversions').doc(e.eventId), link: linkOf(e) })));
+  const firstRead = await readAll(db, plans.map((p) => (p ? [p.conversion, p.link?.ref] : [])));
+  const detailed = events.map((e, i) => {
+    const existing = firstRead.get(i, 0);
+    return existing && !existing.exists ? attempt(i, () => detailRefs(scopeOf(e.orgId), e, firstRead.get(i, 1))) : undefined;
+  });
   const secondRead = await readAll(db, detailed.map((refs) => refs ?? []));
 
+  // No two items of a group are the same postback: groupedWrites hands a repeat delivery the first one's outcome.
   const batch = db.batch();
   const booked = new Map<string, ConversionDoc>();
-  const counters = new Map<string, { base: Record<string, string>; parts: NonNullable<Booking['counter']>[]; ref: DocumentReference }>();
-  const results = events.map((e, i) => {
-    const existing = conversions[i]!;
-    if (existing.exists) return existing.data()!;
-    // The same postback delivered twice within the group: booked once, both deliveries answered with it.
-    const already = booked.get(existing.ref.path);
-    if (already) return already;
+  const counters = new Map<string, { ref: DocumentReference; base: Record<string, string>; parts: NonNullable<Booking['counter']>[] }>();
+  events.forEach((e, i) => {
+    if (results[i]) return; // could not be prepared
+    const existing = firstRead.get(i, 0)!;
+    if (existing.exists) {
+      results[i] = { status: 'fulfilled', value: existing.data()! };
+      return;
+    }
     const scope = scopeOf(e.orgId);
-    const details = detailed[i] && detailed[i].map((_, j) => secondRead.get(i, j)!);
-    const b = book(scope, e, attribute(scope, e, links[i]?.parts, linkSnaps[i], details));
+    const b = attempt(i, () => book(scope, e, attribute(scope, e, plans[i]!.link?.parts, firstRead.get(i, 1), detailed[i]?.map((_, j) => secondRead.get(i, j)!))));
+    if (!b) return;
     batch.create(b.ref, b.conversion);
     if (b.commission) batch.create(b.commission.ref, b.commission.data);
     if (b.counter) {
-      const c = counters.get(b.counter.ref.path) ?? counters.set(b.counter.ref.path, { ref: b.counter.ref, base: b.counter.base, parts: [] }).get(b.counter.ref.path)!;
+      const path = b.counter.ref.path;
+      const c = counters.get(path) ?? counters.set(path, { ref: b.counter.ref, base: b.counter.base, parts: [] }).get(path)!;
       c.parts.push(b.counter);
     }
     booked.set(b.ref.path, b.conversion);
-    return b.conversion;
+    results[i] = { status: 'fulfilled', value: b.conversion };
   });
-  if (!booked.size) return results;
-  // One write per counter document: a batch may not write the same document twice.
-  for (const c of counters.values()) batch.set(c.ref, counterFields(c.base, c.parts), { merge: true });
-  await batch.commit();
-  return results;
+  if (booked.size) {
+    // One write per counter document, however many of the group's conversions it counts.
+    for (const c of counters.values()) batch.set(c.ref, counterFields(c.base, c.parts), { merge: true });
+    await batch.commit();
+  }
+  return results.map((r) => r!);
 }
 
 /** The increments a counter document takes for the conversions booked on it. */

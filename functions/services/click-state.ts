@@ -100,7 +100,8 @@ async function writeOnce(events: ClickEvent[]): Promise<ClickApplied[]> {
   const batch = db.batch();
   const counters = new Map<string, CounterDelta>();
   const results = new Map<ClickEvent, ClickApplied>();
-  // In click order, so that within the group the earlier of two clicks by one visitor is the unique one.
+  // In click order, so that within the group the earlier of two clicks by one visitor is the unique one. (No
+  // two events of a group are the same click: groupedWrites hands a repeat delivery the first one's outcome.)
   const ordered = events.map((e, i) => ({ e, i, t: Date.parse(e.occurredAt) })).sort((a, b) => a.t - b.t || a.i - b.i);
   for (const { e, t } of ordered) {
     const clickRef = clickRefOf(e);
@@ -108,7 +109,6 @@ async function writeOnce(events: ClickEvent[]): Promise<ClickApplied[]> {
       results.set(e, { created: false });
       continue;
     }
-    existing.add(clickRef.path); // a redelivery inside the same group is a duplicate too
     const visitor = e.isBot ? undefined : visitors.get(visitorKeyOf(e));
     const last = visitor?.last;
     // Repeat clicks by the same visitor on the same link within an hour are recorded but not unique.

@@ -395,6 +395,33 @@ describe('workers', () => {
   });
 });
 
+describe('the hot path\'s publisher', () => {
+  // The click function waits for its publish; the grouped publisher sends each group with the client's
+  // flush() rather than waiting out the client's batching window. Were flush() ever to stop sending (the
+  // client is pinned; see functions/adapters/pubsub.ts), these publishes would wait for a window of ten
+  // minutes and fail on the publisher's own 5 s deadline (checked: without the flush, this test fails so).
+  it('gets a lone message and a burst acknowledged without waiting for the client\'s batching window', { timeout: 30_000 }, async () => {
+    const { pubsub, groupedPublisher } = await import('../functions/adapters/pubsub');
+    const [topic] = await pubsub().createTopic(`publisher-test-${Date.now()}`);
+    const [subscription] = await topic.createSubscription(`${topic.name.split('/').pop()}-pull`);
+    const publish = groupedPublisher(topic);
+    topic.setPublishOptions({ batching: { maxMessages: 1000, maxMilliseconds: 600_000 } });
+    const send = (n: number) => new Promise<string>((resolve, reject) =>
+      publish({ data: Buffer.from(`message ${n}`), attributes: { n: String(n) } }, (r) => (r.status === 'fulfilled' ? resolve(r.value) : reject(r.reason as Error))));
+    const lone = await send(0);
+    const burst = await Promise.all(Array.from({ length: 30 }, (_, i) => send(i + 1)));
+    assert.equal(new Set([lone, ...burst]).size, 31, 'every message got an id of its own');
+    const got = new Set<string>();
+    for (let i = 0; i < 20 && got.size < 31; i++) {
+      const r = await emulatorRest(`subscriptions/${subscription.name.split('/').pop()}:pull`, { maxMessages: 100, returnImmediately: true });
+      for (const m of r.receivedMessages ?? []) got.add(Buffer.from(m.message.data, 'base64').toString());
+    }
+    assert.deepEqual([...got].sort(), Array.from({ length: 31 }, (_, i) => `message ${i}`).sort());
+    await subscription.delete();
+    await topic.delete();
+  });
+});
+
 // Last in this file: it deletes the tracking topic of this file's project.
 describe('click function when Pub/Sub refuses the click', () => {
   it('answers 503 and does not send the visitor on untracked', async () => {

@@ -192,7 +192,7 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
 
   // No two items of a group are the same postback: groupedWrites hands a repeat delivery the first one's outcome.
   const batch = db.batch();
-  const booked = new Map<string, ConversionDoc>();
+  let booked = 0;
   const counters = new Map<string, { ref: DocumentReference; base: Record<string, string>; parts: NonNullable<Booking['counter']>[] }>();
   events.forEach((e, i) => {
     if (results[i]) return; // could not be prepared
@@ -211,10 +211,10 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
       const c = counters.get(path) ?? counters.set(path, { ref: b.counter.ref, base: b.counter.base, parts: [] }).get(path)!;
       c.parts.push(b.counter);
     }
-    booked.set(b.ref.path, b.conversion);
+    booked++;
     results[i] = { status: 'fulfilled', value: b.conversion };
   });
-  if (booked.size) {
+  if (booked) {
     // One write per counter document, however many of the group's conversions it counts.
     for (const c of counters.values()) batch.set(c.ref, counterFields(c.base, c.parts), { merge: true });
     await batch.commit();

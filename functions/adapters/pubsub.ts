@@ -25,13 +25,13 @@ const backstopMilliseconds = 50;
 /**
  * A publisher for the hot path, where every hit waits for its publish to be acknowledged. Each publish
  * request costs the client far more CPU than each message in it (~0.3 ms of CPU per request, estimated
- * from the tracking benchmark's runs with 1 ms and 5 ms timer windows), so batching decides how many clicks a vCPU serves; but the client's batching is a
- * timer, which makes every lone click wait out the window (the default 10 ms), and a short window gives
- * small batches under load. So messages are grouped the way the workers group their writes: a message
- * goes out on the next turn of the event loop when fewer than two publish requests are in flight, and the messages that arrive
- * while both are go together in the next request. A lone click pays one round trip; under load the
- * batches grow with the round trip and the rate, and the CPU per click falls. The client's own window is
- * only a backstop.
+ * from the tracking benchmark's runs with 1 ms and 5 ms timer windows), so batching decides how many clicks
+ * a vCPU serves; but the client's batching is a timer, which makes every lone click wait out the window
+ * (the default 10 ms), and a short window gives small batches under load. So messages are grouped the way
+ * the workers group their writes: a message goes out on the next turn of the event loop when fewer than
+ * two publish requests are in flight, and the messages that arrive while both are go together in the next
+ * request. A lone click pays one round trip; under load the batches grow with the round trip and the rate,
+ * and the CPU per click falls. The client's own window is only a backstop.
  */
 export function groupedPublisher(t: Topic): Publish {
   t.setPublishOptions({ batching: { maxMessages: 1000, maxMilliseconds: backstopMilliseconds } });

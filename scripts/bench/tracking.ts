@@ -9,7 +9,7 @@
  * baselines' server (A and D) and the hit server (the click, postback and pixel functions behind the local
  * gateway, for parts 2 and 3), all on the same core, the others idle while one is measured. (In one shared
  * process, B was measured in a heap the publisher's client libraries had grown, and its p99 was 19-22 ms
- * against 17-18 ms alone.) The state worker and its relay run in another child of the same kind (the state worker
+ * against 15-18 ms alone.) The state worker and its relay run in another child of the same kind (the state worker
  * process: it has instances of its own in production, and here it would share the bench process's one
  * JavaScript thread); this process keeps the bench driver, the load generators (worker threads) and the rest
  * of the stack: the API that part 3 polls, and the analytics worker with its relay (DuckDB admits one writing
@@ -34,7 +34,7 @@
  *      followed until it is visible through the API (click document, its own report row, conversion
  *      document), and the delivered totals are sampled over time. Baseline: the same measurement for a
  *      trickle of events on a quiet stack. With --rates (e.g. 100,200,300,500) the open loop runs at each
- *      rate in turn, each on a campaign and link of its own and with the workers' backlog dropped in between,
+ *      rate in turn, each on a campaign and link of its own, the workers finishing the rate before first,
  *      and one table sums them up (achieved rate, delivery rate while sending, p50/p99 of the three paths,
  *      the CPU of each side), naming the highest rate that met p99 < 2 s on all three paths: the knee. The
  *      detailed output is printed for the --rate run (or the highest rate when --rate is not among them).
@@ -84,12 +84,12 @@ const usage = `usage: npx tsx scripts/bench/tracking.ts [options]
   --postback-duration S   postback load: measured seconds (default 8)
   --rate N                end to end: events per second sent, open loop (default 500)
   --rates N,N,…           end to end: a sweep, the open loop at each rate in turn (e.g. 100,200,300,500), each for --e2e-seconds
-                          on a campaign of its own, the workers' backlog dropped in between; one summary row per rate and the
+                          on a campaign of its own, the workers finishing the rate before first; one summary row per rate and the
                           knee (the highest rate with p99 < 2 s on all three paths); the detailed output is for --rate, or the
                           highest rate when --rate is not in the list (default: just --rate)
   --e2e-seconds S         end to end: seconds of sending (default 30; per rate)
   --e2e-warmup S          end to end: seconds of unmeasured load at the highest rate before the first one, on a campaign of its
-                          own, its backlog then dropped: the emulators' JVMs compile their hot paths under load, and a sweep
+                          own, which the workers finish before the first: the emulators' JVMs compile their hot paths under load, and a sweep
                           that started on cold emulators measured its first rate 10-30x slower (default 10; 0 to skip)
   --clicks-per-postback N end to end: one postback after every N clicks (default 10; 0 for clicks only)
   --sample-clicks N       end to end: follow every Nth click to Firestore and the report (default 20)
@@ -509,7 +509,7 @@ async function main(flags: Flags): Promise<number> {
       `               --rate ${flags.rate}${flags.rates.length > 1 || flags.rates[0] !== flags.rate ? ` --rates ${flags.rates.join(',')}` : ''} --e2e-seconds ${flags['e2e-seconds']} --e2e-warmup ${flags['e2e-warmup']} --clicks-per-postback ${flags['clicks-per-postback']} --sample-clicks ${flags['sample-clicks']} --sample-postbacks ${flags['sample-postbacks']}`,
       `               --poll-ms ${flags['poll-ms']} --poll-budget ${flags['poll-budget'] || `${Math.max(20, Math.round(flags.rate / 10))} (10% of rate)`} --settle ${flags.settle} --drain ${flags.drain} --drain-timeout ${flags['drain-timeout']} --drain-in-flight ${flags['drain-in-flight']} ${flags.pin ? '--pin' : '--no-pin'}${flags['pin-e2e'] ? ' --pin-e2e' : ''}${boolFlags.filter((b) => flags[b]).map((b) => ` --${b}`).join('')}`,
       `click function publisher (functions/adapters/pubsub.ts): ${describeBatching(batching)}; LINK_CACHE_TTL_SECONDS ${process.env.LINK_CACHE_TTL_SECONDS ?? '10 (default)'}`,
-      `node flags of the hit server and the state worker: ${[...oneVcpuNodeOptions, ...(process.env.ABP_BENCH_HIT_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)].join(' ')} (shared/runtime-flags.ts: what infra/ sets as NODE_OPTIONS on one-vCPU functions)`,
+      `node flags of the servers under test (the state worker: the first ones only): ${[...oneVcpuNodeOptions, ...(process.env.ABP_BENCH_HIT_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)].join(' ')} (shared/runtime-flags.ts: what infra/ sets as NODE_OPTIONS on one-vCPU functions)`,
     ];
     out.push(
       '',
@@ -712,7 +712,7 @@ async function main(flags: Flags): Promise<number> {
       idle = await openLoop({ ...common(links.e2e, campaigns.e2e), pollBudget: 50, rate: 4, seconds: 3, clicksPerPostback: 2, sampleClicks: 1, samplePostbacks: 1, tag: 'idle', ipStart: 70_000 }, signal);
       if (flags['e2e-warmup'] > 0) {
         const warmRate = Math.max(...flags.rates);
-        progress(`  end to end, warm-up: ${warmRate} events/s for ${flags['e2e-warmup']} s, not measured, then its backlog dropped…`);
+        progress(`  end to end, warm-up: ${warmRate} events/s for ${flags['e2e-warmup']} s, not measured…`);
         const warmCampaign = await campaign('Bench end to end warm-up');
         const warm = await openLoop(
           { ...common(await link(warmCampaign), warmCampaign), settleSeconds: 0, pollBudget: 1, rate: warmRate, seconds: flags['e2e-warmup'], clicksPerPostback: flags['clicks-per-postback'], sampleClicks: 1e9, samplePostbacks: 1e9, tag: 'warm', ipStart: 60_000 },
@@ -721,8 +721,7 @@ async function main(flags: Flags): Promise<number> {
         await drainedOrDropped(warmCampaign, warm);
       }
       for (const [i, r] of flags.rates.entries()) {
-        // Each rate on a campaign and link of its own, so that what the workers still finish of the rate before
-        // is not counted; and the backlog of the rate before is dropped, as between parts.
+        // Each rate on a campaign and link of its own, counted on its own; the workers finish the rate before first.
         if (i > 0) await drainedOrDropped(runs[i - 1]!.campaignId, runs[i - 1]!.load);
         const campaignId = await campaign(`Bench end to end ${r}/s #${i + 1}`);
         const linkId = await link(campaignId);
@@ -1048,7 +1047,7 @@ async function main(flags: Flags): Promise<number> {
       out.push(
         '',
         `3a. End to end, rate sweep: the open loop of part 3 at ${flags.rates.join(', ')} events/s in turn, ${flags['e2e-seconds']} s each, up to ${flags.settle} s to settle;`,
-        '   each rate on a campaign and link of its own, the workers\' backlog dropped before the next. "sent/s" is the achieved send rate (events),',
+        '   each rate on a campaign and link of its own, the workers finishing the one before first. "sent/s" is the achieved send rate (events),',
         '   "clicks sent/s" its clicks (answered); "to Firestore/s" and "to report/s" the clicks delivered per second while sending (Firestore',
         '   counters, report totals), to compare with "clicks sent/s"; "in by the end" the share of answered clicks in Firestore / the report',
         '   when the run ended (after the settle time); delays in ms, p50 / p99, from sending to the first API answer that shows the event',

@@ -143,20 +143,18 @@ export function compileReport(query: ReportQuery, dialect: SqlDialect, table: st
   const p = (name: string) => param(dialect, name);
   const params: CompiledQuery['params'] = { orgId: q.orgId, fromDate: q.from, toDate: q.to, lookbackDate: addDays(q.from, -1) };
   const types: CompiledQuery['types'] = { orgId: 'STRING', fromDate: 'STRING', toDate: 'STRING', lookbackDate: 'STRING' };
-  const filters = (alias: string): string[] => {
-    const f: string[] = [];
-    if (q.affiliateIds) {
-      params.affiliateIds = q.affiliateIds;
-      types.affiliateIds = 'ARRAY<STRING>';
-      f.push(inList(dialect, `${alias}.affiliate_id`, 'affiliateIds'));
-    }
-    if (q.campaignId !== undefined) {
-      params.campaignId = q.campaignId;
-      types.campaignId = 'STRING';
-      f.push(`${alias}.campaign_id = ${p('campaignId')}`);
-    }
-    return f;
-  };
+  // Campaign and affiliate filters on the table's rows (aliased r), clicks and conversions alike.
+  const rowFilters: string[] = [];
+  if (q.affiliateIds) {
+    params.affiliateIds = q.affiliateIds;
+    types.affiliateIds = 'ARRAY<STRING>';
+    rowFilters.push(inList(dialect, 'r.affiliate_id', 'affiliateIds'));
+  }
+  if (q.campaignId !== undefined) {
+    params.campaignId = q.campaignId;
+    types.campaignId = 'STRING';
+    rowFilters.push(`r.campaign_id = ${p('campaignId')}`);
+  }
   const dims = q.groupBy.map((d) => ({ alias: `dim_${d}`, ...dimensionColumns[d] }));
   const dimValue = (alias: string, column: string) => (column === 'event_date' ? `CAST(${alias}.event_date AS STRING)` : `${alias}.${column}`);
   const attributed = dims.filter((d) => d.source === 'click');
@@ -169,8 +167,6 @@ export function compileReport(query: ReportQuery, dialect: SqlDialect, table: st
       ? `TIMESTAMP_SUB(s.occurred_at, INTERVAL ${uniqueClickWindowMinutes} MINUTE)`
       : `s.occurred_at - INTERVAL ${uniqueClickWindowMinutes} MINUTE`;
   const and = (conds: string[]) => conds.map((c) => `\n    AND ${c}`).join('');
-  const clickFilters = filters('r');
-  const conversionFilters = filters('r');
 
   const ctes = [
     // Reaches back a day so the first clicks of the range can see their predecessors.
@@ -178,7 +174,7 @@ export function compileReport(query: ReportQuery, dialect: SqlDialect, table: st
   SELECT ${clickColumns}
   FROM ${t} AS r
   WHERE r.org_id = ${p('orgId')} AND r.event_type = 'click'
-    AND r.event_date BETWEEN CAST(${p('lookbackDate')} AS DATE) AND CAST(${p('toDate')} AS DATE)${and(clickFilters)}
+    AND r.event_date BETWEEN CAST(${p('lookbackDate')} AS DATE) AND CAST(${p('toDate')} AS DATE)${and(rowFilters)}
   ${keepOnePerEvent(dialect)}
 )`,
     // Bots get partitions of their own: they are never a human's previous click.
@@ -191,7 +187,7 @@ export function compileReport(query: ReportQuery, dialect: SqlDialect, table: st
   FROM ${t} AS r
   WHERE r.org_id = ${p('orgId')} AND r.event_type = 'conversion'
     AND r.event_date BETWEEN CAST(${p('fromDate')} AS DATE) AND CAST(${p('toDate')} AS DATE)
-    AND COALESCE(r.status, '') <> 'rejected'${and(conversionFilters)}
+    AND COALESCE(r.status, '') <> 'rejected'${and(rowFilters)}
   ${keepOnePerEvent(dialect)}
 )`,
   ];

@@ -2,7 +2,7 @@
  * The tracking benchmark's closed-loop load (parts 1 and 2): autocannon on a worker thread, a new visitor per
  * request, and for postbacks a fresh txn_id and a valid click id per request; plus the tables it prints.
  */
-import { latencySummary } from './load';
+import { latencySummary, pooledLatencies, summedStatusCodes } from './load';
 import { ms, percent, rate, ratio, table } from './report';
 import { runWorker } from './worker';
 
@@ -148,15 +148,7 @@ export function poolRounds(rounds: ClosedLoopResult[]): ClosedLoopResult {
   if (rounds.length === 1) return first;
   const seconds = rounds.reduce((t, r) => t + r.seconds, 0);
   const ok = rounds.reduce((t, r) => t + r.ok, 0);
-  const sorted = new Float64Array(rounds.reduce((t, r) => t + r.sorted.length, 0));
-  let at = 0;
-  for (const r of rounds) {
-    sorted.set(r.sorted, at);
-    at += r.sorted.length;
-  }
-  sorted.sort();
-  const statusCodes: Record<string, number> = {};
-  for (const r of rounds) for (const [c, n] of Object.entries(r.statusCodes)) statusCodes[c] = (statusCodes[c] ?? 0) + n;
+  const sorted = pooledLatencies(rounds.map((r) => r.sorted));
   const groups = [...new Set(rounds.flatMap((r) => Object.keys(r.cpu ?? {})))];
   const cpu = groups.length ? Object.fromEntries(groups.map((g) => [g, rounds.reduce((t, r) => t + (r.cpu?.[g] ?? 0) * r.seconds, 0) / seconds])) : undefined;
   const limits = [...new Set(rounds.map((r) => r.limit).filter((l): l is string => l !== undefined))];
@@ -170,7 +162,7 @@ export function poolRounds(rounds: ClosedLoopResult[]): ClosedLoopResult {
     ...latencySummary(sorted),
     errors: rounds.reduce((t, r) => t + r.errors, 0),
     timeouts: rounds.reduce((t, r) => t + r.timeouts, 0),
-    statusCodes,
+    statusCodes: summedStatusCodes(rounds.map((r) => r.statusCodes)),
     cpu,
     limit: limits.length ? limits.join(' / ') : undefined,
     sorted,

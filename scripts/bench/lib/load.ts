@@ -143,23 +143,33 @@ function summarise(
   };
 }
 
+/** Every response time of several runs as one ascending array, so that percentiles are over all of them. */
+export function pooledLatencies(runs: readonly Float64Array[]): Float64Array {
+  const all = new Float64Array(runs.reduce((n, r) => n + r.length, 0));
+  let at = 0;
+  for (const r of runs) {
+    all.set(r, at);
+    at += r.length;
+  }
+  return all.sort();
+}
+
+/** Responses by status code, summed over several runs. */
+export function summedStatusCodes(runs: readonly Record<string, number>[]): Record<string, number> {
+  const sum: Record<string, number> = {};
+  for (const r of runs) for (const [code, n] of Object.entries(r)) sum[code] = (sum[code] ?? 0) + n;
+  return sum;
+}
+
 /** Pools several runs of the same scenario (e.g. repeated rounds): percentiles over all responses, rate over total time. */
 export function mergeResults(results: LoadResult[]): LoadResult {
   const first = results[0];
   if (!first) throw new Error('mergeResults needs at least one result');
-  const all = new Float64Array(results.reduce((n, r) => n + r.latenciesMs.length, 0));
-  let at = 0;
-  for (const r of results) {
-    all.set(r.latenciesMs, at);
-    at += r.latenciesMs.length;
-  }
-  const statusCodes: Record<string, number> = {};
-  for (const r of results) for (const [code, n] of Object.entries(r.statusCodes)) statusCodes[code] = (statusCodes[code] ?? 0) + n;
   const sum = (f: (r: LoadResult) => number) => results.reduce((n, r) => n + f(r), 0);
-  return summarise(first.url, first.connections, sum((r) => r.durationSeconds), all, {
+  return summarise(first.url, first.connections, sum((r) => r.durationSeconds), pooledLatencies(results.map((r) => r.latenciesMs)), {
     errors: sum((r) => r.errors),
     timeouts: sum((r) => r.timeouts),
     non2xx: sum((r) => r.non2xx),
-    statusCodes,
+    statusCodes: summedStatusCodes(results.map((r) => r.statusCodes)),
   });
 }

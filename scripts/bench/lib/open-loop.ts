@@ -118,9 +118,9 @@ async function reportLoop() {
 // first seen there was late by up to those 2 s more, which the delay then includes; counted in deepSeen).
 async function conversionLoop() {
   let newest = '';
+  let lastDeep = now();
   // Runs on while a request is unanswered too: the last postback's answer, and so its conversion id, can
   // come after every earlier one was seen (the idle baseline, 4 postbacks, lost its last one so).
-  let lastDeep = now();
   while (generating || inFlight > 0 || conversionPending.size) {
     await sleep(d.pollMs);
     if (now() > hardDeadline) break;

@@ -1,3 +1,5 @@
+import type { Domain } from 'node:domain';
+
 /**
  * Group commit: callers hand in one item each and get their own result, while the items that arrive
  * together are written together. A push worker handles many deliveries at once (Cloud Functions gen2 runs
@@ -69,6 +71,11 @@ export function groupCommitCallbacks<T, R>(
       // Not unref'd: it lives no longer than the commit's own I/O would, and is cleared when the group finishes.
       timer = setTimeout(() => finish(group.map(() => ({ status: 'rejected', reason: timedOut }))), opts.timeoutMs);
     }
+    // The group belongs to every caller in it, not to the request whose turn happened to send it: run it
+    // outside that request's domain (the Functions Framework's per-request error trap), which also spares each
+    // async resource the client creates for it the domain's bookkeeping.
+    const domain = (process as { domain?: Domain | null }).domain;
+    domain?.exit();
     try {
       commit(
         group.map((w) => w.item),
@@ -76,6 +83,8 @@ export function groupCommitCallbacks<T, R>(
       );
     } catch (err) {
       finish(group.map(() => ({ status: 'rejected', reason: err })));
+    } finally {
+      domain?.enter();
     }
   };
 

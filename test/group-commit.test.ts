@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { create as createDomain } from 'node:domain';
 import { describe, it } from 'node:test';
 import { groupCommit, groupCommitCallbacks } from '../shared/group-commit';
 import { groupedWrites } from '../functions/services/grouped-writes';
@@ -117,6 +118,27 @@ describe('group commit, callback form (the click path)', () => {
     assert.deepEqual(failed.map((r) => (r.status === 'rejected' ? (r.reason as Error).message : r.value)), ['cannot reach Pub/Sub', 'cannot reach Pub/Sub']);
     assert.deepEqual(await settle(5), { status: 'fulfilled', value: 5 });
     assert.equal(calls, 2);
+  });
+
+  it("sends a group outside the domain of the request whose turn sent it, and leaves that request in its domain", async () => {
+    // The Functions Framework runs each request in a domain that answers that request with a 500 on an error:
+    // a group serves many requests, so its I/O must not be bound to the first one's.
+    const domains: unknown[] = [];
+    const submit = groupCommitCallbacks<number, number>((items, finish) => {
+      domains.push((process as { domain?: unknown }).domain);
+      setImmediate(() => finish(items.map((n) => ({ status: 'fulfilled', value: n }))));
+    }, { maxItems: 10, maxConcurrent: 1 });
+    const request = createDomain();
+    const inRequest: unknown[] = [];
+    const settled = await new Promise<PromiseSettledResult<number>>((done) =>
+      request.run(() => {
+        submit(7, done);
+        setImmediate(() => inRequest.push((process as { domain?: unknown }).domain));
+      }),
+    );
+    assert.deepEqual(settled, { status: 'fulfilled', value: 7 });
+    assert.deepEqual(domains, [undefined]);
+    assert.deepEqual(inRequest, [request]);
   });
 });
 

@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'plan_limit'
   | 'method_not_allowed'
   | 'payload_too_large'
+  | 'unsupported_media_type'
   | 'internal';
 
 const statusByCode: Record<ErrorCode, number> = {
@@ -19,6 +20,7 @@ const statusByCode: Record<ErrorCode, number> = {
   plan_limit: 409,
   method_not_allowed: 405,
   payload_too_large: 413,
+  unsupported_media_type: 415,
   internal: 500,
 };
 

@@ -53,6 +53,13 @@ describe('organisations', () => {
     const notJson = await s.call('POST', '/v1/orgs', { auth: s.token('x@example.com'), rawBody: '{"name":', headers: { 'content-type': 'application/json' } });
     assert.equal(notJson.status, 400);
     assert.doesNotMatch(notJson.text, /at JSON\.parse|node_modules/, 'no stack trace');
+    assert.equal(notJson.body.error.code, 'bad_request');
+    assert.match(notJson.body.error.message, /^The request body is not valid JSON: /);
+    assert.deepEqual(notJson.body.error.details.map((d: { field: string }) => d.field), ['(body)']);
+    const encoded = await s.call('POST', '/v1/orgs', { auth: s.token('x@example.com'), rawBody: '{}', headers: { 'content-type': 'application/json', 'content-encoding': 'compress' } });
+    assert.equal(encoded.status, 415);
+    assert.equal(encoded.body.error.code, 'unsupported_media_type');
+    assert.match(encoded.body.error.message, /compress/);
   });
 
   it('patches name and fallback URL and records the change in the audit log', async () => {

@@ -172,6 +172,32 @@ describe('build (scripts/build.ts)', () => {
     assert.doesNotMatch(clickInputs, /functions\/api\/|adapters\/analytics|stripe/);
   });
 
+  it('a deployed HTTP bundle answers a body the framework cannot parse in our JSON error shape', () => {
+    // As the buildpack runs it: the bundle beside the framework it lists (resolved here through NODE_PATH), so
+    // this checks that the final handler lands on the Express copy the framework itself builds its app from.
+    const script = `
+      require(${JSON.stringify(join(bundleRoot, functionNames.postback, 'index.js'))});
+      const { getTestServer } = require('@google-cloud/functions-framework/testing');
+      const server = getTestServer(${JSON.stringify(functionNames.postback)});
+      server.listen(0, '127.0.0.1', async () => {
+        const r = await fetch('http://127.0.0.1:' + server.address().port + '/postback', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"click_id":' });
+        process.stdout.write(JSON.stringify({ status: r.status, type: r.headers.get('content-type'), body: await r.json() }));
+        server.close();
+      });`;
+    const run = spawnSync(process.execPath, ['-e', script], {
+      cwd: workDir,
+      env: { ...process.env, NODE_PATH: join(repoRoot, 'node_modules'), METADATA_SERVER_DETECTION: 'none', GOOGLE_CLOUD_PROJECT: 'abp-bundle-test' },
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    assert.equal(run.status, 0, run.stderr);
+    const got = JSON.parse(run.stdout) as { status: number; type: string; body: { error: { code: string; message: string } } };
+    assert.equal(got.status, 400);
+    assert.match(got.type, /^application\/json/);
+    assert.equal(got.body.error.code, 'bad_request');
+    assert.match(got.body.error.message, /not valid JSON/);
+  });
+
   it('fails loudly, naming the function and file, when an entry file is missing', async () => {
     await assert.rejects(
       buildFunctions({ outDir: join(workDir, 'missing'), quiet: true, only: ['click'], entries: { click: 'functions/tracking/does-not-exist.ts' } }),

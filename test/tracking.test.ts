@@ -207,6 +207,13 @@ describe('postback function', () => {
     assert.equal(missing.body.error.details[0].field, 'click_id');
     const currency = await postback({ click_id: 'x', currency: 'ZZZ' });
     assert.equal(currency.body.error.details[0].field, 'currency');
+    // A body the framework cannot parse never reaches the function: it is still answered in our error shape.
+    const broken = await s.call('POST', '/postback', { rawBody: `{"token":"${org.postbackToken}","click_id":`, headers: { 'content-type': 'application/json' } });
+    assert.equal(broken.status, 400);
+    assert.equal(broken.headers.get('content-type')?.split(';')[0], 'application/json');
+    assert.equal(broken.body.error.code, 'bad_request');
+    assert.match(broken.body.error.message, /not valid JSON/);
+    assert.equal(broken.body.error.details[0].field, '(body)');
   });
 
   it('serves the pixel as a GIF whatever happens, taking the click id from the cookie', async () => {
@@ -222,6 +229,13 @@ describe('postback function', () => {
     const broken = await fetch(`${s.baseUrl}/pixel?token=nope`);
     assert.equal(broken.status, 200);
     assert.equal(broken.headers.get('content-type'), 'image/gif');
+    // Even a body the framework could not parse: the pixel reads only its query string and cookie.
+    const garbled = await fetch(`${s.baseUrl}/pixel?token=${org.postbackToken}&txn_id=px-2&amount=1.00`, {
+      method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: '{"not json',
+    });
+    assert.equal(garbled.status, 200);
+    assert.equal(garbled.headers.get('content-type'), 'image/gif');
+    assert.match(garbled.headers.get('x-abp-conversion') ?? '', /^accepted/);
   });
 });
 

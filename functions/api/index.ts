@@ -4,6 +4,7 @@ import { functionNames } from '../../shared/names';
 import { openApiDocument } from './openapi';
 import { publicRoute, Router, send, sendError, type Route } from './router';
 import { apiRoutes } from './routes';
+import { answerFrameworkErrors } from '../framework-errors';
 
 const openApiRoute: Route = publicRoute(
   { method: 'GET', path: '/v1/openapi.json', summary: 'This document', tag: 'Meta' },
@@ -21,4 +22,5 @@ export async function handleApi(req: functions.Request, res: functions.Response)
   }
 }
 
+answerFrameworkErrors();
 functions.http(functionNames.api, handleApi);

@@ -185,12 +185,6 @@ export function sendError(res: Response, err: unknown): void {
     res.status(err.status).json(err.toBody());
     return;
   }
-  // Body-parser rejects malformed JSON before any route runs.
-  const e = err as { type?: string; status?: number } | undefined;
-  if (e?.type === 'entity.parse.failed') {
-    res.status(400).json(badRequest('The request body is not valid JSON', [{ field: '(body)', message: 'malformed JSON' }]).toBody());
-    return;
-  }
   console.error(JSON.stringify({ severity: 'ERROR', message: 'unhandled error', error: String((err as Error)?.stack ?? err) }));
   res.status(500).json(new ApiError('internal', 'Something went wrong on our side; the request can be retried').toBody());
 }

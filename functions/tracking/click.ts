@@ -10,6 +10,7 @@ import { secrets } from '../adapters/local-secrets';
 import { sendTrackingEvent } from '../adapters/pubsub';
 import { resolveLinkNow, type ResolvedLink } from '../services/link-resolver';
 import { edgeCountry, header, redirectTo, setClickCookie, textError } from './http';
+import { answerFrameworkErrors } from '../framework-errors';
 const subNames = ['sub1', 'sub2', 'sub3', 'sub4', 'sub5'] as const;
 
 /** Link previews and prefetches fetch the URL without a person behind them. */
@@ -116,6 +117,7 @@ function failClick(res: functions.Response, err: unknown): void {
   if (!res.headersSent) textError(res, 503, 'Temporarily unavailable, please retry');
 }
 
+answerFrameworkErrors();
 functions.http(functionNames.click, (req, res) => {
   try {
     handleClick(req, res);

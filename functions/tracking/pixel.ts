@@ -1,7 +1,8 @@
 import * as functions from '@google-cloud/functions-framework';
-import { functionNames } from '../../shared/names';
+import { functionNames, localPaths } from '../../shared/names';
 import { clickCookie } from './http';
 import { acceptConversion } from './conversion-intake';
+import { answerFrameworkErrors } from '../framework-errors';
 
 // The classic transparent 1×1 GIF.
 const gif = Buffer.from('R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7', 'base64');
@@ -31,4 +32,6 @@ export async function handlePixel(req: functions.Request, res: functions.Respons
   res.status(200).set({ 'Content-Type': 'image/gif', 'Cache-Control': 'no-store, private', 'X-ABP-Conversion': outcome }).send(gif);
 }
 
+// The pixel reads only its query string and cookie: a body the framework could not parse does not stop it.
+answerFrameworkErrors({ functionName: functionNames.pixel, localPath: localPaths.pixel, answer: (req, res) => void handlePixel(req, res) });
 functions.http(functionNames.pixel, handlePixel);

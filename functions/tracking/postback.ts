@@ -2,6 +2,7 @@ import * as functions from '@google-cloud/functions-framework';
 import { functionNames } from '../../shared/names';
 import { sendError } from '../api/router';
 import { acceptConversion } from './conversion-intake';
+import { answerFrameworkErrors } from '../framework-errors';
 
 /** GET|POST /postback: the advertiser's server reports a conversion (query string, form or JSON body). */
 export async function handlePostback(req: functions.Request, res: functions.Response): Promise<void> {
@@ -19,4 +20,5 @@ export async function handlePostback(req: functions.Request, res: functions.Resp
   }
 }
 
+answerFrameworkErrors();
 functions.http(functionNames.postback, handlePostback);

@@ -3,6 +3,7 @@ import { config } from '../../shared/config';
 import { functionNames } from '../../shared/names';
 import { parseStripeWebhook } from '../adapters/payouts/stripe-webhook';
 import { applyStripeEvent } from '../services/stripe-events';
+import { answerFrameworkErrors } from '../framework-errors';
 
 /** POST /webhooks/stripe: signature-verified against the raw body, each event applied once. */
 export async function handleStripeWebhook(req: functions.Request, res: functions.Response): Promise<void> {
@@ -22,4 +23,5 @@ export async function handleStripeWebhook(req: functions.Request, res: functions
   }
 }
 
+answerFrameworkErrors();
 functions.http(functionNames.stripeWebhook, handleStripeWebhook);

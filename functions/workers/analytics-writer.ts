@@ -5,6 +5,7 @@ import { functionNames } from '../../shared/names';
 import { analyticsStore } from '../adapters/analytics';
 import { groupCommit } from '../../shared/group-commit';
 import { decodeTrackingEvent } from './decode';
+import { answerFrameworkErrors } from '../framework-errors';
 
 const blank = { sub1: null, sub2: null, sub3: null, sub4: null, sub5: null, country: null, device: null, visitor_hash: null };
 
@@ -46,4 +47,5 @@ export async function writeAnalytics(ce: functions.CloudEvent<unknown>): Promise
   else if (event.type === 'conversion') await insertRow(conversionRow(event));
 }
 
+answerFrameworkErrors();
 functions.cloudEvent(functionNames.analyticsWriter, writeAnalytics);

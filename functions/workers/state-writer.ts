@@ -4,6 +4,7 @@ import { publishTrackingEvent } from '../adapters/pubsub';
 import { applyClick } from '../services/click-state';
 import { applyPostback } from '../services/ingest-state';
 import { decodeTrackingEvent } from './decode';
+import { answerFrameworkErrors } from '../framework-errors';
 
 /** Operational state in Firestore. Conversion events are this worker's own output, for analytics. */
 export async function writeState(ce: functions.CloudEvent<unknown>): Promise<void> {
@@ -18,4 +19,5 @@ export async function writeState(ce: functions.CloudEvent<unknown>): Promise<voi
   }
 }
 
+answerFrameworkErrors();
 functions.cloudEvent(functionNames.stateWriter, writeState);

@@ -39,6 +39,8 @@ export const collections = {
   payoutRuns: 'payoutRuns',
   /** Per campaign, affiliate and month: approved conversions, for volume tiers. */
   tierCounters: 'tierCounters',
+  /** Per campaign and UTC day or month: conversions and payout booked, for the campaign's caps. */
+  capUsage: 'capUsage',
   /** Leases that keep two payout runs of one organisation from running at once. */
   locks: 'locks',
   /** Stripe webhook event ids already handled (global: events are per platform account). */

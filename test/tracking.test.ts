@@ -151,6 +151,48 @@ describe('postback function', () => {
     assert.deepEqual([report.conversions, report.payout, report.revenue], [1, { USD: 625 }, { USD: 1000 }]);
   });
 
+  it('keeps a campaign within its conversion and payout caps, even when its postbacks race', async () => {
+    const { mintClickId } = await import('../shared/domain/click-id');
+    const { secrets } = await import('../functions/adapters/local-secrets');
+    // An organisation of its own: the shared one's plan has room for only so many campaigns.
+    const { orgId, token } = await newOrg(s, 'capped@example.com');
+    const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${orgId}${path}`, { auth: token, body });
+    const get = (path: string) => s.call('GET', `/v1/orgs/${orgId}${path}`, { auth: token });
+    const affiliate = (await post('/affiliates', { name: 'Capped', email: 'capped-aff@example.com' })).body.id as string;
+    const postbackToken = (await get('/postback-config')).body.token as string;
+    const cappedCampaign = async (caps: unknown) => {
+      const campaign = (await post('/campaigns', campaignBody({ payout: { type: 'cpa', amount: 400 }, caps }))).body.id as string;
+      const link = (await post('/links', { campaignId: campaign, affiliateId: affiliate })).body.id as string;
+      return { campaign, link };
+    };
+    const settled = async (campaign: string, n: number) =>
+      eventually(async () => {
+        const items = (await get(`/conversions?campaignId=${campaign}`)).body?.items as { txnId: string; status: string; reasons: string[]; payout: number }[] | undefined;
+        return items?.length === n ? items : undefined;
+      }, `${n} conversions of ${campaign}`);
+
+    // Six sales at once against a cap of three a day: three are credited, three recorded as over the cap.
+    const daily = await cappedCampaign({ daily: { conversions: 3 } });
+    const send = (link: string, txn: string) =>
+      s.call('GET', `/postback?${new URLSearchParams({ token: postbackToken, click_id: mintClickId(secrets().clickSigningKey, link, Date.now() - 60_000), txn_id: txn, amount: '10.00' })}`);
+    const txns = Array.from({ length: 6 }, (_, i) => `capped-${daily.campaign}-${i}`);
+    assert.deepEqual((await Promise.all(txns.map((t) => send(daily.link, t)))).map((r) => r.status), [200, 200, 200, 200, 200, 200]);
+    const booked = await settled(daily.campaign, 6);
+    const credited = booked.filter((c) => c.status === 'pending');
+    assert.equal(credited.length, 3);
+    assert.ok(credited.every((c) => c.payout === 400));
+    for (const c of booked.filter((x) => x.status !== 'pending')) assert.deepEqual([c.status, c.reasons, c.payout], ['rejected', ['daily_conversion_cap'], 0]);
+    // Sent again, they are duplicates: the cap's count does not move and nothing is booked twice.
+    assert.deepEqual((await Promise.all(txns.map((t) => send(daily.link, t)))).map((r) => r.body.status), Array(6).fill('duplicate'));
+    assert.equal((await settled(daily.campaign, 6)).filter((c) => c.status === 'pending').length, 3);
+
+    // A payout cap of 10.00 a month at 4.00 a sale: two fit; the third is not split, it is rejected whole.
+    const monthly = await cappedCampaign({ monthly: { payout: 1000 } });
+    for (const i of [0, 1, 2]) assert.equal((await send(monthly.link, `payout-cap-${monthly.campaign}-${i}`)).status, 200);
+    const paid = (await settled(monthly.campaign, 3)).map((c) => JSON.stringify([c.status, c.payout, c.reasons])).sort();
+    assert.deepEqual(paid, [['pending', 400, []], ['pending', 400, []], ['rejected', 0, ['monthly_payout_cap']]].map((x) => JSON.stringify(x)).sort());
+  });
+
   it('attributes a postback that arrives before its click was processed', async () => {
     // A click id minted 10 s ago whose click event has not reached the state worker (it never will here).
     const { mintClickId } = await import('../shared/domain/click-id');

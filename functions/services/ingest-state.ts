@@ -1,4 +1,5 @@
 import { FieldValue, type DocumentData, type DocumentReference, type DocumentSnapshot, type Firestore } from '@google-cloud/firestore';
+import { capPeriod, cappedWindows, capsBroken, type CapUsage, type CapWindow } from '../../shared/domain/caps';
 import { verifyClickId, type ClickIdParts } from '../../shared/domain/click-id';
 import { payoutFor, revenueFor } from '../../shared/domain/commission';
 import type { ConversionEvent, PostbackEvent } from '../../shared/domain/events';
@@ -23,6 +24,10 @@ import { OrgScope } from './tenancy';
  * that batch fails on a conflict it is read and tried once more, then each postback is booked on its own in a
  * transaction that first checks whether its conversion exists (grouped-writes.ts). The group's reads are not transactional: a campaign edited between them
  * and the commit is seen as it was a few milliseconds earlier, as if the postback had come first.
+ *
+ * A conversion for a campaign with conversion or payout caps (shared/domain/caps.ts) is booked in a
+ * transaction of its own that reads the campaign's usage for the day and month, so a cap is never passed
+ * however many instances book at once; its group's other conversions still go in the batch.
  */
 const day = 86_400_000;
 /** A conversion reported this soon after its click is held for review. */
@@ -52,6 +57,24 @@ interface Booking {
   conversion: ConversionDoc;
   commission?: { ref: DocumentReference; data: DocumentData };
   counter?: { ref: DocumentReference; base: Record<string, string>; currency: string; revenue: number; payout: number };
+  /** The campaign's cap usage documents it counts in. */
+  capUsage?: { ref: DocumentReference; data: DocumentData }[];
+}
+
+type Usage = Partial<Record<CapWindow, CapUsage>>;
+
+/** The campaign's usage documents for the windows it caps, at the conversion's time. */
+function capUsageRefs(scope: OrgScope, e: PostbackEvent, a: Attribution): { window: CapWindow; period: string; ref: DocumentReference }[] {
+  if (!a.campaign || !a.campaignId) return [];
+  return cappedWindows(a.campaign.caps).map((window) => {
+    const period = capPeriod(window, e.occurredAt);
+    return { window, period, ref: scope.collection('capUsage').doc(`${a.campaignId}_${period}`) };
+  });
+}
+
+/** Whether booking this conversion must read its campaign's cap usage first (in a transaction). */
+function needsCapCheck(a: Attribution): boolean {
+  return a.reasons.length === 0 && cappedWindows(a.campaign?.caps).length > 0;
 }
 
 /** Step one of attribution: the signed click id names the link, whose index says which organisation owns it. */
@@ -92,12 +115,17 @@ function attribute(scope: OrgScope, e: PostbackEvent, parts: ClickIdParts | unde
   return a;
 }
 
-/** The conversion, priced, with its commission as pending unless rejected. */
-function book(scope: OrgScope, e: PostbackEvent, a: Attribution): Booking {
-  const rejected = a.reasons.length > 0;
+/**
+ * The conversion, priced, with its commission as pending unless rejected. `usage` is the campaign's cap usage
+ * (read in the caller's transaction) when it caps conversions: a conversion past a cap is rejected.
+ */
+function book(scope: OrgScope, e: PostbackEvent, a: Attribution, usage?: Usage): Booking {
   const currency = a.campaign?.currency ?? e.currency ?? 'USD';
   const override = a.affiliate?.payoutOverrides?.[a.campaignId ?? ''];
-  const payout = rejected || !a.campaign ? 0 : payoutFor(override ?? a.campaign.payout, e.amount);
+  const priced = a.reasons.length === 0 && a.campaign ? payoutFor(override ?? a.campaign.payout, e.amount) : 0;
+  const reasons = usage && a.reasons.length === 0 ? capsBroken(a.campaign?.caps, usage, priced) : a.reasons;
+  const rejected = reasons.length > 0;
+  const payout = rejected ? 0 : priced;
   const revenue = rejected || !a.campaign ? 0 : revenueFor(a.campaign.revenue, e.amount);
   const approvableAt = new Date(Date.parse(e.occurredAt) + (a.campaign?.holdDays ?? 0) * day).toISOString();
   const booking: Booking = {
@@ -105,7 +133,7 @@ function book(scope: OrgScope, e: PostbackEvent, a: Attribution): Booking {
     conversion: {
       id: e.eventId, clickId: e.clickId, linkId: a.linkId, campaignId: a.campaignId, affiliateId: a.affiliateId,
       txnId: e.txnId, event: e.event, amount: e.amount, currency, revenue, payout,
-      status: rejected ? 'rejected' : 'pending', reasons: [...a.reasons, ...a.fraudReasons], fraudHold: a.fraudReasons.length > 0,
+      status: rejected ? 'rejected' : 'pending', reasons: [...reasons, ...a.fraudReasons], fraudHold: a.fraudReasons.length > 0,
       via: e.via, createdAt: e.occurredAt, approvableAt: rejected ? null : approvableAt, updatedAt: e.occurredAt,
       // The rule it was booked under: approval prices the volume tier with this rule, not with a later edit.
       payoutRule: rejected ? null : (override ?? a.campaign?.payout ?? null),
@@ -124,6 +152,12 @@ function book(scope: OrgScope, e: PostbackEvent, a: Attribution): Booking {
   }
   const c = counterRef(scope, e.occurredAt, a.campaignId, a.affiliateId, e.eventId);
   booking.counter = { ...c, currency, revenue, payout };
+  if (usage) {
+    booking.capUsage = capUsageRefs(scope, e, a).map(({ window, period, ref }) => ({
+      ref,
+      data: { campaignId: a.campaignId, window, period, currency, conversions: FieldValue.increment(1), payout: FieldValue.increment(payout) },
+    }));
+  }
   return booking;
 }
 
@@ -156,10 +190,18 @@ async function bookAlone(e: PostbackEvent): Promise<ConversionDoc> {
     const linkSnap = link && (await tx.get(link.ref));
     const refs = detailRefs(scope, e, linkSnap);
     const details = refs && (await tx.getAll(...refs));
-    const b = book(scope, e, attribute(scope, e, link?.parts, linkSnap, details));
+    const a = attribute(scope, e, link?.parts, linkSnap, details);
+    let usage: Usage | undefined;
+    if (needsCapCheck(a)) {
+      const windows = capUsageRefs(scope, e, a);
+      const snaps = await tx.getAll(...windows.map((w) => w.ref));
+      usage = Object.fromEntries(windows.map((w, i) => [w.window, { conversions: Number(snaps[i]!.get('conversions') ?? 0), payout: Number(snaps[i]!.get('payout') ?? 0) }]));
+    }
+    const b = book(scope, e, a, usage);
     tx.create(b.ref, b.conversion);
     if (b.commission) tx.create(b.commission.ref, b.commission.data);
     if (b.counter) tx.set(b.counter.ref, counterFields(b.counter.base, [b.counter]), { merge: true });
+    for (const u of b.capUsage ?? []) tx.set(u.ref, u.data, { merge: true });
     return b.conversion;
   });
 }
@@ -193,6 +235,8 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
   // No two items of a group are the same postback: groupedWrites hands a repeat delivery the first one's outcome.
   const batch = db.batch();
   let booked = 0;
+  /** Conversions of campaigns with caps: booked after the batch, each in its own transaction (bookAlone). */
+  const capped: number[] = [];
   const counters = new Map<string, { ref: DocumentReference; base: Record<string, string>; parts: NonNullable<Booking['counter']>[] }>();
   events.forEach((e, i) => {
     if (results[i]) return; // could not be prepared
@@ -202,7 +246,13 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
       return;
     }
     const scope = scopeOf(e.orgId);
-    const b = attempt(i, () => book(scope, e, attribute(scope, e, plans[i]!.link?.parts, firstRead.get(i, 1), detailed[i]?.map((_, j) => secondRead.get(i, j)!))));
+    const a = attempt(i, () => attribute(scope, e, plans[i]!.link?.parts, firstRead.get(i, 1), detailed[i]?.map((_, j) => secondRead.get(i, j)!)));
+    if (!a) return;
+    if (needsCapCheck(a)) {
+      capped.push(i);
+      return;
+    }
+    const b = attempt(i, () => book(scope, e, a));
     if (!b) return;
     batch.create(b.ref, b.conversion);
     if (b.commission) batch.create(b.commission.ref, b.commission.data);
@@ -218,6 +268,14 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
     // One write per counter document, however many of the group's conversions it counts.
     for (const c of counters.values()) batch.set(c.ref, counterFields(c.base, c.parts), { merge: true });
     await batch.commit();
+  }
+  // One at a time: they usually count against the same usage documents, and would only wait on each other.
+  for (const i of capped) {
+    try {
+      results[i] = { status: 'fulfilled', value: await bookAlone(events[i]!) };
+    } catch (reason) {
+      results[i] = { status: 'rejected', reason };
+    }
   }
   return results.map((r) => r!);
 }

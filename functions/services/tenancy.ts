@@ -28,7 +28,7 @@ const affiliateOwnership: Partial<Record<OrgCollection, string>> = {
 };
 
 /** Collections an affiliate may not read at all, whatever its permissions. */
-const hiddenFromAffiliates = new Set<OrgCollection>(['members', 'apiKeys', 'auditLog', 'idempotencyKeys', 'postbackReceipts', 'visitors', 'payoutRuns', 'tierCounters', 'locks']);
+const hiddenFromAffiliates = new Set<OrgCollection>(['members', 'apiKeys', 'auditLog', 'idempotencyKeys', 'postbackReceipts', 'visitors', 'payoutRuns', 'tierCounters', 'capUsage', 'locks']);
 
 export interface ListOptions {
   /** Optional equality filters from a query string: a field whose value is undefined is not filtered on. */

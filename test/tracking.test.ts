@@ -124,6 +124,36 @@ describe('click function', () => {
   });
 });
 
+describe('click caps', () => {
+  it('sends visitors to the fallback once a campaign has had its clicks for the day, and records none of them', async () => {
+    const { orgId, token } = await newOrg(s, 'click-capped@example.com');
+    const call = (method: string, path: string, body?: unknown) => s.call(method, `/v1/orgs/${orgId}${path}`, { auth: token, body });
+    assert.equal((await call('PATCH', '', { fallbackUrl: 'https://fallback.example.com/more' })).status, 200);
+    const affiliate = (await call('POST', '/affiliates', { name: 'Capped clicks', email: 'capped-clicks@example.com' })).body.id as string;
+    const campaign = (await call('POST', '/campaigns', campaignBody({ caps: { daily: { clicks: 2 } } }))).body.id as string;
+    const link = (await call('POST', '/links', { campaignId: campaign, affiliateId: affiliate })).body.id as string;
+    const counted = async () => ((await call('GET', `/stats?from=${today()}&to=${today()}&campaignId=${campaign}`)).body.totals.clicks as number);
+    let visitor = 0;
+    const visit = () => click(link, '', { 'x-forwarded-for': `198.51.100.${++visitor}` });
+    for (const _ of [1, 2]) assert.equal(new URL((await visit()).location).host, 'shop.example.com');
+    await eventually(async () => ((await counted()) === 2 ? true : undefined), 'two clicks counted');
+    // The cap is soft (the click function reads the live count in the background): a visit or two may still
+    // pass before it sees the count, and each of those is recorded and counted.
+    let passed = 0;
+    const refused = await eventually(async () => {
+      const v = await visit();
+      if (new URL(v.location).host === 'shop.example.com') passed++;
+      return v.location.startsWith('https://fallback.example.com/') ? v : undefined;
+    }, 'a visit sent to the fallback');
+    assert.ok(passed <= 2, `${passed} visits passed the cap before it was seen`);
+    assert.equal(refused.res.status, 302);
+    assert.equal(refused.res.headers.get('set-cookie'), null, 'a refused visit gets no click id');
+    await eventually(async () => ((await counted()) === 2 + passed ? true : undefined), 'the visits that passed counted');
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(await counted(), 2 + passed, 'refused visits are not recorded');
+  });
+});
+
 describe('postback function', () => {
   it('books an attributed conversion with a pending commission, once, however often it is sent', async () => {
     const { clickId } = await click(org.link, '?sub1=buyer');

@@ -1,5 +1,6 @@
 import { collections } from '../../shared/names';
 import { config } from '../../shared/config';
+import { clickCapsOf, type ClickCaps } from '../../shared/domain/caps';
 import type { Campaign } from '../../shared/domain/schemas';
 import { firestore } from '../adapters/firestore';
 
@@ -11,7 +12,7 @@ export interface ResolvedLink {
   linkId: string;
   orgId: string;
   affiliateId: string;
-  campaign: Pick<Campaign, 'id' | 'status' | 'destinationUrl' | 'targeting' | 'attributionWindowDays' | 'currency'>;
+  campaign: Pick<Campaign, 'id' | 'status' | 'destinationUrl' | 'targeting' | 'attributionWindowDays' | 'currency'> & { clickCaps?: ClickCaps };
   fallbackUrl: string | null;
 }
 
@@ -39,7 +40,7 @@ async function load(linkId: string): Promise<ResolvedLink | undefined> {
     linkId,
     orgId,
     affiliateId,
-    campaign: { id: c.id, status: c.status, destinationUrl: c.destinationUrl, targeting: c.targeting ?? {}, attributionWindowDays: c.attributionWindowDays, currency: c.currency },
+    campaign: { id: c.id, status: c.status, destinationUrl: c.destinationUrl, targeting: c.targeting ?? {}, attributionWindowDays: c.attributionWindowDays, currency: c.currency, clickCaps: clickCapsOf(c.caps) },
     fallbackUrl: (org.get('fallbackUrl') as string | null) ?? null,
   };
 }

@@ -8,6 +8,7 @@ import { clientIp, ipPrefix, keyedHash } from '../../shared/domain/visitor';
 import { functionNames } from '../../shared/names';
 import { secrets } from '../adapters/local-secrets';
 import { sendTrackingEvent } from '../adapters/pubsub';
+import { clickCapReachedNow } from '../services/click-caps';
 import { resolveLinkNow, type ResolvedLink } from '../services/link-resolver';
 import { edgeCountry, header, redirectTo, setClickCookie, textError } from './http';
 import { answerFrameworkErrors } from '../framework-errors';
@@ -65,13 +66,15 @@ function answerClick(req: functions.Request, res: functions.Response, linkId: st
   const offTarget =
     (campaign.targeting.countries?.length && (!country || !campaign.targeting.countries.includes(country))) ||
     (campaign.targeting.devices?.length && !campaign.targeting.devices.includes(visitor.device as 'desktop'));
-  if (campaign.status !== 'active' || offTarget) {
+  const now = Date.now();
+  const capped = campaign.clickCaps !== undefined && clickCapReachedNow(link, now);
+  if (campaign.status !== 'active' || offTarget || capped) {
     // Not billable and not the advertiser's offer: send the visitor to the organisation's fallback, if any.
     if (link.fallbackUrl) return redirectTo(res, link.fallbackUrl);
-    return textError(res, 404, campaign.status !== 'active' ? 'This offer is not available' : 'This offer is not available in your region or on your device');
+    const why = campaign.status !== 'active' ? 'This offer is not available' : offTarget ? 'This offer is not available in your region or on your device' : 'This offer has had all the visits it takes for now';
+    return textError(res, 404, why);
   }
 
-  const now = Date.now();
   const keys = secrets();
   const clickId = mintClickId(keys.clickSigningKey, linkId, now);
   const c = config();

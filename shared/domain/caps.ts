@@ -4,7 +4,7 @@ import type { Campaign } from './schemas';
  * A campaign's conversion caps (`caps.daily` / `caps.monthly`: conversions, payout in the campaign's currency).
  * A conversion that would take a window past a cap is booked as rejected with the cap as its reason: recorded,
  * never credited, as advertisers expect of a capped offer. Windows are UTC days and months of the conversion's
- * own time. Click caps are not here: clicks are counted after the redirect, and are not capped yet.
+ * own time. Click caps (`clicks`: billable clicks) are checked by the click function before it redirects.
  */
 export type CapWindow = 'daily' | 'monthly';
 export const capWindows: readonly CapWindow[] = ['daily', 'monthly'];
@@ -40,4 +40,21 @@ export function capsBroken(caps: Campaign['caps'] | undefined, usage: Partial<Re
     if (cap.payout !== undefined && used.payout + payout > cap.payout) reasons.push(`${w}_payout_cap`);
   }
   return reasons;
+}
+
+/** Billable clicks a campaign takes per UTC day and month, where it caps them. */
+export interface ClickCaps {
+  daily?: number;
+  monthly?: number;
+}
+
+export function clickCapsOf(caps: Campaign['caps'] | undefined): ClickCaps | undefined {
+  const daily = caps?.daily?.clicks;
+  const monthly = caps?.monthly?.clicks;
+  return daily === undefined && monthly === undefined ? undefined : { daily, monthly };
+}
+
+/** Whether a campaign that has had `used` billable clicks this day and month has reached a click cap. */
+export function clickCapReached(caps: ClickCaps, used: { daily: number; monthly: number }): boolean {
+  return (caps.daily !== undefined && used.daily >= caps.daily) || (caps.monthly !== undefined && used.monthly >= caps.monthly);
 }

@@ -75,7 +75,16 @@ export const revenueRule = z
 const capWindow = z
   .object({ clicks: z.number().int().min(1).optional(), conversions: z.number().int().min(1).optional(), payout: minorUnitsSchema.optional() })
   .strict();
-export const capsSchema = z.object({ daily: capWindow.optional(), monthly: capWindow.optional() }).strict().meta({ id: 'Caps' });
+export const capsSchema = z
+  .object({ daily: capWindow.optional(), monthly: capWindow.optional() })
+  .strict()
+  .meta({
+    id: 'Caps',
+    description:
+      'Limits per UTC day and month. conversions and payout (minor units of the campaign currency) are exact: a conversion past one is recorded as rejected ' +
+      'with the reason daily_conversion_cap, monthly_conversion_cap, daily_payout_cap or monthly_payout_cap, never credited. clicks (billable clicks) are soft: ' +
+      'once the live count reaches the cap, visitors go to the organisation fallbackUrl (or get a 404) and are not recorded; the count is seconds behind.',
+  });
 
 export const deviceTypes = ['desktop', 'mobile', 'tablet'] as const;
 export const targetingSchema = z

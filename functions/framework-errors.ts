@@ -42,20 +42,38 @@ export function bodyError(err: unknown): ApiError | undefined {
   return badRequest(`The request body could not be read: ${said}`, details);
 }
 
+/**
+ * Another 4xx raised before the function ran (the router refuses a path it cannot decode, `/c/%E0%A4%A`,
+ * with a URIError of status 400): the client's mistake, so answered as one, never as our 500.
+ */
+function clientError(err: unknown): ApiError | undefined {
+  const e = err as { status?: unknown; statusCode?: unknown; expose?: unknown; message?: unknown } | null | undefined;
+  const status = typeof e?.status === 'number' ? e.status : e?.statusCode;
+  if (typeof status !== 'number' || status < 400 || status > 499) return undefined;
+  const said = e!.expose === false ? 'The request could not be read' : String(e!.message);
+  const byStatus: Record<number, ApiError> = {
+    404: new ApiError('not_found', said),
+    405: new ApiError('method_not_allowed', said),
+    413: new ApiError('payload_too_large', said),
+    415: new ApiError('unsupported_media_type', said),
+  };
+  return byStatus[status] ?? badRequest(said);
+}
+
 const answers: OwnAnswer[] = [];
 const installed = Symbol.for('abp.frameworkErrors');
 
 function answerUnhandled(req: Request, res: Response, err: unknown): void {
   if (res.headersSent) {
     // Too late for a status: end the exchange, as Express's own final handler does.
-    req.socket.destroy();
+    req.socket?.destroy();
     return;
   }
   const path = req.path ?? '/';
   const target = process.env.FUNCTION_TARGET;
   const own = answers.find((a) => a.functionName === target || path === a.localPath || path.startsWith(`${a.localPath}/`));
   if (own) return own.answer(req, res, err);
-  let reply = bodyError(err);
+  let reply = bodyError(err) ?? clientError(err);
   if (!reply && err === undefined) reply = new ApiError('not_found', `Nothing is served at ${path}`);
   if (!reply) {
     console.error(JSON.stringify({ severity: 'ERROR', message: 'request failed before the function ran', error: String((err as Error)?.stack ?? err) }));

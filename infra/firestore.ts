@@ -51,6 +51,9 @@ export const compositeIndexes: CompositeIndex[] = [
   // GET /v1/orgs/:orgId/stats (functions/api/routes/tracking.ts): day range plus campaignId / affiliateId equality.
   { collection: collections.counters, scope: 'COLLECTION', fields: [['affiliateId', 'ASCENDING'], ['day', 'ASCENDING']], query: 'stats ?affiliateId= (and the affiliate role narrowing), day range' },
   { collection: collections.counters, scope: 'COLLECTION', fields: [['campaignId', 'ASCENDING'], ['day', 'ASCENDING']], query: 'stats ?campaignId=, day range' },
+  // Click caps (functions/services/click-caps.ts): sum(clicks) where campaignId == and a day range; Firestore sums
+  // from the index, so the summed field is in it.
+  { collection: collections.counters, scope: 'COLLECTION', fields: [['campaignId', 'ASCENDING'], ['day', 'ASCENDING'], ['clicks', 'ASCENDING']], query: 'click caps: sum(clicks), campaignId ==, day range' },
   // GET /v1/orgs/:orgId/payout-runs (money.ts): scope.list('payoutRuns', newestFirstBy: 'createdAt').
   { collection: collections.payoutRuns, scope: 'COLLECTION', fields: newest, query: 'payout runs, newest first' },
   // GET /v1/orgs/:orgId/payouts (money.ts): newest first, optional affiliateId / status equality.
@@ -66,7 +69,7 @@ export function indexId(index: CompositeIndex): string {
 }
 
 /** Collection groups whose documents Firestore deletes once `expireAt` has passed. */
-export const ttlCollections: Collection[] = [collections.clicks, collections.visitors];
+export const ttlCollections: Collection[] = [collections.clicks, collections.visitors, collections.capUsage];
 export const ttlField = 'expireAt';
 
 /**

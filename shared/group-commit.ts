@@ -66,17 +66,17 @@ export function groupCommitCallbacks<T, R>(
       });
       pump();
     };
-    if (opts.timeoutMs !== undefined) {
-      const timedOut = new Error(`group commit did not finish within ${opts.timeoutMs} ms`);
-      // Not unref'd: it lives no longer than the commit's own I/O would, and is cleared when the group finishes.
-      timer = setTimeout(() => finish(group.map(() => ({ status: 'rejected', reason: timedOut }))), opts.timeoutMs);
-    }
     // The group belongs to every caller in it, not to the request whose turn happened to send it: run it
     // outside that request's domain (the Functions Framework's per-request error trap), which also spares each
-    // async resource the client creates for it the domain's bookkeeping.
+    // async resource the client creates for it (and its deadline timer) the domain's bookkeeping.
     const domain = (process as { domain?: Domain | null }).domain;
     domain?.exit();
     try {
+      if (opts.timeoutMs !== undefined) {
+        const timedOut = new Error(`group commit did not finish within ${opts.timeoutMs} ms`);
+        // Not unref'd: it lives no longer than the commit's own I/O would, and is cleared when the group finishes.
+        timer = setTimeout(() => finish(group.map(() => ({ status: 'rejected', reason: timedOut }))), opts.timeoutMs);
+      }
       commit(
         group.map((w) => w.item),
         finish,

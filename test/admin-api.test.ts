@@ -60,6 +60,10 @@ describe('organisations', () => {
     assert.equal(encoded.status, 415);
     assert.equal(encoded.body.error.code, 'unsupported_media_type');
     assert.match(encoded.body.error.message, /compress/);
+    // A path the framework's router cannot decode is the client's mistake too, not our 500.
+    const undecodable = await s.call('GET', '/v1/orgs/%E0%A4%A', { auth: s.token('x@example.com') });
+    assert.equal(undecodable.status, 400);
+    assert.equal(undecodable.body.error.code, 'bad_request');
   });
 
   it('patches name and fallback URL and records the change in the audit log', async () => {

@@ -120,25 +120,21 @@ describe('group commit, callback form (the click path)', () => {
     assert.equal(calls, 2);
   });
 
-  it("sends a group outside the domain of the request whose turn sent it, and leaves that request in its domain", async () => {
+  it('sends a group, and starts its deadline timer, outside the domain of the request whose turn sent it', async () => {
     // The Functions Framework runs each request in a domain that answers that request with a 500 on an error:
     // a group serves many requests, so its I/O must not be bound to the first one's.
     const domains: unknown[] = [];
     const submit = groupCommitCallbacks<number, number>((items, finish) => {
       domains.push((process as { domain?: unknown }).domain);
-      setImmediate(() => finish(items.map((n) => ({ status: 'fulfilled', value: n }))));
-    }, { maxItems: 10, maxConcurrent: 1 });
+      if (items[0] === 7) setImmediate(() => finish(items.map((n) => ({ status: 'fulfilled', value: n }))));
+    }, { maxItems: 10, maxConcurrent: 1, timeoutMs: 50 });
     const request = createDomain();
-    const inRequest: unknown[] = [];
-    const settled = await new Promise<PromiseSettledResult<number>>((done) =>
-      request.run(() => {
-        submit(7, done);
-        setImmediate(() => inRequest.push((process as { domain?: unknown }).domain));
-      }),
-    );
-    assert.deepEqual(settled, { status: 'fulfilled', value: 7 });
-    assert.deepEqual(domains, [undefined]);
-    assert.deepEqual(inRequest, [request]);
+    const inRequest = <T>(f: (done: (r: T) => void) => void) => new Promise<T>((done) => request.run(() => f(done)));
+    assert.deepEqual(await inRequest<PromiseSettledResult<number>>((done) => submit(7, done)), { status: 'fulfilled', value: 7 });
+    // A group that never finishes is failed by its timer, whose callback must not run in the request's domain either.
+    const timedOut = await inRequest<unknown>((done) => submit(8, () => done((process as { domain?: unknown }).domain)));
+    assert.deepEqual(domains, [undefined, undefined]);
+    assert.equal(timedOut, undefined);
   });
 });
 

@@ -339,6 +339,7 @@ describe('Firestore', () => {
       'COLLECTION ledger(affiliateId ASC, createdAt DES, __name__ ASC)',
       'COLLECTION counters(affiliateId ASC, day ASC)',
       'COLLECTION counters(campaignId ASC, day ASC)',
+      'COLLECTION counters(campaignId ASC, day ASC, clicks ASC)',
       'COLLECTION payoutRuns(createdAt DES, __name__ ASC)',
       'COLLECTION payouts(createdAt DES, __name__ ASC)',
     ];

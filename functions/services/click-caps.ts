@@ -7,7 +7,8 @@ import { OrgScope } from './tenancy';
 /**
  * Click caps for the click function: whether a campaign has had its billable clicks for the UTC day or month.
  * Soft, as click caps are in ad tech: the count is the live counters' (what the state worker has booked,
- * seconds behind), read in the background at most once per LINK_CACHE_TTL_SECONDS per campaign, and never
+ * seconds behind), read in the background at most once per LINK_CACHE_TTL_SECONDS per campaign (5 s after a
+ * failed read), one read at a time, and never
  * waited for, so a campaign with click caps costs the click path nothing but a map lookup. A burst can
  * therefore pass a cap by what arrives before the count catches up; conversion and payout caps, which move
  * money, are exact (ingest-state.ts).
@@ -21,6 +22,9 @@ interface Usage {
 }
 const usage = new Map<string, Usage>();
 const refreshing = new Set<string>();
+/** After a failed count, when to try again: a failing query must not be retried on every click. */
+const retryAt = new Map<string, number>();
+const retryAfterFailureMs = 5_000;
 const maxEntries = 10_000;
 
 async function count(orgId: string, campaignId: string, day: string, month: string): Promise<Pick<Usage, 'daily' | 'monthly'>> {
@@ -40,8 +44,13 @@ function refresh(key: string, link: ResolvedLink, day: string, month: string, no
     .then((used) => {
       if (!usage.has(key) && usage.size >= maxEntries) usage.delete(usage.keys().next().value!);
       usage.set(key, { day, month, ...used, at: now });
+      retryAt.delete(key);
     })
-    .catch((err: unknown) => console.error(JSON.stringify({ severity: 'WARNING', message: 'click caps: could not count clicks', campaignId: link.campaign.id, error: String(err) })))
+    .catch((err: unknown) => {
+      if (!retryAt.has(key) && retryAt.size >= maxEntries) retryAt.clear();
+      retryAt.set(key, Date.now() + retryAfterFailureMs);
+      console.error(JSON.stringify({ severity: 'WARNING', message: 'click caps: could not count clicks; the last count stands', campaignId: link.campaign.id, error: String(err) }));
+    })
     .finally(() => refreshing.delete(key));
 }
 
@@ -54,7 +63,8 @@ export function clickCapReachedNow(link: ResolvedLink, now: number): boolean {
   const month = iso.slice(0, 7);
   const key = `${link.orgId}/${link.campaign.id}`;
   const u = usage.get(key);
-  if (!u || u.day !== day || now - u.at >= config().LINK_CACHE_TTL_SECONDS * 1000) refresh(key, link, day, month, now);
+  const stale = !u || u.day !== day || now - u.at >= config().LINK_CACHE_TTL_SECONDS * 1000;
+  if (stale && now >= (retryAt.get(key) ?? 0)) refresh(key, link, day, month, now);
   if (!u) return false;
   return clickCapReached(caps, { daily: u.day === day ? u.daily : 0, monthly: u.month === month ? u.monthly : 0 });
 }

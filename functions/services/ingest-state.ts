@@ -1,4 +1,4 @@
-import { FieldValue, type DocumentData, type DocumentReference, type DocumentSnapshot, type Firestore } from '@google-cloud/firestore';
+import { FieldValue, Timestamp, type DocumentData, type DocumentReference, type DocumentSnapshot, type Firestore } from '@google-cloud/firestore';
 import { capPeriod, cappedWindows, capsBroken, type CapUsage, type CapWindow } from '../../shared/domain/caps';
 import { verifyClickId, type ClickIdParts } from '../../shared/domain/click-id';
 import { payoutFor, revenueFor } from '../../shared/domain/commission';
@@ -26,8 +26,10 @@ import { OrgScope } from './tenancy';
  * and the commit is seen as it was a few milliseconds earlier, as if the postback had come first.
  *
  * A conversion for a campaign with conversion or payout caps (shared/domain/caps.ts) is booked in a
- * transaction of its own that reads the campaign's usage for the day and month, so a cap is never passed
- * however many instances book at once; its group's other conversions still go in the batch.
+ * transaction of its own that reads the campaign's usage for the day and month, so no booking passes a cap
+ * however many instances book at once; its group's other conversions still go in the batch. Usage counts
+ * what was booked: a volume tier that raises a payout at approval, or a conversion rejected later, does not
+ * change it.
  */
 const day = 86_400_000;
 /** A conversion reported this soon after its click is held for review. */
@@ -63,12 +65,15 @@ interface Booking {
 
 type Usage = Partial<Record<CapWindow, CapUsage>>;
 
-/** The campaign's usage documents for the windows it caps, at the conversion's time. */
+/**
+ * The campaign's usage documents for the windows it caps, at the conversion's time: one per campaign, window
+ * and currency (payout caps are in the campaign's currency; a campaign that changes currency starts afresh).
+ */
 function capUsageRefs(scope: OrgScope, e: PostbackEvent, a: Attribution): { window: CapWindow; period: string; ref: DocumentReference }[] {
   if (!a.campaign || !a.campaignId) return [];
   return cappedWindows(a.campaign.caps).map((window) => {
     const period = capPeriod(window, e.occurredAt);
-    return { window, period, ref: scope.collection('capUsage').doc(`${a.campaignId}_${period}`) };
+    return { window, period, ref: scope.collection('capUsage').doc(`${a.campaignId}_${period}_${a.campaign!.currency}`) };
   });
 }
 
@@ -155,7 +160,11 @@ function book(scope: OrgScope, e: PostbackEvent, a: Attribution, usage?: Usage):
   if (usage) {
     booking.capUsage = capUsageRefs(scope, e, a).map(({ window, period, ref }) => ({
       ref,
-      data: { campaignId: a.campaignId, window, period, currency, conversions: FieldValue.increment(1), payout: FieldValue.increment(payout) },
+      data: {
+        campaignId: a.campaignId, window, period, currency, conversions: FieldValue.increment(1), payout: FieldValue.increment(payout),
+        // Kept a while past its window for support questions, then removed by Firestore's TTL policy.
+        expireAt: Timestamp.fromMillis(Date.parse(e.occurredAt) + (window === 'daily' ? 35 : 400) * day),
+      },
     }));
   }
   return booking;
@@ -237,6 +246,7 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
   let booked = 0;
   /** Conversions of campaigns with caps: booked after the batch, each in its own transaction (bookAlone). */
   const capped: number[] = [];
+  const campaignOf = new Map<number, string>();
   const counters = new Map<string, { ref: DocumentReference; base: Record<string, string>; parts: NonNullable<Booking['counter']>[] }>();
   events.forEach((e, i) => {
     if (results[i]) return; // could not be prepared
@@ -250,6 +260,7 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
     if (!a) return;
     if (needsCapCheck(a)) {
       capped.push(i);
+      campaignOf.set(i, a.campaignId!);
       return;
     }
     const b = attempt(i, () => book(scope, e, a));
@@ -269,14 +280,24 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
     for (const c of counters.values()) batch.set(c.ref, counterFields(c.base, c.parts), { merge: true });
     await batch.commit();
   }
-  // One at a time: they usually count against the same usage documents, and would only wait on each other.
+  // One campaign's conversions one at a time (they count against the same usage documents and would only
+  // wait on each other's transactions); different campaigns at once.
+  const byCampaign = new Map<string, number[]>();
   for (const i of capped) {
-    try {
-      results[i] = { status: 'fulfilled', value: await bookAlone(events[i]!) };
-    } catch (reason) {
-      results[i] = { status: 'rejected', reason };
-    }
+    const key = `${events[i]!.orgId}/${campaignOf.get(i)}`;
+    byCampaign.set(key, [...(byCampaign.get(key) ?? []), i]);
   }
+  await Promise.all(
+    [...byCampaign.values()].map(async (chain) => {
+      for (const i of chain) {
+        try {
+          results[i] = { status: 'fulfilled', value: await bookAlone(events[i]!) };
+        } catch (reason) {
+          results[i] = { status: 'rejected', reason };
+        }
+      }
+    }),
+  );
   return results.map((r) => r!);
 }
 

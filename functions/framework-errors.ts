@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import type { Request, Response } from '@google-cloud/functions-framework';
-import { ApiError, badRequest, type ErrorDetail } from '../shared/errors';
+import { ApiError, badRequest, type ErrorCode, type ErrorDetail } from '../shared/errors';
 
 /**
  * The Functions Framework parses every request body (JSON, form, text) before any function runs, and hands a
@@ -31,7 +31,7 @@ export interface OwnAnswer {
  * What the framework's body parsers (body-parser, raw-body) reject, in our error shape: their errors carry a
  * `type` and a 4xx status meant for the client (`expose`). Anything else is not theirs: undefined.
  */
-export function bodyError(err: unknown): ApiError | undefined {
+function bodyError(err: unknown): ApiError | undefined {
   const e = err as { type?: unknown; status?: unknown; expose?: unknown; message?: unknown } | null | undefined;
   if (typeof e?.type !== 'string' || typeof e.status !== 'number' || e.status < 400 || e.status > 499 || e.expose !== true) return undefined;
   const said = String(e.message);
@@ -51,14 +51,9 @@ function clientError(err: unknown): ApiError | undefined {
   const status = typeof e?.status === 'number' ? e.status : e?.statusCode;
   if (typeof status !== 'number' || status < 400 || status > 499) return undefined;
   const said = e!.expose === false ? 'The request could not be read' : String(e!.message);
-  const byStatus: Record<number, ApiError> = {
-    404: new ApiError('not_found', said),
-    405: new ApiError('method_not_allowed', said),
-    413: new ApiError('payload_too_large', said),
-    415: new ApiError('unsupported_media_type', said),
-  };
-  return byStatus[status] ?? badRequest(said);
+  return new ApiError(codeByStatus[status] ?? 'bad_request', said);
 }
+const codeByStatus: Partial<Record<number, ErrorCode>> = { 404: 'not_found', 405: 'method_not_allowed', 413: 'payload_too_large', 415: 'unsupported_media_type' };
 
 const answers: OwnAnswer[] = [];
 const installed = Symbol.for('abp.frameworkErrors');

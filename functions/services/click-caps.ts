@@ -8,10 +8,9 @@ import { OrgScope } from './tenancy';
  * Click caps for the click function: whether a campaign has had its billable clicks for the UTC day or month.
  * Soft, as click caps are in ad tech: the count is the live counters' (what the state worker has booked,
  * seconds behind), read in the background at most once per LINK_CACHE_TTL_SECONDS per campaign (5 s after a
- * failed read), one read at a time, and never
- * waited for, so a campaign with click caps costs the click path nothing but a map lookup. A burst can
- * therefore pass a cap by what arrives before the count catches up; conversion and payout caps, which move
- * money, are exact (ingest-state.ts).
+ * failed read), one read at a time, and never waited for, so a campaign with click caps costs the click path
+ * nothing but a map lookup. A burst can therefore pass a cap by what arrives before the count catches up;
+ * conversion and payout caps, which move money, hold at booking (ingest-state.ts).
  */
 interface Usage {
   day: string;

@@ -244,9 +244,8 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
   // No two items of a group are the same postback: groupedWrites hands a repeat delivery the first one's outcome.
   const batch = db.batch();
   let booked = 0;
-  /** Conversions of campaigns with caps: booked after the batch, each in its own transaction (bookAlone). */
-  const capped: number[] = [];
-  const campaignOf = new Map<number, string>();
+  /** Conversions of campaigns with caps, by campaign: booked after the batch, each in its own transaction (bookAlone). */
+  const cappedByCampaign = new Map<string, number[]>();
   const counters = new Map<string, { ref: DocumentReference; base: Record<string, string>; parts: NonNullable<Booking['counter']>[] }>();
   events.forEach((e, i) => {
     if (results[i]) return; // could not be prepared
@@ -259,8 +258,8 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
     const a = attempt(i, () => attribute(scope, e, plans[i]!.link?.parts, firstRead.get(i, 1), detailed[i]?.map((_, j) => secondRead.get(i, j)!)));
     if (!a) return;
     if (needsCapCheck(a)) {
-      capped.push(i);
-      campaignOf.set(i, a.campaignId!);
+      const key = `${e.orgId}/${a.campaignId}`;
+      cappedByCampaign.set(key, [...(cappedByCampaign.get(key) ?? []), i]);
       return;
     }
     const b = attempt(i, () => book(scope, e, a));
@@ -282,13 +281,8 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
   }
   // One campaign's conversions one at a time (they count against the same usage documents and would only
   // wait on each other's transactions); different campaigns at once.
-  const byCampaign = new Map<string, number[]>();
-  for (const i of capped) {
-    const key = `${events[i]!.orgId}/${campaignOf.get(i)}`;
-    byCampaign.set(key, [...(byCampaign.get(key) ?? []), i]);
-  }
   await Promise.all(
-    [...byCampaign.values()].map(async (chain) => {
+    [...cappedByCampaign.values()].map(async (chain) => {
       for (const i of chain) {
         try {
           results[i] = { status: 'fulfilled', value: await bookAlone(events[i]!) };

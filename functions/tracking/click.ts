@@ -67,7 +67,7 @@ function answerClick(req: functions.Request, res: functions.Response, linkId: st
     (campaign.targeting.countries?.length && (!country || !campaign.targeting.countries.includes(country))) ||
     (campaign.targeting.devices?.length && !campaign.targeting.devices.includes(visitor.device as 'desktop'));
   const now = Date.now();
-  const capped = campaign.clickCaps !== undefined && clickCapReachedNow(link, now);
+  const capped = campaign.status === 'active' && !offTarget && campaign.clickCaps !== undefined && clickCapReachedNow(link, now);
   if (campaign.status !== 'active' || offTarget || capped) {
     // Not billable and not the advertiser's offer: send the visitor to the organisation's fallback, if any.
     if (link.fallbackUrl) return redirectTo(res, link.fallbackUrl);

@@ -3,6 +3,7 @@ import { config } from '../../shared/config';
 import { clickCapsOf, type ClickCaps } from '../../shared/domain/caps';
 import type { Campaign } from '../../shared/domain/schemas';
 import { firestore } from '../adapters/firestore';
+import { OrgScope } from './tenancy';
 
 /**
  * What the click function needs to know about a link, cached in memory for LINK_CACHE_TTL_SECONDS so a
@@ -30,10 +31,9 @@ async function load(linkId: string): Promise<ResolvedLink | undefined> {
   const link = await db.doc(`${collections.linkIndex}/${linkId}`).get();
   if (!link.exists) return undefined;
   const { orgId, campaignId, affiliateId } = link.data() as { orgId: string; campaignId: string; affiliateId: string };
-  const [campaign, org] = await db.getAll(
-    db.doc(`${collections.orgs}/${orgId}/${collections.campaigns}/${campaignId}`),
-    db.doc(`${collections.orgs}/${orgId}`),
-  );
+  // The link index is global (a click names only its link); what it points to is read through the owner's scope.
+  const scope = OrgScope.system(orgId, 'click');
+  const [campaign, org] = await db.getAll(scope.collection('campaigns').doc(campaignId), scope.orgRef);
   if (!campaign?.exists || !org?.exists) return undefined;
   const c = campaign.data() as Campaign;
   return {

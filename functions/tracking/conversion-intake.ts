@@ -12,6 +12,7 @@ import { secrets } from '../adapters/local-secrets';
 import { publishTrackingEvent } from '../adapters/pubsub';
 import { hashSecret } from '../services/authentication';
 import { resolveLink } from '../services/link-resolver';
+import { OrgScope } from '../services/tenancy';
 
 /**
  * Shared by the postback and the pixel: authenticate the advertiser, validate, give the conversion its
@@ -90,7 +91,7 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
   // (the state worker is idempotent on the id) rather than being told "duplicate" for a lost conversion.
   await publishTrackingEvent(event);
   try {
-    await firestore().doc(`${collections.orgs}/${orgId}/${collections.postbackReceipts}/${conversionId}`).create({ at: event.occurredAt, via });
+    await OrgScope.system(orgId, 'postback').collection('postbackReceipts').doc(conversionId).create({ at: event.occurredAt, via });
     return { conversionId, status: 'accepted' };
   } catch (err) {
     if ((err as { code?: number }).code === 6 /* ALREADY_EXISTS */) return { conversionId, status: 'duplicate' };

@@ -91,7 +91,7 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
   // (the state worker is idempotent on the id) rather than being told "duplicate" for a lost conversion.
   await publishTrackingEvent(event);
   try {
-    await OrgScope.system(orgId, 'postback').collection('postbackReceipts').doc(conversionId).create({ at: event.occurredAt, via });
+    await OrgScope.system(orgId, via).collection('postbackReceipts').doc(conversionId).create({ at: event.occurredAt, via });
     return { conversionId, status: 'accepted' };
   } catch (err) {
     if ((err as { code?: number }).code === 6 /* ALREADY_EXISTS */) return { conversionId, status: 'duplicate' };

@@ -28,30 +28,21 @@ export interface OwnAnswer {
 }
 
 /**
- * What the framework's body parsers (body-parser, raw-body) reject, in our error shape: their errors carry a
- * `type` and a 4xx status meant for the client (`expose`). Anything else is not theirs: undefined.
- */
-function bodyError(err: unknown): ApiError | undefined {
-  const e = err as { type?: unknown; status?: unknown; expose?: unknown; message?: unknown } | null | undefined;
-  if (typeof e?.type !== 'string' || typeof e.status !== 'number' || e.status < 400 || e.status > 499 || e.expose !== true) return undefined;
-  const said = String(e.message);
-  const details: ErrorDetail[] = [{ field: '(body)', message: said }];
-  if (e.type === 'entity.parse.failed') return badRequest(`The request body is not valid JSON: ${said}`, details);
-  if (e.status === 413) return new ApiError('payload_too_large', `The request body is too large: ${said}`, details);
-  if (e.status === 415) return new ApiError('unsupported_media_type', `The request body cannot be read: ${said}`, details);
-  return badRequest(`The request body could not be read: ${said}`, details);
-}
-
-/**
- * Another 4xx raised before the function ran (the router refuses a path it cannot decode, `/c/%E0%A4%A`,
- * with a URIError of status 400): the client's mistake, so answered as one, never as our 500.
+ * A 4xx raised before the function ran, in our error shape: the body parsers' (body-parser, raw-body: they
+ * carry a `type`, e.g. entity.parse.failed for malformed JSON) or the router's (a path it cannot decode,
+ * `/c/%E0%A4%A`, is a URIError of status 400). The client's mistake, so answered as one, never as our 500;
+ * anything else is not a client error: undefined.
  */
 function clientError(err: unknown): ApiError | undefined {
-  const e = err as { status?: unknown; statusCode?: unknown; expose?: unknown; message?: unknown } | null | undefined;
+  const e = err as { type?: unknown; status?: unknown; statusCode?: unknown; expose?: unknown; message?: unknown } | null | undefined;
   const status = typeof e?.status === 'number' ? e.status : e?.statusCode;
   if (typeof status !== 'number' || status < 400 || status > 499) return undefined;
   const said = e!.expose === false ? 'The request could not be read' : String(e!.message);
-  return new ApiError(codeByStatus[status] ?? 'bad_request', said);
+  const code = codeByStatus[status] ?? 'bad_request';
+  if (typeof e!.type !== 'string') return new ApiError(code, said);
+  const details: ErrorDetail[] = [{ field: '(body)', message: said }];
+  if (e!.type === 'entity.parse.failed') return badRequest(`The request body is not valid JSON: ${said}`, details);
+  return new ApiError(code, `The request body could not be read: ${said}`, details);
 }
 const codeByStatus: Partial<Record<number, ErrorCode>> = { 404: 'not_found', 405: 'method_not_allowed', 413: 'payload_too_large', 415: 'unsupported_media_type' };
 
@@ -68,7 +59,7 @@ function answerUnhandled(req: Request, res: Response, err: unknown): void {
   const target = process.env.FUNCTION_TARGET;
   const own = answers.find((a) => a.functionName === target || path === a.localPath || path.startsWith(`${a.localPath}/`));
   if (own) return own.answer(req, res, err);
-  let reply = bodyError(err) ?? clientError(err);
+  let reply = clientError(err);
   if (!reply && err === undefined) reply = new ApiError('not_found', `Nothing is served at ${path}`);
   if (!reply) {
     console.error(JSON.stringify({ severity: 'ERROR', message: 'request failed before the function ran', error: String((err as Error)?.stack ?? err) }));

@@ -21,6 +21,12 @@ async function click(linkId: string, query = '', headers: Record<string, string>
 
 const api = (path: string) => s.call('GET', `/v1/orgs/${org.id}${path}`, { auth: org.token });
 const postback = (params: Record<string, string>) => s.call('GET', `/postback?${new URLSearchParams({ token: org.postbackToken, ...params })}`);
+/** Hands an event to the state worker as a Pub/Sub push delivery would, bypassing the topic (to control redelivery). */
+const deliverToStateWorker = (event: object, messageId: string) =>
+  fetch(`${s.baseUrl}/_push/state-writer/projects/${process.env.GOOGLE_CLOUD_PROJECT}/topics/tracking-events`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ subscription: 'projects/p/subscriptions/s', message: { data: Buffer.from(JSON.stringify(event)).toString('base64'), messageId, attributes: {} } }),
+  });
 
 before(async () => {
   s = await startTestStack({ LINK_CACHE_TTL_SECONDS: '0' });
@@ -214,11 +220,7 @@ describe('postback function', () => {
       clickId: mintClickId(secrets().clickSigningKey, daily.link, Date.now() - 60_000 - i), event: 'conversion', amount: 1000, currency: null,
       occurredAt: new Date().toISOString(), via: 'postback',
     }));
-    const deliver = (e: object, n: number) =>
-      fetch(`${s.baseUrl}/_push/state-writer/projects/${process.env.GOOGLE_CLOUD_PROJECT}/topics/tracking-events`, {
-        method: 'POST', headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ subscription: 'projects/p/subscriptions/s', message: { data: Buffer.from(JSON.stringify(e)).toString('base64'), messageId: `cap-${n}-${JSON.stringify(e).length}`, attributes: {} } }),
-      });
+    const deliver = (e: (typeof sales)[number], n: number) => deliverToStateWorker(e, `cap-${n}-${e.eventId}`);
     const answers = await Promise.all([1, 2, 3].flatMap((n) => sales.map((e) => deliver(e, n))));
     assert.deepEqual(answers.filter((r) => !r.ok).map((r) => r.status), []);
     const booked = await settled(daily.campaign, 6);
@@ -366,11 +368,7 @@ describe('workers', () => {
         device: 'desktop', os: null, browser: null, referrer: null, isBot: i >= 40, botReason: i >= 40 ? 'crawler' : null,
       };
     });
-    const deliver = (e: (typeof events)[number], n: number) =>
-      fetch(`${s.baseUrl}/_push/state-writer/projects/${process.env.GOOGLE_CLOUD_PROJECT}/topics/tracking-events`, {
-        method: 'POST', headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ subscription: 'projects/p/subscriptions/s', message: { data: Buffer.from(JSON.stringify(e)).toString('base64'), messageId: `burst-${e.eventId}-${n}`, attributes: {} } }),
-      });
+    const deliver = (e: (typeof events)[number], n: number) => deliverToStateWorker(e, `burst-${e.eventId}-${n}`);
     // Every message twice, all at once, newest first so that the order of arrival is not the order of clicks.
     const answers = await Promise.all([...events].reverse().flatMap((e) => [deliver(e, 1), deliver(e, 2)]));
     assert.deepEqual(answers.filter((r) => !r.ok).map((r) => r.status), []);
@@ -400,11 +398,7 @@ describe('workers', () => {
     // 12 sales on the link's clicks (one of them booked before the burst), 2 on forged click ids.
     const sales = Array.from({ length: 12 }, (_, i) => postbackEvent(`burst-sale-${i}`, mintClickId(secrets().clickSigningKey, linkId, t0 + i * 1000)));
     const forged = [0, 1].map((i) => postbackEvent(`burst-forged-${i}`, `${linkId}.${t0}.x${i}.forged`));
-    const deliver = (e: object, n: number) =>
-      fetch(`${s.baseUrl}/_push/state-writer/projects/${process.env.GOOGLE_CLOUD_PROJECT}/topics/tracking-events`, {
-        method: 'POST', headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ subscription: 'projects/p/subscriptions/s', message: { data: Buffer.from(JSON.stringify(e)).toString('base64'), messageId: `sale-${n}-${JSON.stringify(e).length}`, attributes: {} } }),
-      });
+    const deliver = (e: { eventId: string }, n: number) => deliverToStateWorker(e, `sale-${n}-${e.eventId}`);
     assert.ok((await deliver(sales[0]!, 0)).ok);
     // Every message three times, all at once, in an order that is not the order of sales.
     const answers = await Promise.all([...sales, ...forged].reverse().flatMap((e) => [1, 2, 3].map((n) => deliver(e, n))));

@@ -189,7 +189,11 @@ export async function applyPostback(e: PostbackEvent): Promise<ConversionEvent> 
   };
 }
 
-/** One postback in a transaction of its own: the careful path, for a group that could not be committed whole. */
+/**
+ * One postback in a transaction of its own: the careful path, for a group that could not be committed whole,
+ * and the only path for a campaign with caps (its usage must be read where it is written). It reads again what
+ * the group read, so that the conversion's existence and the usage it counts against are checked in one place.
+ */
 async function bookAlone(e: PostbackEvent): Promise<ConversionDoc> {
   const scope = OrgScope.system(e.orgId, 'state-writer');
   return firestore().runTransaction(async (tx) => {

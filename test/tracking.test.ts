@@ -199,14 +199,14 @@ describe('postback function', () => {
     const get = (path: string) => s.call('GET', `/v1/orgs/${orgId}${path}`, { auth: token });
     const affiliate = (await post('/affiliates', { name: 'Capped', email: 'capped-aff@example.com' })).body.id as string;
     const postbackToken = (await get('/postback-config')).body.token as string;
-    const cappedCampaign = async (caps: unknown) => {
-      const campaign = (await post('/campaigns', campaignBody({ payout: { type: 'cpa', amount: 400 }, caps }))).body.id as string;
+    const cappedCampaign = async (caps: unknown, payout: unknown = { type: 'cpa', amount: 400 }) => {
+      const campaign = (await post('/campaigns', campaignBody({ payout, caps }))).body.id as string;
       const link = (await post('/links', { campaignId: campaign, affiliateId: affiliate })).body.id as string;
       return { campaign, link };
     };
     const settled = async (campaign: string, n: number) =>
       eventually(async () => {
-        const items = (await get(`/conversions?campaignId=${campaign}`)).body?.items as { txnId: string; status: string; reasons: string[]; payout: number }[] | undefined;
+        const items = (await get(`/conversions?campaignId=${campaign}`)).body?.items as { id: string; txnId: string; status: string; reasons: string[]; payout: number }[] | undefined;
         return items?.length === n ? items : undefined;
       }, `${n} conversions of ${campaign}`);
 
@@ -230,14 +230,38 @@ describe('postback function', () => {
     for (const c of booked.filter((x) => x.status !== 'pending')) assert.deepEqual([c.status, c.reasons, c.payout], ['rejected', ['daily_conversion_cap'], 0]);
     const usage = (await firestore().doc(`orgs/${orgId}/capUsage/${daily.campaign}_${sales[0]!.occurredAt.slice(0, 10)}_USD`).get()).data();
     assert.deepEqual([usage?.conversions, usage?.payout], [3, 1200], 'each credited sale counted once, however often delivered');
+    const usageOf = async (campaign: string, period: string) => {
+      const u = (await firestore().doc(`orgs/${orgId}/capUsage/${campaign}_${period}_USD`).get()).data();
+      return [u?.conversions, u?.payout];
+    };
+    const patch = async (id: string, body: unknown) => {
+      const r = await s.call('PATCH', `/v1/orgs/${orgId}/conversions/${id}`, { auth: token, body });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+    };
+    // A credited sale the advertiser rejects gives its room back.
+    await patch(credited[0]!.id, { status: 'rejected', reason: 'returned' });
+    assert.deepEqual(await usageOf(daily.campaign, sales[0]!.occurredAt.slice(0, 10)), [2, 800]);
 
     const send = (link: string, txn: string) =>
       s.call('GET', `/postback?${new URLSearchParams({ token: postbackToken, click_id: mintClickId(secrets().clickSigningKey, link, Date.now() - 60_000), txn_id: txn, amount: '10.00' })}`);
     // A payout cap of 10.00 a month at 4.00 a sale: two fit; the third is not split, it is rejected whole.
-    const monthly = await cappedCampaign({ monthly: { payout: 1000 } });
+    // The second approved sale of the month earns 5.00 (a volume tier).
+    const monthly = await cappedCampaign({ monthly: { payout: 1000 } }, { type: 'cpa', amount: 400, tiers: [{ minConversions: 2, amount: 500 }] });
     for (const i of [0, 1, 2]) assert.equal((await send(monthly.link, `payout-cap-${monthly.campaign}-${i}`)).status, 200);
-    const paid = (await settled(monthly.campaign, 3)).map((c) => JSON.stringify([c.status, c.payout, c.reasons])).sort();
+    const three = await settled(monthly.campaign, 3);
+    const paid = three.map((c) => JSON.stringify([c.status, c.payout, c.reasons])).sort();
     assert.deepEqual(paid, [['pending', 400, []], ['pending', 400, []], ['rejected', 0, ['monthly_payout_cap']]].map((x) => JSON.stringify(x)).sort());
+    const month = new Date().toISOString().slice(0, 7);
+    const [first, second] = three.filter((c) => c.status === 'pending');
+    await patch(first!.id, { status: 'approved' });
+    await patch(second!.id, { status: 'approved' });
+    assert.deepEqual(await usageOf(monthly.campaign, month), [2, 900], 'the tier raised the payout counted');
+    // Reversed (the customer returned it): its 5.00 is free again, so a fourth sale at 4.00 fits (4.00 + 4.00 <= 10.00).
+    await patch(second!.id, { status: 'reversed', reason: 'refund' });
+    assert.deepEqual(await usageOf(monthly.campaign, month), [1, 400]);
+    assert.equal((await send(monthly.link, `payout-cap-${monthly.campaign}-3`)).status, 200);
+    const fourth = (await settled(monthly.campaign, 4)).find((c) => c.txnId === `payout-cap-${monthly.campaign}-3`);
+    assert.deepEqual([fourth?.status, fourth?.payout], ['pending', 400]);
   });
 
   it('attributes a postback that arrives before its click was processed', async () => {

@@ -1,4 +1,5 @@
 import { FieldValue, type DocumentData, type Transaction } from '@google-cloud/firestore';
+import type { CapCounted } from '../../shared/domain/caps';
 import { payoutFor } from '../../shared/domain/commission';
 import { tierMonth, type LedgerEntry } from '../../shared/domain/ledger';
 import type { PayoutRule } from '../../shared/domain/schemas';
@@ -62,16 +63,26 @@ export async function applyTransition(
   const tierRef = conv.campaignId ? scope.collection('tierCounters').doc(`${conv.campaignId}_${conv.affiliateId}_${tierMonth(conv.createdAt)}`) : undefined;
   let payout = conv.payout as number;
 
+  // Every read comes before the first write, as Firestore's transactions require.
+  let priced = payout;
+  let count = 1;
   if (change.status === 'approved') {
     // Volume tiers: this conversion is priced at the tier its month's approved count reaches with it.
-    let count = 1;
-    if (tierRef) {
-      const tier = await tx.get(tierRef);
-      count = ((tier.get('approved') as number | undefined) ?? 0) + 1;
-      tx.set(tierRef, { approved: count, campaignId: conv.campaignId, affiliateId: conv.affiliateId, month: tierMonth(conv.createdAt) }, { merge: true });
-    }
+    if (tierRef) count = (((await tx.get(tierRef)).get('approved') as number | undefined) ?? 0) + 1;
     const rule = conv.payoutRule as PayoutRule | null;
-    const priced = rule ? payoutFor(rule, conv.amount as number | null, count) : payout;
+    if (rule) priced = payoutFor(rule, conv.amount as number | null, count);
+  }
+  const counted = conv.capCounted as CapCounted | null | undefined;
+  // What the campaign's cap usage must change by: a rejected or reversed conversion gives its room back; a
+  // tier that changes the payout at approval changes the payout counted (the conversion stays booked).
+  const capChange = !counted ? undefined : change.status === 'approved' ? (priced !== payout ? { conversions: 0, payout: priced - payout } : undefined) : { conversions: -1, payout: -counted.payout };
+  // A usage document gone to its TTL belongs to a window long closed: nothing left to give back there.
+  const usageDocs = capChange ? (await tx.getAll(...counted!.usageIds.map((id) => scope.collection('capUsage').doc(id)))).filter((d) => d.exists) : [];
+  for (const d of usageDocs) tx.update(d.ref, { conversions: FieldValue.increment(capChange!.conversions), payout: FieldValue.increment(capChange!.payout) });
+  const capCounted = capChange && counted ? (capChange.conversions < 0 ? null : { ...counted, payout: counted.payout + capChange.payout }) : counted;
+
+  if (change.status === 'approved') {
+    if (tierRef) tx.set(tierRef, { approved: count, campaignId: conv.campaignId, affiliateId: conv.affiliateId, month: tierMonth(conv.createdAt) }, { merge: true });
     for (const e of entries.filter((x) => x.status === 'pending')) tx.update(ledger.doc(e.id), { status: 'approved', approvedAt: at });
     if (priced !== payout && conv.affiliateId) {
       const id = ledgerEntryId(conversionId, 'tier_adjustment');
@@ -101,7 +112,7 @@ export async function applyTransition(
   }
 
   const next = {
-    ...conv, status: change.status, payout, updatedAt: at,
+    ...conv, status: change.status, payout, updatedAt: at, ...(counted ? { capCounted } : {}),
     reasons: change.reason ? [...(conv.reasons as string[]), change.reason] : conv.reasons,
     ...(change.status === 'approved' ? { approvedAt: at } : {}),
   };

@@ -1,5 +1,5 @@
 import { FieldValue, Timestamp, type DocumentData, type DocumentReference, type DocumentSnapshot, type Firestore } from '@google-cloud/firestore';
-import { capPeriod, cappedWindows, capsBroken, type CapUsage, type CapWindow } from '../../shared/domain/caps';
+import { capPeriod, cappedWindows, capsBroken, type CapCounted, type CapUsage, type CapWindow } from '../../shared/domain/caps';
 import { verifyClickId, type ClickIdParts } from '../../shared/domain/click-id';
 import { payoutFor, revenueFor } from '../../shared/domain/commission';
 import type { ConversionEvent, PostbackEvent } from '../../shared/domain/events';
@@ -27,9 +27,9 @@ import { OrgScope } from './tenancy';
  *
  * A conversion for a campaign with conversion or payout caps (shared/domain/caps.ts) is booked in a
  * transaction of its own that reads the campaign's usage for the day and month, so no booking passes a cap
- * however many instances book at once; its group's other conversions still go in the batch. Usage counts
- * what was booked: a volume tier that raises a payout at approval, or a conversion rejected later, does not
- * change it.
+ * however many instances book at once; its group's other conversions still go in the batch. The conversion
+ * records what it counted (`capCounted`): rejecting or reversing it later gives the room back, and a volume
+ * tier that changes its payout at approval changes the payout counted (conversion-lifecycle.ts).
  */
 const day = 86_400_000;
 /** A conversion reported this soon after its click is held for review. */
@@ -158,7 +158,10 @@ function book(scope: OrgScope, e: PostbackEvent, a: Attribution, usage?: Usage):
   const c = counterRef(scope, e.occurredAt, a.campaignId, a.affiliateId, e.eventId);
   booking.counter = { ...c, currency, revenue, payout };
   if (usage) {
-    booking.capUsage = capUsageRefs(scope, e, a).map(({ window, period, ref }) => ({
+    const windows = capUsageRefs(scope, e, a);
+    // What it counted where, so that a later rejection or reversal can give the room back (conversion-lifecycle.ts).
+    booking.conversion.capCounted = { usageIds: windows.map((w) => w.ref.id), payout } satisfies CapCounted;
+    booking.capUsage = windows.map(({ window, period, ref }) => ({
       ref,
       data: {
         campaignId: a.campaignId, window, period, currency, conversions: FieldValue.increment(1), payout: FieldValue.increment(payout),

@@ -82,8 +82,8 @@ export const capsSchema = z
     id: 'Caps',
     description:
       'Limits per UTC day and month. conversions and payout (minor units of the campaign currency) hold at booking: a conversion past one is recorded as ' +
-      'rejected with the reason daily_conversion_cap, monthly_conversion_cap, daily_payout_cap or monthly_payout_cap, never credited (usage counts what was ' +
-      'booked; a later tier uplift or rejection does not change it). clicks (billable clicks) are soft: ' +
+      'rejected with the reason daily_conversion_cap, monthly_conversion_cap, daily_payout_cap or monthly_payout_cap, never credited (rejecting or reversing a credited ' +
+      'conversion later gives its room back; a volume tier at approval changes the payout counted). clicks (billable clicks) are soft: ' +
       'once the live count reaches the cap, visitors go to the organisation fallbackUrl (or get a 404) and are not recorded; the count is seconds behind.',
   });
 

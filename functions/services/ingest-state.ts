@@ -1,4 +1,4 @@
-import { FieldValue, Timestamp, type DocumentData, type DocumentReference, type DocumentSnapshot, type Firestore } from '@google-cloud/firestore';
+import { FieldValue, Timestamp, type DocumentData, type DocumentReference, type DocumentSnapshot, type Firestore, type Transaction } from '@google-cloud/firestore';
 import { capPeriod, cappedWindows, capsBroken, type CapCounted, type CapUsage, type CapWindow } from '../../shared/domain/caps';
 import { verifyClickId, type ClickIdParts } from '../../shared/domain/click-id';
 import { payoutFor, revenueFor } from '../../shared/domain/commission';
@@ -36,6 +36,11 @@ const day = 86_400_000;
 const minClickToConversionMs = 3_000;
 /** A conversion takes at most three writes (conversion, commission, counter); a Firestore commit takes 500. */
 const maxConversionsPerCommit = 150;
+/**
+ * A capped campaign's conversions booked in one transaction: each takes up to three writes and one counter
+ * document, and the transaction's usage documents two more, within Firestore's 500 writes a commit.
+ */
+const maxCappedPerTransaction = 100;
 /** Groups in flight at once, as for clicks. */
 const concurrentCommits = 4;
 
@@ -59,8 +64,8 @@ interface Booking {
   conversion: ConversionDoc;
   commission?: { ref: DocumentReference; data: DocumentData };
   counter?: { ref: DocumentReference; base: Record<string, string>; currency: string; revenue: number; payout: number };
-  /** The campaign's cap usage documents it counts in. */
-  capUsage?: { ref: DocumentReference; data: DocumentData }[];
+  /** The campaign's cap usage documents it counts in, and the payout it adds to each. */
+  capUsage?: { ref: DocumentReference; base: DocumentData; payout: number }[];
 }
 
 type Usage = Partial<Record<CapWindow, CapUsage>>;
@@ -163,11 +168,9 @@ function book(scope: OrgScope, e: PostbackEvent, a: Attribution, usage?: Usage):
     booking.conversion.capCounted = { usageIds: windows.map((w) => w.ref.id), payout } satisfies CapCounted;
     booking.capUsage = windows.map(({ window, period, ref }) => ({
       ref,
-      data: {
-        campaignId: a.campaignId, window, period, currency, conversions: FieldValue.increment(1), payout: FieldValue.increment(payout),
-        // Kept a while past its window for support questions, then removed by Firestore's TTL policy.
-        expireAt: Timestamp.fromMillis(Date.parse(e.occurredAt) + (window === 'daily' ? 35 : 400) * day),
-      },
+      payout,
+      // Kept a while past its window for support questions, then removed by Firestore's TTL policy.
+      base: { campaignId: a.campaignId, window, period, currency, expireAt: Timestamp.fromMillis(Date.parse(e.occurredAt) + (window === 'daily' ? 35 : 400) * day) },
     }));
   }
   return booking;
@@ -193,33 +196,87 @@ export async function applyPostback(e: PostbackEvent): Promise<ConversionEvent> 
 }
 
 /**
- * One postback in a transaction of its own: the careful path, for a group that could not be committed whole,
- * and the only path for a campaign with caps (its usage must be read where it is written). It reads again what
- * the group read, so that the conversion's existence and the usage it counts against are checked in one place.
+ * One postback in a transaction of its own: the careful path, for a group that could not be committed whole.
+ * It reads again what the group read, so that the conversion's existence is checked where it is written.
  */
 async function bookAlone(e: PostbackEvent): Promise<ConversionDoc> {
-  const scope = OrgScope.system(e.orgId, 'state-writer');
-  return firestore().runTransaction(async (tx) => {
-    const existing = await tx.get(scope.collection('conversions').doc(e.eventId));
-    if (existing.exists) return existing.data()!;
-    const link = linkOf(e);
-    const linkSnap = link && (await tx.get(link.ref));
-    const refs = detailRefs(scope, e, linkSnap);
-    const details = refs && (await tx.getAll(...refs));
-    const a = attribute(scope, e, link?.parts, linkSnap, details);
-    let usage: Usage | undefined;
-    if (needsCapCheck(a)) {
-      const windows = capUsageRefs(scope, e, a);
-      const snaps = await tx.getAll(...windows.map((w) => w.ref));
-      usage = Object.fromEntries(windows.map((w, i) => [w.window, { conversions: Number(snaps[i]!.get('conversions') ?? 0), payout: Number(snaps[i]!.get('payout') ?? 0) }]));
-    }
+  return (await firestore().runTransaction((tx) => bookTogether(tx, [e])))[0]!;
+}
+
+/**
+ * Postbacks of one organisation booked in one transaction, in order: the path for campaigns with caps, whose
+ * usage must be read where it is written. Each conversion is checked against the usage the ones before it
+ * left, and each usage document is written once, however many of them it counts: it is the one document every
+ * conversion of a busy capped campaign writes, and Firestore sustains about one write a second on a document.
+ */
+async function bookTogether(tx: Transaction, events: PostbackEvent[]): Promise<ConversionDoc[]> {
+  const scope = OrgScope.system(events[0]!.orgId, 'state-writer');
+  const read = (refs: DocumentReference[]) => tx.getAll(...refs);
+  const links = events.map(linkOf);
+  const first = await readAll(read, events.map((e, i) => [scope.collection('conversions').doc(e.eventId), links[i]?.ref]));
+  const detailed = events.map((e, i) => (first.get(i, 0)!.exists ? undefined : detailRefs(scope, e, first.get(i, 1))));
+  const second = await readAll(read, detailed.map((refs) => refs ?? []));
+  const attributions = events.map((e, i) =>
+    first.get(i, 0)!.exists ? undefined : attribute(scope, e, links[i]?.parts, first.get(i, 1), detailed[i]?.map((_, j) => second.get(i, j)!)),
+  );
+  const windows = events.map((e, i) => (attributions[i] && needsCapCheck(attributions[i]) ? capUsageRefs(scope, e, attributions[i]) : []));
+  const usageSnaps = await readAll(read, windows.map((ws) => ws.map((w) => w.ref)));
+  const used = new Map<string, CapUsage>();
+  windows.forEach((ws, i) => ws.forEach((w, k) => {
+    const snap = usageSnaps.get(i, k)!;
+    used.set(w.ref.path, used.get(w.ref.path) ?? { conversions: Number(snap.get('conversions') ?? 0), payout: Number(snap.get('payout') ?? 0) });
+  }));
+
+  const writes = new BookingWrites();
+  const docs = events.map((e, i) => {
+    const a = attributions[i];
+    if (!a) return first.get(i, 0)!.data()!;
+    const usage = windows[i]!.length ? (Object.fromEntries(windows[i]!.map((w) => [w.window, { ...used.get(w.ref.path)! }])) as Usage) : undefined;
     const b = book(scope, e, a, usage);
-    tx.create(b.ref, b.conversion);
-    if (b.commission) tx.create(b.commission.ref, b.commission.data);
-    if (b.counter) tx.set(b.counter.ref, counterFields(b.counter.base, [b.counter]), { merge: true });
-    for (const u of b.capUsage ?? []) tx.set(u.ref, u.data, { merge: true });
+    for (const u of b.capUsage ?? []) {
+      const now = used.get(u.ref.path)!;
+      used.set(u.ref.path, { conversions: now.conversions + 1, payout: now.payout + u.payout });
+    }
+    writes.add(b);
     return b.conversion;
   });
+  writes.writeTo(tx);
+  return docs;
+}
+
+/**
+ * What a set of bookings writes: each conversion and commission created, and each counter and usage
+ * document written once with the sum of what its bookings add.
+ */
+class BookingWrites {
+  private readonly creates: { ref: DocumentReference; data: DocumentData }[] = [];
+  private readonly counters = new Map<string, { ref: DocumentReference; base: Record<string, string>; parts: NonNullable<Booking['counter']>[] }>();
+  private readonly usage = new Map<string, { ref: DocumentReference; base: DocumentData; conversions: number; payout: number }>();
+
+  add(b: Booking): void {
+    this.creates.push({ ref: b.ref, data: b.conversion });
+    if (b.commission) this.creates.push(b.commission);
+    if (b.counter) {
+      const path = b.counter.ref.path;
+      const c = this.counters.get(path) ?? this.counters.set(path, { ref: b.counter.ref, base: b.counter.base, parts: [] }).get(path)!;
+      c.parts.push(b.counter);
+    }
+    for (const u of b.capUsage ?? []) {
+      const sum = this.usage.get(u.ref.path) ?? this.usage.set(u.ref.path, { ref: u.ref, base: u.base, conversions: 0, payout: 0 }).get(u.ref.path)!;
+      sum.conversions += 1;
+      sum.payout += u.payout;
+    }
+  }
+
+  get size(): number {
+    return this.creates.length;
+  }
+
+  writeTo(w: { create(ref: DocumentReference, data: DocumentData): unknown; set(ref: DocumentReference, data: DocumentData, options: { merge: true }): unknown }): void {
+    for (const c of this.creates) w.create(c.ref, c.data);
+    for (const c of this.counters.values()) w.set(c.ref, counterFields(c.base, c.parts), { merge: true });
+    for (const u of this.usage.values()) w.set(u.ref, { ...u.base, conversions: FieldValue.increment(u.conversions), payout: FieldValue.increment(u.payout) }, { merge: true });
+  }
 }
 
 /**
@@ -249,11 +306,9 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
   const secondRead = await readAll(db, detailed.map((refs) => refs ?? []));
 
   // No two items of a group are the same postback: groupedWrites hands a repeat delivery the first one's outcome.
-  const batch = db.batch();
-  let booked = 0;
-  /** Conversions of campaigns with caps, by campaign: booked after the batch, each in its own transaction (bookAlone). */
+  const writes = new BookingWrites();
+  /** Conversions of campaigns with caps, by campaign: booked after the batch, in transactions (bookTogether). */
   const cappedByCampaign = new Map<string, number[]>();
-  const counters = new Map<string, { ref: DocumentReference; base: Record<string, string>; parts: NonNullable<Booking['counter']>[] }>();
   events.forEach((e, i) => {
     if (results[i]) return; // could not be prepared
     const existing = firstRead.get(i, 0)!;
@@ -271,30 +326,32 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
     }
     const b = attempt(i, () => book(scope, e, a));
     if (!b) return;
-    batch.create(b.ref, b.conversion);
-    if (b.commission) batch.create(b.commission.ref, b.commission.data);
-    if (b.counter) {
-      const path = b.counter.ref.path;
-      const c = counters.get(path) ?? counters.set(path, { ref: b.counter.ref, base: b.counter.base, parts: [] }).get(path)!;
-      c.parts.push(b.counter);
-    }
-    booked++;
+    writes.add(b);
     results[i] = { status: 'fulfilled', value: b.conversion };
   });
-  if (booked) {
-    // One write per counter document, however many of the group's conversions it counts.
-    for (const c of counters.values()) batch.set(c.ref, counterFields(c.base, c.parts), { merge: true });
+  if (writes.size) {
+    const batch = db.batch();
+    writes.writeTo(batch);
     await batch.commit();
   }
-  // One campaign's conversions one at a time (they count against the same usage documents and would only
-  // wait on each other's transactions); different campaigns at once.
+  // One campaign's conversions in one transaction (they count against the same usage documents, and would only
+  // wait on each other's transactions); different campaigns at once. Should that transaction fail, each of its
+  // conversions is booked on its own, so that one bad postback fails only its own delivery.
   await Promise.all(
     [...cappedByCampaign.values()].map(async (chain) => {
-      for (const i of chain) {
+      for (let k = 0; k < chain.length; k += maxCappedPerTransaction) {
+        const part = chain.slice(k, k + maxCappedPerTransaction);
         try {
-          results[i] = { status: 'fulfilled', value: await bookAlone(events[i]!) };
-        } catch (reason) {
-          results[i] = { status: 'rejected', reason };
+          const docs = await db.runTransaction((tx) => bookTogether(tx, part.map((i) => events[i]!)));
+          part.forEach((i, j) => (results[i] = { status: 'fulfilled', value: docs[j]! }));
+        } catch {
+          for (const i of part) {
+            try {
+              results[i] = { status: 'fulfilled', value: await bookAlone(events[i]!) };
+            } catch (reason) {
+              results[i] = { status: 'rejected', reason };
+            }
+          }
         }
       }
     }),
@@ -318,10 +375,11 @@ function counterFields(base: Record<string, string>, parts: { currency: string; 
  * Reads, in one call, a list of documents per item (an entry may be undefined: nothing to read there),
  * each distinct document once; `get(item, k)` answers the item's k-th document.
  */
-async function readAll(db: Firestore, perItem: (DocumentReference | undefined)[][]) {
+async function readAll(read: Firestore | ((refs: DocumentReference[]) => Promise<DocumentSnapshot[]>), perItem: (DocumentReference | undefined)[][]) {
   const unique = new Map<string, DocumentReference>();
   for (const refs of perItem) for (const ref of refs) if (ref) unique.set(ref.path, ref);
-  const snaps = unique.size ? await db.getAll(...unique.values()) : [];
+  const getAll = typeof read === 'function' ? read : (refs: DocumentReference[]) => read.getAll(...refs);
+  const snaps = unique.size ? await getAll([...unique.values()]) : [];
   const byPath = new Map(snaps.map((s) => [s.ref.path, s]));
   return { get: (item: number, k: number) => { const ref = perItem[item]![k]; return ref && byPath.get(ref.path); } };
 }

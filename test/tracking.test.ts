@@ -308,6 +308,32 @@ describe('postback function', () => {
     }
   });
 
+  it('credits a sale sent again with the right click id after a mistyped one, and only once', async () => {
+    const { clickId } = await click(org.link, '?sub1=retyped');
+    const mistyped = clickId.replace(/.$/, (c) => (c === 'A' ? 'B' : 'A'));
+    const conversion = async (id: string, status: string) =>
+      eventually(async () => { const x = await api(`/conversions/${id}`); return x.body?.status === status ? x.body : undefined; }, `conversion ${status}`);
+    const first = await postback({ click_id: mistyped, txn_id: 'retyped-1', amount: '10.00' });
+    assert.deepEqual((await conversion(first.body.conversionId, 'rejected')).reasons, ['invalid_click_id']);
+    const again = await postback({ click_id: clickId, txn_id: 'retyped-1', amount: '10.00' });
+    assert.equal(again.body.conversionId, first.body.conversionId);
+    const credited = await conversion(first.body.conversionId, 'pending');
+    assert.deepEqual([credited.clickId, credited.campaignId, credited.payout], [clickId, org.campaign, 125]);
+    // The mistyped one, redelivered, changes nothing now (delivered straight to the state worker, which answers
+    // once it has handled it); the report counts the sale once.
+    const redelivered = await deliverToStateWorker({
+      type: 'postback', eventId: first.body.conversionId, orgId: org.id, clickId: mistyped, txnId: 'retyped-1', event: 'conversion',
+      amount: 1000, currency: null, occurredAt: new Date().toISOString(), via: 'postback',
+    }, 'retyped-redelivered');
+    assert.equal(redelivered.ok, true);
+    const row = await eventually(async () => {
+      const r = await api(`/reports?from=${today()}&to=${today()}&groupBy=sub1`);
+      return r.body?.rows?.find((x: { sub1: string; conversions: number }) => x.sub1 === 'retyped' && x.conversions > 0);
+    }, 'retyped sale in report');
+    assert.deepEqual([row.conversions, row.payout], [1, { USD: 125 }]);
+    assert.equal((await conversion(first.body.conversionId, 'pending')).clickId, clickId);
+  });
+
   it('rejects bad input with 4xx naming the field', async () => {
     assert.equal((await s.call('GET', '/postback?click_id=x')).status, 401);
     assert.equal((await postback({ click_id: 'x' }).then((r) => r.status)), 200);

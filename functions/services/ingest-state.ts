@@ -9,6 +9,7 @@ import { firestore } from '../adapters/firestore';
 import { secrets } from '../adapters/local-secrets';
 import { ledgerEntryId } from './conversion-lifecycle';
 import { counterRef } from './counters';
+import { deterministicId } from '../../shared/ids';
 import type { Settled } from '../../shared/group-commit';
 import { groupedWrites } from './grouped-writes';
 import { OrgScope } from './tenancy';
@@ -64,6 +65,8 @@ interface Booking {
   conversion: ConversionDoc;
   commission?: { ref: DocumentReference; data: DocumentData };
   counter?: { ref: DocumentReference; base: Record<string, string>; currency: string; revenue: number; payout: number };
+  /** Books again over a conversion rejected for its click id (isFinal): written over it, not created. */
+  replaces?: boolean;
   /** The campaign's cap usage documents it counts in, and the payout it adds to each. */
   capUsage?: { ref: DocumentReference; base: DocumentData; payout: number }[];
 }
@@ -80,6 +83,21 @@ function capUsageRefs(scope: OrgScope, e: PostbackEvent, a: Attribution): { wind
     const period = capPeriod(window, e.occurredAt);
     return { window, period, ref: scope.collection('capUsage').doc(`${a.campaignId}_${period}_${a.campaign!.currency}`) };
   });
+}
+
+/** Rejections that say the click id was wrong, not the sale: the advertiser may send the sale again with the right one. */
+const clickIdReasons = new Set(['invalid_click_id', 'unknown_click', 'foreign_click']);
+
+/**
+ * Whether an already booked conversion is this postback's outcome. A conversion rejected only because its
+ * click id was wrong is not, when the postback names another click: the conversion id is the transaction's, so
+ * otherwise a mistyped (or forged) click id sent first would keep the real sale from ever being credited.
+ * Such a conversion is booked again, under the new click. Nothing had been credited or counted for it.
+ */
+function isFinal(existing: DocumentSnapshot, e: PostbackEvent): boolean {
+  if (!existing.exists) return false;
+  const reasons = (existing.get('reasons') as string[] | undefined) ?? [];
+  return !(existing.get('status') === 'rejected' && existing.get('clickId') !== e.clickId && reasons.some((r) => clickIdReasons.has(r)));
 }
 
 /** Whether booking this conversion must read its campaign's cap usage first (in a transaction). */
@@ -129,7 +147,7 @@ function attribute(scope: OrgScope, e: PostbackEvent, parts: ClickIdParts | unde
  * The conversion, priced, with its commission as pending unless rejected. `usage` is the campaign's cap usage
  * (read in the caller's transaction) when it caps conversions: a conversion past a cap is rejected.
  */
-function book(scope: OrgScope, e: PostbackEvent, a: Attribution, usage?: Usage): Booking {
+function book(scope: OrgScope, e: PostbackEvent, a: Attribution, usage?: Usage, previous?: ConversionDoc): Booking {
   const currency = a.campaign?.currency ?? e.currency ?? 'USD';
   const override = a.affiliate?.payoutOverrides?.[a.campaignId ?? ''];
   const priced = a.reasons.length === 0 && a.campaign ? payoutFor(override ?? a.campaign.payout, e.amount) : 0;
@@ -138,12 +156,17 @@ function book(scope: OrgScope, e: PostbackEvent, a: Attribution, usage?: Usage):
   const payout = rejected ? 0 : priced;
   const revenue = rejected || !a.campaign ? 0 : revenueFor(a.campaign.revenue, e.amount);
   const approvableAt = new Date(Date.parse(e.occurredAt) + (a.campaign?.holdDays ?? 0) * day).toISOString();
+  const status = rejected ? 'rejected' : 'pending';
   const booking: Booking = {
     ref: scope.collection('conversions').doc(e.eventId),
+    ...(previous ? { replaces: true } : {}),
     conversion: {
       id: e.eventId, clickId: e.clickId, linkId: a.linkId, campaignId: a.campaignId, affiliateId: a.affiliateId,
       txnId: e.txnId, event: e.event, amount: e.amount, currency, revenue, payout,
-      status: rejected ? 'rejected' : 'pending', reasons: [...reasons, ...a.fraudReasons], fraudHold: a.fraudReasons.length > 0,
+      status, reasons: [...reasons, ...a.fraudReasons], fraudHold: a.fraudReasons.length > 0,
+      // Analytics keeps one row per event id, as first written: a booking over an earlier rejection is a new
+      // event, and every copy of the event carries the values as booked, whatever the conversion becomes later.
+      analytics: { eventId: previous ? deterministicId('cnv', e.eventId, 'click', e.clickId) : e.eventId, status, revenue, payout },
       via: e.via, createdAt: e.occurredAt, approvableAt: rejected ? null : approvableAt, updatedAt: e.occurredAt,
       // The rule it was booked under: approval prices the volume tier with this rule, not with a later edit.
       payoutRule: rejected ? null : (override ?? a.campaign?.payout ?? null),
@@ -188,10 +211,12 @@ const commitConversions = groupedWrites(bookGroup, bookAlone, {
  */
 export async function applyPostback(e: PostbackEvent): Promise<ConversionEvent> {
   const doc = await commitConversions(e);
+  // Conversions booked before `analytics` was kept are published as they are now.
+  const booked = (doc.analytics as { eventId: string; status: ConversionEvent['status']; revenue: number; payout: number } | undefined) ?? { eventId: doc.id, status: doc.status, revenue: doc.revenue, payout: doc.payout };
   return {
-    type: 'conversion', eventId: doc.id, orgId: e.orgId, clickId: doc.clickId, linkId: doc.linkId, campaignId: doc.campaignId, affiliateId: doc.affiliateId,
-    txnId: doc.txnId, event: doc.event, amount: doc.amount, currency: doc.currency, revenue: doc.revenue, payout: doc.payout,
-    status: doc.status, reasons: doc.reasons, occurredAt: doc.createdAt,
+    type: 'conversion', eventId: booked.eventId, orgId: e.orgId, clickId: doc.clickId, linkId: doc.linkId, campaignId: doc.campaignId, affiliateId: doc.affiliateId,
+    txnId: doc.txnId, event: doc.event, amount: doc.amount, currency: doc.currency, revenue: booked.revenue, payout: booked.payout,
+    status: booked.status, reasons: doc.reasons, occurredAt: doc.createdAt,
   };
 }
 
@@ -214,10 +239,11 @@ async function bookTogether(tx: Transaction, events: PostbackEvent[]): Promise<C
   const read = (refs: DocumentReference[]) => tx.getAll(...refs);
   const links = events.map(linkOf);
   const first = await readAll(read, events.map((e, i) => [scope.collection('conversions').doc(e.eventId), links[i]?.ref]));
-  const detailed = events.map((e, i) => (first.get(i, 0)!.exists ? undefined : detailRefs(scope, e, first.get(i, 1))));
+  const final = events.map((e, i) => isFinal(first.get(i, 0)!, e));
+  const detailed = events.map((e, i) => (final[i] ? undefined : detailRefs(scope, e, first.get(i, 1))));
   const second = await readAll(read, detailed.map((refs) => refs ?? []));
   const attributions = events.map((e, i) =>
-    first.get(i, 0)!.exists ? undefined : attribute(scope, e, links[i]?.parts, first.get(i, 1), detailed[i]?.map((_, j) => second.get(i, j)!)),
+    final[i] ? undefined : attribute(scope, e, links[i]?.parts, first.get(i, 1), detailed[i]?.map((_, j) => second.get(i, j)!)),
   );
   const windows = events.map((e, i) => (attributions[i] && needsCapCheck(attributions[i]) ? capUsageRefs(scope, e, attributions[i]) : []));
   const usageSnaps = await readAll(read, windows.map((ws) => ws.map((w) => w.ref)));
@@ -232,7 +258,7 @@ async function bookTogether(tx: Transaction, events: PostbackEvent[]): Promise<C
     const a = attributions[i];
     if (!a) return first.get(i, 0)!.data()!;
     const usage = windows[i]!.length ? (Object.fromEntries(windows[i]!.map((w) => [w.window, { ...used.get(w.ref.path)! }])) as Usage) : undefined;
-    const b = book(scope, e, a, usage);
+    const b = book(scope, e, a, usage, first.get(i, 0)!.exists ? first.get(i, 0)!.data() : undefined);
     for (const u of b.capUsage ?? []) {
       const now = used.get(u.ref.path)!;
       used.set(u.ref.path, { conversions: now.conversions + 1, payout: now.payout + u.payout });
@@ -250,11 +276,14 @@ async function bookTogether(tx: Transaction, events: PostbackEvent[]): Promise<C
  */
 class BookingWrites {
   private readonly creates: { ref: DocumentReference; data: DocumentData }[] = [];
+  /** Conversions booked again over a rejection (isFinal): only ever inside the transaction that read them. */
+  private readonly replaces: { ref: DocumentReference; data: DocumentData }[] = [];
   private readonly counters = new Map<string, { ref: DocumentReference; base: Record<string, string>; parts: NonNullable<Booking['counter']>[] }>();
   private readonly usage = new Map<string, { ref: DocumentReference; base: DocumentData; conversions: number; payout: number }>();
 
   add(b: Booking): void {
-    this.creates.push({ ref: b.ref, data: b.conversion });
+    if (b.replaces) this.replaces.push({ ref: b.ref, data: b.conversion });
+    else this.creates.push({ ref: b.ref, data: b.conversion });
     if (b.commission) this.creates.push(b.commission);
     if (b.counter) {
       const path = b.counter.ref.path;
@@ -269,11 +298,12 @@ class BookingWrites {
   }
 
   get size(): number {
-    return this.creates.length;
+    return this.creates.length + this.replaces.length;
   }
 
-  writeTo(w: { create(ref: DocumentReference, data: DocumentData): unknown; set(ref: DocumentReference, data: DocumentData, options: { merge: true }): unknown }): void {
+  writeTo(w: { create(ref: DocumentReference, data: DocumentData): unknown; set(ref: DocumentReference, data: DocumentData, options?: { merge: true }): unknown }): void {
     for (const c of this.creates) w.create(c.ref, c.data);
+    for (const c of this.replaces) w.set(c.ref, c.data);
     for (const c of this.counters.values()) w.set(c.ref, counterFields(c.base, c.parts), { merge: true });
     for (const u of this.usage.values()) w.set(u.ref, { ...u.base, conversions: FieldValue.increment(u.conversions), payout: FieldValue.increment(u.payout) }, { merge: true });
   }
@@ -309,11 +339,17 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
   const writes = new BookingWrites();
   /** Conversions of campaigns with caps, by campaign: booked after the batch, in transactions (bookTogether). */
   const cappedByCampaign = new Map<string, number[]>();
+  const rebooking: number[] = [];
   events.forEach((e, i) => {
     if (results[i]) return; // could not be prepared
     const existing = firstRead.get(i, 0)!;
-    if (existing.exists) {
+    if (isFinal(existing, e)) {
       results[i] = { status: 'fulfilled', value: existing.data()! };
+      return;
+    }
+    if (existing.exists) {
+      // Booked again over a rejection for its click id: in a transaction, where what it replaces is read.
+      rebooking.push(i);
       return;
     }
     const scope = scopeOf(e.orgId);
@@ -338,7 +374,7 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
   // wait on each other's transactions); different campaigns at once. Should that transaction fail, each of its
   // conversions is booked on its own, so that one bad postback fails only its own delivery.
   await Promise.all(
-    [...cappedByCampaign.values()].map(async (chain) => {
+    [...cappedByCampaign.values(), ...rebooking.map((i) => [i])].map(async (chain) => {
       for (let k = 0; k < chain.length; k += maxCappedPerTransaction) {
         const part = chain.slice(k, k + maxCappedPerTransaction);
         try {

@@ -241,6 +241,12 @@ describe('postback function', () => {
     // A credited sale the advertiser rejects gives its room back.
     await patch(credited[0]!.id, { status: 'rejected', reason: 'returned' });
     assert.deepEqual(await usageOf(daily.campaign, sales[0]!.occurredAt.slice(0, 10)), [2, 800]);
+    // And leaves the live counters: they count what is credited now.
+    const stats = async (campaign: string) => {
+      const t = (await get(`/stats?from=${today()}&to=${today()}&campaignId=${campaign}`)).body.totals;
+      return [t.conversions, t.payout.USD];
+    };
+    assert.deepEqual(await stats(daily.campaign), [2, 800]);
 
     const send = (link: string, txn: string) =>
       s.call('GET', `/postback?${new URLSearchParams({ token: postbackToken, click_id: mintClickId(secrets().clickSigningKey, link, Date.now() - 60_000), txn_id: txn, amount: '10.00' })}`);
@@ -259,6 +265,7 @@ describe('postback function', () => {
     // Reversed (the customer returned it): its 5.00 is free again, so a fourth sale at 4.00 fits (4.00 + 4.00 <= 10.00).
     await patch(second!.id, { status: 'reversed', reason: 'refund' });
     assert.deepEqual(await usageOf(monthly.campaign, month), [1, 400]);
+    assert.deepEqual(await stats(monthly.campaign), [1, 400], 'the tier and the reversal reach the live counters');
     assert.equal((await send(monthly.link, `payout-cap-${monthly.campaign}-3`)).status, 200);
     const fourth = (await settled(monthly.campaign, 4)).find((c) => c.txnId === `payout-cap-${monthly.campaign}-3`);
     assert.deepEqual([fourth?.status, fourth?.payout], ['pending', 400]);

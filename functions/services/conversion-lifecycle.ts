@@ -5,6 +5,7 @@ import { tierMonth, type LedgerEntry } from '../../shared/domain/ledger';
 import type { PayoutRule } from '../../shared/domain/schemas';
 import { conflict, notFound } from '../../shared/errors';
 import { deterministicId } from '../../shared/ids';
+import { counterRef } from './counters';
 import type { AuditInput, OrgScope } from './tenancy';
 
 /**
@@ -109,6 +110,18 @@ export async function applyTransition(
       });
     }
     if (tierRef) tx.set(tierRef, { approved: FieldValue.increment(-1) }, { merge: true });
+  }
+
+  // The live counters follow what the conversion is worth now: a rejection or reversal takes it out, a tier
+  // changes its payout. (The report's analytics rows stay as booked.)
+  const counterChange = change.status === 'approved' ? (payout !== conv.payout ? { conversions: 0, revenue: 0, payout: payout - (conv.payout as number) } : undefined) : { conversions: -1, revenue: -(conv.revenue as number), payout: -payout };
+  if (counterChange && conv.campaignId && conv.affiliateId) {
+    const c = counterRef(scope, conv.createdAt as string, conv.campaignId as string, conv.affiliateId as string, conversionId);
+    const currency = conv.currency as string;
+    tx.set(c.ref, {
+      ...c.base, conversions: FieldValue.increment(counterChange.conversions),
+      revenue: { [currency]: FieldValue.increment(counterChange.revenue) }, payout: { [currency]: FieldValue.increment(counterChange.payout) },
+    }, { merge: true });
   }
 
   const next = {

@@ -14,7 +14,8 @@ export const configSchema = z.object({
   /** Base URL of the tracking endpoints, used to build tracking links and postback templates. */
   PUBLIC_BASE_URL: z.url().optional(),
   SUPABASE_URL: z.url().optional(),
-  SUPABASE_ANON_KEY: z.string().default('local-anon-key'),
+  /** Required in production by the API, the one function that verifies tokens (see supabaseAnonKey). */
+  SUPABASE_ANON_KEY: z.string().optional(),
   /** Lets the API resolve invited colleagues' emails to Supabase user ids. Not needed locally. */
   SUPABASE_SERVICE_ROLE_KEY: z.string().optional(),
   /** Expected `aud` of Supabase access tokens. */
@@ -60,6 +61,16 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
     publicBaseUrl: (c.PUBLIC_BASE_URL ?? localBase).replace(/\/$/, ''),
     supabaseUrl: (c.SUPABASE_URL ?? localBase).replace(/\/$/, ''),
   };
+}
+
+/**
+ * Production requires the anon key like the settings parseConfig checks, but on first use: only the API is
+ * given it (infra/cloud-functions.ts), and requiring it in parseConfig would stop every other function.
+ */
+export function supabaseAnonKey(c: Config = config()): string {
+  if (c.SUPABASE_ANON_KEY) return c.SUPABASE_ANON_KEY;
+  if (c.ABP_ENV === 'production') throw new Error('Invalid configuration: production requires SUPABASE_ANON_KEY');
+  return 'local-anon-key';
 }
 
 /** The process-wide configuration, parsed on first use. */

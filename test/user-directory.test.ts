@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { isAuthApiError } from '@supabase/supabase-js';
-import { resetConfigForTests } from '../shared/config';
+import { config, resetConfigForTests, supabaseAnonKey } from '../shared/config';
 import { devUserId } from '../functions/adapters/dev-identity';
+import { verifyAccessToken } from '../functions/adapters/supabase-identity';
 import { resolveUserIdByEmail } from '../functions/adapters/user-directory';
 import { startGoTrueStandIn, type GoTrueStandIn, type GoTrueUser } from './helpers/gotrue-stand-in';
 
@@ -143,6 +144,15 @@ describe('resolveUserIdByEmail with a service role key (Supabase Auth admin API)
     assert.equal(usersWith(email).length, 0);
   });
 
+  it('surfaces a refusal of the address at once, without paging through every user', async () => {
+    const email = uniqueEmail('rate-limited');
+    standIn.refuseNext('/auth/v1/invite', { status: 429, errorCode: 'over_email_send_rate_limit', message: 'email rate limit exceeded' });
+    const { result, calls } = await traffic(() => resolveUserIdByEmail(email).then(() => undefined, (err: unknown) => err));
+    assert.ok(isAuthApiError(result), `expected an AuthApiError, got ${String(result)}`);
+    assert.equal(result.status, 429);
+    assert.deepEqual(calls, ['POST /auth/v1/invite -> 429']);
+  });
+
   it('surfaces an error when given the anon key instead of the service role key', async () => {
     // The gateway accepts the anon key as an apikey; GoTrue then refuses it as a bearer without an admin role.
     useEnv({ ABP_ENV: 'local', SUPABASE_URL: standIn.url, SUPABASE_SERVICE_ROLE_KEY: standIn.anonKey });
@@ -183,5 +193,27 @@ describe('resolveUserIdByEmail without a service role key', () => {
 
     await assert.rejects(resolveUserIdByEmail('prod.colleague@example.com'), /SUPABASE_SERVICE_ROLE_KEY is required/);
     assert.equal(standIn.requests.length, from);
+  });
+});
+
+describe('the Supabase anon key', () => {
+  const production = { ABP_ENV: 'production', SUPABASE_URL: 'https://ref.supabase.co', PUBLIC_BASE_URL: 'https://abp.example.com', ABP_HASH_KEY: 'h'.repeat(32), ABP_CLICK_SIGNING_KEY: 'c'.repeat(32) } as const;
+
+  it('is required in production where tokens are verified, and named when missing', async () => {
+    useEnv(production);
+    assert.throws(() => supabaseAnonKey(), /production requires SUPABASE_ANON_KEY/);
+    await assert.rejects(verifyAccessToken('a.b.c'), /production requires SUPABASE_ANON_KEY/, 'a misconfiguration, not a refused token');
+    useEnv({ ...production, SUPABASE_ANON_KEY: 'anon-key' });
+    assert.equal(supabaseAnonKey(), 'anon-key');
+  });
+
+  it('still lets functions that never verify tokens start in production without it', () => {
+    useEnv(production);
+    assert.doesNotThrow(() => config());
+  });
+
+  it('has a local default', () => {
+    useEnv({ ABP_ENV: 'local' });
+    assert.equal(supabaseAnonKey(), 'local-anon-key');
   });
 });

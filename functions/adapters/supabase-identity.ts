@@ -1,5 +1,5 @@
 import { AuthClient } from '@supabase/supabase-js';
-import { config } from '../../shared/config';
+import { config, supabaseAnonKey } from '../../shared/config';
 
 export interface VerifiedUser {
   userId: string;
@@ -13,11 +13,11 @@ let client: Auth | undefined;
  * supabase-js's auth client on its own: createClient() would also build a Realtime client, which needs a
  * native WebSocket that Node 20 lacks, and the API needs nothing but token verification.
  */
-export function authClient(key = config().SUPABASE_ANON_KEY): Auth {
+export function authClient(key = supabaseAnonKey()): Auth {
   const url = `${config().supabaseUrl}/auth/v1`;
   const headers = { apikey: key, Authorization: `Bearer ${key}` };
   const options = { url, headers, persistSession: false, autoRefreshToken: false, detectSessionInUrl: false };
-  if (key !== config().SUPABASE_ANON_KEY) return new AuthClient(options);
+  if (key !== supabaseAnonKey()) return new AuthClient(options);
   client ??= new AuthClient(options);
   return client;
 }
@@ -44,9 +44,11 @@ export async function verifyAccessToken(token: string): Promise<VerifiedUser | u
   const hit = verified.get(token);
   if (hit && hit.until > now) return hit.user;
   const c = config();
+  // Outside the try: a missing key is our misconfiguration, to be reported, not a token to refuse.
+  const auth = authClient();
   let result: Awaited<ReturnType<Auth['getClaims']>>;
   try {
-    result = await authClient().getClaims(token);
+    result = await auth.getClaims(token);
   } catch {
     return undefined; // malformed tokens throw before verification
   }
@@ -54,14 +56,24 @@ export async function verifyAccessToken(token: string): Promise<VerifiedUser | u
   if (result.error || !claims) return undefined;
   const audiences = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
   if (claims.iss !== `${c.supabaseUrl}/auth/v1` || !audiences.includes(c.SUPABASE_JWT_AUDIENCE)) return undefined;
-  if (typeof claims.sub !== 'string' || !claims.sub || typeof claims.email !== 'string') return undefined;
-  const user: VerifiedUser = Object.freeze({ userId: claims.sub, email: claims.email.toLowerCase() });
+  if (!isSignedInUser(claims)) return undefined;
+  const user: VerifiedUser = Object.freeze({ userId: claims.sub, email: claims.email.trim().toLowerCase() });
   const until = Math.min(now + verifiedFor, typeof claims.exp === 'number' ? claims.exp * 1000 : now);
   if (until > now && signedAsymmetrically(token)) {
     if (verified.size >= maxVerified) verified.delete(verified.keys().next().value!);
     verified.set(token, { user, until });
   }
   return user;
+}
+
+/**
+ * Supabase also signs tokens for anonymous sign-ins and for its own keys (anon, service_role): members are
+ * keyed by user and invited by email, so only a signed-in user with an email may act.
+ */
+function isSignedInUser(claims: Record<string, unknown>): claims is { sub: string; email: string } {
+  if (typeof claims.sub !== 'string' || !claims.sub) return false;
+  if (typeof claims.email !== 'string' || !claims.email.trim()) return false;
+  return claims.role === 'authenticated' && claims.is_anonymous !== true;
 }
 
 function signedAsymmetrically(token: string): boolean {

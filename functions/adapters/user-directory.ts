@@ -2,6 +2,9 @@ import { config } from '../../shared/config';
 import { devUserId } from './dev-identity';
 import { authClient } from './supabase-identity';
 
+/** GoTrue's codes for an address that already has an account (invite.go; older servers said user_already_exists). */
+const alreadyRegistered = new Set(['email_exists', 'user_already_exists']);
+
 /**
  * Resolves a colleague's email to the user id their access tokens will carry, so a membership can be keyed
  * by user id before that person first signs in. Production asks Supabase's admin API (inviting the address
@@ -16,6 +19,8 @@ export async function resolveUserIdByEmail(email: string): Promise<string> {
   const admin = authClient(c.SUPABASE_SERVICE_ROLE_KEY).admin;
   const invited = await admin.inviteUserByEmail(email);
   if (invited.data.user) return invited.data.user.id;
+  // Only an existing account is worth a search; any other refusal (bad address, rate limit, keys) is final.
+  if (invited.error && !alreadyRegistered.has(invited.error.code ?? '')) throw invited.error;
   // Already registered: find the account by paging through users (the admin API has no lookup by email).
   for (let page = 1; page <= 100; page++) {
     const { data, error } = await admin.listUsers({ page, perPage: 1000 });

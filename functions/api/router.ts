@@ -1,6 +1,7 @@
 import type { Request, Response } from '@google-cloud/functions-framework';
 import { z } from 'zod';
 import type { Permission } from '../../shared/domain/roles';
+import { documentIdPattern } from '../../shared/domain/schemas';
 import { ApiError, badRequest, notFound, type ErrorDetail } from '../../shared/errors';
 import { authenticate } from '../services/authentication';
 import type { Principal } from '../services/principal';
@@ -110,10 +111,25 @@ function build<Q, B>(def: Def<Q, B>, auth: 'none' | 'required', permission: Perm
     paramNames,
     run: (req) => {
       const m = pattern.exec(req.path)!;
-      const params = Object.fromEntries(paramNames.map((n, i) => [n, decodeURIComponent(m[i + 1]!)]));
+      const params = Object.fromEntries(paramNames.map((n, i) => [n, pathParam(n, m[i + 1]!)]));
       return run(req, params);
     },
   };
+}
+
+/**
+ * Every path parameter names a document, and Firestore reads `/` in an id as a path: an id this API could
+ * never have issued is simply not found, before anyone looks it up.
+ */
+function pathParam(name: string, raw: string): string {
+  let value: string;
+  try {
+    value = decodeURIComponent(raw);
+  } catch {
+    throw badRequest('The path is not valid URL encoding', [{ field: name, message: 'has a malformed % escape' }]);
+  }
+  if (!documentIdPattern.test(value)) throw new ApiError('not_found', `No ${name} like that exists`, [{ field: name, message: 'is not an id this API issues' }]);
+  return value;
 }
 
 function base<Q, B>(def: Def<Q, B>, req: Request, params: Record<string, string>): BaseCtx<Infer<Q>, Infer<B>> {
@@ -160,6 +176,19 @@ export function publicRoute<Q extends z.ZodType | undefined = undefined, B exten
   handler: (ctx: PublicCtx<Infer<Q>, Infer<B>>) => Promise<Reply>,
 ): Route {
   return build(def, 'none', undefined, async (req, params) => handler({ ...base(def, req, params), principal: undefined }));
+}
+
+/**
+ * A service we depend on (Supabase Auth, Stripe) failing is neither the client's mistake nor a bug of ours:
+ * 503 when a later retry may succeed, 502 when it refused in a way the client cannot fix. shared/errors.ts
+ * has no codes for these, so they carry `internal` with their own status.
+ */
+export class UpstreamError extends ApiError {
+  override readonly status: number;
+  constructor(status: 502 | 503, message: string) {
+    super('internal', message);
+    this.status = status;
+  }
 }
 
 export const ok = (body: unknown): Reply => ({ status: 200, body });

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { FieldPath, type CollectionReference, type DocumentData, type DocumentReference, type Query, type Transaction, type WhereFilterOp } from '@google-cloud/firestore';
 import { collections } from '../../shared/names';
 import { can, type Permission, type Role } from '../../shared/domain/roles';
+import { documentIdPattern } from '../../shared/domain/schemas';
 import { forbidden, notFound, badRequest } from '../../shared/errors';
 import { newId } from '../../shared/ids';
 import { firestore } from '../adapters/firestore';
@@ -147,8 +148,8 @@ export class OrgScope {
         } catch {
           throw invalidCursor();
         }
-        if (!Array.isArray(after) || after.length !== 2) throw invalidCursor();
-        q = q.startAfter(...(after as unknown[]));
+        if (!isSortCursor(after)) throw invalidCursor();
+        q = q.startAfter(...after);
       }
     } else {
       q = q.orderBy(FieldPath.documentId());
@@ -198,13 +199,14 @@ export class OrgScope {
     idempotencyKey: string | undefined,
     make: (tx: Transaction, audit: (entry: AuditInput) => void) => Promise<{ id: string; doc: T }>,
   ): Promise<{ created: boolean; doc: T }> {
-    const keyRef = idempotencyKey ? this.collection('idempotencyKeys').doc(createHash('sha256').update(`${name}:${idempotencyKey}`).digest('hex')) : undefined;
+    const keyRef = idempotencyKey ? this.collection('idempotencyKeys').doc(this.idempotencyDocId(name, idempotencyKey)) : undefined;
     return this.transact(async (tx, audit) => {
       if (keyRef) {
         const seen = await tx.get(keyRef);
         if (seen.exists) {
           const previous = await tx.get(this.collection(name).doc(seen.get('id') as string));
-          if (previous.exists) return { created: false, doc: previous.data() as T };
+          // The caller may have lost sight of what it made (an affiliate user unlinked since): make it anew.
+          if (previous.exists && this.visible(name, previous.id, previous.data()!)) return { created: false, doc: previous.data() as T };
         }
       }
       const { id, doc } = await make(tx, audit);
@@ -212,6 +214,15 @@ export class OrgScope {
       if (keyRef) tx.set(keyRef, { id, collection: name, at: new Date().toISOString() });
       return { created: true, doc };
     });
+  }
+
+  /**
+   * Keys are chosen by clients, so two callers may pick the same one: each caller's keys are its own, or a
+   * replay would hand one caller what another made.
+   */
+  private idempotencyDocId(name: OrgCollection, idempotencyKey: string): string {
+    const actor = actorOf(this.principal);
+    return createHash('sha256').update(`${name}\u0000${actor.type}:${actor.id}\u0000${idempotencyKey}`).digest('hex');
   }
 
   private writeAudit(tx: Transaction, e: AuditInput): void {
@@ -224,6 +235,14 @@ function writeAuditRecord(tx: Transaction, orgRef: DocumentReference, principal:
   tx.create(orgRef.collection(collections.auditLog).doc(id), {
     id, at: new Date().toISOString(), actor: actorOf(principal), action: e.action, target: e.target, changes: e.changes ?? {},
   });
+}
+
+/** A cursor of a newest-first list is [sort value, document id]; anything else would make the query itself throw. */
+function isSortCursor(after: unknown): after is [string | number, string] {
+  if (!Array.isArray(after) || after.length !== 2) return false;
+  const [value, id] = after as unknown[];
+  const sortable = typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value));
+  return sortable && typeof id === 'string' && documentIdPattern.test(id);
 }
 
 function describe(permission: Permission): string {

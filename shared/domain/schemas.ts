@@ -9,6 +9,14 @@ export const orgTypes = ['advertiser', 'agency', 'platform'] as const;
 export const plans = ['starter', 'professional', 'enterprise'] as const;
 
 const name = z.string().trim().min(1, 'must not be empty').max(200);
+
+/**
+ * What a Firestore document id may be here: every id the platform mints (shared/ids.ts, signed click ids with
+ * their dots, Supabase's UUIDs) fits, while `/` (a path separator to Firestore), `.`, `..` and `__…__` (reserved)
+ * do not, so an id from a client can never make the Firestore client throw.
+ */
+export const documentIdPattern = /^(?!\.\.?$)(?!__.*__$)[A-Za-z0-9._-]{1,128}$/;
+export const documentId = z.string().regex(documentIdPattern, "must be an id: 1-128 letters, digits, '.', '_' or '-'");
 const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
 
 export const createOrgBody = z
@@ -172,8 +180,8 @@ const affiliateFields = {
   status: z.enum(affiliateStatuses),
   payoutCurrency: currencySchema,
   minimumPayout: minorUnitsSchema,
-  payoutOverrides: z.record(z.string().min(1), payoutRule).describe('Per-campaign payout rules, keyed by campaign id'),
-  userIds: z.array(z.string().min(1)).max(50).describe('Users who act as this affiliate (members with role affiliate)'),
+  payoutOverrides: z.record(documentId, payoutRule).describe('Per-campaign payout rules, keyed by campaign id'),
+  userIds: z.array(documentId).max(50).describe('Users who act as this affiliate (members with role affiliate)'),
 };
 export const createAffiliateBody = z
   .object({
@@ -198,7 +206,7 @@ export const affiliateResource = z
   })
   .meta({ id: 'Affiliate' });
 
-export const createLinkBody = z.object({ campaignId: z.string().min(1), affiliateId: z.string().min(1) }).strict().meta({ id: 'CreateLink' });
+export const createLinkBody = z.object({ campaignId: documentId, affiliateId: documentId }).strict().meta({ id: 'CreateLink' });
 export const linkResource = z
   .object({ id: z.string(), url: z.string(), campaignId: z.string(), affiliateId: z.string(), createdAt: z.string() })
   .meta({ id: 'Link' });

@@ -90,6 +90,11 @@ export interface GoTrueStandIn {
    * `createdAt` orders the admin listing (newest first).
    */
   addUser(email: string, opts?: { confirmed?: boolean; createdAt?: Date; id?: string }): GoTrueUser;
+  /**
+   * Answers the next request to `path` (e.g. '/auth/v1/invite') with this refusal instead, once, after the key
+   * checks: a rate limit (429 over_email_send_rate_limit), an outage (503) or a refusal of the address.
+   */
+  refuseNext(path: string, refusal: { status: number; errorCode: string; message: string }): void;
   close(): Promise<void>;
 }
 
@@ -172,13 +177,18 @@ function parseUint(raw: string, name: string): number {
   return n;
 }
 
-export async function startGoTrueStandIn(opts: { serviceRoleKey?: string; anonKey?: string } = {}): Promise<GoTrueStandIn> {
+/**
+ * `jwks`, when given, is served at /auth/v1/.well-known/jwks.json as a Supabase project serves it, so the API can
+ * verify access tokens against the same SUPABASE_URL it invites through.
+ */
+export async function startGoTrueStandIn(opts: { serviceRoleKey?: string; anonKey?: string; jwks?: () => unknown } = {}): Promise<GoTrueStandIn> {
   const serviceRoleKey = opts.serviceRoleKey ?? `service-role-${randomUUID()}`;
   const anonKey = opts.anonKey ?? `anon-${randomUUID()}`;
   const requests: GoTrueRequest[] = [];
   const invites: GoTrueInvite[] = [];
   const users = new Map<string, GoTrueUser>();
   const byEmail = (email: string) => [...users.values()].find((u) => u.email === email);
+  const refusals = new Map<string, HttpError>();
 
   function newUser(email: string, at: Date, id: string = randomUUID()): GoTrueUser {
     const iso = at.toISOString();
@@ -298,10 +308,16 @@ export async function startGoTrueStandIn(opts: { serviceRoleKey?: string; anonKe
     }
     try {
       const route = `${req.method} ${path}`;
+      if (opts.jwks && route === `GET ${AUTH_PREFIX}/.well-known/jwks.json`) return { reply: { status: 200, body: opts.jwks() }, path, query, body };
       if (route !== `POST ${AUTH_PREFIX}/invite` && route !== `GET ${AUTH_PREFIX}/admin/users`) {
         return { reply: { status: 404, body: { message: `stand-in does not model ${route}` } }, path, query, body };
       }
       requireAdmin(req.headers, query);
+      const refusal = refusals.get(path);
+      if (refusal) {
+        refusals.delete(path);
+        throw refusal;
+      }
       if (route === `GET ${AUTH_PREFIX}/admin/users`) return { reply: listUsers(path, query), path, query, body };
       if (badJson) throw new HttpError(400, 'bad_json', 'Could not parse request body as JSON');
       return { reply: invite(body, query), path, query, body };
@@ -339,6 +355,9 @@ export async function startGoTrueStandIn(opts: { serviceRoleKey?: string; anonKe
     invites,
     users,
     addUser,
+    refuseNext(path, r) {
+      refusals.set(path, new HttpError(r.status, r.errorCode, r.message));
+    },
     close() {
       return new Promise<void>((resolve, reject) => {
         server.close((err) => (err ? reject(err) : resolve()));

@@ -1,11 +1,12 @@
 import type { DocumentData, Transaction } from '@google-cloud/firestore';
+import { isAuthError, isAuthRetryableFetchError } from '@supabase/supabase-js';
 import { z } from 'zod';
 import { mayGrant, type Role } from '../../../shared/domain/roles';
 import { createMemberBody, listQuery, memberResource, patchMemberBody, type Member } from '../../../shared/domain/schemas';
-import { conflict, forbidden, notFound } from '../../../shared/errors';
+import { badRequest, conflict, forbidden, notFound } from '../../../shared/errors';
 import { resolveUserIdByEmail } from '../../adapters/user-directory';
 import type { OrgScope } from '../../services/tenancy';
-import { created, ok, orgRoute } from '../router';
+import { UpstreamError, created, ok, orgRoute } from '../router';
 
 const toMember = (d: DocumentData): Member => ({ userId: d.userId, email: d.email, role: d.role, createdAt: d.createdAt, updatedAt: d.updatedAt });
 const page = z.object({ items: z.array(memberResource), nextCursor: z.string().nullable() });
@@ -41,6 +42,37 @@ async function changeMember(scope: OrgScope, userId: string, change: { role: Rol
   });
 }
 
+async function isMemberByEmail(scope: OrgScope, email: string): Promise<boolean> {
+  return !(await scope.collection('members').where('email', '==', email).select().limit(1).get()).empty;
+}
+
+async function resolveInvitee(email: string): Promise<string> {
+  try {
+    return await resolveUserIdByEmail(email);
+  } catch (err) {
+    throw directoryRefusal(err, email);
+  }
+}
+
+/**
+ * Supabase Auth's answers as ours: its refusals of the address are the client's to fix, its outages and rate
+ * limits pass with time, and a refusal of our own credentials is the platform's to fix.
+ */
+function directoryRefusal(err: unknown, email: string): unknown {
+  if (!isAuthError(err)) return err;
+  const status = err.status ?? 0;
+  if (isAuthRetryableFetchError(err) || status === 429 || status >= 500 || status === 0) {
+    return new UpstreamError(503, 'Supabase Auth is unavailable or rate limiting invitations; retry in a moment');
+  }
+  if (status === 401 || status === 403) {
+    console.error(JSON.stringify({ severity: 'ERROR', message: 'Supabase Auth refused the service role key', status, code: err.code }));
+    return new UpstreamError(502, "Supabase Auth refused the platform's credentials; inviting members needs SUPABASE_SERVICE_ROLE_KEY fixed");
+  }
+  const why = `Supabase Auth refused to invite ${email}: ${err.message}`;
+  if (status === 409 || status === 422) return conflict(why);
+  return badRequest(why, [{ field: 'email', message: err.message }]);
+}
+
 export const memberRoutes = [
   orgRoute(
     { method: 'GET', path: '/v1/orgs/:orgId/members', summary: 'Members and their roles', tag: 'Members', permission: 'members:read', query: listQuery, response: page },
@@ -53,7 +85,9 @@ export const memberRoutes = [
     { method: 'POST', path: '/v1/orgs/:orgId/members', summary: 'Invite a colleague by email with a role', tag: 'Members', permission: 'members:write', body: createMemberBody, response: memberResource, status: 201 },
     async ({ scope, body }) => {
       assertMayGrant(scope, body.role);
-      const userId = await resolveUserIdByEmail(body.email);
+      // Before Supabase is asked: it sends an invitation email, which a colleague already here must not get.
+      if (await isMemberByEmail(scope, body.email)) throw conflict(`${body.email} is already a member`);
+      const userId = await resolveInvitee(body.email);
       const member = await scope.transact(async (tx, audit) => {
         const ref = scope.collection('members').doc(userId);
         if ((await tx.get(ref)).exists) throw conflict(`${body.email} is already a member`);

@@ -3,14 +3,14 @@ import { z } from 'zod';
 import { config } from '../../../shared/config';
 import { balances, type LedgerEntry } from '../../../shared/domain/ledger';
 import { can } from '../../../shared/domain/roles';
-import { forbidden, notFound } from '../../../shared/errors';
+import { conflict, forbidden, notFound } from '../../../shared/errors';
 import { formatMinor } from '../../../shared/money';
 import { collections } from '../../../shared/names';
-import { payoutProvider } from '../../adapters/payouts';
+import { PayoutProviderError, payoutProvider } from '../../adapters/payouts';
 import { transitionConversion } from '../../services/conversion-lifecycle';
 import { payoutsOfRun, runPayouts, toPayout } from '../../services/payout-runs';
 import { globalIndexDoc } from '../../services/tenancy';
-import { created, ok, orgRoute } from '../router';
+import { UpstreamError, created, ok, orgRoute } from '../router';
 import { toAffiliate } from './affiliates';
 import { conversionResource, toConversion } from './tracking';
 
@@ -28,6 +28,19 @@ const payoutResource = z
 const payoutRunResource = z
   .object({ id: z.string(), status: z.string(), trigger: z.string(), createdAt: z.string(), completedAt: z.string().nullable(), payouts: z.array(payoutResource) })
   .meta({ id: 'PayoutRun' });
+
+/** The payouts provider's refusals as HTTP answers: its reason says whose move it is, retryable whether waiting helps. */
+async function fromProvider<T>(call: Promise<T>): Promise<T> {
+  try {
+    return await call;
+  } catch (err) {
+    if (!(err instanceof PayoutProviderError)) throw err;
+    if (err.retryable) throw new UpstreamError(503, `Stripe is unavailable or busy (${err.reason}); retry in a moment`);
+    if (err.reason === 'account_invalid') throw conflict(`Stripe refused the affiliate's connected account: ${err.message}`);
+    console.error(JSON.stringify({ severity: 'ERROR', message: 'payouts provider refused onboarding', reason: err.reason, error: err.message }));
+    throw new UpstreamError(502, `Stripe refused the onboarding request (${err.reason}); the platform's Stripe settings need attention`);
+  }
+}
 
 export const moneyRoutes = [
   orgRoute(
@@ -102,17 +115,17 @@ export const moneyRoutes = [
       const provider = payoutProvider();
       let accountId = affiliate.stripeAccountId as string | undefined;
       if (!accountId) {
-        accountId = (await provider.createConnectedAccount({ orgId: scope.orgId, affiliateId: params.id!, email: affiliate.email })).accountId;
+        accountId = (await fromProvider(provider.createConnectedAccount({ orgId: scope.orgId, affiliateId: params.id!, email: affiliate.email }))).accountId;
         await scope.transact(async (tx, audit) => {
           tx.update(scope.collection('affiliates').doc(params.id!), { stripeAccountId: accountId, updatedAt: new Date().toISOString() });
           tx.set(globalIndexDoc(collections.stripeAccountIndex, accountId!), { orgId: scope.orgId, affiliateId: params.id });
           audit({ action: 'affiliate.stripe_account', target: { type: 'affiliate', id: params.id! }, changes: { stripeAccountId: accountId } });
         });
       }
-      const account = await provider.getAccount(accountId);
+      const account = await fromProvider(provider.getAccount(accountId));
       await scope.collection('affiliates').doc(params.id!).update({ payoutsEnabled: account.payoutsEnabled });
       const back = `${config().publicBaseUrl}/v1/orgs/${scope.orgId}/affiliates/${params.id}`;
-      const link = await provider.createOnboardingLink({ accountId, refreshUrl: back, returnUrl: back });
+      const link = await fromProvider(provider.createOnboardingLink({ accountId, refreshUrl: back, returnUrl: back }));
       const updated = await scope.get<DocumentData>('affiliates', params.id!);
       return ok({ url: link.url, expiresAt: link.expiresAt, affiliate: toAffiliate(updated!) });
     },

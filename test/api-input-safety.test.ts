@@ -1,0 +1,186 @@
+import assert from 'node:assert/strict';
+import { createPrivateKey, sign, type JsonWebKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, afterEach, before, describe, it } from 'node:test';
+import { PayoutProviderError, setPayoutProviderForTests, type PayoutProvider, type TransferFailureReason } from '../functions/adapters/payouts';
+import { campaignBody, newOrg, startTestStack, type Reply, type TestStack } from './helpers/stack';
+
+/**
+ * Inputs a client controls (ids, cursors, dates, Idempotency-Keys, the claims of a token) and upstream refusals
+ * must each get a 4xx naming what was wrong, or a 502/503 saying whose move it is, never a 500 nor another
+ * caller's data.
+ */
+let s: TestStack;
+const O = { orgId: '', owner: '', campaign: '', affX: '', affY: '', affZ: '', xUser: '' };
+
+before(async () => {
+  s = await startTestStack();
+  const o = await newOrg(s, 'owner@safety.example', 'professional');
+  O.orgId = o.orgId;
+  O.owner = o.token;
+  const post = async (path: string, body: unknown) => (await s.call('POST', `/v1/orgs/${O.orgId}${path}`, { auth: O.owner, body })).body;
+  O.campaign = (await post('/campaigns', campaignBody())).id;
+  await post('/members', { email: 'xena@safety.example', role: 'affiliate' });
+  const xena = s.userId('xena@safety.example');
+  O.affX = (await post('/affiliates', { name: 'X', email: 'x@safety.example', userIds: [xena] })).id;
+  O.affY = (await post('/affiliates', { name: 'Y', email: 'y@safety.example' })).id;
+  O.affZ = (await post('/affiliates', { name: 'Z', email: 'z@safety.example', userIds: [xena] })).id;
+  O.xUser = s.token('xena@safety.example');
+});
+after(() => s.close());
+
+const orgPath = (p: string) => `/v1/orgs/${O.orgId}${p}`;
+
+function assertClientError(r: Reply, status: number, field: string): void {
+  assert.equal(r.status, status, r.text);
+  assert.equal(typeof r.body?.error?.message, 'string', r.text);
+  assert.ok(r.body.error.details.some((d: { field: string }) => d.field === field), `${field} named in ${r.text}`);
+}
+
+describe('Idempotency-Key replays', () => {
+  it("never hand one caller the link another caller made under the same key", async () => {
+    const headers = { 'idempotency-key': 'shared-key-1' };
+    const forY = await s.call('POST', orgPath('/links'), { auth: O.owner, body: { campaignId: O.campaign, affiliateId: O.affY }, headers });
+    assert.equal(forY.status, 201);
+    const forX = await s.call('POST', orgPath('/links'), { auth: O.xUser, body: { campaignId: O.campaign, affiliateId: O.affX }, headers });
+    assert.equal(forX.status, 201, forX.text);
+    assert.equal(forX.body.affiliateId, O.affX);
+    assert.notEqual(forX.body.id, forY.body.id);
+    const again = await s.call('POST', orgPath('/links'), { auth: O.xUser, body: { campaignId: O.campaign, affiliateId: O.affX }, headers });
+    assert.equal(again.body.id, forX.body.id, 'the same caller still gets its first result back');
+  });
+
+  it('never replay a record the caller can no longer see', async () => {
+    const headers = { 'idempotency-key': 'shared-key-2' };
+    const first = await s.call('POST', orgPath('/links'), { auth: O.xUser, body: { campaignId: O.campaign, affiliateId: O.affX }, headers });
+    assert.equal(first.status, 201);
+    const unlinked = await s.call('PATCH', orgPath(`/affiliates/${O.affX}`), { auth: O.owner, body: { userIds: [] } });
+    assert.equal(unlinked.status, 200);
+    const replay = await s.call('POST', orgPath('/links'), { auth: O.xUser, body: { campaignId: O.campaign, affiliateId: O.affZ }, headers });
+    assert.equal(replay.status, 201, replay.text);
+    assert.equal(replay.body.affiliateId, O.affZ, 'a new link for the affiliate it may act for, not the hidden one');
+    assert.notEqual(replay.body.id, first.body.id);
+    await s.call('PATCH', orgPath(`/affiliates/${O.affX}`), { auth: O.owner, body: { userIds: [s.userId('xena@safety.example')] } });
+  });
+});
+
+describe('list cursors', () => {
+  const crafted = [['x', { a: 1 }], [1, 2], ['x', 'a/b'], ['x', null], [{}, 'cnv_x']];
+  for (const value of crafted) {
+    it(`answers 400 to the crafted cursor ${JSON.stringify(value)}`, async () => {
+      const cursor = Buffer.from(JSON.stringify(value)).toString('base64url');
+      for (const path of ['/conversions', '/payouts', '/payout-runs', `/affiliates/${O.affY}/ledger`]) {
+        assertClientError(await s.call('GET', orgPath(`${path}?cursor=${cursor}`), { auth: O.owner }), 400, 'cursor');
+      }
+    });
+  }
+});
+
+describe('ids that are not document ids', () => {
+  it('answers 404 to path ids with a slash, on reads and writes', async () => {
+    const slash = 'a%2Fb';
+    const calls: [string, string, unknown][] = [
+      ['PATCH', `/affiliates/${slash}`, { status: 'paused' }],
+      ['PATCH', `/campaigns/${slash}`, { status: 'paused' }],
+      ['DELETE', `/campaigns/${slash}`, undefined],
+      ['PATCH', `/members/${slash}`, { role: 'analyst' }],
+      ['DELETE', `/api-keys/${slash}`, undefined],
+      ['GET', `/affiliates/${slash}/balance`, undefined],
+      ['POST', `/affiliates/${slash}/stripe/onboarding`, undefined],
+      ['PATCH', `/conversions/${slash}`, { status: 'approved' }],
+      ['GET', `/payout-runs/${slash}`, undefined],
+      ['PATCH', '/affiliates/__reserved__', { status: 'paused' }],
+    ];
+    for (const [method, path, body] of calls) {
+      const r = await s.call(method, orgPath(path), { auth: O.owner, body });
+      assert.equal(r.status, 404, `${method} ${path}: ${r.text}`);
+      assert.equal(r.body.error.code, 'not_found');
+    }
+  });
+
+  it('answers 400 to a path with a malformed % escape', async () => {
+    const r = await s.call('GET', orgPath('/campaigns/%ZZ'), { auth: O.owner });
+    assert.equal(r.status, 400, r.text);
+    assert.equal(r.body.error.code, 'bad_request');
+  });
+
+  it('answers 400 naming the field to body ids with a slash', async () => {
+    assertClientError(await s.call('POST', orgPath('/links'), { auth: O.owner, body: { campaignId: 'a/b', affiliateId: O.affY } }), 400, 'campaignId');
+    assertClientError(await s.call('POST', orgPath('/links'), { auth: O.owner, body: { campaignId: O.campaign, affiliateId: 'a/b' } }), 400, 'affiliateId');
+    const overrides = await s.call('POST', orgPath('/affiliates'), { auth: O.owner, body: { name: 'Q', email: 'q@safety.example', payoutOverrides: { 'a/b': { type: 'cpa', amount: 1 } } } });
+    assert.equal(overrides.status, 400, overrides.text);
+    assert.ok(overrides.body.error.details.some((d: { field: string }) => d.field.startsWith('payoutOverrides')), overrides.text);
+    assertClientError(await s.call('PATCH', orgPath(`/affiliates/${O.affY}`), { auth: O.owner, body: { userIds: ['a/b'] } }), 400, 'userIds.0');
+  });
+});
+
+describe('live stats dates', () => {
+  it('answers 400 to impossible dates and to a range longer than reports allow', async () => {
+    assertClientError(await s.call('GET', orgPath('/stats?from=2024-13-99&to=2024-12-31'), { auth: O.owner }), 400, 'from');
+    assertClientError(await s.call('GET', orgPath('/stats?from=2024-02-01&to=2024-02-30'), { auth: O.owner }), 400, 'to');
+    assertClientError(await s.call('GET', orgPath('/stats?from=2020-01-01&to=2024-01-01'), { auth: O.owner }), 400, 'to');
+    assertClientError(await s.call('GET', orgPath('/stats?from=2024-02-02&to=2024-02-01'), { auth: O.owner }), 400, 'from');
+    const year = await s.call('GET', orgPath('/stats?from=2024-01-01&to=2024-12-31'), { auth: O.owner });
+    assert.equal(year.status, 200, year.text);
+  });
+});
+
+describe('Stripe onboarding refusals', () => {
+  afterEach(() => setPayoutProviderForTests(undefined));
+
+  function refusing(reason: TransferFailureReason, retryable: boolean): PayoutProvider {
+    const refuse = async (): Promise<never> => {
+      throw new PayoutProviderError(reason, `stand-in refusal: ${reason}`, retryable);
+    };
+    return { kind: 'stripe', createConnectedAccount: refuse, createOnboardingLink: refuse, getAccount: refuse, transfer: refuse };
+  }
+
+  const cases: [TransferFailureReason, boolean, number][] = [
+    ['account_invalid', false, 409],
+    ['rate_limited', true, 503],
+    ['indeterminate', true, 503],
+    ['auth_failed', false, 502],
+    ['stripe_error', false, 502],
+  ];
+  for (const [reason, retryable, status] of cases) {
+    it(`answers ${status} when the provider refuses with ${reason}`, async () => {
+      setPayoutProviderForTests(refusing(reason, retryable));
+      const r = await s.call('POST', orgPath(`/affiliates/${O.affY}/stripe/onboarding`), { auth: O.owner });
+      assert.equal(r.status, status, r.text);
+      assert.match(r.body.error.message, /Stripe/);
+    });
+  }
+});
+
+describe('access token claims', () => {
+  /** Signs claims with the local stack's key, as Supabase would sign them. */
+  function tokenWith(claims: Record<string, unknown>): string {
+    const { kid, privateJwk } = JSON.parse(readFileSync(join(process.env.ABP_DATA_DIR!, 'dev-auth-key.json'), 'utf8')) as { kid: string; privateJwk: JsonWebKey };
+    const now = Math.floor(Date.now() / 1000);
+    const payload = { iss: `${s.baseUrl}/auth/v1`, aud: 'authenticated', sub: s.userId('claims@safety.example'), email: 'claims@safety.example', role: 'authenticated', iat: now, exp: now + 600, ...claims };
+    const enc = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+    const input = `${enc({ alg: 'ES256', typ: 'JWT', kid })}.${enc(payload)}`;
+    const signature = sign('sha256', Buffer.from(input), { key: createPrivateKey({ key: privateJwk, format: 'jwk' }), dsaEncoding: 'ieee-p1363' });
+    return `${input}.${signature.toString('base64url')}`;
+  }
+
+  it('admits a signed-in user with an email', async () => {
+    assert.equal((await s.call('GET', '/v1/orgs', { auth: tokenWith({}) })).status, 200);
+  });
+
+  for (const [what, claims] of [
+    ['an empty email', { email: '' }],
+    ['a blank email', { email: '  ' }],
+    ['no email', { email: undefined }],
+    ['the anon role', { role: 'anon' }],
+    ['the service_role role', { role: 'service_role' }],
+    ['an anonymous sign-in', { is_anonymous: true }],
+  ] as const) {
+    it(`answers 401 to a token with ${what}`, async () => {
+      const r = await s.call('GET', '/v1/orgs', { auth: tokenWith(claims) });
+      assert.equal(r.status, 401, r.text);
+      assert.equal(r.body.error.code, 'unauthorized');
+    });
+  }
+});

@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { startGoTrueStandIn, type GoTrueStandIn } from './helpers/gotrue-stand-in';
+import { newOrg, startTestStack, type TestStack } from './helpers/stack';
+
+/**
+ * Inviting members through the API with Supabase Auth in the loop: the stack's SUPABASE_URL is the GoTrue
+ * stand-in, which also serves the stack's JWKS, so tokens verify and invitations go through the same URL.
+ */
+let s: TestStack;
+let standIn: GoTrueStandIn;
+let org = { orgId: '', token: '' };
+let seq = 0;
+const email = (label: string) => `${label}.${++seq}@members.example`;
+
+before(async () => {
+  let jwks: () => unknown = () => ({ keys: [] });
+  standIn = await startGoTrueStandIn({ jwks: () => jwks() });
+  s = await startTestStack({ SUPABASE_URL: standIn.url, SUPABASE_SERVICE_ROLE_KEY: standIn.serviceRoleKey, SUPABASE_ANON_KEY: standIn.anonKey });
+  const identity = await import('../functions/adapters/dev-identity');
+  jwks = () => identity.devJwks();
+  org = await newOrg(s, 'owner@members.example');
+});
+after(async () => {
+  await s.close();
+  await standIn.close();
+});
+
+const invite = (address: string, role = 'analyst') => s.call('POST', `/v1/orgs/${org.orgId}/members`, { auth: org.token, body: { email: address, role } });
+const inviteCalls = () => standIn.requests.filter((r) => r.path === '/auth/v1/invite').length;
+
+describe('inviting a member through Supabase Auth', () => {
+  it('invites a newcomer and keys the membership by the id Supabase assigned', async () => {
+    const address = email('newcomer');
+    const r = await invite(address);
+    assert.equal(r.status, 201, r.text);
+    const sent = standIn.invites.filter((i) => i.email === address);
+    assert.equal(sent.length, 1);
+    assert.equal(r.body.userId, sent[0]!.userId);
+  });
+
+  it('answers 409 to an existing member without asking Supabase, so no second invitation is sent', async () => {
+    const address = email('twice');
+    assert.equal((await invite(address)).status, 201);
+    const before = inviteCalls();
+    const again = await invite(address.toUpperCase(), 'admin');
+    assert.equal(again.status, 409, again.text);
+    assert.match(again.body.error.message, /already a member/);
+    assert.equal(inviteCalls(), before, 'Supabase was not asked');
+    assert.equal((await invite('owner@members.example')).status, 409);
+    assert.equal(inviteCalls(), before);
+  });
+
+  const refusals: [string, { status: number; errorCode: string; message: string }, number, RegExp][] = [
+    ['a refused address', { status: 400, errorCode: 'email_address_invalid', message: 'Email address "x" is invalid' }, 400, /Supabase Auth refused to invite .*is invalid/],
+    ['an account it cannot find again', { status: 422, errorCode: 'email_exists', message: 'A user with this email address has already been registered' }, 409, /already been registered/],
+    ['an email rate limit', { status: 429, errorCode: 'over_email_send_rate_limit', message: 'email rate limit exceeded' }, 503, /retry/],
+    ['an outage', { status: 503, errorCode: 'unexpected_failure', message: 'upstream unavailable' }, 503, /retry/],
+    ['a refusal of our credentials', { status: 403, errorCode: 'not_admin', message: 'User not allowed' }, 502, /SUPABASE_SERVICE_ROLE_KEY/],
+  ];
+  for (const [what, refusal, status, message] of refusals) {
+    it(`answers ${status} to ${what}, and adds no member`, async () => {
+      const address = email('refused');
+      standIn.refuseNext('/auth/v1/invite', refusal);
+      const r = await invite(address);
+      assert.equal(r.status, status, r.text);
+      assert.match(r.body.error.message, message);
+      if (status === 400) assert.deepEqual(r.body.error.details.map((d: { field: string }) => d.field), ['email']);
+      const members = await s.call('GET', `/v1/orgs/${org.orgId}/members?limit=200`, { auth: org.token });
+      assert.ok(!members.body.items.some((m: { email: string }) => m.email === address));
+    });
+  }
+});

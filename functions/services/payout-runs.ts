@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { FieldPath, type DocumentData } from '@google-cloud/firestore';
 import { planPayouts, type LedgerEntry } from '../../shared/domain/ledger';
 import { conflict } from '../../shared/errors';
@@ -8,8 +9,8 @@ import type { OrgScope } from './tenancy';
 
 /**
  * A payout run, exactly once in money:
- *  1. A lease per organisation keeps two runs from overlapping.
- *  2. Payouts left `claimed` by a run that died are finished first, with their own ids.
+ *  1. A lease per organisation keeps two runs from overlapping, two attempts of the same run included.
+ *  2. Payouts a run that died left `claiming`, `claimed` or `releasing` are finished first, with their own ids.
  *  3. Approved, unclaimed entries are grouped per affiliate and currency; each group that reaches the
  *     affiliate's minimum becomes a payout whose deterministic id is the Stripe idempotency key, and its
  *     entries are claimed in transactions that only move entries still `approved` and unclaimed.
@@ -45,29 +46,34 @@ export const toPayout = (d: DocumentData): PayoutSummary => ({
   transferId: d.transferId ?? null, simulated: d.simulated ?? false,
 });
 
-async function acquireLease(scope: OrgScope, runId: string): Promise<void> {
+/**
+ * The lease is held by one call, not by a run id: two attempts of the same run (a retried request, the scheduler
+ * firing twice) would otherwise both pass it and claim and transfer side by side.
+ */
+async function acquireLease(scope: OrgScope, runId: string): Promise<string> {
   const ref = scope.collection('locks').doc('payout-run');
+  const token = randomBytes(16).toString('hex');
   await firestore().runTransaction(async (tx) => {
     const lock = await tx.get(ref);
-    const holder = lock.get('runId') as string | undefined;
-    if (holder && holder !== runId && (lock.get('expiresAt') as number) > Date.now()) {
-      throw conflict(`Payout run ${holder} is in progress; try again when it has finished`);
+    if (lock.exists && lock.get('token') !== token && (lock.get('expiresAt') as number) > Date.now()) {
+      throw conflict(`Payout run ${lock.get('runId') as string} is in progress; try again when it has finished`);
     }
-    tx.set(ref, { runId, expiresAt: Date.now() + leaseMs });
+    tx.set(ref, { runId, token, expiresAt: Date.now() + leaseMs });
+  });
+  return token;
+}
+
+async function renewLease(scope: OrgScope, token: string): Promise<void> {
+  const ref = scope.collection('locks').doc('payout-run');
+  await firestore().runTransaction(async (tx) => {
+    if ((await tx.get(ref)).get('token') === token) tx.update(ref, { expiresAt: Date.now() + leaseMs });
   });
 }
 
-async function renewLease(scope: OrgScope, runId: string): Promise<void> {
+async function releaseLease(scope: OrgScope, token: string): Promise<void> {
   const ref = scope.collection('locks').doc('payout-run');
   await firestore().runTransaction(async (tx) => {
-    if ((await tx.get(ref)).get('runId') === runId) tx.update(ref, { expiresAt: Date.now() + leaseMs });
-  });
-}
-
-async function releaseLease(scope: OrgScope, runId: string): Promise<void> {
-  const ref = scope.collection('locks').doc('payout-run');
-  await firestore().runTransaction(async (tx) => {
-    if ((await tx.get(ref)).get('runId') === runId) tx.delete(ref);
+    if ((await tx.get(ref)).get('token') === token) tx.delete(ref);
   });
 }
 
@@ -104,21 +110,43 @@ async function claim(scope: OrgScope, payoutRef: FirebaseFirestore.DocumentRefer
   return { amount: total, entries: claimed };
 }
 
+/** What settling a payout does to its entries, their conversions and the payout itself. */
+interface Outcome {
+  entries: Record<string, unknown>;
+  /** Commissions move their conversion only from this status, so a conversion reversed meanwhile stays reversed. */
+  conversions?: { from: string; to: string };
+  payout: Record<string, unknown>;
+  /** Written first when the outcome needs more than one transaction and a crash halfway must be found again. */
+  interim?: Record<string, unknown>;
+}
+
+const settleChunk = 200; // an entry and its conversion each: ~400 writes per transaction
+
 /**
- * Moves a payout's entries (and, for commissions, their conversions) on. The entries come from the claim
- * when this run made it; a payout recovered from an earlier run finds them by query.
+ * Applies an outcome to the entries still claimed by the payout, chunk by chunk, and to the payout in the last
+ * chunk's transaction: a payout of one chunk moves at once, and a crash between chunks leaves the payout in a
+ * status the next run's recovery finishes. The entries come from the claim when this run made it; a payout
+ * recovered from an earlier run finds them by query.
  */
-async function setEntries(scope: OrgScope, payoutId: string, from: string, to: Record<string, unknown>, conversionsTo?: string, known?: ClaimedEntry[]): Promise<void> {
-  const db = firestore();
-  const entries = known ?? (await scope.collection('ledger').where('payoutId', '==', payoutId).where('status', '==', from).select('type', 'conversionId').get())
-    .docs.map((d) => ({ id: d.id, type: d.get('type') as string, conversionId: d.get('conversionId') as string }));
-  for (let i = 0; i < entries.length; i += claimChunk) {
-    const batch = db.batch();
-    for (const e of entries.slice(i, i + claimChunk)) {
-      batch.update(scope.collection('ledger').doc(e.id), to);
-      if (conversionsTo && e.type === 'commission') batch.update(scope.collection('conversions').doc(e.conversionId), { status: conversionsTo });
-    }
-    await batch.commit();
+async function applyOutcome(scope: OrgScope, payoutId: string, outcome: Outcome, known?: ClaimedEntry[]): Promise<void> {
+  const ledger = scope.collection('ledger');
+  const payoutRef = scope.collection('payouts').doc(payoutId);
+  const ids = known?.map((e) => e.id) ?? (await ledger.where('payoutId', '==', payoutId).where('status', '==', 'claimed').select().get()).docs.map((d) => d.id);
+  const chunks: string[][] = [];
+  for (let i = 0; i < ids.length; i += settleChunk) chunks.push(ids.slice(i, i + settleChunk));
+  if (!chunks.length) chunks.push([]);
+  if (chunks.length > 1 && outcome.interim) await payoutRef.update(outcome.interim);
+  for (const [i, chunk] of chunks.entries()) {
+    await firestore().runTransaction(async (tx) => {
+      const snaps = chunk.length ? await tx.getAll(...chunk.map((id) => ledger.doc(id))) : [];
+      // Only entries this payout still holds: a retried transaction or an earlier attempt may have moved some.
+      const held = snaps.filter((e) => e.exists && e.get('status') === 'claimed' && e.get('payoutId') === payoutId);
+      const conversionIds = [...new Set(held.filter((e) => e.get('type') === 'commission').map((e) => e.get('conversionId') as string))];
+      const conversions = outcome.conversions && conversionIds.length ? await tx.getAll(...conversionIds.map((id) => scope.collection('conversions').doc(id))) : [];
+      for (const e of held) tx.update(e.ref, outcome.entries);
+      for (const c of conversions) if (c.exists && c.get('status') === outcome.conversions!.from) tx.update(c.ref, { status: outcome.conversions!.to });
+      if (i === chunks.length - 1) tx.update(payoutRef, outcome.payout);
+    });
   }
 }
 
@@ -133,16 +161,50 @@ async function settle(scope: OrgScope, payout: DocumentData, knownAffiliate?: Do
   });
   const at = new Date().toISOString();
   if (outcome.ok) {
-    await ref.update({ status: 'paid', transferId: outcome.transferId, simulated: outcome.simulated, paidAt: at, reason: null });
-    await setEntries(scope, payout.id, 'claimed', { status: 'paid', paidAt: at }, 'paid', claimed);
+    // Entries first (or with the payout): a crash leaves the payout `claimed`, and recovery replays the same key.
+    await applyOutcome(scope, payout.id, {
+      entries: { status: 'paid', paidAt: at }, conversions: { from: 'approved', to: 'paid' },
+      payout: { status: 'paid', transferId: outcome.transferId, simulated: outcome.simulated, paidAt: at, reason: null },
+    }, claimed);
   } else if (outcome.reason === 'indeterminate') {
     // The transfer may exist: keep the claim, and let the next run retry with the same idempotency key.
     await ref.update({ reason: outcome.reason, lastError: outcome.message });
   } else {
-    // A definite failure: the money goes back to the affiliate's balance, with the reason on the payout.
-    await setEntries(scope, payout.id, 'claimed', { status: 'approved', payoutId: null }, undefined, claimed);
-    await ref.update({ status: 'failed', reason: outcome.reason, lastError: outcome.message, failedAt: at });
+    // A definite failure: the money goes back to the affiliate's balance, with the reason on the payout. Never
+    // `claimed` with entries already released: a retry could then succeed and pay money the next run pays again.
+    await applyOutcome(scope, payout.id, {
+      entries: { status: 'approved', payoutId: null },
+      payout: { status: 'failed', reason: outcome.reason, lastError: outcome.message, failedAt: at },
+      interim: { status: 'releasing', reason: outcome.reason, lastError: outcome.message },
+    }, claimed);
   }
+}
+
+/** Puts back what a payout with nothing to pay holds. */
+function cancel(scope: OrgScope, payoutId: string): Promise<void> {
+  return applyOutcome(scope, payoutId, { entries: { status: 'approved', payoutId: null }, payout: { status: 'cancelled', reason: 'nothing_left_to_claim' } });
+}
+
+/** `claimed` from here on: the amount is final, and its age says when Stripe may have forgotten the key. */
+function markClaimed(scope: OrgScope, payoutId: string): Promise<unknown> {
+  return scope.collection('payouts').doc(payoutId).update({ status: 'claimed', claimedAt: new Date().toISOString() });
+}
+
+/**
+ * Finishes a payout an earlier run left in the middle. `claiming` means it died between claim transactions:
+ * the stored amount is exactly what its claimed entries add up to (each claim transaction moves both), so it
+ * is paid as claimed under its own id; a payout that netted to nothing gives its entries back.
+ */
+async function recover(scope: OrgScope, payout: DocumentData): Promise<void> {
+  if (payout.status === 'releasing') {
+    await applyOutcome(scope, payout.id, { entries: { status: 'approved', payoutId: null }, payout: { status: 'failed', failedAt: new Date().toISOString() } });
+    return;
+  }
+  if (payout.status === 'claiming') {
+    if ((payout.amount as number) <= 0) return cancel(scope, payout.id);
+    await markClaimed(scope, payout.id);
+  }
+  await settle(scope, { ...payout, status: 'claimed' });
 }
 
 export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runId?: string; trigger: 'manual' | 'schedule' }): Promise<PayoutRunResult> {
@@ -150,19 +212,22 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
   const createdAt = new Date().toISOString();
   const payoutsCol = scope.collection('payouts');
   const runRef = scope.collection('payoutRuns').doc(runId);
-  const existing = opts.dryRun ? undefined : await runRef.get();
-  if (existing?.get('status') === 'completed') return existing.data() as PayoutRunResult;
+  const finished = opts.dryRun ? undefined : await runRef.get();
+  if (finished?.get('status') === 'completed') return finished.data() as PayoutRunResult;
   // The lease comes before reading balances, so a second run sees what the first one left.
-  if (!opts.dryRun) await acquireLease(scope, runId);
+  const lease = opts.dryRun ? undefined : await acquireLease(scope, runId);
   // Keep the lease while the run works, however long a large run takes.
-  const renewal = opts.dryRun ? undefined : setInterval(() => void renewLease(scope, runId).catch(() => undefined), leaseMs / 3);
+  const renewal = lease ? setInterval(() => void renewLease(scope, lease).catch(() => undefined), leaseMs / 3) : undefined;
   renewal?.unref();
   try {
+    // Read again under the lease: another attempt of this run may have completed it while this one waited.
+    const existing = opts.dryRun ? undefined : await runRef.get();
+    if (existing?.get('status') === 'completed') return existing.data() as PayoutRunResult;
     if (existing && !existing.exists) await runRef.create({ id: runId, status: 'running', trigger: opts.trigger, createdAt, completedAt: null, payoutIds: [] });
     if (!opts.dryRun) {
       // Finish what an earlier run claimed but did not settle (it crashed, or Stripe's answer was lost).
-      const unfinished = await payoutsCol.where('status', '==', 'claimed').get();
-      for (const d of unfinished.docs) await settle(scope, d.data());
+      const unfinished = await payoutsCol.where('status', 'in', ['claiming', 'claimed', 'releasing']).get();
+      for (const d of unfinished.docs) await recover(scope, d.data());
     }
     // Only the fields planning needs: at 200,000 entries whole documents would take ~380 MiB (measured).
     const approved = (await scope.collection('ledger').where('status', '==', 'approved').select('affiliateId', 'currency', 'amount', 'status', 'payoutId').get())
@@ -174,7 +239,10 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
       const snaps = await db.getAll(...affiliateIds.slice(i, i + 300).map((id) => scope.collection('affiliates').doc(id)));
       for (const s of snaps) if (s.exists) affiliates.set(s.id, s.data()!);
     }
-    const plan = planPayouts(approved, (id) => (affiliates.get(id)?.minimumPayout as number | undefined) ?? 0);
+    const plan = planPayouts(approved, (id) => {
+      const a = affiliates.get(id);
+      return a?.payoutCurrency && typeof a.minimumPayout === 'number' ? { currency: a.payoutCurrency as string, amount: a.minimumPayout } : undefined;
+    });
     const payable = (affiliateId: string) => Boolean(affiliates.get(affiliateId)?.stripeAccountId && affiliates.get(affiliateId)?.payoutsEnabled);
 
     if (opts.dryRun) {
@@ -188,32 +256,37 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
     const payOne = async (p: (typeof plan)[number], id: string) => {
       const ref = payoutsCol.doc(id);
       const base = { id, runId, affiliateId: p.affiliateId, currency: p.currency, createdAt, simulated: false, transferId: null };
+      // A retry of this run plans the same id. A payout already decided (blocked, failed, paid, cancelled) keeps
+      // its amount and outcome: claiming into it would add to the amount and pay the sum, or pay a paid payout
+      // again. What it did not take stays approved for the next run, whose ids differ.
+      const existing = await ref.get();
+      if (existing.exists && existing.get('status') !== 'claiming') return;
       if (!payable(p.affiliateId)) {
         // The money waits in the balance; the payout records why it did not move.
-        await ref.set({ ...base, amount: p.amount, entryCount: 0, status: 'blocked', reason: 'no_payout_account' });
+        await ref.create({ ...base, amount: p.amount, entryCount: 0, status: 'blocked', reason: 'no_payout_account' });
         return;
       }
-      if (!(await ref.get()).exists) await ref.create({ ...base, amount: 0, entryCount: 0, status: 'claiming', reason: null });
+      if (!existing.exists) await ref.create({ ...base, amount: 0, entryCount: 0, status: 'claiming', reason: null });
       const claimed = await claim(scope, ref, p.entryIds);
-      if (claimed.amount <= 0) {
-        await setEntries(scope, id, 'claimed', { status: 'approved', payoutId: null });
-        await ref.update({ status: 'cancelled', reason: 'nothing_left_to_claim' });
-        return;
-      }
-      await ref.update({ status: 'claimed' });
+      if (claimed.amount <= 0) return cancel(scope, id);
+      await markClaimed(scope, id);
       await settle(scope, { ...base, amount: claimed.amount, status: 'claimed' }, affiliates.get(p.affiliateId), claimed.entries);
     };
     // Payouts are independent (own ids, own entries, transactional claims): several at a time.
     const queue = plan.map((p, i) => [p, payoutIds[i]!] as const);
+    // One payout's error stops neither the others nor the wait for them: the lease is released only once no
+    // payout of this run is still moving, and the run stays unfinished so a retry completes it.
+    const errors: unknown[] = [];
     await Promise.all(Array.from({ length: Math.min(payoutConcurrency, queue.length) }, async () => {
-      for (let next = queue.shift(); next; next = queue.shift()) await payOne(...next);
+      for (let next = queue.shift(); next; next = queue.shift()) await payOne(...next).catch((err: unknown) => void errors.push(err));
     }));
+    if (errors.length) throw errors[0];
     const completedAt = new Date().toISOString();
     await runRef.update({ status: 'completed', completedAt, payoutIds });
     return { id: runId, status: 'completed', trigger: opts.trigger, createdAt: existing?.get('createdAt') ?? createdAt, completedAt, payouts: await payoutsOfRun(scope, payoutIds) };
   } finally {
     clearInterval(renewal);
-    if (!opts.dryRun) await releaseLease(scope, runId);
+    if (lease) await releaseLease(scope, lease);
   }
 }
 

@@ -16,11 +16,20 @@ export function isDue(schedule: { frequency: 'weekly' | 'monthly'; day: number }
 export async function runDueScheduledPayouts(now = new Date()): Promise<{ orgs: number; runs: string[] }> {
   const orgs = await firestore().collection(collections.orgs).where('payoutSchedule.frequency', 'in', ['weekly', 'monthly']).get();
   const runs: string[] = [];
+  const failures: { orgId: string; error: unknown }[] = [];
   for (const org of orgs.docs) {
     if (!isDue(org.get('payoutSchedule'), now)) continue;
     const runId = `run_sched_${createHash('sha256').update(`${org.id}:${now.toISOString().slice(0, 10)}`).digest('hex').slice(0, 20)}`;
-    const result = await runPayouts(OrgScope.system(org.id, 'payouts-job'), { trigger: 'schedule', runId });
-    runs.push(result.id);
+    // One organisation's failure (its lease held, Firestore contention) must not cost every later one its payday.
+    try {
+      runs.push((await runPayouts(OrgScope.system(org.id, 'payouts-job'), { trigger: 'schedule', runId })).id);
+    } catch (error) {
+      failures.push({ orgId: org.id, error });
+    }
+  }
+  // Thrown after the others ran, so the scheduler reports the job failed and fires it again; the run ids make that safe.
+  if (failures.length) {
+    throw new AggregateError(failures.map((f) => f.error), `Scheduled payouts failed for ${failures.length} organisation(s): ${failures.map((f) => `${f.orgId}: ${String((f.error as Error)?.message ?? f.error)}`).join('; ')}`);
   }
   return { orgs: orgs.size, runs };
 }

@@ -1,3 +1,4 @@
+import { deterministicId } from '../../shared/ids';
 import { collections } from '../../shared/names';
 import type { StripeWebhookEvent } from '../adapters/payouts/stripe-webhook';
 import { firestore } from '../adapters/firestore';
@@ -17,34 +18,19 @@ export async function applyStripeEvent(event: StripeWebhookEvent): Promise<'appl
     return db.runTransaction(async (tx) => {
       if ((await tx.get(seenRef)).exists) return 'duplicate';
       const index = await tx.get(globalIndexDoc(collections.stripeAccountIndex, accountId));
+      const scope = index.exists ? OrgScope.system(index.get('orgId') as string, 'stripe-webhook') : undefined;
+      const affiliateRef = scope?.collection('affiliates').doc(index.get('affiliateId') as string);
+      const affiliate = affiliateRef ? await tx.get(affiliateRef) : undefined;
       tx.create(seenRef, { type: event.type, at: new Date().toISOString() });
-      if (!index.exists) return 'ignored';
-      const scope = OrgScope.system(index.get('orgId') as string, 'stripe-webhook');
-      tx.update(scope.collection('affiliates').doc(index.get('affiliateId') as string), { payoutsEnabled: object.payouts_enabled === true, updatedAt: new Date().toISOString() });
+      if (!affiliateRef || !affiliate?.exists) return 'ignored';
+      // Stripe does not deliver in order: an older snapshot of the account must not undo a newer one.
+      if (((affiliate.get('stripeAccountEventCreated') as number | undefined) ?? 0) > event.created) return 'ignored';
+      tx.update(affiliateRef, { payoutsEnabled: object.payouts_enabled === true, stripeAccountEventCreated: event.created, updatedAt: new Date().toISOString() });
       return 'applied';
     });
   }
 
-  if (event.type === 'transfer.reversed') {
-    // The money came back from the connected account: return it to the affiliate's balance.
-    const metadata = (object.metadata ?? {}) as Record<string, string>;
-    if (!metadata.orgId || !metadata.payoutId) return markSeen(seenRef, event.type, 'ignored');
-    const scope = OrgScope.system(metadata.orgId, 'stripe-webhook');
-    const payoutRef = scope.collection('payouts').doc(metadata.payoutId);
-    const entries = await scope.collection('ledger').where('payoutId', '==', metadata.payoutId).get();
-    return db.runTransaction(async (tx) => {
-      if ((await tx.get(seenRef)).exists) return 'duplicate';
-      const payout = await tx.get(payoutRef);
-      tx.create(seenRef, { type: event.type, at: new Date().toISOString() });
-      if (!payout.exists || payout.get('status') === 'reversed') return 'ignored';
-      tx.update(payoutRef, { status: 'reversed', reason: 'transfer_reversed', reversedAt: new Date().toISOString() });
-      for (const e of entries.docs) {
-        tx.update(e.ref, { status: 'approved', payoutId: null, reason: 'transfer reversed by Stripe' });
-        if (e.get('type') === 'commission') tx.update(scope.collection('conversions').doc(e.get('conversionId') as string), { status: 'approved' });
-      }
-      return 'applied';
-    });
-  }
+  if (event.type === 'transfer.reversed') return applyTransferReversal(event, seenRef);
 
   if ((event.type === 'payout.paid' || event.type === 'payout.failed') && event.account) {
     // The connected account's own payout to its bank: recorded on the affiliate for support; our transfer
@@ -71,4 +57,51 @@ async function markSeen(ref: FirebaseFirestore.DocumentReference, type: string, 
   } catch {
     return 'duplicate';
   }
+}
+
+/**
+ * The money came back from the connected account. Stripe sends transfer.reversed for partial reversals too,
+ * with `amount_reversed` the running total, so each event books only what it adds to the total recorded on
+ * the payout. A full reversal puts the payout's own entries back to approved; anything else books a credit
+ * entry for the newly reversed money, keyed by the payout and the total, so no delivery books it twice.
+ */
+async function applyTransferReversal(event: StripeWebhookEvent, seenRef: FirebaseFirestore.DocumentReference): Promise<'applied' | 'duplicate' | 'ignored'> {
+  const transfer = event.data.object;
+  const metadata = (transfer.metadata ?? {}) as Record<string, string>;
+  const { amount, amount_reversed: reversed } = transfer;
+  if (!metadata.orgId || !metadata.payoutId || !Number.isSafeInteger(amount) || !Number.isSafeInteger(reversed)) return markSeen(seenRef, event.type, 'ignored');
+  const scope = OrgScope.system(metadata.orgId, 'stripe-webhook');
+  const payoutRef = scope.collection('payouts').doc(metadata.payoutId);
+  // Found outside the transaction (a query inside one locks far more); each is read again inside it.
+  const entryRefs = (await scope.collection('ledger').where('payoutId', '==', metadata.payoutId).select().get()).docs.map((d) => d.ref);
+  return firestore().runTransaction(async (tx) => {
+    if ((await tx.get(seenRef)).exists) return 'duplicate';
+    const payout = await tx.get(payoutRef);
+    // Metadata is only what we sent; the transfer id says the event is about the transfer that paid this payout.
+    const applies = payout.exists && payout.get('transferId') === transfer.id;
+    const before = !applies ? 0 : ((payout.get('amountReversed') as number | undefined) ?? (payout.get('status') === 'reversed' ? (payout.get('amount') as number) : 0));
+    const added = (reversed as number) - before;
+    const full = reversed === amount;
+    // A full reversal after partial ones would return the credits already booked a second time as entries.
+    const restoreEntries = applies && added > 0 && full && before === 0;
+    const entries = restoreEntries && entryRefs.length ? (await tx.getAll(...entryRefs)).filter((e) => e.get('status') === 'paid' && e.get('payoutId') === payout.id) : [];
+    const conversionIds = [...new Set(entries.filter((e) => e.get('type') === 'commission').map((e) => e.get('conversionId') as string))];
+    const conversions = conversionIds.length ? await tx.getAll(...conversionIds.map((id) => scope.collection('conversions').doc(id))) : [];
+    tx.create(seenRef, { type: event.type, at: new Date().toISOString() });
+    if (!applies || added <= 0) return 'ignored';
+    const at = new Date().toISOString();
+    if (restoreEntries) {
+      for (const e of entries) tx.update(e.ref, { status: 'approved', payoutId: null, reason: 'transfer reversed by Stripe' });
+      // Only a conversion still paid: one reversed meanwhile has had its clawback and stays reversed.
+      for (const c of conversions) if (c.exists && c.get('status') === 'paid') tx.update(c.ref, { status: 'approved' });
+    } else {
+      const id = deterministicId('led', payout.id, 'transfer_reversal', String(reversed));
+      tx.set(scope.collection('ledger').doc(id), {
+        id, affiliateId: payout.get('affiliateId'), conversionId: '', campaignId: null, type: 'transfer_reversal', amount: added,
+        currency: payout.get('currency'), status: 'approved', payoutId: null, reversedPayoutId: payout.id, createdAt: at, reason: 'transfer reversed by Stripe',
+      });
+    }
+    tx.update(payoutRef, { amountReversed: reversed, ...(full ? { status: 'reversed', reason: 'transfer_reversed', reversedAt: at } : { reason: 'transfer_partially_reversed' }) });
+    return 'applied';
+  });
 }

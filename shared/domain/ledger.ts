@@ -10,7 +10,8 @@
  */
 export const ledgerStatuses = ['pending', 'approved', 'claimed', 'paid', 'rejected', 'reversed'] as const;
 export type LedgerStatus = (typeof ledgerStatuses)[number];
-export type LedgerEntryType = 'commission' | 'tier_adjustment' | 'clawback';
+/** transfer_reversal: money Stripe took back from a paid transfer in part, returned to the balance. */
+export type LedgerEntryType = 'commission' | 'tier_adjustment' | 'clawback' | 'transfer_reversal';
 
 export interface LedgerEntry {
   id: string;
@@ -59,11 +60,27 @@ export interface PayoutCandidate {
   entryIds: string[];
 }
 
+/** An affiliate's minimum payout: minor units of its payout currency. */
+export interface PayoutMinimum {
+  currency: string;
+  amount: number;
+}
+
+/**
+ * A minimum counts only in its own currency: 5000 means $50.00 in USD but ¥5,000 in JPY, so applied to every
+ * currency it would hold some money back far too long and let other money through far too small. With no
+ * exchange rate to hand, a currency other than the payout currency has no minimum: any positive net is paid,
+ * rather than held back by a threshold the affiliate never set for it.
+ */
+function minimumIn(currency: string, minimum: PayoutMinimum | undefined): number {
+  return minimum && minimum.currency === currency ? minimum.amount : 0;
+}
+
 /**
  * Which affiliates a run pays: per affiliate and currency, the net of approved unclaimed entries, when it
  * reaches the affiliate's minimum. Smaller and negative nets are carried forward untouched.
  */
-export function planPayouts(entries: LedgerEntry[], minimumFor: (affiliateId: string) => number): PayoutCandidate[] {
+export function planPayouts(entries: LedgerEntry[], minimumFor: (affiliateId: string) => PayoutMinimum | undefined): PayoutCandidate[] {
   const groups = new Map<string, PayoutCandidate>();
   for (const e of entries) {
     if (e.status !== 'approved' || e.payoutId) continue;
@@ -74,7 +91,7 @@ export function planPayouts(entries: LedgerEntry[], minimumFor: (affiliateId: st
     groups.set(key, g);
   }
   return [...groups.values()]
-    .filter((g) => g.amount > 0 && g.amount >= minimumFor(g.affiliateId))
+    .filter((g) => g.amount > 0 && g.amount >= minimumIn(g.currency, minimumFor(g.affiliateId)))
     .sort((a, b) => a.affiliateId.localeCompare(b.affiliateId) || a.currency.localeCompare(b.currency));
 }
 

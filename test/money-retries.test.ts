@@ -1,0 +1,295 @@
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import Stripe from 'stripe';
+import type { PayoutProvider } from '../functions/adapters/payouts';
+import type { OrgScope } from '../functions/services/tenancy';
+import { campaignBody, newOrg, startTestStack, type TestStack } from './helpers/stack';
+import { startStripeStandIn, type StripeStandIn } from './helpers/stripe-stand-in';
+import { eventually } from './helpers/wait';
+
+/**
+ * Payout runs that fail part-way and are retried, runs that die between their writes, and Stripe events that
+ * arrive partial, redelivered or out of order: through the real emulators and the Stripe stand-in, with the
+ * services called directly where a test needs a fixed run id or a state only a crash leaves.
+ */
+const webhookSecret = 'whsec_local_test_secret';
+let s: TestStack;
+let stripe: StripeStandIn;
+let setProvider: (p: PayoutProvider | undefined) => void;
+let stripeProvider: PayoutProvider;
+let runPayouts: typeof import('../functions/services/payout-runs').runPayouts;
+let system: (orgId: string) => OrgScope;
+
+interface Org { id: string; token: string; campaign: string; link: string; affiliate: string; postbackToken: string }
+type Row = Record<string, unknown>;
+
+async function setupOrg(email: string, opts: { minimumPayout?: number } = {}): Promise<Org> {
+  const o = await newOrg(s, email, 'professional');
+  const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${o.orgId}${path}`, { auth: o.token, body });
+  const campaign = (await post('/campaigns', campaignBody({ payout: { type: 'cpa', amount: 500 }, holdDays: 0 }))).body.id;
+  const affiliate = (await post('/affiliates', { name: 'Pat', email: `pat+${email}`, minimumPayout: opts.minimumPayout ?? 100 })).body.id;
+  const link = (await post('/links', { campaignId: campaign, affiliateId: affiliate })).body.id;
+  const postbackToken = (await s.call('GET', `/v1/orgs/${o.orgId}/postback-config`, { auth: o.token })).body.token;
+  return { id: o.orgId, token: o.token, campaign, link, affiliate, postbackToken };
+}
+
+async function addAffiliate(org: Org, name: string, campaign = org.campaign): Promise<{ affiliate: string; link: string }> {
+  const affiliate = (await s.call('POST', `/v1/orgs/${org.id}/affiliates`, { auth: org.token, body: { name, email: `${name}@pub.example`, minimumPayout: 100 } })).body.id;
+  const link = (await s.call('POST', `/v1/orgs/${org.id}/links`, { auth: org.token, body: { campaignId: campaign, affiliateId: affiliate } })).body.id;
+  return { affiliate, link };
+}
+
+async function convert(org: Org, txnId: string, link = org.link): Promise<string> {
+  const { mintClickId } = await import('../shared/domain/click-id');
+  const { secrets } = await import('../functions/adapters/local-secrets');
+  const clickId = mintClickId(secrets().clickSigningKey, link, Date.now() - 60_000);
+  const r = await s.call('GET', `/postback?${new URLSearchParams({ token: org.postbackToken, click_id: clickId, txn_id: txnId, amount: '20.00' })}`);
+  assert.equal(r.status, 200, r.text);
+  await eventually(async () => ((await s.call('GET', `/v1/orgs/${org.id}/conversions/${r.body.conversionId}`, { auth: org.token })).status === 200 ? true : undefined), `conversion ${txnId}`);
+  return r.body.conversionId;
+}
+
+const patch = (org: Org, id: string, body: unknown) => s.call('PATCH', `/v1/orgs/${org.id}/conversions/${id}`, { auth: org.token, body });
+const approved = async (org: Org, txn: string, link = org.link) => {
+  const id = await convert(org, txn, link);
+  assert.equal((await patch(org, id, { status: 'approved' })).status, 200);
+  return id;
+};
+const balance = async (org: Org, affiliate = org.affiliate, currency = 'USD') =>
+  (await s.call('GET', `/v1/orgs/${org.id}/affiliates/${affiliate}/balance`, { auth: org.token })).body.balances.find((b: { currency: string }) => b.currency === currency);
+const conversionStatus = async (org: Org, id: string) => (await s.call('GET', `/v1/orgs/${org.id}/conversions/${id}`, { auth: org.token })).body.status;
+const onboard = async (org: Org, affiliate = org.affiliate) => {
+  const account = (await s.call('POST', `/v1/orgs/${org.id}/affiliates/${affiliate}/stripe/onboarding`, { auth: org.token })).body.affiliate.stripeAccountId as string;
+  stripe.completeOnboarding(account, { payoutsEnabled: true });
+  await s.call('POST', `/v1/orgs/${org.id}/affiliates/${affiliate}/stripe/onboarding`, { auth: org.token });
+  return account;
+};
+const payoutsOf = async (org: Org, affiliate: string): Promise<Row[]> => (await system(org.id).collection('payouts').where('affiliateId', '==', affiliate).get()).docs.map((d) => d.data());
+const transfersTo = (org: Org, affiliate: string) => [...stripe.transfers.values()].filter((t) => (t.metadata as Record<string, string>).orgId === org.id && (t.metadata as Record<string, string>).affiliateId === affiliate);
+const transferred = (org: Org, affiliate: string) => transfersTo(org, affiliate).reduce((sum, t) => sum + (t.amount as number), 0);
+/** A provider that pays through the stand-in and then dies for one affiliate, as a process killed mid-run would. */
+const crashingFor = (affiliate: string): PayoutProvider => ({
+  ...stripeProvider, transfer: async (req) => {
+    const out = await stripeProvider.transfer(req);
+    if (req.metadata.affiliateId === affiliate) throw new Error('process killed after Stripe answered');
+    return out;
+  },
+});
+
+before(async () => {
+  stripe = await startStripeStandIn();
+  s = await startTestStack({ STRIPE_WEBHOOK_SECRET: webhookSecret });
+  const payouts = await import('../functions/adapters/payouts');
+  const { createStripeProvider } = await import('../functions/adapters/payouts/stripe-provider');
+  const { OrgScope } = await import('../functions/services/tenancy');
+  runPayouts = (await import('../functions/services/payout-runs')).runPayouts;
+  system = (orgId) => OrgScope.system(orgId, 'test');
+  setProvider = payouts.setPayoutProviderForTests;
+  stripeProvider = createStripeProvider({ secretKey: 'sk_test_abp_local', host: stripe.host, port: stripe.port, protocol: 'http', maxNetworkRetries: 1 });
+});
+beforeEach(() => setProvider(stripeProvider));
+after(async () => {
+  setProvider(undefined);
+  await s.close();
+  await stripe.close();
+});
+
+describe('a payout run retried under the same id', () => {
+  it('does not claim into a payout it blocked: the affiliate onboarded meanwhile is paid the balance once', async () => {
+    const org = await setupOrg('retry-blocked@example.com');
+    const other = await addAffiliate(org, 'retry-blocked-other');
+    await approved(org, 'rb-1');
+    await approved(org, 'rb-2', other.link);
+    await onboard(org, other.affiliate);
+    setProvider(crashingFor(other.affiliate));
+    await assert.rejects(runPayouts(system(org.id), { trigger: 'manual', runId: 'run_retry_blocked' }), /process killed/);
+    assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => [p.status, p.amount]), [['blocked', 500]]);
+
+    await onboard(org);
+    setProvider(stripeProvider);
+    await runPayouts(system(org.id), { trigger: 'manual', runId: 'run_retry_blocked' });
+    assert.ok(transferred(org, org.affiliate) <= 500, `paid ${transferred(org, org.affiliate)} for a balance of 500`);
+    await runPayouts(system(org.id), { trigger: 'manual' });
+    assert.deepEqual([transferred(org, org.affiliate), transfersTo(org, org.affiliate).length], [500, 1]);
+    assert.deepEqual([transferred(org, other.affiliate), transfersTo(org, other.affiliate).length], [500, 1]);
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 500, available: 0 });
+  });
+
+  it('leaves a paid payout paid and pays money approved since under a later run', async () => {
+    const org = await setupOrg('retry-paid@example.com');
+    const other = await addAffiliate(org, 'retry-paid-other');
+    await approved(org, 'rp-1');
+    await approved(org, 'rp-2', other.link);
+    await onboard(org);
+    await onboard(org, other.affiliate);
+    setProvider(crashingFor(other.affiliate));
+    await assert.rejects(runPayouts(system(org.id), { trigger: 'manual', runId: 'run_retry_paid' }), /process killed/);
+    const [paid] = await payoutsOf(org, org.affiliate);
+    assert.deepEqual([paid!.status, paid!.amount], ['paid', 500]);
+
+    await approved(org, 'rp-3');
+    setProvider(stripeProvider);
+    await runPayouts(system(org.id), { trigger: 'manual', runId: 'run_retry_paid' });
+    const again = (await system(org.id).collection('payouts').doc(paid!.id as string).get()).data()!;
+    assert.deepEqual([again.status, again.amount, again.transferId], ['paid', 500, paid!.transferId]);
+    await runPayouts(system(org.id), { trigger: 'manual' });
+    assert.deepEqual(transfersTo(org, org.affiliate).map((t) => t.amount).sort(), [500, 500]);
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 1000, available: 0 });
+  });
+
+  it('refuses a second attempt of the same run while the first holds the lease', async () => {
+    const org = await setupOrg('retry-lease@example.com');
+    await approved(org, 'rl-1');
+    await onboard(org);
+    let reached!: () => void;
+    const atTransfer = new Promise<void>((resolve) => (reached = resolve));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let calls = 0;
+    // Only the first attempt waits: a second one let through must not hang the test, but pay and be seen.
+    setProvider({ ...stripeProvider, transfer: async (req) => {
+      if (++calls === 1) {
+        reached();
+        await gate;
+      }
+      return stripeProvider.transfer(req);
+    } });
+    const first = runPayouts(system(org.id), { trigger: 'manual', runId: 'run_same_twice' });
+    await atTransfer;
+    try {
+      await assert.rejects(runPayouts(system(org.id), { trigger: 'manual', runId: 'run_same_twice' }), /in progress/);
+    } finally {
+      release();
+    }
+    assert.equal((await first).status, 'completed');
+    assert.deepEqual([transferred(org, org.affiliate), transfersTo(org, org.affiliate).length], [500, 1]);
+  });
+});
+
+describe('recovery of a run that died', () => {
+  it('pays a payout left `claiming` with its entries claimed, under its own id', async () => {
+    const org = await setupOrg('claiming@example.com');
+    const conversion = await approved(org, 'cl-1');
+    await onboard(org);
+    const { ledgerEntryId } = await import('../functions/services/conversion-lifecycle');
+    const scope = system(org.id);
+    const payoutId = 'po_left_claiming';
+    // What a run leaves when it dies after its claim transaction and before marking the payout claimed.
+    await scope.collection('payouts').doc(payoutId).create({
+      id: payoutId, runId: 'run_died', affiliateId: org.affiliate, currency: 'USD', createdAt: new Date().toISOString(), simulated: false, transferId: null,
+      amount: 500, entryCount: 1, status: 'claiming', reason: null,
+    });
+    await scope.collection('ledger').doc(ledgerEntryId(conversion, 'commission')).update({ status: 'claimed', payoutId });
+    await runPayouts(scope, { trigger: 'manual' });
+    const payout = (await scope.collection('payouts').doc(payoutId).get()).data()!;
+    assert.deepEqual([payout.status, payout.amount], ['paid', 500]);
+    assert.deepEqual(transfersTo(org, org.affiliate).map((t) => [t.amount, (t.metadata as Record<string, string>).payoutId]), [[500, payoutId]]);
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 500, available: 0 });
+    assert.equal(await conversionStatus(org, conversion), 'paid');
+  });
+
+  it('does not mark paid a conversion reversed while its payout was being transferred', async () => {
+    const org = await setupOrg('reversed-midway@example.com');
+    const conversion = await approved(org, 'rm-1');
+    await onboard(org);
+    setProvider({ ...stripeProvider, transfer: async (req) => {
+      assert.equal((await patch(org, conversion, { status: 'reversed', reason: 'chargeback' })).status, 200);
+      return stripeProvider.transfer(req);
+    } });
+    await runPayouts(system(org.id), { trigger: 'manual' });
+    assert.equal(await conversionStatus(org, conversion), 'reversed');
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: -500, paid: 500, available: -500 });
+  });
+});
+
+describe('minimum payout', () => {
+  it('holds back only the payout currency below the minimum, and pays other currencies', async () => {
+    const org = await setupOrg('minimum@example.com', { minimumPayout: 5000 });
+    const eur = (await s.call('POST', `/v1/orgs/${org.id}/campaigns`, { auth: org.token, body: campaignBody({ name: 'Euro sale', currency: 'EUR', payout: { type: 'cpa', amount: 500 }, holdDays: 0 }) })).body.id;
+    const eurLink = (await s.call('POST', `/v1/orgs/${org.id}/links`, { auth: org.token, body: { campaignId: eur, affiliateId: org.affiliate } })).body.id;
+    await approved(org, 'mn-1');
+    await approved(org, 'mn-2', eurLink);
+    await onboard(org);
+    const r = await runPayouts(system(org.id), { trigger: 'manual' });
+    assert.deepEqual(r.payouts.map((p) => [p.currency, p.amount, p.status]), [['EUR', 500, 'paid']]);
+    assert.equal((await balance(org)).available, 500, 'USD stays below its minimum of 5000');
+  });
+});
+
+describe('Stripe events', () => {
+  const stripeLib = new Stripe('sk_test_unused');
+  const deliver = async (event: Row) => {
+    const payload = JSON.stringify({ object: 'event', created: Math.floor(Date.now() / 1000), ...event });
+    const r = await fetch(`${s.baseUrl}/webhooks/stripe`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': stripeLib.webhooks.generateTestHeaderString({ payload, secret: webhookSecret }) }, body: payload });
+    assert.equal(r.status, 200);
+    return ((await r.json()) as { outcome: string }).outcome;
+  };
+  const reversal = (id: string, payout: Row, orgId: string, reversed: number, transferId = payout.transferId) =>
+    deliver({ id, type: 'transfer.reversed', data: { object: { id: transferId, object: 'transfer', amount: payout.amount, amount_reversed: reversed, reversed: reversed === payout.amount, metadata: { orgId, payoutId: payout.id } } } });
+
+  it('returns a partial reversal as a credit once, then the rest when the transfer is reversed in full', async () => {
+    const org = await setupOrg('partial-reversal@example.com');
+    const conversions = [await approved(org, 'pr-1'), await approved(org, 'pr-2')];
+    await onboard(org);
+    const [payout] = (await runPayouts(system(org.id), { trigger: 'manual' })).payouts;
+    assert.equal(payout!.amount, 1000);
+    assert.equal(await reversal('evt_pr_other_transfer', payout as unknown as Row, org.id, 1000, 'tr_someone_else'), 'ignored');
+    assert.equal((await balance(org)).available, 0);
+
+    assert.equal(await reversal('evt_pr_1', payout as unknown as Row, org.id, 400), 'applied');
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 400, paid: 1000, available: 400 });
+    // Stripe may deliver the same state again under another event id.
+    assert.equal(await reversal('evt_pr_1_again', payout as unknown as Row, org.id, 400), 'ignored');
+    assert.equal((await balance(org)).available, 400);
+    assert.equal((await payoutsOf(org, org.affiliate))[0]!.status, 'paid');
+
+    assert.equal(await reversal('evt_pr_full', payout as unknown as Row, org.id, 1000), 'applied');
+    assert.equal((await balance(org)).available, 1000);
+    assert.equal((await payoutsOf(org, org.affiliate))[0]!.status, 'reversed');
+    for (const c of conversions) assert.equal(await conversionStatus(org, c), 'paid', 'the conversions were paid; the credits carry the returned money');
+  });
+
+  it('keeps a conversion reversed after payment reversed when the whole transfer comes back', async () => {
+    const org = await setupOrg('full-reversal@example.com');
+    const conversion = await approved(org, 'fr-1');
+    await onboard(org);
+    const [payout] = (await runPayouts(system(org.id), { trigger: 'manual' })).payouts;
+    assert.equal((await patch(org, conversion, { status: 'reversed', reason: 'chargeback' })).status, 200);
+    assert.equal(await reversal('evt_fr_1', payout as unknown as Row, org.id, 500), 'applied');
+    assert.equal(await conversionStatus(org, conversion), 'reversed');
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 0, available: 0 }, 'the returned commission nets off its clawback');
+  });
+
+  it('ignores an account.updated older than the one already applied', async () => {
+    const org = await setupOrg('account-order@example.com');
+    const account = (await s.call('POST', `/v1/orgs/${org.id}/affiliates/${org.affiliate}/stripe/onboarding`, { auth: org.token })).body.affiliate.stripeAccountId as string;
+    const now = Math.floor(Date.now() / 1000);
+    const update = (id: string, created: number, enabled: boolean) => deliver({ id, type: 'account.updated', created, account, data: { object: { id: account, object: 'account', payouts_enabled: enabled } } });
+    assert.equal(await update('evt_acct_new', now, false), 'applied');
+    assert.equal(await update('evt_acct_old', now - 60, true), 'ignored');
+    assert.equal((await s.call('GET', `/v1/orgs/${org.id}/affiliates/${org.affiliate}`, { auth: org.token })).body.payoutsEnabled, false);
+    assert.equal(await update('evt_acct_newer', now + 1, true), 'applied');
+    assert.equal((await s.call('GET', `/v1/orgs/${org.id}/affiliates/${org.affiliate}`, { auth: org.token })).body.payoutsEnabled, true);
+  });
+});
+
+describe('scheduled payouts', () => {
+  it('runs every due organisation even when an earlier one fails, then reports the failure', async () => {
+    const { runDueScheduledPayouts } = await import('../functions/services/payouts-job');
+    const isoWeekday = ((new Date().getUTCDay() + 6) % 7) + 1;
+    // Org ids sort newest first, so the organisation created last is run first.
+    const later = await setupOrg('sched-later@example.com');
+    const first = await setupOrg('sched-first@example.com');
+    assert.ok(first.id < later.id);
+    for (const org of [later, first]) {
+      await approved(org, `sc-${org.id}`);
+      await onboard(org);
+      await s.call('PATCH', `/v1/orgs/${org.id}`, { auth: org.token, body: { payoutSchedule: { frequency: 'weekly', day: isoWeekday } } });
+    }
+    // Another run holds the first organisation's lease.
+    await system(first.id).collection('locks').doc('payout-run').set({ runId: 'run_elsewhere', token: 'elsewhere', expiresAt: Date.now() + 60_000 });
+    await assert.rejects(runDueScheduledPayouts(), new RegExp(first.id));
+    assert.equal(transferred(later, later.affiliate), 500);
+    assert.equal(transferred(first, first.affiliate), 0);
+  });
+});

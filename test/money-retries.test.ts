@@ -188,6 +188,33 @@ describe('recovery of a run that died', () => {
     assert.equal(await conversionStatus(org, conversion), 'paid');
   });
 
+  it('finds the transfer of a payout claimed over a day ago instead of sending it again after Stripe forgot the key', async () => {
+    const org = await setupOrg('old-claim@example.com');
+    const conversion = await approved(org, 'oc-1');
+    const account = await onboard(org);
+    const { ledgerEntryId } = await import('../functions/services/conversion-lifecycle');
+    const scope = system(org.id);
+    const payoutId = 'po_claimed_long_ago';
+    const longAgo = new Date(Date.now() - 2 * 86_400_000).toISOString();
+    await scope.collection('payouts').doc(payoutId).create({
+      id: payoutId, runId: 'run_long_ago', affiliateId: org.affiliate, currency: 'USD', createdAt: longAgo, claimedAt: longAgo, simulated: false, transferId: null,
+      amount: 500, entryCount: 1, status: 'claimed', reason: null,
+    });
+    await scope.collection('ledger').doc(ledgerEntryId(conversion, 'commission')).update({ status: 'claimed', payoutId });
+    // The attempt whose answer was lost, two days ago; Stripe has since dropped its idempotency key.
+    const sent = await stripeProvider.transfer({
+      payoutId, amount: 500, currency: 'USD', destinationAccountId: account, transferGroup: 'run_long_ago',
+      metadata: { orgId: org.id, affiliateId: org.affiliate, payoutId, runId: 'run_long_ago' }, description: `ABP payout ${payoutId}`,
+    });
+    assert.ok(sent.ok);
+    stripe.forgetIdempotencyKeys();
+    await runPayouts(scope, { trigger: 'manual' });
+    const payout = (await scope.collection('payouts').doc(payoutId).get()).data()!;
+    assert.deepEqual([payout.status, payout.transferId], ['paid', sent.transferId]);
+    assert.equal(transfersTo(org, org.affiliate).length, 1, 'exactly one transfer');
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 500, available: 0 });
+  });
+
   it('does not mark paid a conversion reversed while its payout was being transferred', async () => {
     const org = await setupOrg('reversed-midway@example.com');
     const conversion = await approved(org, 'rm-1');

@@ -4,7 +4,7 @@ import { planPayouts, type LedgerEntry } from '../../shared/domain/ledger';
 import { conflict } from '../../shared/errors';
 import { deterministicId, newId } from '../../shared/ids';
 import { firestore } from '../adapters/firestore';
-import { payoutProvider } from '../adapters/payouts';
+import { payoutProvider, type TransferOutcome } from '../adapters/payouts';
 import type { OrgScope } from './tenancy';
 
 /**
@@ -150,11 +150,26 @@ async function applyOutcome(scope: OrgScope, payoutId: string, outcome: Outcome,
   }
 }
 
+/** Stripe keeps idempotency keys for at least 24 hours; an hour's margin covers clocks and a long run. */
+const keyTrustedMs = 23 * 3_600_000;
+
+/**
+ * A payout claimed long ago may have been sent already under a key Stripe has since forgotten: sending it again
+ * would pay it twice, so the transfer is looked for first. Payouts claimed before claimedAt was recorded count
+ * from the run's start, which is earlier, so they are looked up sooner rather than later.
+ */
+async function earlierTransfer(payout: DocumentData): Promise<TransferOutcome | undefined> {
+  const since = Date.parse((payout.claimedAt ?? payout.createdAt) as string);
+  if (!(Date.now() - since > keyTrustedMs)) return undefined;
+  const found = await payoutProvider().findTransfer?.({ payoutId: payout.id as string, transferGroup: payout.runId as string });
+  return found && { ok: true, transferId: found.transferId, simulated: payoutProvider().kind === 'dry-run' };
+}
+
 /** Sends a claimed payout to the provider and records the outcome. */
 async function settle(scope: OrgScope, payout: DocumentData, knownAffiliate?: DocumentData, claimed?: ClaimedEntry[]): Promise<void> {
   const ref = scope.collection('payouts').doc(payout.id as string);
   const affiliate = knownAffiliate ?? (await scope.collection('affiliates').doc(payout.affiliateId as string).get()).data();
-  const outcome = await payoutProvider().transfer({
+  const outcome = (await earlierTransfer(payout)) ?? await payoutProvider().transfer({
     payoutId: payout.id, amount: payout.amount, currency: payout.currency, destinationAccountId: affiliate?.stripeAccountId,
     transferGroup: payout.runId, metadata: { orgId: scope.orgId, affiliateId: payout.affiliateId, payoutId: payout.id, runId: payout.runId },
     description: `ABP payout ${payout.id}`,

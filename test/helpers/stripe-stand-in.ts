@@ -49,6 +49,8 @@ export interface StripeStandIn {
    * 429 is, since those come from layers in front of the idempotency layer.
    */
   failNext(path: string, response: QueuedResponse, times?: number, opts?: { stored?: boolean }): void;
+  /** What Stripe does to idempotency keys after 24 hours: the next request under one executes afresh. */
+  forgetIdempotencyKeys(): void;
   /** Caps the platform's available balance in one currency; currencies never set are unlimited. */
   setAvailableBalance(currency: string, amount: number): void;
   /**
@@ -282,12 +284,23 @@ export async function startStripeStandIn(opts: { secretKey?: string } = {}): Pro
     return { status: 200, body: transfer, executed: true };
   }
 
+  /** GET /v1/transfers: newest first, filtered by transfer_group, paged by limit and starting_after. */
+  function listTransfers(query: StripeObject): Reply {
+    const group = str(query.transfer_group);
+    const limit = Math.min(Math.max(Number(str(query.limit) ?? 10), 1), 100);
+    let all = [...transfers.values()].reverse().filter((t) => !group || t.transfer_group === group);
+    const after = str(query.starting_after);
+    if (after) all = all.slice(all.findIndex((t) => t.id === after) + 1);
+    return { status: 200, body: { object: 'list', data: all.slice(0, limit), has_more: all.length > limit, url: '/v1/transfers' }, executed: true };
+  }
+
   function route(method: string, path: string, body: StripeObject): Reply {
     if (method === 'POST' && path === '/v1/accounts') return createAccount(body);
     const accountMatch = /^\/v1\/accounts\/([^/]+)$/.exec(path);
     if (method === 'GET' && accountMatch) return retrieveAccount(decodeURIComponent(accountMatch[1]!));
     if (method === 'POST' && path === '/v1/account_links') return createAccountLink(body);
     if (method === 'POST' && path === '/v1/transfers') return createTransfer(body);
+    if (method === 'GET' && path === '/v1/transfers') return listTransfers(body);
     return stripeError(404, { type: 'invalid_request_error', message: `Unrecognized request URL (${method}: ${path}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/.` });
   }
 
@@ -365,6 +378,9 @@ export async function startStripeStandIn(opts: { secretKey?: string } = {}): Pro
       const list = queued.get(path) ?? [];
       list.push({ reply: { ...response, executed: stored }, remaining: times });
       queued.set(path, list);
+    },
+    forgetIdempotencyKeys() {
+      idempotent.clear();
     },
     setAvailableBalance(currency, amount) {
       balances.set(currency.toLowerCase(), amount);

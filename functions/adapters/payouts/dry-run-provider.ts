@@ -35,5 +35,10 @@ export function createDryRunProvider(opts: { now?: () => number } = {}): PayoutP
       assertValidTransfer(req);
       return { ok: true, transferId: deterministicId('tr_sim', req.payoutId), simulated: true };
     },
+
+    async findTransfer() {
+      // Nothing is stored to find, and sending again answers the same simulated transfer however late.
+      return undefined;
+    },
   };
 }

@@ -117,5 +117,17 @@ export function createStripeProvider(opts: StripeProviderOptions): PayoutProvide
         return { ok: false, ...classifyStripeError(err) };
       }
     },
+
+    async findTransfer({ payoutId, transferGroup }) {
+      try {
+        // A run's transfers share its group, so the list stays as short as the run; metadata names the payout.
+        for await (const transfer of stripe.transfers.list({ transfer_group: transferGroup, limit: 100 })) {
+          if (transfer.metadata?.payoutId === payoutId) return { transferId: transfer.id };
+        }
+        return undefined;
+      } catch (err) {
+        return rethrowAsProviderError(err);
+      }
+    },
   };
 }

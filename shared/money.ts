@@ -38,7 +38,9 @@ export function parseMajorAmount(text: string, currency: Currency): number | und
   const digits = minorUnitDigits(currency);
   const fraction = m[2] ?? '';
   if (fraction.length > digits) return undefined;
-  return Number(m[1]) * 10 ** digits + Number(fraction.padEnd(digits, '0') || '0');
+  const minor = Number(m[1]) * 10 ** digits + Number(fraction.padEnd(digits, '0') || '0');
+  // Past 2^53 a number no longer holds every integer: the amount would not be the one sent.
+  return Number.isSafeInteger(minor) ? minor : undefined;
 }
 
 /** Formats minor units as a major-unit decimal string ("4999" USD → "49.99"), for CSV exports. */

@@ -349,6 +349,9 @@ describe('postback function', () => {
     const amount = await postback({ click_id: 'x', amount: '12.345' });
     assert.equal(amount.status, 400);
     assert.equal(amount.body.error.details[0].field, 'amount');
+    // Too large to hold exactly in minor units: refused here, not accepted and then lost in the worker.
+    const huge = await postback({ click_id: 'x', amount: '99999999999999.99' });
+    assert.deepEqual([huge.status, huge.body.error?.details[0].field], [400, 'amount']);
     const missing = await postback({ amount: '1.00' });
     assert.equal(missing.body.error.details[0].field, 'click_id');
     const currency = await postback({ click_id: 'x', currency: 'ZZZ' });
@@ -406,6 +409,31 @@ describe('workers', () => {
       return r.body?.rows?.find((x: { sub1: string }) => x.sub1 === 'redelivered');
     }, 'report');
     assert.equal(row.clicks, 1);
+  });
+
+  it('counts a repeat click exactly an hour later as not unique in the live counters, as the report does', async () => {
+    const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${org.id}${path}`, { auth: org.token, body });
+    // An affiliate of its own on the shared campaign (the organisation's plan has room for only so many campaigns).
+    const campaignId = org.campaign;
+    const affiliateId = (await post('/affiliates', { name: 'Hourly', email: 'hourly@example.com' })).body.id as string;
+    const linkId = (await post('/links', { campaignId, affiliateId })).body.id as string;
+    const { mintClickId } = await import('../shared/domain/click-id');
+    const { secrets } = await import('../functions/adapters/local-secrets');
+    const hour = 3_600_000;
+    const t0 = Date.now() - 3 * hour;
+    // One visitor: at t0, exactly an hour later (a repeat), and an hour and a millisecond after that (unique again).
+    for (const [k, at] of [t0, t0 + hour, t0 + 2 * hour + 1].entries()) {
+      const r = await deliverToStateWorker({
+        type: 'click', eventId: mintClickId(secrets().clickSigningKey, linkId, at), orgId: org.id, linkId, campaignId, affiliateId,
+        occurredAt: new Date(at).toISOString(), attributionWindowDays: 30, sub1: 'hourly', sub2: null, sub3: null, sub4: null, sub5: null,
+        visitorHash: 'hourly-visitor', ipHash: 'i', ipPrefix: null, country: null, device: 'desktop', os: null, browser: null, referrer: null, isBot: false, botReason: null,
+      }, `hourly-${k}`);
+      assert.equal(r.ok, true);
+    }
+    const from = new Date(t0).toISOString().slice(0, 10);
+    const stats = (await api(`/stats?from=${from}&to=${today()}&affiliateId=${affiliateId}`)).body.totals;
+    // The report's rule (shared/analytics/report.ts): unique unless the visitor's previous click is at most an hour before.
+    assert.deepEqual([stats.clicks, stats.uniqueClicks], [3, 2]);
   });
 
   it('write every click once, and one unique click per visitor, when many deliveries and redeliveries arrive at once', async () => {

@@ -111,8 +111,9 @@ async function writeOnce(events: ClickEvent[]): Promise<ClickApplied[]> {
     }
     const visitor = e.isBot ? undefined : visitors.get(visitorKeyOf(e));
     const last = visitor?.last;
-    // Repeat clicks by the same visitor on the same link within an hour are recorded but not unique.
-    const unique = !e.isBot && (last === undefined || t - last >= hour);
+    // Repeat clicks by the same visitor on the same link within an hour (inclusive, as the report counts them)
+    // are recorded but not unique.
+    const unique = !e.isBot && (last === undefined || t - last > hour);
     const window = e.attributionWindowDays ?? windowDays.get(`${e.orgId}/${e.campaignId}`) ?? defaultAttributionWindowDays;
     batch.create(clickRef, {
       id: e.eventId, linkId: e.linkId, campaignId: e.campaignId, affiliateId: e.affiliateId, createdAt: e.occurredAt,

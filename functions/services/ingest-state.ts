@@ -139,7 +139,9 @@ function attribute(scope: OrgScope, e: PostbackEvent, parts: ClickIdParts | unde
   if (a.campaign.status === 'archived') a.reasons.push('campaign_archived');
   if (e.currency && e.currency !== a.campaign.currency) a.reasons.push('currency_mismatch');
   if (a.click?.isBot) a.fraudReasons.push('bot_click');
-  if (sinceClick >= 0 && sinceClick < minClickToConversionMs) a.fraudReasons.push('click_to_conversion_too_fast');
+  // Includes a conversion reported up to 5 minutes "before" its click (clock skew, tolerated above): it is at
+  // least as fast.
+  if (sinceClick < minClickToConversionMs && !a.reasons.includes('before_click')) a.fraudReasons.push('click_to_conversion_too_fast');
   return a;
 }
 

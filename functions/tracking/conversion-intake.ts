@@ -34,7 +34,12 @@ export interface IntakeResult {
   status: 'accepted' | 'duplicate';
 }
 
+/**
+ * Tokens seen lately, and the organisation each belongs to. Bounded, oldest out first: unknown tokens are
+ * cached too (each costs a read otherwise), and anyone can send those.
+ */
 const tokenCache = new Map<string, { at: number; orgId: string | undefined }>();
+const maxCachedTokens = 10_000;
 
 async function orgForToken(token: string): Promise<string | undefined> {
   const ttl = config().LINK_CACHE_TTL_SECONDS * 1000;
@@ -42,7 +47,11 @@ async function orgForToken(token: string): Promise<string | undefined> {
   if (hit && Date.now() - hit.at < ttl) return hit.orgId;
   const snap = await firestore().doc(`${collections.postbackTokenIndex}/${hashSecret(token)}`).get();
   const orgId = snap.exists ? (snap.get('orgId') as string) : undefined;
-  if (ttl > 0) tokenCache.set(token, { at: Date.now(), orgId });
+  if (ttl > 0) {
+    tokenCache.delete(token);
+    if (tokenCache.size >= maxCachedTokens) tokenCache.delete(tokenCache.keys().next().value!);
+    tokenCache.set(token, { at: Date.now(), orgId });
+  }
   return orgId;
 }
 

@@ -55,7 +55,7 @@ async function acquireLease(scope: OrgScope, runId: string): Promise<string> {
   const token = randomBytes(16).toString('hex');
   await firestore().runTransaction(async (tx) => {
     const lock = await tx.get(ref);
-    if (lock.exists && lock.get('token') !== token && (lock.get('expiresAt') as number) > Date.now()) {
+    if (lock.exists && (lock.get('expiresAt') as number) > Date.now()) {
       throw conflict(`Payout run ${lock.get('runId') as string} is in progress; try again when it has finished`);
     }
     tx.set(ref, { runId, token, expiresAt: Date.now() + leaseMs });
@@ -285,7 +285,9 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
       const claimed = await claim(scope, ref, p.entryIds);
       if (claimed.amount <= 0) return cancel(scope, id);
       await markClaimed(scope, id);
-      await settle(scope, { ...base, amount: claimed.amount, status: 'claimed' }, affiliates.get(p.affiliateId), claimed.entries);
+      // Into a payout an earlier attempt left claiming, this call claimed only some of its entries: settle looks
+      // them all up then.
+      await settle(scope, { ...base, amount: claimed.amount, status: 'claimed' }, affiliates.get(p.affiliateId), existing.exists ? undefined : claimed.entries);
     };
     // Payouts are independent (own ids, own entries, transactional claims): several at a time.
     const queue = plan.map((p, i) => [p, payoutIds[i]!] as const);

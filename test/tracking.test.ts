@@ -106,6 +106,26 @@ describe('click function', () => {
     assert.deepEqual([(await api(`/clicks/${bot.clickId}`)).body.botReason, (await api(`/clicks/${head.clickId}`)).body.botReason], ['bot_user_agent', 'head_request']);
   });
 
+  it("holds a sale on a bot's click for review even when the postback is handled before the click", async () => {
+    const { verifyClickId } = await import('../shared/domain/click-id');
+    const { secrets } = await import('../functions/adapters/local-secrets');
+    const key = secrets().clickSigningKey;
+    const bot = await click(org.link, '?sub1=botsale', { 'user-agent': 'Googlebot/2.1 (+http://www.google.com/bot.html)' });
+    const person = await click(org.link, '?sub1=botsale');
+    assert.deepEqual([verifyClickId(key, bot.clickId)?.bot, verifyClickId(key, person.clickId)?.bot], [true, false], 'the click id says whether a bot made it');
+    // A bot's click whose click event the state worker has not seen (none was ever published): only its id says.
+    const { mintClickId } = await import('../shared/domain/click-id');
+    const { deterministicId } = await import('../shared/ids');
+    const eventId = deterministicId('cnv', org.id, 'txn', 'bot-sale-1');
+    const delivered = await deliverToStateWorker({
+      type: 'postback', eventId, orgId: org.id, clickId: mintClickId(key, org.link, Date.now() - 60_000, true), txnId: 'bot-sale-1', event: 'conversion',
+      amount: 1000, currency: null, occurredAt: new Date().toISOString(), via: 'postback',
+    }, 'bot-sale-1');
+    assert.equal(delivered.ok, true);
+    const conv = (await api(`/conversions/${eventId}`)).body;
+    assert.deepEqual([conv.status, conv.reasons], ['pending', ['bot_click']]);
+  });
+
   it('counts a repeat click by the same visitor within the hour as not unique', async () => {
     const headers = { 'x-forwarded-for': '198.51.100.20', 'user-agent': 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 Safari/604.1' };
     const first = await click(org.link, '?sub3=repeat', headers);
@@ -322,6 +342,14 @@ describe('postback function', () => {
       eventually(async () => { const x = await api(`/conversions/${id}`); return x.body?.status === status ? x.body : undefined; }, `conversion ${status}`);
     const first = await postback({ click_id: mistyped, txn_id: 'retyped-1', amount: '10.00' });
     assert.deepEqual((await conversion(first.body.conversionId, 'rejected')).reasons, ['invalid_click_id']);
+    // Another id we never minted does not take its place (delivered straight to the state worker, which answers
+    // once it has handled it).
+    const forgedAgain = await deliverToStateWorker({
+      type: 'postback', eventId: first.body.conversionId, orgId: org.id, clickId: `${mistyped}x`, txnId: 'retyped-1', event: 'conversion',
+      amount: 1000, currency: null, occurredAt: new Date().toISOString(), via: 'postback',
+    }, 'retyped-forged-again');
+    assert.equal(forgedAgain.ok, true);
+    assert.equal((await conversion(first.body.conversionId, 'rejected')).clickId, mistyped);
     const again = await postback({ click_id: clickId, txn_id: 'retyped-1', amount: '10.00' });
     assert.equal(again.body.conversionId, first.body.conversionId);
     const credited = await conversion(first.body.conversionId, 'pending');

@@ -92,12 +92,15 @@ const clickIdReasons = new Set(['invalid_click_id', 'unknown_click', 'foreign_cl
  * Whether an already booked conversion is this postback's outcome. A conversion rejected only because its
  * click id was wrong is not, when the postback names another click: the conversion id is the transaction's, so
  * otherwise a mistyped (or forged) click id sent first would keep the real sale from ever being credited.
- * Such a conversion is booked again, under the new click. Nothing had been credited or counted for it.
+ * Such a conversion is booked again, under the new click, if we minted that one. Nothing had been credited or
+ * counted for it.
  */
 function isFinal(existing: DocumentSnapshot, e: PostbackEvent): boolean {
   if (!existing.exists) return false;
   const reasons = (existing.get('reasons') as string[] | undefined) ?? [];
-  return !(existing.get('status') === 'rejected' && existing.get('clickId') !== e.clickId && reasons.some((r) => clickIdReasons.has(r)));
+  const retried = existing.get('status') === 'rejected' && existing.get('clickId') !== e.clickId && reasons.some((r) => clickIdReasons.has(r));
+  // A click id we never minted cannot take the place of another: two bad ones would only take turns.
+  return !(retried && verifyClickId(secrets().clickSigningKey, e.clickId) !== undefined);
 }
 
 /** Whether booking this conversion must read its campaign's cap usage first (in a transaction). */
@@ -138,7 +141,8 @@ function attribute(scope: OrgScope, e: PostbackEvent, parts: ClickIdParts | unde
   if (a.affiliate.status !== 'active') a.reasons.push('affiliate_inactive');
   if (a.campaign.status === 'archived') a.reasons.push('campaign_archived');
   if (e.currency && e.currency !== a.campaign.currency) a.reasons.push('currency_mismatch');
-  if (a.click?.isBot) a.fraudReasons.push('bot_click');
+  // The click id says so too: a postback handled before its click is not a way round this check.
+  if (a.click?.isBot || parts.bot) a.fraudReasons.push('bot_click');
   // Includes a conversion reported up to 5 minutes "before" its click (clock skew, tolerated above): it is at
   // least as fast.
   if (sinceClick < minClickToConversionMs && !a.reasons.includes('before_click')) a.fraudReasons.push('click_to_conversion_too_fast');

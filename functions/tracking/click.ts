@@ -76,10 +76,10 @@ function answerClick(req: functions.Request, res: functions.Response, linkId: st
   }
 
   const keys = secrets();
-  const clickId = mintClickId(keys.clickSigningKey, linkId, now);
+  const botReason = prefetchReason(req) ?? (visitor.isBot ? 'bot_user_agent' : null);
+  const clickId = mintClickId(keys.clickSigningKey, linkId, now, botReason !== null);
   const c = config();
   const ip = clientIp(header(req, 'x-forwarded-for'), c.XFF_TRUSTED_HOPS, req.socket.remoteAddress);
-  const botReason = prefetchReason(req) ?? (visitor.isBot ? 'bot_user_agent' : null);
   const event: ClickEvent = {
     type: 'click',
     eventId: clickId,

@@ -6,6 +6,10 @@ import { createHmac, randomFillSync, timingSafeEqual } from 'node:crypto';
  * processed yet: the id itself carries the link and the click time.
  *
  *   {linkId}.{clickTime base36 ms}.{random}.{signature}
+ *
+ * {random} is 8 base64url characters, followed by `b` when the click was recorded as a bot's (a crawler, a
+ * link preview, a HEAD request): a postback the state worker handles before that click still knows it came
+ * from one, and the flag is signed like the rest.
  */
 const sigLength = 16; // 96 bits of HMAC-SHA256, base64url
 
@@ -29,14 +33,16 @@ function random6(): string {
   return s;
 }
 
-export function mintClickId(key: string, linkId: string, clickedAt: number): string {
-  const payload = `${linkId}.${clickedAt.toString(36)}.${random6()}`;
+export function mintClickId(key: string, linkId: string, clickedAt: number, bot = false): string {
+  const payload = `${linkId}.${clickedAt.toString(36)}.${random6()}${bot ? 'b' : ''}`;
   return `${payload}.${signature(key, payload)}`;
 }
 
 export interface ClickIdParts {
   linkId: string;
   clickedAt: number;
+  /** The click was recorded as a bot's. */
+  bot: boolean;
 }
 
 /** The link and time a click id carries, or undefined when it was not minted with this key. */
@@ -44,11 +50,11 @@ export function verifyClickId(key: string, clickId: string): ClickIdParts | unde
   if (clickId.length > 200) return undefined;
   const parts = clickId.split('.');
   if (parts.length !== 4) return undefined;
-  const [linkId, time, , sig] = parts as [string, string, string, string];
+  const [linkId, time, random, sig] = parts as [string, string, string, string];
   const expected = Buffer.from(signature(key, parts.slice(0, 3).join('.')));
   const given = Buffer.from(sig);
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
   const clickedAt = parseInt(time, 36);
   if (!Number.isFinite(clickedAt)) return undefined;
-  return { linkId, clickedAt };
+  return { linkId, clickedAt, bot: random.length === 9 && random.endsWith('b') };
 }

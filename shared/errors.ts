@@ -9,7 +9,11 @@ export type ErrorCode =
   | 'method_not_allowed'
   | 'payload_too_large'
   | 'unsupported_media_type'
-  | 'internal';
+  | 'internal'
+  /** A service we depend on (Supabase Auth, Stripe) refused in a way only the platform's operators can fix. */
+  | 'bad_gateway'
+  /** A service we depend on is down or rate limiting us: the same request may succeed later. */
+  | 'unavailable';
 
 const statusByCode: Record<ErrorCode, number> = {
   bad_request: 400,
@@ -22,7 +26,11 @@ const statusByCode: Record<ErrorCode, number> = {
   payload_too_large: 413,
   unsupported_media_type: 415,
   internal: 500,
+  bad_gateway: 502,
+  unavailable: 503,
 };
+
+export const errorCodes = Object.keys(statusByCode) as ErrorCode[];
 
 export interface ErrorDetail {
   field: string;

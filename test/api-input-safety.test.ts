@@ -148,6 +148,7 @@ describe('Stripe onboarding refusals', () => {
       setPayoutProviderForTests(refusing(reason, retryable));
       const r = await s.call('POST', orgPath(`/affiliates/${O.affY}/stripe/onboarding`), { auth: O.owner });
       assert.equal(r.status, status, r.text);
+      assert.equal(r.body.error.code, { 409: 'conflict', 502: 'bad_gateway', 503: 'unavailable' }[status]);
       assert.match(r.body.error.message, /Stripe/);
     });
   }

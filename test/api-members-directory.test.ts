@@ -64,6 +64,7 @@ describe('inviting a member through Supabase Auth', () => {
       standIn.refuseNext('/auth/v1/invite', refusal);
       const r = await invite(address);
       assert.equal(r.status, status, r.text);
+      assert.equal(r.body.error.code, { 400: 'bad_request', 409: 'conflict', 502: 'bad_gateway', 503: 'unavailable' }[status]);
       assert.match(r.body.error.message, message);
       if (status === 400) assert.deepEqual(r.body.error.details.map((d: { field: string }) => d.field), ['email']);
       const members = await s.call('GET', `/v1/orgs/${org.orgId}/members?limit=200`, { auth: org.token });

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Route } from './router';
+import { errorCodes } from '../../shared/errors';
 
 /** OpenAPI 3.1 generated from the routes' own zod schemas, so the document cannot drift from validation. */
 export function openApiDocument(routes: Route[], serverUrl: string): Record<string, unknown> {
@@ -21,7 +22,7 @@ export function openApiDocument(routes: Route[], serverUrl: string): Record<stri
         type: 'object',
         required: ['code', 'message', 'details'],
         properties: {
-          code: { type: 'string' },
+          code: { type: 'string', enum: errorCodes },
           message: { type: 'string' },
           details: { type: 'array', items: { type: 'object', properties: { field: { type: 'string' }, message: { type: 'string' } } } },
         },

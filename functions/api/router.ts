@@ -180,14 +180,12 @@ export function publicRoute<Q extends z.ZodType | undefined = undefined, B exten
 
 /**
  * A service we depend on (Supabase Auth, Stripe) failing is neither the client's mistake nor a bug of ours:
- * 503 when a later retry may succeed, 502 when it refused in a way the client cannot fix. shared/errors.ts
- * has no codes for these, so they carry `internal` with their own status.
+ * 503 `unavailable` when a later retry may succeed, 502 `bad_gateway` when it refused in a way the client
+ * cannot fix.
  */
 export class UpstreamError extends ApiError {
-  override readonly status: number;
   constructor(status: 502 | 503, message: string) {
-    super('internal', message);
-    this.status = status;
+    super(status === 503 ? 'unavailable' : 'bad_gateway', message);
   }
 }
 

@@ -133,7 +133,7 @@ describe('Stripe onboarding refusals', () => {
     const refuse = async (): Promise<never> => {
       throw new PayoutProviderError(reason, `stand-in refusal: ${reason}`, retryable);
     };
-    return { kind: 'stripe', createConnectedAccount: refuse, createOnboardingLink: refuse, getAccount: refuse, transfer: refuse };
+    return { kind: 'stripe', createConnectedAccount: refuse, createOnboardingLink: refuse, getAccount: refuse, transfer: refuse, findTransfer: refuse };
   }
 
   const cases: [TransferFailureReason, boolean, number][] = [

@@ -161,7 +161,7 @@ const keyTrustedMs = 23 * 3_600_000;
 async function earlierTransfer(payout: DocumentData): Promise<TransferOutcome | undefined> {
   const since = Date.parse((payout.claimedAt ?? payout.createdAt) as string);
   if (!(Date.now() - since > keyTrustedMs)) return undefined;
-  const found = await payoutProvider().findTransfer?.({ payoutId: payout.id as string, transferGroup: payout.runId as string });
+  const found = await payoutProvider().findTransfer({ payoutId: payout.id as string, transferGroup: payout.runId as string });
   return found && { ok: true, transferId: found.transferId, simulated: payoutProvider().kind === 'dry-run' };
 }
 

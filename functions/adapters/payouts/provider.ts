@@ -76,9 +76,8 @@ export interface PayoutProvider {
   /**
    * The transfer an earlier attempt made for this payout, if any. Stripe keeps an idempotency key for at least
    * 24 hours only: a payout retried later must look before it sends, or the same key would pay it again.
-   * Optional only so that test doubles built by hand keep compiling; both real providers have it.
    */
-  findTransfer?(input: { payoutId: string; transferGroup: string }): Promise<{ transferId: string } | undefined>;
+  findTransfer(input: { payoutId: string; transferGroup: string }): Promise<{ transferId: string } | undefined>;
 }
 
 /** Thrown by the account calls, which are interactive: the API layer maps reason to an HTTP status. */

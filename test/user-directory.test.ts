@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { isAuthApiError } from '@supabase/supabase-js';
 import { config, resetConfigForTests, supabaseAnonKey } from '../shared/config';
@@ -205,6 +207,18 @@ describe('the Supabase anon key', () => {
     await assert.rejects(verifyAccessToken('a.b.c'), /production requires SUPABASE_ANON_KEY/, 'a misconfiguration, not a refused token');
     useEnv({ ...production, SUPABASE_ANON_KEY: 'anon-key' });
     assert.equal(supabaseAnonKey(), 'anon-key');
+  });
+
+  it('stops the API from starting in production without it', () => {
+    const start = (env: Record<string, string>) =>
+      spawnSync(process.execPath, ['--import', 'tsx', '-e', "require('./functions/api/index.ts')"], {
+        cwd: join(__dirname, '..'), env: { PATH: process.env.PATH!, METADATA_SERVER_DETECTION: 'none', GOOGLE_CLOUD_PROJECT: 'abp-test', ...env }, encoding: 'utf8', timeout: 60_000,
+      });
+    const without = start(production);
+    assert.notEqual(without.status, 0);
+    assert.match(without.stderr, /production requires SUPABASE_ANON_KEY/);
+    const withKey = start({ ...production, SUPABASE_ANON_KEY: 'anon-key' });
+    assert.equal(withKey.status, 0, withKey.stderr);
   });
 
   it('still lets functions that never verify tokens start in production without it', () => {

@@ -1,5 +1,5 @@
 import * as functions from '@google-cloud/functions-framework';
-import { config } from '../../shared/config';
+import { config, supabaseAnonKey } from '../../shared/config';
 import { functionNames } from '../../shared/names';
 import { openApiDocument } from './openapi';
 import { publicRoute, Router, send, sendError, type Route } from './router';
@@ -22,5 +22,8 @@ export async function handleApi(req: functions.Request, res: functions.Response)
   }
 }
 
+// The API is the one function that verifies tokens: without the anon key it fails its deploy (production
+// throws here), not the first sign-in.
+supabaseAnonKey();
 answerFrameworkErrors();
 functions.http(functionNames.api, handleApi);

@@ -42,6 +42,13 @@ export const compositeIndexes: CompositeIndex[] = [
     fields: [['status', 'ASCENDING'], ['fraudHold', 'ASCENDING'], ['approvableAt', 'ASCENDING']],
     query: 'commissions job: due pending conversions of every organisation',
   },
+  // functions/services/conversion-analytics.ts publishDueConversionAnalytics: collectionGroup('conversions')
+  // .where(analyticsDue == true).where(updatedAt <=).orderBy(updatedAt), across all organisations.
+  {
+    collection: collections.conversions, scope: 'COLLECTION_GROUP',
+    fields: [['analyticsDue', 'ASCENDING'], ['updatedAt', 'ASCENDING']],
+    query: 'commissions job: conversion analytics versions not yet sent',
+  },
   // GET /v1/orgs/:orgId/affiliates/:id/ledger (functions/api/routes/money.ts): where(affiliateId ==), newest first.
   { collection: collections.ledger, scope: 'COLLECTION', fields: [['affiliateId', 'ASCENDING'], ...newest], query: "an affiliate's ledger, newest first" },
   // An affiliate's entries in one state (balance per status, payout selection per affiliate).

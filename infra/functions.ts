@@ -77,7 +77,8 @@ export function functionSpecs(c: Pick<InfraConfig, 'ABP_CLICK_MIN_INSTANCES'>): 
       tracking: false,
       memory: '512Mi', cpu: '1', concurrency: 40, minInstances: 0, maxInstances: 20, timeoutSeconds: 60,
       sizing: 'Admin traffic is light and bursty; mostly I/O-bound (Firestore, BigQuery reports), so one vCPU serves many requests at once. Cold starts are acceptable for an admin API.',
-      grants: [firestoreReadWrite, { on: 'project', role: 'roles/bigquery.jobUser' }, { on: 'analyticsTable', role: 'roles/bigquery.dataViewer' }],
+      // Publishes a conversion's new analytics version when it is approved, rejected or reversed by hand.
+      grants: [firestoreReadWrite, publishEvents, { on: 'project', role: 'roles/bigquery.jobUser' }, { on: 'analyticsTable', role: 'roles/bigquery.dataViewer' }],
       // Hash key: API keys and postback tokens; Stripe: manual payout runs; service role: inviting members.
       secrets: ['ABP_HASH_KEY', 'ABP_CLICK_SIGNING_KEY', 'STRIPE_SECRET_KEY', 'SUPABASE_SERVICE_ROLE_KEY'],
       configOnlySecrets: [],
@@ -98,7 +99,7 @@ export function functionSpecs(c: Pick<InfraConfig, 'ABP_CLICK_MIN_INSTANCES'>): 
       trigger: { kind: 'pubsub', subscription: subscriptions.stateWriter },
       tracking: false,
       memory: '512Mi', cpu: '1', concurrency: 80, minInstances: 0, maxInstances: 50, timeoutSeconds: 60,
-      sizing: 'Clicks are written in group commits of the deliveries an instance has in flight (one read, one atomic batch per group; conversions one transaction each), so high concurrency is what makes groups: 80 concurrent pushes become a few commits.',
+      sizing: 'Clicks are written in group commits of the deliveries an instance has in flight (one read, one atomic batch per group; a capped campaign\'s conversions one transaction per campaign and group), so high concurrency is what makes groups: 80 concurrent pushes become a few commits.',
       // Publishes the conversion it books, for analytics.
       grants: [firestoreReadWrite, publishEvents],
       secrets: ['ABP_HASH_KEY', 'ABP_CLICK_SIGNING_KEY'],
@@ -118,7 +119,8 @@ export function functionSpecs(c: Pick<InfraConfig, 'ABP_CLICK_MIN_INSTANCES'>): 
       tracking: false,
       memory: '512Mi', cpu: '1', concurrency: 1, minInstances: 0, maxInstances: 1, timeoutSeconds: 840,
       sizing: 'A sweep every 15 minutes: one run at a time (max 1 instance, concurrency 1), allowed to run for most of its interval.',
-      grants: [firestoreReadWrite],
+      // Publishes its approvals' analytics versions, and any a transition could not send (conversion-analytics.ts).
+      grants: [firestoreReadWrite, publishEvents],
       secrets: [],
       configOnlySecrets: onlyForConfig([]),
     },

@@ -28,6 +28,7 @@ const blank: AnalyticsRow = {
   link_id: null, campaign_id: null, affiliate_id: null, click_id: null,
   sub1: null, sub2: null, sub3: null, sub4: null, sub5: null, country: null, device: null,
   visitor_hash: null, is_bot: false, status: null, txn_id: null, currency: null, amount: null, revenue: 0, payout: 0,
+  conversion_id: null, recorded_at: null,
 };
 const links = { L1: { link_id: 'L1', campaign_id: 'C1', affiliate_id: 'A1' }, L2: { link_id: 'L2', campaign_id: 'C1', affiliate_id: 'A1' }, L3: { link_id: 'L3', campaign_id: 'C2', affiliate_id: 'A2' } };
 const at = (iso: string) => ({ occurred_at: `${iso}:00.000Z`, event_date: iso.slice(0, 10) });
@@ -178,6 +179,24 @@ describe('analytics on DuckDB', () => {
     const r = await report({ orgId: A, groupBy: ['day'] });
     assert.equal(r.rows[1]?.conversions, 2);
     assert.equal(r.totals.revenue.USD, 1500, 'the rejected 9999 USD is not counted');
+  });
+
+  it('counts each conversion once, as its latest version says', async () => {
+    const D = 'org_d';
+    const version = (id: string, conversionId: string, status: string, payout: number, recorded: string) =>
+      conversion(D, id, '2024-06-01T10:00', 'kd', { ...links.L1, currency: 'USD', revenue: 1000, payout, status, conversion_id: conversionId, recorded_at: `${recorded}:00.000Z` });
+    await store.insert([
+      // Approved at a higher tier: counted once, at the approved payout.
+      version('d1', 'd1', 'pending', 300, '2024-06-01T10:00'), version('d1-approved', 'd1', 'approved', 400, '2024-06-09T10:00'),
+      // Rejected later, and approved then reversed (refunded): not counted.
+      version('d2', 'd2', 'pending', 300, '2024-06-01T10:00'), version('d2-rejected', 'd2', 'rejected', 300, '2024-06-02T10:00'),
+      version('d3', 'd3', 'pending', 300, '2024-06-01T10:00'), version('d3-approved', 'd3', 'approved', 300, '2024-06-05T10:00'),
+      version('d3-reversed', 'd3', 'reversed', 300, '2024-06-20T10:00'),
+      // Versions that arrive out of order: the latest recorded stands, not the last inserted.
+      version('d4-approved', 'd4', 'approved', 300, '2024-06-05T10:00'), version('d4', 'd4', 'pending', 250, '2024-06-01T10:00'),
+    ]);
+    const r = await report({ orgId: D, from: '2024-06-01', to: '2024-06-01' });
+    assert.deepEqual(r.totals, metrics(0, 0, 0, 2, { USD: 2000 }, { USD: 700 }));
   });
 
   it('filters by affiliate and by campaign', async () => {

@@ -367,13 +367,13 @@ describe('least privilege', () => {
   const publish = `topic:${topics.trackingEvents}:roles/pubsub.publisher`;
   // The two HMAC keys go to every function because shared/config.ts requires them in production (see infra/functions.ts).
   const expected: Record<FunctionKey, string[]> = {
-    api: ['project:roles/bigquery.jobUser', 'project:roles/datastore.user', `table:${analyticsTables.events}:roles/bigquery.dataViewer`, ...hmac, secret('STRIPE_SECRET_KEY'), secret('SUPABASE_SERVICE_ROLE_KEY')],
+    api: ['project:roles/bigquery.jobUser', 'project:roles/datastore.user', `table:${analyticsTables.events}:roles/bigquery.dataViewer`, publish, ...hmac, secret('STRIPE_SECRET_KEY'), secret('SUPABASE_SERVICE_ROLE_KEY')],
     click: ['project:roles/datastore.viewer', publish, ...hmac],
     postback: ['project:roles/datastore.user', publish, ...hmac],
     pixel: ['project:roles/datastore.user', publish, ...hmac],
     stateWriter: ['project:roles/datastore.user', publish, ...hmac],
     analyticsWriter: [`table:${analyticsTables.events}:roles/bigquery.dataEditor`, ...hmac],
-    commissionsJob: ['project:roles/datastore.user', ...hmac],
+    commissionsJob: ['project:roles/datastore.user', publish, ...hmac],
     payoutsJob: ['project:roles/datastore.user', ...hmac, secret('STRIPE_SECRET_KEY')],
     stripeWebhook: ['project:roles/datastore.user', ...hmac, secret('STRIPE_WEBHOOK_SECRET')],
   };

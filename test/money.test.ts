@@ -116,8 +116,14 @@ describe('conversion lifecycle', () => {
     await eventually(async () => ((await s.call('GET', `/v1/orgs/${org.id}/conversions/${held}`, { auth: org.token })).status === 200 ? true : undefined), 'held');
     const job = await fetch(`${s.baseUrl}/_jobs/commissions`, { method: 'POST' });
     assert.equal(job.status, 200);
+    const result = (await job.json()) as { approved: number; analyticsPublished: number; analyticsFailed: number };
     const get = async (id: string) => (await s.call('GET', `/v1/orgs/${org.id}/conversions/${id}`, { auth: org.token })).body.status;
     assert.deepEqual([await get(due), await get(held)], ['approved', 'pending']);
+    // Its approvals' analytics versions went out with it: none is left for the next sweep.
+    assert.ok(result.analyticsPublished >= 1 && result.analyticsFailed === 0, JSON.stringify(result));
+    const { firestore } = await import('../functions/adapters/firestore');
+    const approved = await firestore().doc(`orgs/${org.id}/conversions/${due}`).get();
+    assert.deepEqual([approved.get('analytics')?.status, approved.get('analyticsDue')], ['approved', undefined]);
   });
 });
 

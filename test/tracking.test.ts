@@ -335,6 +335,23 @@ describe('postback function', () => {
     }
   });
 
+  it("shows a conversion's later rejection in the report, not only in the conversion list", async () => {
+    const { clickId } = await click(org.link, '?sub1=versioned');
+    const sale = await postback({ click_id: clickId, txn_id: 'versioned-1', amount: '10.00' });
+    const reportRow = (conversions: number) =>
+      eventually(async () => {
+        const r = await api(`/reports?from=${today()}&to=${today()}&groupBy=sub1`);
+        return r.body?.rows?.find((x: { sub1: string; conversions: number; clicks: number }) => x.sub1 === 'versioned' && x.clicks === 1 && x.conversions === conversions);
+      }, `report with ${conversions} conversion(s)`);
+    assert.deepEqual((await reportRow(1)).payout, { USD: 125 });
+    const rejected = await s.call('PATCH', `/v1/orgs/${org.id}/conversions/${sale.body.conversionId}`, { auth: org.token, body: { status: 'rejected', reason: 'fraud' } });
+    assert.equal(rejected.status, 200, rejected.text);
+    assert.deepEqual((await reportRow(0)).payout, {});
+    // Sent at once, so nothing is left for the commissions job's sweep.
+    const { firestore } = await import('../functions/adapters/firestore');
+    assert.equal((await firestore().doc(`orgs/${org.id}/conversions/${sale.body.conversionId}`).get()).get('analyticsDue'), undefined);
+  });
+
   it('credits a sale sent again with the right click id after a mistyped one, and only once', async () => {
     const { clickId } = await click(org.link, '?sub1=retyped');
     const mistyped = clickId.replace(/.$/, (c) => (c === 'A' ? 'B' : 'A'));

@@ -1,5 +1,6 @@
 import { collections } from '../../shared/names';
 import { firestore } from '../adapters/firestore';
+import { publishDueConversionAnalytics } from './conversion-analytics';
 import { transitionConversion } from './conversion-lifecycle';
 import { OrgScope } from './tenancy';
 
@@ -15,6 +16,9 @@ export interface CommissionsJobResult {
   approved: number;
   skipped: number;
   failed: number;
+  /** Conversion versions sent to analytics (publishDueConversionAnalytics), and those left due for the next run. */
+  analyticsPublished: number;
+  analyticsFailed: number;
 }
 
 export async function approveDueConversions(now = new Date()): Promise<CommissionsJobResult> {
@@ -42,7 +46,7 @@ export async function approveDueConversions(now = new Date()): Promise<Commissio
         for (const d of group) {
           const scope = OrgScope.system(d.ref.parent.parent!.id, 'commissions-job');
           try {
-            await transitionConversion(scope, d.id, { status: 'approved', reason: 'hold period ended' }, now);
+            await transitionConversion(scope, d.id, { status: 'approved', reason: 'hold period ended' }, now, { publish: false });
             approved++;
           } catch (err) {
             // Moved meanwhile (approved or rejected by hand): that is the claim-only-pending rule at work.
@@ -59,5 +63,7 @@ export async function approveDueConversions(now = new Date()): Promise<Commissio
     await Promise.all(Array.from({ length: parallelGroups }, worker));
     if (page.size < pageSize) break;
   }
-  return { approved, skipped, failed };
+  // The approvals' analytics versions, with any an earlier transition could not send.
+  const analytics = await publishDueConversionAnalytics(now);
+  return { approved, skipped, failed, analyticsPublished: analytics.published, analyticsFailed: analytics.failed };
 }

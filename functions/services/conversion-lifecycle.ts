@@ -5,6 +5,7 @@ import { tierMonth, type LedgerEntry } from '../../shared/domain/ledger';
 import type { PayoutRule } from '../../shared/domain/schemas';
 import { conflict, notFound } from '../../shared/errors';
 import { deterministicId } from '../../shared/ids';
+import { publishConversionVersion, transitionVersion } from './conversion-analytics';
 import { counterRef } from './counters';
 import type { AuditInput, OrgScope } from './tenancy';
 
@@ -32,13 +33,25 @@ async function entriesOf(tx: Transaction, scope: OrgScope, conversionId: string,
   return snaps.filter((d) => d.exists).map((d) => d.data() as LedgerEntry);
 }
 
+/**
+ * `publish: false` leaves the new analytics version to the caller's sweep (publishDueConversionAnalytics): the
+ * commissions job sends its approvals together once it has made them.
+ */
 export async function transitionConversion(
   scope: OrgScope,
   conversionId: string,
   change: Transition,
   now = new Date(),
+  { publish = true }: { publish?: boolean } = {},
 ): Promise<DocumentData> {
-  return scope.transact(async (tx, audit) => applyTransition(tx, scope, conversionId, change, now, audit));
+  const next = await scope.transact(async (tx, audit) => applyTransition(tx, scope, conversionId, change, now, audit));
+  if (publish) {
+    // The transition stands whether or not this succeeds: the version stays due and the sweep sends it.
+    await publishConversionVersion(scope, next).catch((err: unknown) =>
+      console.error(JSON.stringify({ severity: 'WARNING', message: 'conversion analytics publish deferred to the sweep', conversion: conversionId, error: String(err) })),
+    );
+  }
+  return next;
 }
 
 /** The transition inside a caller's transaction, so the commissions job can batch approvals. */
@@ -126,6 +139,8 @@ export async function applyTransition(
 
   const next = {
     ...conv, status: change.status, payout, updatedAt: at, ...(counted ? { capCounted } : {}),
+    // The report counts the conversion as this version says once it is published (conversion-analytics.ts).
+    analytics: transitionVersion(conversionId, change.status, conv.revenue as number, payout, at), analyticsDue: true,
     reasons: change.reason ? [...(conv.reasons as string[]), change.reason] : conv.reasons,
     ...(change.status === 'approved' ? { approvedAt: at } : {}),
   };

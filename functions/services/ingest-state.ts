@@ -8,6 +8,7 @@ import { collections } from '../../shared/names';
 import { firestore } from '../adapters/firestore';
 import { secrets } from '../adapters/local-secrets';
 import { ledgerEntryId } from './conversion-lifecycle';
+import { conversionEventOf, type AnalyticsVersion } from './conversion-analytics';
 import { counterRef } from './counters';
 import { deterministicId } from '../../shared/ids';
 import type { Settled } from '../../shared/group-commit';
@@ -172,7 +173,7 @@ function book(scope: OrgScope, e: PostbackEvent, a: Attribution, usage?: Usage, 
       status, reasons: [...reasons, ...a.fraudReasons], fraudHold: a.fraudReasons.length > 0,
       // Analytics keeps one row per event id, as first written: a booking over an earlier rejection is a new
       // event, and every copy of the event carries the values as booked, whatever the conversion becomes later.
-      analytics: { eventId: previous ? deterministicId('cnv', e.eventId, 'click', e.clickId) : e.eventId, status, revenue, payout },
+      analytics: { eventId: previous ? deterministicId('cnv', e.eventId, 'click', e.clickId) : e.eventId, status, revenue, payout, recordedAt: e.occurredAt } satisfies AnalyticsVersion,
       via: e.via, createdAt: e.occurredAt, approvableAt: rejected ? null : approvableAt, updatedAt: e.occurredAt,
       // The rule it was booked under: approval prices the volume tier with this rule, not with a later edit.
       payoutRule: rejected ? null : (override ?? a.campaign?.payout ?? null),
@@ -216,14 +217,7 @@ const commitConversions = groupedWrites(bookGroup, bookAlone, {
  * event for analytics; on redelivery, the already booked conversion (so analytics still gets it once).
  */
 export async function applyPostback(e: PostbackEvent): Promise<ConversionEvent> {
-  const doc = await commitConversions(e);
-  // Conversions booked before `analytics` was kept are published as they are now.
-  const booked = (doc.analytics as { eventId: string; status: ConversionEvent['status']; revenue: number; payout: number } | undefined) ?? { eventId: doc.id, status: doc.status, revenue: doc.revenue, payout: doc.payout };
-  return {
-    type: 'conversion', eventId: booked.eventId, orgId: e.orgId, clickId: doc.clickId, linkId: doc.linkId, campaignId: doc.campaignId, affiliateId: doc.affiliateId,
-    txnId: doc.txnId, event: doc.event, amount: doc.amount, currency: doc.currency, revenue: booked.revenue, payout: booked.payout,
-    status: booked.status, reasons: doc.reasons, occurredAt: doc.createdAt,
-  };
+  return conversionEventOf(e.orgId, await commitConversions(e));
 }
 
 /**

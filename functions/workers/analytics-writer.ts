@@ -14,7 +14,7 @@ export function clickRow(e: ClickEvent): AnalyticsRow {
     event_id: e.eventId, event_type: 'click', org_id: e.orgId, occurred_at: e.occurredAt, event_date: e.occurredAt.slice(0, 10),
     link_id: e.linkId, campaign_id: e.campaignId, affiliate_id: e.affiliateId, click_id: e.eventId,
     sub1: e.sub1, sub2: e.sub2, sub3: e.sub3, sub4: e.sub4, sub5: e.sub5, country: e.country, device: e.device, visitor_hash: e.visitorHash,
-    is_bot: e.isBot, status: null, txn_id: null, currency: null, amount: null, revenue: 0, payout: 0,
+    is_bot: e.isBot, status: null, txn_id: null, currency: null, amount: null, revenue: 0, payout: 0, conversion_id: null, recorded_at: null,
   };
 }
 
@@ -23,6 +23,7 @@ export function conversionRow(e: ConversionEvent): AnalyticsRow {
     ...blank, event_id: e.eventId, event_type: 'conversion', org_id: e.orgId, occurred_at: e.occurredAt, event_date: e.occurredAt.slice(0, 10),
     link_id: e.linkId, campaign_id: e.campaignId, affiliate_id: e.affiliateId, click_id: e.clickId,
     is_bot: false, status: e.status, txn_id: e.txnId, currency: e.currency, amount: e.amount, revenue: e.revenue, payout: e.payout,
+    conversion_id: e.conversionId ?? e.eventId, recorded_at: e.recordedAt ?? e.occurredAt,
   };
 }
 
@@ -40,7 +41,7 @@ const insertRow = groupCommit<AnalyticsRow, void>(
   { maxItems: 500, maxConcurrent: 2 },
 );
 
-/** One analytics row per click and per booked conversion; raw postbacks are the state worker's input only. */
+/** One analytics row per click and per version of a conversion; raw postbacks are the state worker's input only. */
 export async function writeAnalytics(ce: functions.CloudEvent<unknown>): Promise<void> {
   const event = decodeTrackingEvent(ce);
   if (event.type === 'click') await insertRow(clickRow(event));

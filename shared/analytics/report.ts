@@ -11,8 +11,11 @@
  *   look-back crosses the start of the range: a click at 00:10 on `from` whose previous click was at 23:50
  *   the day before is not unique. A click without a visitor_hash cannot be matched, so it is unique.
  *   Uniqueness is a property of the click alone, so it is additive across any grouping.
- * - conversions: conversion rows whose status is not 'rejected'. revenue and payout are the sums of those
- *   rows' `revenue` and `payout` columns per currency (integer minor units; USD is never added to EUR).
+ * - A conversion may have several rows, its versions (booked, then approved, rejected or reversed): the one
+ *   with the latest recorded_at stands for it (rows without a conversion_id are versions of their own).
+ * - conversions: conversions whose standing version's status is neither 'rejected' nor 'reversed'. revenue and
+ *   payout are the sums of those versions' `revenue` and `payout` columns per currency (integer minor units;
+ *   USD is never added to EUR).
  * - A conversion takes sub1..sub5, country and device from the click it was attributed to (click_id, same
  *   organisation, however old the click), and day, campaign, affiliate and link from its own row.
  * - from/to (inclusive, UTC dates) filter event_date of clicks and conversions alike. affiliateIds, when
@@ -24,7 +27,9 @@
  *   With no group-by there is exactly one row, equal to the totals.
  * - Each event id counts once even if the table holds it twice: BigQuery's insertId de-duplication is only
  *   best effort, so the BigQuery query itself keeps one row per event_id. DuckDB's primary key already
- *   guarantees it, and there the window that would check it again is left out (it cost a hash of every row).
+ *   guarantees it, and there the window that would check it again is left out of the clicks (it cost a hash
+ *   of every row). Conversions pick their standing version with a window in both dialects, which also keeps
+ *   one row per event id.
  *
  * Safety: every value from the query is bound as a named parameter. The only text spliced into the SQL is
  * the table name (checked against a strict pattern) and column names from the fixed tables below.
@@ -182,13 +187,17 @@ export function compileReport(query: ReportQuery, dialect: SqlDialect, table: st
   SELECT *, LAG(occurred_at) OVER (PARTITION BY link_id, visitor_hash, is_bot ORDER BY occurred_at, event_id) AS previous_at
   FROM click_rows
 )`,
-    `conversion_rows AS (
-  SELECT ${conversionColumns}
+    // Every version of a conversion shares its event_date (the conversion's own), so the range keeps or drops
+    // them together; the standing one is picked before its status is looked at.
+    `conversion_versions AS (
+  SELECT ${conversionColumns}, status
   FROM ${t} AS r
   WHERE r.org_id = ${p('orgId')} AND r.event_type = 'conversion'
-    AND r.event_date BETWEEN CAST(${p('fromDate')} AS DATE) AND CAST(${p('toDate')} AS DATE)
-    AND COALESCE(r.status, '') <> 'rejected'${and(rowFilters)}
-  ${keepOnePerEvent(dialect)}
+    AND r.event_date BETWEEN CAST(${p('fromDate')} AS DATE) AND CAST(${p('toDate')} AS DATE)${and(rowFilters)}
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY COALESCE(r.conversion_id, r.event_id) ORDER BY COALESCE(r.recorded_at, r.occurred_at) DESC, r.event_id DESC) = 1
+)`,
+    `conversion_rows AS (
+  SELECT * FROM conversion_versions WHERE COALESCE(status, '') NOT IN ('rejected', 'reversed')
 )`,
   ];
   if (attributed.length) {

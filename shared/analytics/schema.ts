@@ -29,6 +29,10 @@ export const analyticsRow = z.object({
   amount: z.number().int().nullable(),
   revenue: z.number().int(),
   payout: z.number().int(),
+  /** Conversion rows: the conversion they are a version of (see ConversionEvent); null for clicks. */
+  conversion_id: z.string().nullable(),
+  /** Conversion rows: when this version was written; the report counts the latest. Null for clicks. */
+  recorded_at: z.iso.datetime().nullable().describe('TIMESTAMP'),
 });
 export type AnalyticsRow = z.infer<typeof analyticsRow>;
 

@@ -68,6 +68,13 @@ export const conversionEvent = z.object({
   status: z.enum(conversionStatuses),
   reasons: z.array(z.string()),
   occurredAt: z.iso.datetime(),
+  /**
+   * A conversion's analytics rows are versions: booked, then approved, rejected or reversed, each its own event
+   * (`eventId`), all under the conversion's id; the report counts the latest by `recordedAt`. Absent on events
+   * published before versions existed: the event id and its occurredAt stand in.
+   */
+  conversionId: z.string().optional(),
+  recordedAt: z.iso.datetime().optional(),
 });
 export type ConversionEvent = z.infer<typeof conversionEvent>;
 

@@ -1,0 +1,94 @@
+import { FieldValue, type DocumentData } from '@google-cloud/firestore';
+import type { ConversionEvent } from '../../shared/domain/events';
+import { deterministicId } from '../../shared/ids';
+import { collections } from '../../shared/names';
+import { firestore } from '../adapters/firestore';
+import { publishTrackingEvent } from '../adapters/pubsub';
+import type { OrgScope } from './tenancy';
+
+/**
+ * A conversion's analytics rows. The report (shared/analytics/report.ts) counts each conversion as its latest
+ * version says, so every change that moves the numbers (booked; approved, perhaps at a volume tier; rejected;
+ * reversed) is one more row, under an event id of its own and the conversion's id. The conversion document
+ * keeps its current version in `analytics`; a version not yet known to be published is marked `analyticsDue`
+ * in the same transaction that made it, so a publish lost to a crash or an outage is sent again by the
+ * commissions job's sweep (publishDueConversionAnalytics), which also sends the job's own approvals. Event
+ * ids are deterministic: sending again adds nothing twice.
+ */
+export interface AnalyticsVersion {
+  eventId: string;
+  status: ConversionEvent['status'];
+  revenue: number;
+  payout: number;
+  /** When this version was made; absent on conversions booked before versions existed. */
+  recordedAt?: string;
+}
+
+/** The version a transition makes: one per status a conversion reaches (it reaches each at most once). */
+export function transitionVersion(conversionId: string, status: AnalyticsVersion['status'], revenue: number, payout: number, at: string): AnalyticsVersion {
+  return { eventId: deterministicId('cnv', conversionId, 'status', status), status, revenue, payout, recordedAt: at };
+}
+
+/** The analytics event for a conversion document's current version. */
+export function conversionEventOf(orgId: string, doc: DocumentData): ConversionEvent {
+  // Conversions booked before `analytics` was kept are published as they are now.
+  const v: AnalyticsVersion = (doc.analytics as AnalyticsVersion | undefined) ?? { eventId: doc.id as string, status: doc.status, revenue: doc.revenue, payout: doc.payout };
+  return {
+    type: 'conversion', eventId: v.eventId, orgId, clickId: doc.clickId, linkId: doc.linkId, campaignId: doc.campaignId, affiliateId: doc.affiliateId,
+    txnId: doc.txnId, event: doc.event, amount: doc.amount, currency: doc.currency, revenue: v.revenue, payout: v.payout,
+    status: v.status, reasons: doc.reasons, occurredAt: doc.createdAt, conversionId: doc.id, ...(v.recordedAt ? { recordedAt: v.recordedAt } : {}),
+  };
+}
+
+/**
+ * Publishes a transitioned conversion's current version, then clears its due mark (only if the version is
+ * still the one published: a later transition keeps its own mark).
+ */
+export async function publishConversionVersion(scope: OrgScope, doc: DocumentData): Promise<void> {
+  const event = conversionEventOf(scope.orgId, doc);
+  await publishTrackingEvent(event);
+  const ref = scope.collection('conversions').doc(doc.id as string);
+  await firestore().runTransaction(async (tx) => {
+    const now = await tx.get(ref);
+    if (now.get('analyticsDue') === true && (now.get('analytics') as AnalyticsVersion | undefined)?.eventId === event.eventId) {
+      tx.update(ref, { analyticsDue: FieldValue.delete() });
+    }
+  });
+}
+
+/**
+ * Sends every conversion version still marked due that was made at or before `upTo`, across all organisations
+ * (the commissions job runs it, after its approvals). Returns how many it sent; one that fails stays due for
+ * the next sweep. The mark is cleared only if the conversion has not changed since it was read.
+ */
+export async function publishDueConversionAnalytics(upTo: Date): Promise<{ published: number; failed: number }> {
+  const cutoff = upTo.toISOString();
+  let published = 0;
+  let failed = 0;
+  let last: FirebaseFirestore.QueryDocumentSnapshot | undefined;
+  for (;;) {
+    let q = firestore().collectionGroup(collections.conversions).where('analyticsDue', '==', true).where('updatedAt', '<=', cutoff).orderBy('updatedAt').limit(sweepPage);
+    if (last) q = q.startAfter(last);
+    const page = await q.get();
+    if (page.empty) break;
+    last = page.docs[page.docs.length - 1];
+    await Promise.all(
+      page.docs.map(async (d) => {
+        try {
+          await publishTrackingEvent(conversionEventOf(d.ref.parent.parent!.id, d.data()));
+          published++;
+        } catch (err) {
+          failed++;
+          console.error(JSON.stringify({ severity: 'ERROR', message: 'conversion analytics publish failed', conversion: d.ref.path, error: String(err) }));
+          return;
+        }
+        // Changed meanwhile (a newer version, due on its own): leave the mark.
+        await d.ref.update({ analyticsDue: FieldValue.delete() }, { lastUpdateTime: d.updateTime }).catch(() => undefined);
+      }),
+    );
+    if (page.size < sweepPage) break;
+  }
+  return { published, failed };
+}
+
+const sweepPage = 200;

@@ -9,7 +9,7 @@ import { emulatorRest, eventually } from './helpers/wait';
  * the API as a user would.
  */
 let s: TestStack;
-const org = { id: '', token: '', campaign: '', affiliate: '', link: '', postbackToken: '' };
+const org = { id: '', token: '', campaign: '', affiliate: '', link: '', postbackToken: '', pixelToken: '' };
 const today = () => new Date().toISOString().slice(0, 10);
 
 async function click(linkId: string, query = '', headers: Record<string, string> = {}, method = 'GET') {
@@ -37,7 +37,9 @@ before(async () => {
   org.campaign = (await post('/campaigns', campaignBody({ payout: { type: 'revshare', percent: 12.5 }, revenue: { type: 'cps', percent: 20 }, holdDays: 14 }))).body.id;
   org.affiliate = (await post('/affiliates', { name: 'Aff', email: 'aff@example.com' })).body.id;
   org.link = (await post('/links', { campaignId: org.campaign, affiliateId: org.affiliate })).body.id;
-  org.postbackToken = (await api('/postback-config')).body.token;
+  const tokens = (await api('/postback-config')).body;
+  org.postbackToken = tokens.token;
+  org.pixelToken = tokens.pixelToken;
 });
 after(() => s.close());
 
@@ -413,7 +415,7 @@ describe('postback function', () => {
   it('serves the pixel as a GIF whatever happens, taking the click id from the cookie', async () => {
     const { res, clickId } = await click(org.link);
     const cookie = (res.headers.get('set-cookie') ?? '').split(';')[0]!;
-    const px = await fetch(`${s.baseUrl}/pixel?token=${org.postbackToken}&txn_id=px-1&amount=3.50`, { headers: { cookie } });
+    const px = await fetch(`${s.baseUrl}/pixel?token=${org.pixelToken}&txn_id=px-1&amount=3.50`, { headers: { cookie } });
     assert.equal(px.status, 200);
     assert.equal(px.headers.get('content-type'), 'image/gif');
     assert.match(px.headers.get('x-abp-conversion') ?? '', /^accepted/);
@@ -424,12 +426,32 @@ describe('postback function', () => {
     assert.equal(broken.status, 200);
     assert.equal(broken.headers.get('content-type'), 'image/gif');
     // Even a body the framework could not parse: the pixel reads only its query string and cookie.
-    const garbled = await fetch(`${s.baseUrl}/pixel?token=${org.postbackToken}&txn_id=px-2&amount=1.00`, {
+    const garbled = await fetch(`${s.baseUrl}/pixel?token=${org.pixelToken}&txn_id=px-2&amount=1.00`, {
       method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: '{"not json',
     });
     assert.equal(garbled.status, 200);
     assert.equal(garbled.headers.get('content-type'), 'image/gif');
     assert.match(garbled.headers.get('x-abp-conversion') ?? '', /^accepted/);
+  });
+
+  it('keeps the pixel token, which checkout pages show, away from the postback, and the postback token off pages', async () => {
+    assert.notEqual(org.pixelToken, org.postbackToken);
+    const { clickId } = await click(org.link);
+    // Read from a checkout page, the pixel token does not open the postback (where any amount could be claimed).
+    const forged = await s.call('GET', `/postback?${new URLSearchParams({ token: org.pixelToken, click_id: clickId, txn_id: 'px-forged', amount: '999.00' })}`);
+    assert.equal(forged.status, 401);
+    // And the pixel refuses the postback token, so that it is never put in a page.
+    const leaked = await fetch(`${s.baseUrl}/pixel?token=${org.postbackToken}&click_id=${encodeURIComponent(clickId)}&txn_id=px-leaked&amount=1.00`);
+    assert.equal(leaked.headers.get('content-type'), 'image/gif');
+    assert.match(leaked.headers.get('x-abp-conversion') ?? '', /^ignored; Unknown pixel token/);
+    // Each rotates alone.
+    const before = (await api('/postback-config')).body;
+    const rotated = (await s.call('POST', `/v1/orgs/${org.id}/postback-config/rotate-pixel`, { auth: org.token })).body;
+    assert.deepEqual([rotated.token === before.token, rotated.pixelToken === before.pixelToken], [true, false]);
+    assert.match(rotated.pixelUrl, new RegExp(`/pixel\\?token=${rotated.pixelToken}&`));
+    const old = await fetch(`${s.baseUrl}/pixel?token=${before.pixelToken}&click_id=${encodeURIComponent(clickId)}&txn_id=px-old&amount=1.00`);
+    assert.match(old.headers.get('x-abp-conversion') ?? '', /^ignored/);
+    org.pixelToken = rotated.pixelToken;
   });
 });
 

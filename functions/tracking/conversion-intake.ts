@@ -41,16 +41,22 @@ export interface IntakeResult {
 const tokenCache = new Map<string, { at: number; orgId: string | undefined }>();
 const maxCachedTokens = 10_000;
 
-async function orgForToken(token: string): Promise<string | undefined> {
+/**
+ * The organisation a token belongs to, if it is a token of this intake's kind: the pixel's token is public (it
+ * is in checkout pages) and must never open the postback; the postback's is secret and belongs on servers.
+ * Index entries written before pixels had tokens of their own have no kind: they are postback tokens.
+ */
+async function orgForToken(token: string, via: 'postback' | 'pixel'): Promise<string | undefined> {
   const ttl = config().LINK_CACHE_TTL_SECONDS * 1000;
-  const hit = tokenCache.get(token);
+  const key = `${via} ${token}`;
+  const hit = tokenCache.get(key);
   if (hit && Date.now() - hit.at < ttl) return hit.orgId;
   const snap = await firestore().doc(`${collections.postbackTokenIndex}/${hashSecret(token)}`).get();
-  const orgId = snap.exists ? (snap.get('orgId') as string) : undefined;
+  const orgId = snap.exists && (snap.get('kind') ?? 'postback') === via ? (snap.get('orgId') as string) : undefined;
   if (ttl > 0) {
-    tokenCache.delete(token);
+    tokenCache.delete(key);
     if (tokenCache.size >= maxCachedTokens) tokenCache.delete(tokenCache.keys().next().value!);
-    tokenCache.set(token, { at: Date.now(), orgId });
+    tokenCache.set(key, { at: Date.now(), orgId });
   }
   return orgId;
 }
@@ -78,8 +84,8 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
   const parsed = postbackParams.safeParse(flat);
   if (!parsed.success) throw badRequest('The postback is invalid', zodDetails(parsed.error));
   const p = parsed.data;
-  const orgId = await orgForToken(p.token);
-  if (!orgId) throw unauthorized('Unknown postback token');
+  const orgId = await orgForToken(p.token, via);
+  if (!orgId) throw unauthorized(via === 'pixel' ? 'Unknown pixel token (the pixel takes the pixel token of GET /v1/orgs/{orgId}/postback-config)' : 'Unknown postback token');
 
   let currency = p.currency ?? null;
   let amount: number | null = null;

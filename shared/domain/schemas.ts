@@ -212,7 +212,12 @@ export const linkResource = z
   .meta({ id: 'Link' });
 
 export const postbackConfigResource = z
-  .object({ token: z.string(), postbackUrl: z.string().describe('Template of the postback call; replace the {placeholders}') })
+  .object({
+    token: z.string().describe("The postback's token: keep it on the advertiser's server"),
+    postbackUrl: z.string().describe('Template of the postback call; replace the {placeholders}'),
+    pixelToken: z.string().describe('The pixel\'s token: it is visible in checkout pages, and accepted only by /pixel'),
+    pixelUrl: z.string().describe('Template of the pixel for checkout pages; the click id comes from the click\'s cookie'),
+  })
   .meta({ id: 'PostbackConfig' });
 
 export const auditEntryResource = z

@@ -6,7 +6,7 @@ import { deterministicId, newId } from '../../../shared/ids';
 import { createOrganisation, listMyOrgs } from '../../services/tenancy';
 import { changedFields } from '../changes';
 import { created, ok, orgRoute, userRoute } from '../router';
-import { issuePostbackToken } from './postback-config';
+import { issueTrackingToken } from './postback-config';
 
 export function toOrg(d: DocumentData): Org {
   return { id: d.id, name: d.name, type: d.type, plan: d.plan, fallbackUrl: d.fallbackUrl ?? null, payoutSchedule: d.payoutSchedule ?? null, createdAt: d.createdAt, updatedAt: d.updatedAt };
@@ -26,7 +26,8 @@ export const orgRoutes = [
       const id = idempotencyKey ? deterministicId('org', principal.userId, idempotencyKey) : newId('org');
       const now = new Date().toISOString();
       const result = await createOrganisation(principal, id, { id, ...body, fallbackUrl: null, createdAt: now, updatedAt: now }, (tx, ref) => {
-        issuePostbackToken(tx, ref, id);
+        issueTrackingToken(tx, ref, id, 'postback');
+        issueTrackingToken(tx, ref, id, 'pixel');
       });
       return created(toOrg(result.org));
     },

@@ -370,7 +370,7 @@ describe('postback function', () => {
     assert.equal(forgedAgain.ok, true);
     assert.equal((await conversion(first.body.conversionId, 'rejected')).clickId, mistyped);
     const again = await postback({ click_id: clickId, txn_id: 'retyped-1', amount: '10.00' });
-    assert.equal(again.body.conversionId, first.body.conversionId);
+    assert.deepEqual([again.body.conversionId, again.body.status], [first.body.conversionId, 'accepted']);
     const credited = await conversion(first.body.conversionId, 'pending');
     assert.deepEqual([credited.clickId, credited.campaignId, credited.payout], [clickId, org.campaign, 125]);
     // The mistyped one, redelivered, changes nothing now (delivered straight to the state worker, which answers
@@ -386,6 +386,8 @@ describe('postback function', () => {
     }, 'retyped sale in report');
     assert.deepEqual([row.conversions, row.payout], [1, { USD: 125 }]);
     assert.equal((await conversion(first.body.conversionId, 'pending')).clickId, clickId);
+    // Sent again now, either one is a duplicate.
+    for (const id of [clickId, mistyped]) assert.equal((await postback({ click_id: id, txn_id: 'retyped-1', amount: '10.00' })).body.status, 'duplicate');
   });
 
   it('rejects bad input with 4xx naming the field', async () => {

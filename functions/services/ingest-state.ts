@@ -1,6 +1,7 @@
 import { FieldValue, Timestamp, type DocumentData, type DocumentReference, type DocumentSnapshot, type Firestore, type Transaction } from '@google-cloud/firestore';
 import { capPeriod, cappedWindows, capsBroken, type CapCounted, type CapUsage, type CapWindow } from '../../shared/domain/caps';
 import { verifyClickId, type ClickIdParts } from '../../shared/domain/click-id';
+import { rebooks } from '../../shared/domain/rebooking';
 import { payoutFor, revenueFor } from '../../shared/domain/commission';
 import type { ConversionEvent, PostbackEvent } from '../../shared/domain/events';
 import type { Affiliate, Campaign } from '../../shared/domain/schemas';
@@ -86,22 +87,9 @@ function capUsageRefs(scope: OrgScope, e: PostbackEvent, a: Attribution): { wind
   });
 }
 
-/** Rejections that say the click id was wrong, not the sale: the advertiser may send the sale again with the right one. */
-const clickIdReasons = new Set(['invalid_click_id', 'unknown_click', 'foreign_click']);
-
-/**
- * Whether an already booked conversion is this postback's outcome. A conversion rejected only because its
- * click id was wrong is not, when the postback names another click: the conversion id is the transaction's, so
- * otherwise a mistyped (or forged) click id sent first would keep the real sale from ever being credited.
- * Such a conversion is booked again, under the new click, if we minted that one. Nothing had been credited or
- * counted for it.
- */
+/** Whether an already booked conversion is this postback's outcome: it is, unless the postback re-books it. */
 function isFinal(existing: DocumentSnapshot, e: PostbackEvent): boolean {
-  if (!existing.exists) return false;
-  const reasons = (existing.get('reasons') as string[] | undefined) ?? [];
-  const retried = existing.get('status') === 'rejected' && existing.get('clickId') !== e.clickId && reasons.some((r) => clickIdReasons.has(r));
-  // A click id we never minted cannot take the place of another: two bad ones would only take turns.
-  return !(retried && verifyClickId(secrets().clickSigningKey, e.clickId) !== undefined);
+  return existing.exists && !rebooks(existing.data()!, e.clickId, verifyClickId(secrets().clickSigningKey, e.clickId) !== undefined);
 }
 
 /** Whether booking this conversion must read its campaign's cap usage first (in a transaction). */

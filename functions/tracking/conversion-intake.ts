@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { config } from '../../shared/config';
 import { verifyClickId } from '../../shared/domain/click-id';
+import { rebooks } from '../../shared/domain/rebooking';
 import type { PostbackEvent } from '../../shared/domain/events';
 import { badRequest, unauthorized } from '../../shared/errors';
 import { deterministicId } from '../../shared/ids';
@@ -105,11 +106,25 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
   // Publish before recording the receipt: if we fail in between, the advertiser's retry publishes again
   // (the state worker is idempotent on the id) rather than being told "duplicate" for a lost conversion.
   await publishTrackingEvent(event);
+  const scope = OrgScope.system(orgId, via);
+  const receipt = scope.collection('postbackReceipts').doc(conversionId);
   try {
-    await OrgScope.system(orgId, via).collection('postbackReceipts').doc(conversionId).create({ at: event.occurredAt, via });
+    await receipt.create({ at: event.occurredAt, via, clickId: p.click_id });
     return { conversionId, status: 'accepted' };
   } catch (err) {
-    if ((err as { code?: number }).code === 6 /* ALREADY_EXISTS */) return { conversionId, status: 'duplicate' };
-    throw err;
+    if ((err as { code?: number }).code !== 6 /* ALREADY_EXISTS */) throw err;
   }
+  return { conversionId, status: (await rebooked(scope, conversionId, p.click_id)) ? 'accepted' : 'duplicate' };
+}
+
+/**
+ * A repeat of a sale whose conversion was rejected for its click id, now with one of our click ids, is booked
+ * again by the state worker (shared/domain/rebooking.ts): the advertiser is told it was accepted, not that it
+ * changed nothing. Read only on a repeat that names another click than the one on record.
+ */
+async function rebooked(scope: OrgScope, conversionId: string, clickId: string): Promise<boolean> {
+  const receipt = await scope.collection('postbackReceipts').doc(conversionId).get();
+  if (receipt.get('clickId') === clickId) return false;
+  const conversion = await scope.collection('conversions').doc(conversionId).get();
+  return conversion.exists && rebooks(conversion.data()!, clickId, verifyClickId(secrets().clickSigningKey, clickId) !== undefined);
 }

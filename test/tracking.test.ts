@@ -455,6 +455,25 @@ describe('postback function', () => {
     assert.match(old.headers.get('x-abp-conversion') ?? '', /^ignored/);
     org.pixelToken = rotated.pixelToken;
   });
+
+  it('keeps pixels placed before pixel tokens existed recording, until the postback token is rotated', async () => {
+    const legacy = await newOrg(s, 'legacy-pixel@example.com');
+    const post = (path: string, body?: unknown) => s.call('POST', `/v1/orgs/${legacy.orgId}${path}`, { auth: legacy.token, body });
+    const campaign = (await post('/campaigns', campaignBody())).body.id as string;
+    const affiliate = (await post('/affiliates', { name: 'L', email: 'l@example.com' })).body.id as string;
+    const link = (await post('/links', { campaignId: campaign, affiliateId: affiliate })).body.id as string;
+    const token = (await s.call('GET', `/v1/orgs/${legacy.orgId}/postback-config`, { auth: legacy.token })).body.token as string;
+    // The token's index entry as it was written before tokens had a kind.
+    const { firestore } = await import('../functions/adapters/firestore');
+    const { hashSecret } = await import('../functions/services/authentication');
+    await firestore().doc(`postbackTokenIndex/${hashSecret(token)}`).set({ orgId: legacy.orgId });
+    const { clickId } = await click(link);
+    const pixel = async (t: string, txn: string) =>
+      (await fetch(`${s.baseUrl}/pixel?token=${t}&click_id=${encodeURIComponent(clickId)}&txn_id=${txn}&amount=1.00`)).headers.get('x-abp-conversion') ?? '';
+    assert.match(await pixel(token, 'legacy-1'), /^accepted/);
+    await post('/postback-config/rotate');
+    assert.match(await pixel(token, 'legacy-2'), /^ignored/);
+  });
 });
 
 describe('workers', () => {

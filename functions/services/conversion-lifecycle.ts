@@ -54,7 +54,7 @@ export async function transitionConversion(
   return next;
 }
 
-/** The transition inside a caller's transaction, so the commissions job can batch approvals. */
+/** The transition inside a caller's transaction. */
 export async function applyTransition(
   tx: Transaction,
   scope: OrgScope,
@@ -126,7 +126,7 @@ export async function applyTransition(
   }
 
   // The live counters follow what the conversion is worth now: a rejection or reversal takes it out, a tier
-  // changes its payout. (The report's analytics rows stay as booked.)
+  // changes its payout. (The report follows through the analytics version below.)
   const counterChange = change.status === 'approved' ? (payout !== conv.payout ? { conversions: 0, revenue: 0, payout: payout - (conv.payout as number) } : undefined) : { conversions: -1, revenue: -(conv.revenue as number), payout: -payout };
   if (counterChange && conv.campaignId && conv.affiliateId) {
     const c = counterRef(scope, conv.createdAt as string, conv.campaignId as string, conv.affiliateId as string, conversionId);

@@ -45,7 +45,10 @@ const maxCachedTokens = 10_000;
 /**
  * The organisation a token belongs to, if it is a token of this intake's kind: the pixel's token is public (it
  * is in checkout pages) and must never open the postback; the postback's is secret and belongs on servers.
- * Index entries written before pixels had tokens of their own have no kind: they are postback tokens.
+ * A token issued before pixels had tokens of their own has no kind: it served both, so it still does, or
+ * every pixel already in a checkout page would stop recording sales unseen (the pixel always answers its
+ * GIF). Rotating the postback token (which such an organisation should do once its pages carry the pixel
+ * token: the old one was public) ends it.
  */
 async function orgForToken(token: string, via: 'postback' | 'pixel'): Promise<string | undefined> {
   const ttl = config().LINK_CACHE_TTL_SECONDS * 1000;
@@ -53,7 +56,8 @@ async function orgForToken(token: string, via: 'postback' | 'pixel'): Promise<st
   const hit = tokenCache.get(key);
   if (hit && Date.now() - hit.at < ttl) return hit.orgId;
   const snap = await firestore().doc(`${collections.postbackTokenIndex}/${hashSecret(token)}`).get();
-  const orgId = snap.exists && (snap.get('kind') ?? 'postback') === via ? (snap.get('orgId') as string) : undefined;
+  const kind = snap.get('kind') as string | undefined;
+  const orgId = snap.exists && (kind === via || kind === undefined) ? (snap.get('orgId') as string) : undefined;
   if (ttl > 0) {
     tokenCache.delete(key);
     if (tokenCache.size >= maxCachedTokens) tokenCache.delete(tokenCache.keys().next().value!);

@@ -9,7 +9,7 @@ import { answerFrameworkErrors } from '../framework-errors';
 export async function handleStripeWebhook(req: functions.Request, res: functions.Response): Promise<void> {
   const secret = config().STRIPE_WEBHOOK_SECRET;
   if (req.method !== 'POST') return void res.status(405).json({ error: { code: 'method_not_allowed', message: 'Use POST', details: [] } });
-  if (!secret) return void res.status(503).json({ error: { code: 'internal', message: 'STRIPE_WEBHOOK_SECRET is not configured', details: [] } });
+  if (!secret) return void res.status(503).json({ error: { code: 'unavailable', message: 'STRIPE_WEBHOOK_SECRET is not configured', details: [] } });
   const raw = (req as functions.Request & { rawBody?: Buffer }).rawBody ?? Buffer.from('');
   const parsed = parseStripeWebhook(raw, req.headers['stripe-signature'] as string | undefined, secret);
   if (!parsed.ok) return void res.status(400).json({ error: { code: 'bad_request', message: parsed.message, details: [{ field: 'stripe-signature', message: 'does not match the payload' }] } });

@@ -187,8 +187,9 @@ export function compileReport(query: ReportQuery, dialect: SqlDialect, table: st
   SELECT *, LAG(occurred_at) OVER (PARTITION BY link_id, visitor_hash, is_bot ORDER BY occurred_at, event_id) AS previous_at
   FROM click_rows
 )`,
-    // Every version of a conversion shares its event_date (the conversion's own), so the range keeps or drops
-    // them together; the standing one is picked before its status is looked at.
+    // A conversion's versions share its event_date (a transition keeps the conversion's own), so the range keeps
+    // or drops them together; the standing one is picked before its status is looked at. (Only a re-booking over
+    // a rejection for its click id moves the date, and the rejected version it leaves behind never counts.)
     `conversion_versions AS (
   SELECT ${conversionColumns}, status
   FROM ${t} AS r

@@ -37,11 +37,14 @@ import { OrgScope } from './tenancy';
 const day = 86_400_000;
 /** A conversion reported this soon after its click is held for review. */
 const minClickToConversionMs = 3_000;
-/** A conversion takes at most three writes (conversion, commission, counter); a Firestore commit takes 500. */
+/**
+ * A conversion takes at most three writes (conversion, commission, counter). Firestore no longer counts a
+ * commit's writes (it caps the request at 10 MiB), but a smaller commit fails and retries cheaper.
+ */
 const maxConversionsPerCommit = 150;
 /**
- * A capped campaign's conversions booked in one transaction: each takes up to three writes and one counter
- * document, and the transaction's usage documents two more, within Firestore's 500 writes a commit.
+ * A capped campaign's conversions booked in one transaction, at most this many: a transaction that reads and
+ * writes fewer documents holds fewer locks and is retried cheaper when it meets another.
  */
 const maxCappedPerTransaction = 100;
 /** Groups in flight at once, as for clicks. */

@@ -18,7 +18,7 @@ import type { OrgScope } from './tenancy';
  *     harmless, because the retry sends the same idempotency key and Stripe answers with the same transfer.
  */
 const leaseMs = 15 * 60_000;
-const claimChunk = 400; // Firestore allows 500 writes per transaction
+const claimChunk = 400; // entries per claim transaction: small enough to retry cheaply when one meets another
 const payoutConcurrency = 8;
 
 export interface PayoutSummary {

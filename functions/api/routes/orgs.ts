@@ -41,7 +41,7 @@ export const orgRoutes = [
     async ({ scope }) => ok(toOrg((await scope.orgRef.get()).data()!)),
   ),
   orgRoute(
-    { method: 'PATCH', path: '/v1/orgs/:orgId', summary: 'Rename, change type or plan, or set the fallback URL for paused campaigns', tag: 'Organisations', permission: 'org:write', body: patchOrgBody, response: orgResource },
+    { method: 'PATCH', path: '/v1/orgs/:orgId', summary: 'Rename, change type or plan, or set the fallback URL for visits a campaign does not take (not active, outside its targeting, past a click cap)', tag: 'Organisations', permission: 'org:write', body: patchOrgBody, response: orgResource },
     async ({ scope, body }) => {
       const org = await scope.transact(async (tx, audit) => {
         const current = (await tx.get(scope.orgRef)).data()!;

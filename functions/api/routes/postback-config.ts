@@ -60,9 +60,12 @@ export const postbackConfigRoutes = [
       const postback = org.get('postbackToken') as string;
       let pixel = org.get('pixelToken') as string | undefined;
       // Organisations created before pixels had a token of their own get one on first read.
-      pixel ??= await scope.transact(async (tx) => {
+      pixel ??= await scope.transact(async (tx, audit) => {
         const again = await tx.get(scope.orgRef);
-        return (again.get('pixelToken') as string | undefined) ?? issueTrackingToken(tx, scope.orgRef, scope.orgId, 'pixel');
+        const existing = again.get('pixelToken') as string | undefined;
+        if (existing) return existing;
+        audit({ action: 'pixel_token.issue', target: { type: 'org', id: scope.orgId } });
+        return issueTrackingToken(tx, scope.orgRef, scope.orgId, 'pixel');
       });
       return ok(postbackConfig({ postback, pixel }));
     },

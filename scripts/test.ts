@@ -18,10 +18,12 @@ async function main(): Promise<number> {
   const logDir = mkdtempSync(join(tmpdir(), 'abp-test-logs-'));
   const emulators = await startEmulators({ pubsubPort: await freePort(), firestorePort: await freePort(), project: 'abp-test', logDir });
   const stopAll = () => Promise.all(emulators.map((e) => e.stop()));
+  // A cancelled CI job sends SIGTERM: the emulators (detached Java processes) must not outlive it either.
   process.on('SIGINT', () => void stopAll().then(() => process.exit(130)));
+  process.on('SIGTERM', () => void stopAll().then(() => process.exit(143)));
   try {
     return await new Promise<number>((resolve) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', ...files], {
+      const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-timeout=600000', ...files], {
         stdio: 'inherit',
         env: { ...process.env, METADATA_SERVER_DETECTION: 'none', ABP_EMULATOR_LOGS: logDir },
       });

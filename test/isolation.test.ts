@@ -15,11 +15,13 @@ let outsider = '';
 let outsiderKey = '';
 const orgRoutes = apiRoutes.filter((r) => r.path.startsWith('/v1/orgs/:orgId'));
 
-const today = new Date().toISOString().slice(0, 10);
+/** Report ranges from the day before to today: what the tests just sent is in them, even across UTC midnight. */
+const since = () => new Date(Date.now() - 86_400_000).toISOString().slice(0, 10);
+const today = () => new Date().toISOString().slice(0, 10);
 
 /** Real ids for every path parameter, and a query every GET accepts (extra parameters are ignored). */
 function fill(path: string, ids: { affiliate: string; link: string; click: string; conversion: string }, method = 'GET'): string {
-  const query = method === 'GET' ? `?from=${today}&to=${today}&groupBy=affiliate,link` : '';
+  const query = method === 'GET' ? `?from=${since()}&to=${today()}&groupBy=affiliate,link` : '';
   return path
     .replace(':orgId', A.orgId)
     .replace(/campaigns\/:id/, `campaigns/${A.campaign}`)
@@ -117,7 +119,7 @@ describe('tenant isolation, from the outside', () => {
     const myConversions = await s.call('GET', `/v1/orgs/${A.orgId}/conversions`, { auth: A.affUser });
     assert.deepEqual(myConversions.body.items.map((c: { id: string }) => c.id), [A.convX]);
     const myReport = await eventually(async () => {
-      const r = await s.call('GET', `/v1/orgs/${A.orgId}/reports?from=${today}&to=${today}&groupBy=affiliate`, { auth: A.affUser });
+      const r = await s.call('GET', `/v1/orgs/${A.orgId}/reports?from=${since()}&to=${today()}&groupBy=affiliate`, { auth: A.affUser });
       return r.body.totals.conversions === 1 ? r.body : undefined;
     }, 'affiliate report');
     assert.deepEqual(myReport.rows.map((r: { affiliate: string }) => r.affiliate), [A.affX]);

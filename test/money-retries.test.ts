@@ -303,7 +303,8 @@ describe('Stripe events', () => {
 describe('scheduled payouts', () => {
   it('runs every due organisation even when an earlier one fails, then reports the failure', async () => {
     const { runDueScheduledPayouts } = await import('../functions/services/payouts-job');
-    const isoWeekday = ((new Date().getUTCDay() + 6) % 7) + 1;
+    const now = new Date(); // the job runs for this moment, so a run across UTC midnight keeps its day
+    const isoWeekday = ((now.getUTCDay() + 6) % 7) + 1;
     // Org ids sort newest first, so the organisation created last is run first.
     const later = await setupOrg('sched-later@example.com');
     const first = await setupOrg('sched-first@example.com');
@@ -315,7 +316,7 @@ describe('scheduled payouts', () => {
     }
     // Another run holds the first organisation's lease.
     await system(first.id).collection('locks').doc('payout-run').set({ runId: 'run_elsewhere', token: 'elsewhere', expiresAt: Date.now() + 60_000 });
-    await assert.rejects(runDueScheduledPayouts(), new RegExp(first.id));
+    await assert.rejects(runDueScheduledPayouts(now), new RegExp(first.id));
     assert.equal(transferred(later, later.affiliate), 500);
     assert.equal(transferred(first, first.affiliate), 0);
   });

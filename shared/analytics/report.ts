@@ -77,7 +77,8 @@ const reportFields = {
   campaignId: z.string().min(1, { error: 'campaignId must not be empty' }).optional(),
 };
 
-function checkRange(q: { from: string; to: string }, ctx: z.RefinementCtx): void {
+/** A from/to range of UTC dates, inclusive, of at most maxReportDays days: reports and live stats alike. */
+export function checkRange(q: { from: string; to: string }, ctx: z.RefinementCtx): void {
   const days = dayNumber(q.to) - dayNumber(q.from) + 1;
   if (days < 1) ctx.addIssue({ code: 'custom', path: ['to'], message: 'to must be on or after from' });
   else if (days > maxReportDays) ctx.addIssue({ code: 'custom', path: ['to'], message: `to must be at most ${maxReportDays} days from from, inclusive` });

@@ -1,6 +1,6 @@
 import type { DocumentData, Timestamp } from '@google-cloud/firestore';
 import { z } from 'zod';
-import { maxReportDays } from '../../../shared/analytics/report';
+import { checkRange } from '../../../shared/analytics/report';
 import { conversionStatuses } from '../../../shared/domain/events';
 import { listQuery } from '../../../shared/domain/schemas';
 import { withoutRevenueFor } from '../redaction';
@@ -48,21 +48,12 @@ const conversionsQuery = listQuery.extend({
   to: isoDate.optional().describe('Inclusive, UTC; a date means the whole day'),
 });
 
-const dayNumber = (d: string) => Date.parse(`${d}T00:00:00Z`) / 86_400_000;
-
-/** The same bounds as reports: a range the counters query can answer in one read. */
-function checkStatsRange(q: { from: string; to: string }, ctx: z.RefinementCtx): void {
-  const days = dayNumber(q.to) - dayNumber(q.from) + 1;
-  if (days < 1) ctx.addIssue({ code: 'custom', path: ['from'], message: 'must not be after to' });
-  else if (days > maxReportDays) ctx.addIssue({ code: 'custom', path: ['to'], message: `must be at most ${maxReportDays} days from from, inclusive` });
-}
-
 const statsQuery = z.object({
   from: z.iso.date({ error: 'must be a date YYYY-MM-DD' }),
   to: z.iso.date({ error: 'must be a date YYYY-MM-DD' }),
   campaignId: z.string().optional(),
   affiliateId: z.string().optional(),
-}).superRefine(checkStatsRange);
+}).superRefine(checkRange);
 
 interface DayStats { clicks: number; uniqueClicks: number; botClicks: number; conversions: number; revenue: Record<string, number>; payout: Record<string, number> }
 const emptyStats = (): DayStats => ({ clicks: 0, uniqueClicks: 0, botClicks: 0, conversions: 0, revenue: {}, payout: {} });

@@ -2,7 +2,7 @@
  * The test runner behind `npm test`: starts the real emulators on free ports, runs every test/**.test.ts
  * with Node's test runner against them, and stops the emulators whatever happens.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,12 +18,18 @@ async function main(): Promise<number> {
   const logDir = mkdtempSync(join(tmpdir(), 'abp-test-logs-'));
   const emulators = await startEmulators({ pubsubPort: await freePort(), firestorePort: await freePort(), project: 'abp-test', logDir });
   const stopAll = () => Promise.all(emulators.map((e) => e.stop()));
-  // A cancelled CI job sends SIGTERM: the emulators (detached Java processes) must not outlive it either.
-  process.on('SIGINT', () => void stopAll().then(() => process.exit(130)));
-  process.on('SIGTERM', () => void stopAll().then(() => process.exit(143)));
+  let child: ChildProcess | undefined;
+  // A cancelled CI job sends SIGTERM: the test files and the emulators (detached Java processes) must not
+  // outlive it either.
+  const stopOn = (code: number) => () => {
+    child?.kill('SIGTERM');
+    void stopAll().then(() => process.exit(code));
+  };
+  process.on('SIGINT', stopOn(130));
+  process.on('SIGTERM', stopOn(143));
   try {
     return await new Promise<number>((resolve) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-timeout=600000', ...files], {
+      child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-timeout=600000', ...files], {
         stdio: 'inherit',
         env: { ...process.env, METADATA_SERVER_DETECTION: 'none', ABP_EMULATOR_LOGS: logDir },
       });

@@ -124,11 +124,21 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
 /**
  * A repeat of a sale whose conversion was rejected for its click id, now with one of our click ids, is booked
  * again by the state worker (shared/domain/rebooking.ts): the advertiser is told it was accepted, not that it
- * changed nothing. Read only on a repeat that names another click than the one on record.
+ * changed nothing. Read only on a repeat that names another click than the receipt's. The state worker may
+ * have re-booked it already (the event went out first): a conversion now under this click counts too. The
+ * receipt then takes this click, so that the next repeat of it is a duplicate.
  */
 async function rebooked(scope: OrgScope, conversionId: string, clickId: string): Promise<boolean> {
-  const receipt = await scope.collection('postbackReceipts').doc(conversionId).get();
-  if (receipt.get('clickId') === clickId) return false;
-  const conversion = await scope.collection('conversions').doc(conversionId).get();
-  return conversion.exists && rebooks(conversion.data()!, clickId, verifyClickId(secrets().clickSigningKey, clickId) !== undefined);
+  const receiptRef = scope.collection('postbackReceipts').doc(conversionId);
+  const conversionRef = scope.collection('conversions').doc(conversionId);
+  return firestore().runTransaction(async (tx) => {
+    const receipt = await tx.get(receiptRef);
+    if (receipt.get('clickId') === clickId) return false;
+    const conversion = await tx.get(conversionRef);
+    if (!conversion.exists) return false;
+    const doc = conversion.data()!;
+    const accepted = doc.clickId === clickId || rebooks(doc, clickId, verifyClickId(secrets().clickSigningKey, clickId) !== undefined);
+    if (accepted) tx.update(receiptRef, { clickId });
+    return accepted;
+  });
 }

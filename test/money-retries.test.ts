@@ -3,9 +3,9 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import Stripe from 'stripe';
 import type { PayoutProvider } from '../functions/adapters/payouts';
 import type { OrgScope } from '../functions/services/tenancy';
-import { campaignBody, newOrg, startTestStack, type TestStack } from './helpers/stack';
+import { campaignBody, startTestStack, type TestStack } from './helpers/stack';
+import { moneyOrgs, type MoneyOrg } from './helpers/money-org';
 import { startStripeStandIn, type StripeStandIn } from './helpers/stripe-stand-in';
-import { eventually } from './helpers/wait';
 
 /**
  * Payout runs that fail part-way and are retried, runs that die between their writes, and Stripe events that
@@ -20,43 +20,14 @@ let stripeProvider: PayoutProvider;
 let runPayouts: typeof import('../functions/services/payout-runs').runPayouts;
 let system: (orgId: string) => OrgScope;
 
-interface Org { id: string; token: string; campaign: string; link: string; affiliate: string; postbackToken: string }
+type Org = MoneyOrg;
 type Row = Record<string, unknown>;
-
-async function setupOrg(email: string, opts: { minimumPayout?: number } = {}): Promise<Org> {
-  const o = await newOrg(s, email, 'professional');
-  const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${o.orgId}${path}`, { auth: o.token, body });
-  const campaign = (await post('/campaigns', campaignBody({ payout: { type: 'cpa', amount: 500 }, holdDays: 0 }))).body.id;
-  const affiliate = (await post('/affiliates', { name: 'Pat', email: `pat+${email}`, minimumPayout: opts.minimumPayout ?? 100 })).body.id;
-  const link = (await post('/links', { campaignId: campaign, affiliateId: affiliate })).body.id;
-  const postbackToken = (await s.call('GET', `/v1/orgs/${o.orgId}/postback-config`, { auth: o.token })).body.token;
-  return { id: o.orgId, token: o.token, campaign, link, affiliate, postbackToken };
-}
-
-async function addAffiliate(org: Org, name: string, campaign = org.campaign): Promise<{ affiliate: string; link: string }> {
-  const affiliate = (await s.call('POST', `/v1/orgs/${org.id}/affiliates`, { auth: org.token, body: { name, email: `${name}@pub.example`, minimumPayout: 100 } })).body.id;
-  const link = (await s.call('POST', `/v1/orgs/${org.id}/links`, { auth: org.token, body: { campaignId: campaign, affiliateId: affiliate } })).body.id;
-  return { affiliate, link };
-}
-
-async function convert(org: Org, txnId: string, link = org.link): Promise<string> {
-  const { mintClickId } = await import('../shared/domain/click-id');
-  const { secrets } = await import('../functions/adapters/local-secrets');
-  const clickId = mintClickId(secrets().clickSigningKey, link, Date.now() - 60_000);
-  const r = await s.call('GET', `/postback?${new URLSearchParams({ token: org.postbackToken, click_id: clickId, txn_id: txnId, amount: '20.00' })}`);
-  assert.equal(r.status, 200, r.text);
-  await eventually(async () => ((await s.call('GET', `/v1/orgs/${org.id}/conversions/${r.body.conversionId}`, { auth: org.token })).status === 200 ? true : undefined), `conversion ${txnId}`);
-  return r.body.conversionId;
-}
-
-const patch = (org: Org, id: string, body: unknown) => s.call('PATCH', `/v1/orgs/${org.id}/conversions/${id}`, { auth: org.token, body });
+const { setupOrg, addAffiliate, convert, patch, balance } = moneyOrgs(() => s);
 const approved = async (org: Org, txn: string, link = org.link) => {
-  const id = await convert(org, txn, link);
+  const id = await convert(org, txn, undefined, link);
   assert.equal((await patch(org, id, { status: 'approved' })).status, 200);
   return id;
 };
-const balance = async (org: Org, affiliate = org.affiliate, currency = 'USD') =>
-  (await s.call('GET', `/v1/orgs/${org.id}/affiliates/${affiliate}/balance`, { auth: org.token })).body.balances.find((b: { currency: string }) => b.currency === currency);
 const conversionStatus = async (org: Org, id: string) => (await s.call('GET', `/v1/orgs/${org.id}/conversions/${id}`, { auth: org.token })).body.status;
 const onboard = async (org: Org, affiliate = org.affiliate) => {
   const account = (await s.call('POST', `/v1/orgs/${org.id}/affiliates/${affiliate}/stripe/onboarding`, { auth: org.token })).body.affiliate.stripeAccountId as string;

@@ -4,7 +4,8 @@ import Stripe from 'stripe';
 import { percentOf } from '../shared/domain/commission';
 import { mulDivHalfEven } from '../shared/money';
 import type { PayoutProvider } from '../functions/adapters/payouts';
-import { campaignBody, newOrg, startTestStack, type TestStack } from './helpers/stack';
+import { startTestStack, type TestStack } from './helpers/stack';
+import { moneyOrgs, type MoneyOrg } from './helpers/money-org';
 import { startStripeStandIn, type StripeStandIn } from './helpers/stripe-stand-in';
 import { eventually } from './helpers/wait';
 
@@ -19,37 +20,8 @@ let stripe: StripeStandIn;
 let setProvider: (p: PayoutProvider | undefined) => void;
 let stripeProvider: PayoutProvider;
 
-interface Org { id: string; token: string; campaign: string; link: string; affiliate: string; postbackToken: string }
-
-async function setupOrg(email: string, opts: { payout?: unknown; minimumPayout?: number; holdDays?: number } = {}): Promise<Org> {
-  const o = await newOrg(s, email, 'professional');
-  const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${o.orgId}${path}`, { auth: o.token, body });
-  const campaign = (await post('/campaigns', campaignBody({ payout: opts.payout ?? { type: 'cpa', amount: 500 }, holdDays: opts.holdDays ?? 0 }))).body.id;
-  const affiliate = (await post('/affiliates', { name: 'Pat', email: `pat+${email}`, minimumPayout: opts.minimumPayout ?? 100 })).body.id;
-  const link = (await post('/links', { campaignId: campaign, affiliateId: affiliate })).body.id;
-  const postbackToken = (await s.call('GET', `/v1/orgs/${o.orgId}/postback-config`, { auth: o.token })).body.token;
-  return { id: o.orgId, token: o.token, campaign, link, affiliate, postbackToken };
-}
-
-async function addAffiliate(org: Org, name: string): Promise<{ affiliate: string; link: string }> {
-  const affiliate = (await s.call('POST', `/v1/orgs/${org.id}/affiliates`, { auth: org.token, body: { name, email: `${name}@pub.example`, minimumPayout: 100 } })).body.id;
-  const link = (await s.call('POST', `/v1/orgs/${org.id}/links`, { auth: org.token, body: { campaignId: org.campaign, affiliateId: affiliate } })).body.id;
-  return { affiliate, link };
-}
-
-/** A conversion through the postback function, waited for until the state worker has booked it. */
-async function convert(org: Org, txnId: string, amount = '20.00', link = org.link): Promise<string> {
-  const { mintClickId } = await import('../shared/domain/click-id');
-  const { secrets } = await import('../functions/adapters/local-secrets');
-  const clickId = mintClickId(secrets().clickSigningKey, link, Date.now() - 60_000);
-  const r = await s.call('GET', `/postback?${new URLSearchParams({ token: org.postbackToken, click_id: clickId, txn_id: txnId, amount })}`);
-  assert.equal(r.status, 200, r.text);
-  await eventually(async () => ((await s.call('GET', `/v1/orgs/${org.id}/conversions/${r.body.conversionId}`, { auth: org.token })).status === 200 ? true : undefined), `conversion ${txnId}`);
-  return r.body.conversionId;
-}
-
-const patch = (org: Org, id: string, body: unknown) => s.call('PATCH', `/v1/orgs/${org.id}/conversions/${id}`, { auth: org.token, body });
-const balance = async (org: Org, affiliate = org.affiliate) => (await s.call('GET', `/v1/orgs/${org.id}/affiliates/${affiliate}/balance`, { auth: org.token })).body.balances.find((b: { currency: string }) => b.currency === 'USD');
+type Org = MoneyOrg;
+const { setupOrg, addAffiliate, convert, patch, balance } = moneyOrgs(() => s);
 const run = (org: Org, body: unknown = {}) => s.call('POST', `/v1/orgs/${org.id}/payout-runs`, { auth: org.token, body });
 const onboard = (org: Org, affiliate = org.affiliate) => s.call('POST', `/v1/orgs/${org.id}/affiliates/${affiliate}/stripe/onboarding`, { auth: org.token });
 

@@ -1,0 +1,48 @@
+import assert from 'node:assert/strict';
+import { campaignBody, newOrg, type TestStack } from './stack';
+import { eventually } from './wait';
+
+/** An organisation with one campaign, one affiliate and its link, as the money tests start from. */
+export interface MoneyOrg { id: string; token: string; campaign: string; link: string; affiliate: string; postbackToken: string }
+
+/**
+ * What the money tests do to an organisation, through the API and the postback function of the stack that
+ * `stack()` returns (the test file starts it in its before hook).
+ */
+export function moneyOrgs(stack: () => TestStack) {
+  async function setupOrg(email: string, opts: { payout?: unknown; minimumPayout?: number; holdDays?: number } = {}): Promise<MoneyOrg> {
+    const s = stack();
+    const o = await newOrg(s, email, 'professional');
+    const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${o.orgId}${path}`, { auth: o.token, body });
+    const campaign = (await post('/campaigns', campaignBody({ payout: opts.payout ?? { type: 'cpa', amount: 500 }, holdDays: opts.holdDays ?? 0 }))).body.id;
+    const affiliate = (await post('/affiliates', { name: 'Pat', email: `pat+${email}`, minimumPayout: opts.minimumPayout ?? 100 })).body.id;
+    const link = (await post('/links', { campaignId: campaign, affiliateId: affiliate })).body.id;
+    const postbackToken = (await s.call('GET', `/v1/orgs/${o.orgId}/postback-config`, { auth: o.token })).body.token;
+    return { id: o.orgId, token: o.token, campaign, link, affiliate, postbackToken };
+  }
+
+  async function addAffiliate(org: MoneyOrg, name: string, campaign = org.campaign): Promise<{ affiliate: string; link: string }> {
+    const s = stack();
+    const affiliate = (await s.call('POST', `/v1/orgs/${org.id}/affiliates`, { auth: org.token, body: { name, email: `${name}@pub.example`, minimumPayout: 100 } })).body.id;
+    const link = (await s.call('POST', `/v1/orgs/${org.id}/links`, { auth: org.token, body: { campaignId: campaign, affiliateId: affiliate } })).body.id;
+    return { affiliate, link };
+  }
+
+  /** A conversion through the postback function, waited for until the state worker has booked it. */
+  async function convert(org: MoneyOrg, txnId: string, amount = '20.00', link = org.link): Promise<string> {
+    const s = stack();
+    const { mintClickId } = await import('../../shared/domain/click-id');
+    const { secrets } = await import('../../functions/adapters/local-secrets');
+    const clickId = mintClickId(secrets().clickSigningKey, link, Date.now() - 60_000);
+    const r = await s.call('GET', `/postback?${new URLSearchParams({ token: org.postbackToken, click_id: clickId, txn_id: txnId, amount })}`);
+    assert.equal(r.status, 200, r.text);
+    await eventually(async () => ((await s.call('GET', `/v1/orgs/${org.id}/conversions/${r.body.conversionId}`, { auth: org.token })).status === 200 ? true : undefined), `conversion ${txnId}`);
+    return r.body.conversionId;
+  }
+
+  const patch = (org: MoneyOrg, id: string, body: unknown) => stack().call('PATCH', `/v1/orgs/${org.id}/conversions/${id}`, { auth: org.token, body });
+  const balance = async (org: MoneyOrg, affiliate = org.affiliate, currency = 'USD') =>
+    (await stack().call('GET', `/v1/orgs/${org.id}/affiliates/${affiliate}/balance`, { auth: org.token })).body.balances.find((b: { currency: string }) => b.currency === currency);
+
+  return { setupOrg, addAffiliate, convert, patch, balance };
+}

@@ -1,5 +1,4 @@
 import { FieldValue, type DocumentData, type Transaction } from '@google-cloud/firestore';
-import type { CapCounted } from '../../shared/domain/caps';
 import { payoutFor } from '../../shared/domain/commission';
 import { tierMonth, type LedgerEntry } from '../../shared/domain/ledger';
 import type { PayoutRule } from '../../shared/domain/schemas';
@@ -75,36 +74,35 @@ export async function applyTransition(
   const at = now.toISOString();
   const ledger = scope.collection('ledger');
   const tierRef = conv.campaignId ? scope.collection('tierCounters').doc(`${conv.campaignId}_${conv.affiliateId}_${tierMonth(conv.createdAt)}`) : undefined;
-  let payout = conv.payout as number;
+  const booked = conv.payout as number;
 
   // Every read comes before the first write, as Firestore's transactions require.
-  let priced = payout;
+  let payout = booked;
   let count = 1;
   if (change.status === 'approved') {
-    // Volume tiers: this conversion is priced at the tier its month's approved count reaches with it.
+    // Volume tiers: this conversion is priced at the tier its month's approved count reaches with it (there is
+    // a commission to adjust only where there is an affiliate).
     if (tierRef) count = (((await tx.get(tierRef)).get('approved') as number | undefined) ?? 0) + 1;
     const rule = conv.payoutRule as PayoutRule | null;
-    if (rule) priced = payoutFor(rule, conv.amount as number | null, count);
+    if (rule && conv.affiliateId) payout = payoutFor(rule, conv.amount as number | null, count);
   }
-  const counted = conv.capCounted as CapCounted | null | undefined;
-  // What the campaign's cap usage must change by: a rejected or reversed conversion gives its room back; a
-  // tier that changes the payout at approval changes the payout counted (the conversion stays booked).
-  const capChange = !counted ? undefined : change.status === 'approved' ? (priced !== payout ? { conversions: 0, payout: priced - payout } : undefined) : { conversions: -1, payout: -counted.payout };
+  // What the conversion stops or starts counting for: a rejection or reversal takes it out of the live
+  // counters and gives its room under the campaign's caps back; a volume tier changes its payout in both.
+  const worth = change.status === 'approved' ? { conversions: 0, revenue: 0, payout: payout - booked } : { conversions: -1, revenue: -(conv.revenue as number), payout: -booked };
+  const moves = worth.conversions !== 0 || worth.payout !== 0;
+  const usageIds = moves ? ((conv.capUsageIds as string[] | undefined) ?? []) : [];
   // A usage document gone to its TTL belongs to a window long closed: nothing left to give back there.
-  const usageDocs = capChange ? (await tx.getAll(...counted!.usageIds.map((id) => scope.collection('capUsage').doc(id)))).filter((d) => d.exists) : [];
-  for (const d of usageDocs) tx.update(d.ref, { conversions: FieldValue.increment(capChange!.conversions), payout: FieldValue.increment(capChange!.payout) });
-  const capCounted = capChange && counted ? (capChange.conversions < 0 ? null : { ...counted, payout: counted.payout + capChange.payout }) : counted;
+  const usageDocs = usageIds.length ? (await tx.getAll(...usageIds.map((id) => scope.collection('capUsage').doc(id)))).filter((d) => d.exists) : [];
 
   if (change.status === 'approved') {
     if (tierRef) tx.set(tierRef, { approved: count, campaignId: conv.campaignId, affiliateId: conv.affiliateId, month: tierMonth(conv.createdAt) }, { merge: true });
     for (const e of entries.filter((x) => x.status === 'pending')) tx.update(ledger.doc(e.id), { status: 'approved', approvedAt: at });
-    if (priced !== payout && conv.affiliateId) {
+    if (payout !== booked) {
       const id = ledgerEntryId(conversionId, 'tier_adjustment');
       tx.create(ledger.doc(id), {
-        id, affiliateId: conv.affiliateId, conversionId, campaignId: conv.campaignId, type: 'tier_adjustment', amount: priced - payout,
+        id, affiliateId: conv.affiliateId, conversionId, campaignId: conv.campaignId, type: 'tier_adjustment', amount: payout - booked,
         currency: conv.currency, status: 'approved', payoutId: null, createdAt: at, reason: `volume tier reached at ${count} approved conversions this month`,
       });
-      payout = priced;
     }
   } else if (change.status === 'rejected') {
     for (const e of entries.filter((x) => x.status === 'pending')) tx.update(ledger.doc(e.id), { status: 'rejected', reason: change.reason ?? null });
@@ -125,20 +123,19 @@ export async function applyTransition(
     if (tierRef) tx.set(tierRef, { approved: FieldValue.increment(-1) }, { merge: true });
   }
 
-  // The live counters follow what the conversion is worth now: a rejection or reversal takes it out, a tier
-  // changes its payout. (The report follows through the analytics version below.)
-  const counterChange = change.status === 'approved' ? (payout !== conv.payout ? { conversions: 0, revenue: 0, payout: payout - (conv.payout as number) } : undefined) : { conversions: -1, revenue: -(conv.revenue as number), payout: -payout };
-  if (counterChange && conv.campaignId && conv.affiliateId) {
+  for (const d of usageDocs) tx.update(d.ref, { conversions: FieldValue.increment(worth.conversions), payout: FieldValue.increment(worth.payout) });
+  if (moves && conv.campaignId && conv.affiliateId) {
+    // (The report follows through the analytics version below.)
     const c = counterRef(scope, conv.createdAt as string, conv.campaignId as string, conv.affiliateId as string, conversionId);
     const currency = conv.currency as string;
     tx.set(c.ref, {
-      ...c.base, conversions: FieldValue.increment(counterChange.conversions),
-      revenue: { [currency]: FieldValue.increment(counterChange.revenue) }, payout: { [currency]: FieldValue.increment(counterChange.payout) },
+      ...c.base, conversions: FieldValue.increment(worth.conversions),
+      revenue: { [currency]: FieldValue.increment(worth.revenue) }, payout: { [currency]: FieldValue.increment(worth.payout) },
     }, { merge: true });
   }
 
   const next = {
-    ...conv, status: change.status, payout, updatedAt: at, ...(counted ? { capCounted } : {}),
+    ...conv, status: change.status, payout, updatedAt: at,
     // The report counts the conversion as this version says once it is published (conversion-analytics.ts).
     analytics: transitionVersion(conversionId, change.status, conv.revenue as number, payout, at), analyticsDue: true,
     reasons: change.reason ? [...(conv.reasons as string[]), change.reason] : conv.reasons,

@@ -1,5 +1,5 @@
-import { FieldValue, Timestamp, type DocumentData, type DocumentReference, type DocumentSnapshot, type Firestore, type Transaction } from '@google-cloud/firestore';
-import { capPeriod, cappedWindows, capsBroken, type CapCounted, type CapUsage, type CapWindow } from '../../shared/domain/caps';
+import { FieldValue, Timestamp, type DocumentData, type DocumentReference, type DocumentSnapshot, type Transaction } from '@google-cloud/firestore';
+import { capPeriod, cappedWindows, capsBroken, type CapUsage, type CapWindow } from '../../shared/domain/caps';
 import { verifyClickId, type ClickIdParts } from '../../shared/domain/click-id';
 import { rebooks } from '../../shared/domain/rebooking';
 import { payoutFor, revenueFor } from '../../shared/domain/commission';
@@ -28,11 +28,11 @@ import { OrgScope } from './tenancy';
  * transaction that first checks whether its conversion exists (grouped-writes.ts). The group's reads are not transactional: a campaign edited between them
  * and the commit is seen as it was a few milliseconds earlier, as if the postback had come first.
  *
- * A conversion for a campaign with conversion or payout caps (shared/domain/caps.ts) is booked in a
- * transaction of its own that reads the campaign's usage for the day and month, so no booking passes a cap
- * however many instances book at once; its group's other conversions still go in the batch. The conversion
- * records what it counted (`capCounted`): rejecting or reversing it later gives the room back, and a volume
- * tier that changes its payout at approval changes the payout counted (conversion-lifecycle.ts).
+ * Conversions for a campaign with conversion or payout caps (shared/domain/caps.ts) are booked after the batch,
+ * the group's conversions of one campaign in one transaction that reads the campaign's usage for the day and
+ * month (bookTogether), so no booking passes a cap however many instances book at once. A conversion records
+ * the usage documents it counted in (`capUsageIds`): rejecting or reversing it later gives the room back, and
+ * a volume tier that changes its payout at approval changes the payout counted (conversion-lifecycle.ts).
  */
 const day = 86_400_000;
 /** A conversion reported this soon after its click is held for review. */
@@ -92,7 +92,7 @@ function capUsageRefs(scope: OrgScope, e: PostbackEvent, a: Attribution): { wind
 
 /** Whether an already booked conversion is this postback's outcome: it is, unless the postback re-books it. */
 function isFinal(existing: DocumentSnapshot, e: PostbackEvent): boolean {
-  return existing.exists && !rebooks(existing.data()!, e.clickId, verifyClickId(secrets().clickSigningKey, e.clickId) !== undefined);
+  return existing.exists && !rebooks(existing.data()!, e.clickId, () => verifyClickId(secrets().clickSigningKey, e.clickId) !== undefined);
 }
 
 /** Whether booking this conversion must read its campaign's cap usage first (in a transaction). */
@@ -162,8 +162,8 @@ function book(scope: OrgScope, e: PostbackEvent, a: Attribution, usage?: Usage, 
       id: e.eventId, clickId: e.clickId, linkId: a.linkId, campaignId: a.campaignId, affiliateId: a.affiliateId,
       txnId: e.txnId, event: e.event, amount: e.amount, currency, revenue, payout,
       status, reasons: [...reasons, ...a.fraudReasons], fraudHold: a.fraudReasons.length > 0,
-      // Analytics keeps one row per event id, as first written: a booking over an earlier rejection is a new
-      // event, and every copy of the event carries the values as booked, whatever the conversion becomes later.
+      // Its first analytics version (conversion-analytics.ts); a booking over an earlier rejection is a new
+      // version, under an event id of its own.
       analytics: { eventId: previous ? deterministicId('cnv', e.eventId, 'click', e.clickId) : e.eventId, status, revenue, payout, recordedAt: e.occurredAt } satisfies AnalyticsVersion,
       via: e.via, createdAt: e.occurredAt, approvableAt: rejected ? null : approvableAt, updatedAt: e.occurredAt,
       // The rule it was booked under: approval prices the volume tier with this rule, not with a later edit.
@@ -186,7 +186,7 @@ function book(scope: OrgScope, e: PostbackEvent, a: Attribution, usage?: Usage, 
   if (usage) {
     const windows = capUsageRefs(scope, e, a);
     // What it counted where, so that a later rejection or reversal can give the room back (conversion-lifecycle.ts).
-    booking.conversion.capCounted = { usageIds: windows.map((w) => w.ref.id), payout } satisfies CapCounted;
+    booking.conversion.capUsageIds = windows.map((w) => w.ref.id);
     booking.capUsage = windows.map(({ window, period, ref }) => ({
       ref,
       payout,
@@ -227,17 +227,16 @@ async function bookAlone(e: PostbackEvent): Promise<ConversionDoc> {
  */
 async function bookTogether(tx: Transaction, events: PostbackEvent[]): Promise<ConversionDoc[]> {
   const scope = OrgScope.system(events[0]!.orgId, 'state-writer');
-  const read = (refs: DocumentReference[]) => tx.getAll(...refs);
   const links = events.map(linkOf);
-  const first = await readAll(read, events.map((e, i) => [scope.collection('conversions').doc(e.eventId), links[i]?.ref]));
+  const first = await readAll(tx, events.map((e, i) => [scope.collection('conversions').doc(e.eventId), links[i]?.ref]));
   const final = events.map((e, i) => isFinal(first.get(i, 0)!, e));
   const detailed = events.map((e, i) => (final[i] ? undefined : detailRefs(scope, e, first.get(i, 1))));
-  const second = await readAll(read, detailed.map((refs) => refs ?? []));
+  const second = await readAll(tx, detailed.map((refs) => refs ?? []));
   const attributions = events.map((e, i) =>
     final[i] ? undefined : attribute(scope, e, links[i]?.parts, first.get(i, 1), detailed[i]?.map((_, j) => second.get(i, j)!)),
   );
   const windows = events.map((e, i) => (attributions[i] && needsCapCheck(attributions[i]) ? capUsageRefs(scope, e, attributions[i]) : []));
-  const usageSnaps = await readAll(read, windows.map((ws) => ws.map((w) => w.ref)));
+  const usageSnaps = await readAll(tx, windows.map((ws) => ws.map((w) => w.ref)));
   const used = new Map<string, CapUsage>();
   windows.forEach((ws, i) => ws.forEach((w, k) => {
     const snap = usageSnaps.get(i, k)!;
@@ -402,11 +401,10 @@ function counterFields(base: Record<string, string>, parts: { currency: string; 
  * Reads, in one call, a list of documents per item (an entry may be undefined: nothing to read there),
  * each distinct document once; `get(item, k)` answers the item's k-th document.
  */
-async function readAll(read: Firestore | ((refs: DocumentReference[]) => Promise<DocumentSnapshot[]>), perItem: (DocumentReference | undefined)[][]) {
+async function readAll(source: { getAll(...refs: DocumentReference[]): Promise<DocumentSnapshot[]> }, perItem: (DocumentReference | undefined)[][]) {
   const unique = new Map<string, DocumentReference>();
   for (const refs of perItem) for (const ref of refs) if (ref) unique.set(ref.path, ref);
-  const getAll = typeof read === 'function' ? read : (refs: DocumentReference[]) => read.getAll(...refs);
-  const snaps = unique.size ? await getAll([...unique.values()]) : [];
+  const snaps = unique.size ? await source.getAll(...unique.values()) : [];
   const byPath = new Map(snaps.map((s) => [s.ref.path, s]));
   return { get: (item: number, k: number) => { const ref = perItem[item]![k]; return ref && byPath.get(ref.path); } };
 }

@@ -137,7 +137,7 @@ async function rebooked(scope: OrgScope, conversionId: string, clickId: string):
     const conversion = await tx.get(conversionRef);
     if (!conversion.exists) return false;
     const doc = conversion.data()!;
-    const accepted = doc.clickId === clickId || rebooks(doc, clickId, verifyClickId(secrets().clickSigningKey, clickId) !== undefined);
+    const accepted = doc.clickId === clickId || rebooks(doc, clickId, () => verifyClickId(secrets().clickSigningKey, clickId) !== undefined);
     if (accepted) tx.update(receiptRef, { clickId });
     return accepted;
   });

@@ -15,15 +15,6 @@ export interface CapUsage {
   payout: number;
 }
 
-/**
- * What a booked conversion counted against its campaign's caps: the usage documents (one per capped window)
- * and the payout it added to each. Kept on the conversion so that a later change can undo or adjust it.
- */
-export interface CapCounted {
-  usageIds: string[];
-  payout: number;
-}
-
 /** The window a conversion at `occurredAt` (ISO, UTC) counts in: its day or its month. */
 export function capPeriod(window: CapWindow, occurredAt: string): string {
   return window === 'daily' ? occurredAt.slice(0, 10) : occurredAt.slice(0, 7);

@@ -3,12 +3,12 @@ const clickIdReasons = new Set(['invalid_click_id', 'unknown_click', 'foreign_cl
 
 /**
  * Whether a postback naming `clickId` books again a conversion already booked under its id. A conversion
- * rejected only because its click id was wrong is re-booked when the postback names another click (one we
- * minted, `clickIdIsOurs`: two bad ids would only take turns): the conversion id is the transaction's, so
- * otherwise a mistyped or forged click id sent first would keep the real sale from ever being credited.
- * Nothing had been credited or counted for it.
+ * rejected only because its click id was wrong is re-booked when the postback names another click, one we
+ * minted (`clickIdIsOurs`, asked last: it costs an HMAC; two bad ids would only take turns): the conversion id
+ * is the transaction's, so otherwise a mistyped or forged click id sent first would keep the real sale from
+ * ever being credited. Nothing had been credited or counted for it.
  */
-export function rebooks(existing: { status?: unknown; clickId?: unknown; reasons?: unknown }, clickId: string, clickIdIsOurs: boolean): boolean {
+export function rebooks(existing: { status?: unknown; clickId?: unknown; reasons?: unknown }, clickId: string, clickIdIsOurs: () => boolean): boolean {
   const reasons = Array.isArray(existing.reasons) ? (existing.reasons as string[]) : [];
-  return clickIdIsOurs && existing.status === 'rejected' && existing.clickId !== clickId && reasons.some((r) => clickIdReasons.has(r));
+  return existing.status === 'rejected' && existing.clickId !== clickId && reasons.some((r) => clickIdReasons.has(r)) && clickIdIsOurs();
 }

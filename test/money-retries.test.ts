@@ -3,16 +3,16 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import Stripe from 'stripe';
 import type { PayoutProvider } from '../functions/adapters/payouts';
 import type { OrgScope } from '../functions/services/tenancy';
-import { campaignBody, startTestStack, type TestStack } from './helpers/stack';
-import { moneyOrgs, type MoneyOrg } from './helpers/money-org';
-import { startStripeStandIn, type StripeStandIn } from './helpers/stripe-stand-in';
+import { campaignBody, type TestStack } from './helpers/stack';
+import { moneyOrgs, startMoneyStack, webhookSecret, type MoneyOrg, type MoneyStack } from './helpers/money-org';
+import type { StripeStandIn } from './helpers/stripe-stand-in';
 
 /**
  * Payout runs that fail part-way and are retried, runs that die between their writes, and Stripe events that
  * arrive partial, redelivered or out of order: through the real emulators and the Stripe stand-in, with the
  * services called directly where a test needs a fixed run id or a state only a crash leaves.
  */
-const webhookSecret = 'whsec_local_test_secret';
+let money: MoneyStack;
 let s: TestStack;
 let stripe: StripeStandIn;
 let setProvider: (p: PayoutProvider | undefined) => void;
@@ -48,22 +48,14 @@ const crashingFor = (affiliate: string): PayoutProvider => ({
 });
 
 before(async () => {
-  stripe = await startStripeStandIn();
-  s = await startTestStack({ STRIPE_WEBHOOK_SECRET: webhookSecret });
-  const payouts = await import('../functions/adapters/payouts');
-  const { createStripeProvider } = await import('../functions/adapters/payouts/stripe-provider');
+  money = await startMoneyStack();
+  ({ s, stripe, stripeProvider, setProvider } = money);
   const { OrgScope } = await import('../functions/services/tenancy');
   runPayouts = (await import('../functions/services/payout-runs')).runPayouts;
   system = (orgId) => OrgScope.system(orgId, 'test');
-  setProvider = payouts.setPayoutProviderForTests;
-  stripeProvider = createStripeProvider({ secretKey: 'sk_test_abp_local', host: stripe.host, port: stripe.port, protocol: 'http', maxNetworkRetries: 1 });
 });
 beforeEach(() => setProvider(stripeProvider));
-after(async () => {
-  setProvider(undefined);
-  await s.close();
-  await stripe.close();
-});
+after(() => money.close());
 
 describe('a payout run retried under the same id', () => {
   it('does not claim into a payout it blocked: the affiliate onboarded meanwhile is paid the balance once', async () => {

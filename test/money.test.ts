@@ -4,9 +4,9 @@ import Stripe from 'stripe';
 import { percentOf } from '../shared/domain/commission';
 import { mulDivHalfEven } from '../shared/money';
 import type { PayoutProvider } from '../functions/adapters/payouts';
-import { startTestStack, type TestStack } from './helpers/stack';
-import { moneyOrgs, type MoneyOrg } from './helpers/money-org';
-import { startStripeStandIn, type StripeStandIn } from './helpers/stripe-stand-in';
+import type { TestStack } from './helpers/stack';
+import { moneyOrgs, startMoneyStack, webhookSecret, type MoneyOrg, type MoneyStack } from './helpers/money-org';
+import type { StripeStandIn } from './helpers/stripe-stand-in';
 import { eventually } from './helpers/wait';
 
 /**
@@ -14,7 +14,7 @@ import { eventually } from './helpers/wait';
  * approved by hand or by the hold period, paid by payout runs through Stripe (a local stand-in that answers
  * as Stripe's API does), with crashes, concurrent runs, reversals and webhooks.
  */
-const webhookSecret = 'whsec_local_test_secret';
+let money: MoneyStack;
 let s: TestStack;
 let stripe: StripeStandIn;
 let setProvider: (p: PayoutProvider | undefined) => void;
@@ -26,19 +26,11 @@ const run = (org: Org, body: unknown = {}) => s.call('POST', `/v1/orgs/${org.id}
 const onboard = (org: Org, affiliate = org.affiliate) => s.call('POST', `/v1/orgs/${org.id}/affiliates/${affiliate}/stripe/onboarding`, { auth: org.token });
 
 before(async () => {
-  stripe = await startStripeStandIn();
-  s = await startTestStack({ STRIPE_WEBHOOK_SECRET: webhookSecret });
-  const payouts = await import('../functions/adapters/payouts');
-  const { createStripeProvider } = await import('../functions/adapters/payouts/stripe-provider');
-  setProvider = payouts.setPayoutProviderForTests;
-  stripeProvider = createStripeProvider({ secretKey: 'sk_test_abp_local', host: stripe.host, port: stripe.port, protocol: 'http', maxNetworkRetries: 1 });
+  money = await startMoneyStack();
+  ({ s, stripe, stripeProvider, setProvider } = money);
 });
 beforeEach(() => setProvider(stripeProvider));
-after(async () => {
-  setProvider(undefined);
-  await s.close();
-  await stripe.close();
-});
+after(() => money.close());
 
 describe('commission arithmetic', () => {
   it('rounds percentages half-to-even on minor units', () => {

@@ -1,6 +1,39 @@
 import assert from 'node:assert/strict';
-import { campaignBody, newOrg, type TestStack } from './stack';
+import type { PayoutProvider } from '../../functions/adapters/payouts';
+import { campaignBody, newOrg, startTestStack, type TestStack } from './stack';
+import { startStripeStandIn, type StripeStandIn } from './stripe-stand-in';
 import { eventually } from './wait';
+
+/** The signing secret of the money tests' Stripe webhooks. */
+export const webhookSecret = 'whsec_local_test_secret';
+
+export interface MoneyStack {
+  s: TestStack;
+  stripe: StripeStandIn;
+  /** A provider talking to the stand-in, as production's talks to Stripe. */
+  stripeProvider: PayoutProvider;
+  /** Replaces the payout provider the stack uses (undefined: the configured one, the dry run here). */
+  setProvider(p: PayoutProvider | undefined): void;
+  close(): Promise<void>;
+}
+
+/** The stack with webhooks on, a Stripe stand-in and a provider for it: what every money test file starts. */
+export async function startMoneyStack(): Promise<MoneyStack> {
+  const stripe = await startStripeStandIn();
+  const s = await startTestStack({ STRIPE_WEBHOOK_SECRET: webhookSecret });
+  const payouts = await import('../../functions/adapters/payouts');
+  const { createStripeProvider } = await import('../../functions/adapters/payouts/stripe-provider');
+  const stripeProvider = createStripeProvider({ secretKey: 'sk_test_abp_local', host: stripe.host, port: stripe.port, protocol: 'http', maxNetworkRetries: 1 });
+  const setProvider = payouts.setPayoutProviderForTests;
+  return {
+    s, stripe, stripeProvider, setProvider,
+    close: async () => {
+      setProvider(undefined);
+      await s.close();
+      await stripe.close();
+    },
+  };
+}
 
 /** An organisation with one campaign, one affiliate and its link, as the money tests start from. */
 export interface MoneyOrg { id: string; token: string; campaign: string; link: string; affiliate: string; postbackToken: string }

@@ -271,23 +271,21 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
     const payOne = async (p: (typeof plan)[number], id: string) => {
       const ref = payoutsCol.doc(id);
       const base = { id, runId, affiliateId: p.affiliateId, currency: p.currency, createdAt, simulated: false, transferId: null };
-      // A retry of this run plans the same id. A payout already decided (blocked, failed, paid, cancelled) keeps
-      // its amount and outcome: claiming into it would add to the amount and pay the sum, or pay a paid payout
-      // again. What it did not take stays approved for the next run, whose ids differ.
-      const existing = await ref.get();
-      if (existing.exists && existing.get('status') !== 'claiming') return;
+      // A retry of this run plans the same id. A payout that exists is already decided (blocked, failed, paid,
+      // cancelled; recovery above finished any an attempt left in the middle): claiming into it would add to its
+      // amount and pay the sum, or pay a paid payout again. What it did not take stays approved for the next
+      // run, whose ids differ.
+      if ((await ref.get()).exists) return;
       if (!payable(p.affiliateId)) {
         // The money waits in the balance; the payout records why it did not move.
         await ref.create({ ...base, amount: p.amount, entryCount: 0, status: 'blocked', reason: 'no_payout_account' });
         return;
       }
-      if (!existing.exists) await ref.create({ ...base, amount: 0, entryCount: 0, status: 'claiming', reason: null });
+      await ref.create({ ...base, amount: 0, entryCount: 0, status: 'claiming', reason: null });
       const claimed = await claim(scope, ref, p.entryIds);
       if (claimed.amount <= 0) return cancel(scope, id);
       await markClaimed(scope, id);
-      // Into a payout an earlier attempt left claiming, this call claimed only some of its entries: settle looks
-      // them all up then.
-      await settle(scope, { ...base, amount: claimed.amount, status: 'claimed' }, affiliates.get(p.affiliateId), existing.exists ? undefined : claimed.entries);
+      await settle(scope, { ...base, amount: claimed.amount, status: 'claimed' }, affiliates.get(p.affiliateId), claimed.entries);
     };
     // Payouts are independent (own ids, own entries, transactional claims): several at a time.
     const queue = plan.map((p, i) => [p, payoutIds[i]!] as const);

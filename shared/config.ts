@@ -64,8 +64,9 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
 }
 
 /**
- * Production requires the anon key like the settings parseConfig checks, but on first use: only the API is
- * given it (infra/cloud-functions.ts), and requiring it in parseConfig would stop every other function.
+ * Production requires the anon key, but not in parseConfig: only the API is given it (infra/cloud-functions.ts),
+ * and requiring it there would stop every other function. The API asks for it when it starts
+ * (functions/api/index.ts), so a deploy without it fails at once.
  */
 export function supabaseAnonKey(c: Config = config()): string {
   if (c.SUPABASE_ANON_KEY) return c.SUPABASE_ANON_KEY;

@@ -59,3 +59,7 @@ export const forbidden = (message: string) => new ApiError('forbidden', message)
 /** Also used for resources in organisations the caller does not belong to, so their existence is not revealed. */
 export const notFound = (what = 'Resource') => new ApiError('not_found', `${what} not found`);
 export const conflict = (message: string) => new ApiError('conflict', message);
+/** A service we depend on (Supabase Auth, Stripe) refused in a way the client cannot fix: the platform's to fix. */
+export const badGateway = (message: string) => new ApiError('bad_gateway', message);
+/** A service we depend on is down or rate limiting us: a later retry may succeed. */
+export const unavailable = (message: string) => new ApiError('unavailable', message);

@@ -178,17 +178,6 @@ export function publicRoute<Q extends z.ZodType | undefined = undefined, B exten
   return build(def, 'none', undefined, async (req, params) => handler({ ...base(def, req, params), principal: undefined }));
 }
 
-/**
- * A service we depend on (Supabase Auth, Stripe) failing is neither the client's mistake nor a bug of ours:
- * 503 `unavailable` when a later retry may succeed, 502 `bad_gateway` when it refused in a way the client
- * cannot fix.
- */
-export class UpstreamError extends ApiError {
-  constructor(status: 502 | 503, message: string) {
-    super(status === 503 ? 'unavailable' : 'bad_gateway', message);
-  }
-}
-
 export const ok = (body: unknown): Reply => ({ status: 200, body });
 export const created = (body: unknown): Reply => ({ status: 201, body });
 

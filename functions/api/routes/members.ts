@@ -3,10 +3,10 @@ import { isAuthError, isAuthRetryableFetchError } from '@supabase/supabase-js';
 import { z } from 'zod';
 import { mayGrant, type Role } from '../../../shared/domain/roles';
 import { createMemberBody, listQuery, memberResource, patchMemberBody, type Member } from '../../../shared/domain/schemas';
-import { badRequest, conflict, forbidden, notFound } from '../../../shared/errors';
+import { badGateway, badRequest, conflict, forbidden, notFound, unavailable } from '../../../shared/errors';
 import { resolveUserIdByEmail } from '../../adapters/user-directory';
 import type { OrgScope } from '../../services/tenancy';
-import { UpstreamError, created, ok, orgRoute } from '../router';
+import { created, ok, orgRoute } from '../router';
 
 const toMember = (d: DocumentData): Member => ({ userId: d.userId, email: d.email, role: d.role, createdAt: d.createdAt, updatedAt: d.updatedAt });
 const page = z.object({ items: z.array(memberResource), nextCursor: z.string().nullable() });
@@ -62,11 +62,11 @@ function directoryRefusal(err: unknown, email: string): unknown {
   if (!isAuthError(err)) return err;
   const status = err.status ?? 0;
   if (isAuthRetryableFetchError(err) || status === 429 || status >= 500 || status === 0) {
-    return new UpstreamError(503, 'Supabase Auth is unavailable or rate limiting invitations; retry in a moment');
+    return unavailable('Supabase Auth is unavailable or rate limiting invitations; retry in a moment');
   }
   if (status === 401 || status === 403) {
     console.error(JSON.stringify({ severity: 'ERROR', message: 'Supabase Auth refused the service role key', status, code: err.code }));
-    return new UpstreamError(502, "Supabase Auth refused the platform's credentials; inviting members needs SUPABASE_SERVICE_ROLE_KEY fixed");
+    return badGateway("Supabase Auth refused the platform's credentials; inviting members needs SUPABASE_SERVICE_ROLE_KEY fixed");
   }
   const why = `Supabase Auth refused to invite ${email}: ${err.message}`;
   if (status === 409 || status === 422) return conflict(why);

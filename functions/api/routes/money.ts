@@ -3,14 +3,14 @@ import { z } from 'zod';
 import { config } from '../../../shared/config';
 import { balances, type LedgerEntry } from '../../../shared/domain/ledger';
 import { can } from '../../../shared/domain/roles';
-import { conflict, forbidden, notFound } from '../../../shared/errors';
+import { badGateway, conflict, forbidden, notFound, unavailable } from '../../../shared/errors';
 import { formatMinor } from '../../../shared/money';
 import { collections } from '../../../shared/names';
 import { PayoutProviderError, payoutProvider } from '../../adapters/payouts';
 import { transitionConversion } from '../../services/conversion-lifecycle';
 import { payoutsOfRun, runPayouts, toPayout } from '../../services/payout-runs';
 import { globalIndexDoc } from '../../services/tenancy';
-import { UpstreamError, created, ok, orgRoute } from '../router';
+import { created, ok, orgRoute } from '../router';
 import { toAffiliate } from './affiliates';
 import { conversionResource, toConversion } from './tracking';
 
@@ -35,10 +35,10 @@ async function fromProvider<T>(call: Promise<T>): Promise<T> {
     return await call;
   } catch (err) {
     if (!(err instanceof PayoutProviderError)) throw err;
-    if (err.retryable) throw new UpstreamError(503, `Stripe is unavailable or busy (${err.reason}); retry in a moment`);
+    if (err.retryable) throw unavailable(`Stripe is unavailable or busy (${err.reason}); retry in a moment`);
     if (err.reason === 'account_invalid') throw conflict(`Stripe refused the affiliate's connected account: ${err.message}`);
     console.error(JSON.stringify({ severity: 'ERROR', message: 'payouts provider refused onboarding', reason: err.reason, error: err.message }));
-    throw new UpstreamError(502, `Stripe refused the onboarding request (${err.reason}); the platform's Stripe settings need attention`);
+    throw badGateway(`Stripe refused the onboarding request (${err.reason}); the platform's Stripe settings need attention`);
   }
 }
 

@@ -45,7 +45,7 @@ const rotateRoute = (kind: TrackingTokenKind, path: string, summary: string) =>
         const current = { postback: org.get('postbackToken') as string, pixel: org.get('pixelToken') as string | undefined };
         const pixel = kind === 'pixel' || !current.pixel ? issueTrackingToken(tx, scope.orgRef, scope.orgId, 'pixel', current.pixel) : current.pixel;
         const postback = kind === 'postback' ? issueTrackingToken(tx, scope.orgRef, scope.orgId, 'postback', current.postback) : current.postback;
-        audit({ action: `${kind === 'pixel' ? 'pixel' : 'postback'}_token.rotate`, target: { type: 'org', id: scope.orgId } });
+        audit({ action: `${kind}_token.rotate`, target: { type: 'org', id: scope.orgId } });
         return { postback, pixel };
       });
       return ok(postbackConfig(tokens));

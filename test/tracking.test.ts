@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import type { PostbackEvent } from '../shared/domain/events';
+import { deterministicId } from '../shared/ids';
 import { campaignBody, newOrg, startTestStack, type TestStack } from './helpers/stack';
 import { emulatorRest, eventually } from './helpers/wait';
 
@@ -31,6 +33,11 @@ const postback = (params: Record<string, string>) => s.call('GET', `/postback?${
  * that is a retry. Each redelivery is counted in `redeliveries`, which those tests report.
  */
 const redeliveries = { count: 0 };
+/** A postback event as the intake publishes it (its id from the organisation and txn id), for deliverToStateWorker. */
+const postbackEvent = (o: { orgId: string; txnId: string; clickId: string; amount?: number; occurredAt?: string }): PostbackEvent => ({
+  type: 'postback', eventId: deterministicId('cnv', o.orgId, 'txn', o.txnId), orgId: o.orgId, clickId: o.clickId, txnId: o.txnId, event: 'conversion',
+  amount: o.amount ?? 1000, currency: null, occurredAt: o.occurredAt ?? new Date().toISOString(), via: 'postback',
+});
 async function deliverToStateWorker(event: object, messageId: string, opts: { redeliver?: boolean } = {}): Promise<Response> {
   for (let attempt = 1; ; attempt++) {
     const r = await fetch(`${s.baseUrl}/_push/state-writer/projects/${process.env.GOOGLE_CLOUD_PROJECT}/topics/tracking-events`, {
@@ -132,14 +139,10 @@ describe('click function', () => {
     assert.deepEqual([verifyClickId(key, bot.clickId)?.bot, verifyClickId(key, person.clickId)?.bot], [true, false], 'the click id says whether a bot made it');
     // A bot's click whose click event the state worker has not seen (none was ever published): only its id says.
     const { mintClickId } = await import('../shared/domain/click-id');
-    const { deterministicId } = await import('../shared/ids');
-    const eventId = deterministicId('cnv', org.id, 'txn', 'bot-sale-1');
-    const delivered = await deliverToStateWorker({
-      type: 'postback', eventId, orgId: org.id, clickId: mintClickId(key, org.link, Date.now() - 60_000, true), txnId: 'bot-sale-1', event: 'conversion',
-      amount: 1000, currency: null, occurredAt: new Date().toISOString(), via: 'postback',
-    }, 'bot-sale-1');
+    const sale = postbackEvent({ orgId: org.id, txnId: 'bot-sale-1', clickId: mintClickId(key, org.link, Date.now() - 60_000, true) });
+    const delivered = await deliverToStateWorker(sale, 'bot-sale-1');
     assert.equal(delivered.ok, true);
-    const conv = (await api(`/conversions/${eventId}`)).body;
+    const conv = (await api(`/conversions/${sale.eventId}`)).body;
     assert.deepEqual([conv.status, conv.reasons], ['pending', ['bot_click']]);
   });
 
@@ -251,14 +254,10 @@ describe('postback function', () => {
 
     // Six sales against a cap of three a day, each delivered three times, all at once: the deliveries reach the
     // state worker over several turns, so several groups book against the cap together.
-    const { deterministicId } = await import('../shared/ids');
     const { firestore } = await import('../functions/adapters/firestore');
     const daily = await cappedCampaign({ daily: { conversions: 3 } });
-    const sales = Array.from({ length: 6 }, (_, i) => ({
-      type: 'postback', eventId: deterministicId('cnv', orgId, 'txn', `capped-${daily.campaign}-${i}`), orgId, txnId: `capped-${daily.campaign}-${i}`,
-      clickId: mintClickId(secrets().clickSigningKey, daily.link, Date.now() - 60_000 - i), event: 'conversion', amount: 1000, currency: null,
-      occurredAt: new Date().toISOString(), via: 'postback',
-    }));
+    const sales = Array.from({ length: 6 }, (_, i) =>
+      postbackEvent({ orgId, txnId: `capped-${daily.campaign}-${i}`, clickId: mintClickId(secrets().clickSigningKey, daily.link, Date.now() - 60_000 - i) }));
     const deliver = (e: (typeof sales)[number], n: number) => deliverToStateWorker(e, `cap-${n}-${e.eventId}`, { redeliver: true });
     const answers = await Promise.all([1, 2, 3].flatMap((n) => sales.map((e) => deliver(e, n))));
     assert.deepEqual(answers.filter((r) => !r.ok).map((r) => r.status), []);
@@ -326,15 +325,11 @@ describe('postback function', () => {
     // Delivered straight to the state worker with its own times, so the gap is 2 s however slow this machine.
     const { mintClickId } = await import('../shared/domain/click-id');
     const { secrets } = await import('../functions/adapters/local-secrets');
-    const { deterministicId } = await import('../shared/ids');
     const clickedAt = Date.now() - 60_000;
-    const eventId = deterministicId('cnv', org.id, 'txn', 'fast-1');
-    const r = await deliverToStateWorker({
-      type: 'postback', eventId, orgId: org.id, clickId: mintClickId(secrets().clickSigningKey, org.link, clickedAt), txnId: 'fast-1', event: 'conversion',
-      amount: 1000, currency: null, occurredAt: new Date(clickedAt + 2000).toISOString(), via: 'postback',
-    }, 'fast-1');
+    const sale = postbackEvent({ orgId: org.id, txnId: 'fast-1', clickId: mintClickId(secrets().clickSigningKey, org.link, clickedAt), occurredAt: new Date(clickedAt + 2000).toISOString() });
+    const r = await deliverToStateWorker(sale, 'fast-1');
     assert.equal(r.ok, true, await r.text());
-    const conv = (await api(`/conversions/${eventId}`)).body;
+    const conv = (await api(`/conversions/${sale.eventId}`)).body;
     assert.equal(conv.status, 'pending');
     assert.deepEqual(conv.reasons, ['click_to_conversion_too_fast']);
   });
@@ -389,10 +384,7 @@ describe('postback function', () => {
     assert.deepEqual((await conversion(first.body.conversionId, 'rejected')).reasons, ['invalid_click_id']);
     // Another id we never minted does not take its place (delivered straight to the state worker, which answers
     // once it has handled it).
-    const forgedAgain = await deliverToStateWorker({
-      type: 'postback', eventId: first.body.conversionId, orgId: org.id, clickId: `${mistyped}x`, txnId: 'retyped-1', event: 'conversion',
-      amount: 1000, currency: null, occurredAt: new Date().toISOString(), via: 'postback',
-    }, 'retyped-forged-again');
+    const forgedAgain = await deliverToStateWorker(postbackEvent({ orgId: org.id, txnId: 'retyped-1', clickId: `${mistyped}x` }), 'retyped-forged-again');
     assert.equal(forgedAgain.ok, true);
     assert.equal((await conversion(first.body.conversionId, 'rejected')).clickId, mistyped);
     const again = await postback({ click_id: clickId, txn_id: 'retyped-1', amount: '10.00' });
@@ -401,10 +393,7 @@ describe('postback function', () => {
     assert.deepEqual([credited.clickId, credited.campaignId, credited.payout], [clickId, org.campaign, 125]);
     // The mistyped one, redelivered, changes nothing now (delivered straight to the state worker, which answers
     // once it has handled it); the report counts the sale once.
-    const redelivered = await deliverToStateWorker({
-      type: 'postback', eventId: first.body.conversionId, orgId: org.id, clickId: mistyped, txnId: 'retyped-1', event: 'conversion',
-      amount: 1000, currency: null, occurredAt: new Date().toISOString(), via: 'postback',
-    }, 'retyped-redelivered');
+    const redelivered = await deliverToStateWorker(postbackEvent({ orgId: org.id, txnId: 'retyped-1', clickId: mistyped }), 'retyped-redelivered');
     assert.equal(redelivered.ok, true);
     const row = await eventually(async () => {
       const r = await api(`/reports?from=${since()}&to=${today()}&groupBy=sub1`);
@@ -591,16 +580,12 @@ describe('workers', () => {
     const affiliateId = (await post('/affiliates', { name: 'Burst aff', email: 'burst@example.com' })).body.id as string;
     const linkId = (await post('/links', { campaignId, affiliateId })).body.id as string;
     const { mintClickId } = await import('../shared/domain/click-id');
-    const { deterministicId } = await import('../shared/ids');
     const { secrets } = await import('../functions/adapters/local-secrets');
     const t0 = Date.now() - 120_000;
-    const postbackEvent = (txnId: string, clickId: string) => ({
-      type: 'postback', eventId: deterministicId('cnv', org.id, 'txn', txnId), orgId: org.id, clickId, txnId, event: 'conversion',
-      amount: 2000, currency: null, occurredAt: new Date().toISOString(), via: 'postback',
-    });
+    const sale = (txnId: string, clickId: string) => postbackEvent({ orgId: org.id, txnId, clickId, amount: 2000 });
     // 12 sales on the link's clicks (one of them booked before the burst), 2 on forged click ids.
-    const sales = Array.from({ length: 12 }, (_, i) => postbackEvent(`burst-sale-${i}`, mintClickId(secrets().clickSigningKey, linkId, t0 + i * 1000)));
-    const forged = [0, 1].map((i) => postbackEvent(`burst-forged-${i}`, `${linkId}.${t0}.x${i}.forged`));
+    const sales = Array.from({ length: 12 }, (_, i) => sale(`burst-sale-${i}`, mintClickId(secrets().clickSigningKey, linkId, t0 + i * 1000)));
+    const forged = [0, 1].map((i) => sale(`burst-forged-${i}`, `${linkId}.${t0}.x${i}.forged`));
     const deliver = (e: { eventId: string }, n: number) => deliverToStateWorker(e, `sale-${n}-${e.eventId}`, { redeliver: true });
     assert.ok((await deliver(sales[0]!, 0)).ok);
     // Every message three times, all at once, in an order that is not the order of sales.
@@ -621,7 +606,6 @@ describe('workers', () => {
     const { applyPostback } = await import('../functions/services/ingest-state');
     const { firestore } = await import('../functions/adapters/firestore');
     const { mintClickId } = await import('../shared/domain/click-id');
-    const { deterministicId } = await import('../shared/ids');
     const { secrets } = await import('../functions/adapters/local-secrets');
     // Organisations of their own: the plan's campaign limit, and counters nobody else moves.
     const mine = await newOrg(s, 'group-owner@example.com');
@@ -638,10 +622,7 @@ describe('workers', () => {
 
     const key = secrets().clickSigningKey;
     const t0 = Date.now() - 600_000;
-    const postback = (orgId: string, txnId: string, clickId: string) => ({
-      type: 'postback' as const, eventId: deterministicId('cnv', orgId, 'txn', txnId), orgId, clickId, txnId, event: 'conversion',
-      amount: 2000, currency: null, occurredAt: new Date().toISOString(), via: 'postback' as const,
-    });
+    const postback = (orgId: string, txnId: string, clickId: string) => postbackEvent({ orgId, txnId, clickId, amount: 2000 });
     const sales = [0, 1, 2, 3, 4].map((i) => postback(mine.orgId, `group-sale-${i}`, mintClickId(key, linkId, t0 + i * 1000)));
     const group = [
       ...sales,

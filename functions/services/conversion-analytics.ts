@@ -1,4 +1,4 @@
-import { FieldValue, type DocumentData } from '@google-cloud/firestore';
+import { FieldValue, type DocumentData, type DocumentSnapshot } from '@google-cloud/firestore';
 import type { ConversionEvent } from '../../shared/domain/events';
 import { deterministicId } from '../../shared/ids';
 import { collections } from '../../shared/names';
@@ -47,19 +47,23 @@ export function conversionEventOf(orgId: string, doc: DocumentData): ConversionE
 export async function publishConversionVersion(scope: OrgScope, doc: DocumentData): Promise<void> {
   const event = conversionEventOf(scope.orgId, doc);
   await publishTrackingEvent(event);
-  const ref = scope.collection('conversions').doc(doc.id as string);
-  await firestore().runTransaction(async (tx) => {
-    const now = await tx.get(ref);
-    if (now.get('analyticsDue') === true && (now.get('analytics') as AnalyticsVersion | undefined)?.eventId === event.eventId) {
-      tx.update(ref, { analyticsDue: FieldValue.delete() });
-    }
-  });
+  await clearDue(await scope.collection('conversions').doc(doc.id as string).get(), event.eventId);
+}
+
+/**
+ * Clears a conversion's due mark once `eventId` is published, if that is still its version and the document
+ * has not changed since `snap` was read (a newer version is due on its own). Should the clearing fail, the
+ * mark stays and the next sweep sends the version again, which adds nothing.
+ */
+async function clearDue(snap: DocumentSnapshot, eventId: string): Promise<void> {
+  if (snap.get('analyticsDue') !== true || (snap.get('analytics') as AnalyticsVersion | undefined)?.eventId !== eventId) return;
+  await snap.ref.update({ analyticsDue: FieldValue.delete() }, { lastUpdateTime: snap.updateTime! }).catch(() => undefined);
 }
 
 /**
  * Sends every conversion version still marked due that was made at or before `upTo`, across all organisations
  * (the commissions job runs it, after its approvals). Returns how many it sent; one that fails stays due for
- * the next sweep. The mark is cleared only if the conversion has not changed since it was read.
+ * the next sweep.
  */
 export async function publishDueConversionAnalytics(upTo: Date): Promise<{ published: number; failed: number }> {
   const cutoff = upTo.toISOString();
@@ -74,16 +78,16 @@ export async function publishDueConversionAnalytics(upTo: Date): Promise<{ publi
     last = page.docs[page.docs.length - 1];
     await Promise.all(
       page.docs.map(async (d) => {
+        const event = conversionEventOf(d.ref.parent.parent!.id, d.data());
         try {
-          await publishTrackingEvent(conversionEventOf(d.ref.parent.parent!.id, d.data()));
+          await publishTrackingEvent(event);
           published++;
         } catch (err) {
           failed++;
           console.error(JSON.stringify({ severity: 'ERROR', message: 'conversion analytics publish failed', conversion: d.ref.path, error: String(err) }));
           return;
         }
-        // Changed meanwhile (a newer version, due on its own): leave the mark.
-        await d.ref.update({ analyticsDue: FieldValue.delete() }, { lastUpdateTime: d.updateTime }).catch(() => undefined);
+        await clearDue(d, event.eventId);
       }),
     );
     if (page.size < sweepPage) break;

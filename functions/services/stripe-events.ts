@@ -97,7 +97,7 @@ async function applyTransferReversal(event: StripeWebhookEvent, seenRef: Firebas
     } else {
       const id = deterministicId('led', payout.id, 'transfer_reversal', String(reversed));
       tx.set(scope.collection('ledger').doc(id), {
-        id, affiliateId: payout.get('affiliateId'), conversionId: '', campaignId: null, type: 'transfer_reversal', amount: added,
+        id, affiliateId: payout.get('affiliateId'), conversionId: null, campaignId: null, type: 'transfer_reversal', amount: added,
         currency: payout.get('currency'), status: 'approved', payoutId: null, reversedPayoutId: payout.id, createdAt: at, reason: 'transfer reversed by Stripe',
       });
     }

@@ -16,7 +16,8 @@ export type LedgerEntryType = 'commission' | 'tier_adjustment' | 'clawback' | 't
 export interface LedgerEntry {
   id: string;
   affiliateId: string;
-  conversionId: string;
+  /** Null for a transfer_reversal, which no conversion made. */
+  conversionId: string | null;
   campaignId: string | null;
   type: LedgerEntryType;
   /** Minor units; negative for clawbacks and downward adjustments. */

@@ -20,7 +20,7 @@ const ledgerEntryResource = z
     amount: z.number().describe('Minor units; negative for clawbacks'), currency: z.string(), status: z.string(), payoutId: z.string().nullable(), reason: z.string().nullable(), createdAt: z.string(),
   })
   .meta({ id: 'LedgerEntry' });
-const toEntry = (e: DocumentData) => ({ id: e.id, affiliateId: e.affiliateId, conversionId: e.conversionId || null, campaignId: e.campaignId ?? null, type: e.type, amount: e.amount, currency: e.currency, status: e.status, payoutId: e.payoutId ?? null, reason: e.reason ?? null, createdAt: e.createdAt });
+const toEntry = (e: DocumentData) => ({ id: e.id, affiliateId: e.affiliateId, conversionId: e.conversionId ?? null, campaignId: e.campaignId ?? null, type: e.type, amount: e.amount, currency: e.currency, status: e.status, payoutId: e.payoutId ?? null, reason: e.reason ?? null, createdAt: e.createdAt });
 
 const payoutResource = z
   .object({ id: z.string(), affiliateId: z.string(), amount: z.number(), currency: z.string(), status: z.string(), reason: z.string().nullable(), transferId: z.string().nullable(), simulated: z.boolean() })

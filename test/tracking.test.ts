@@ -159,6 +159,12 @@ describe('click function', () => {
     assert.equal((await click('nosuchlink')).res.status, 404);
     const tooLong = await click(org.link, `?sub1=${'x'.repeat(256)}`);
     assert.equal(tooLong.res.status, 400);
+    assert.equal(await tooLong.res.text(), 'sub1 must be at most 255 characters');
+    const twice = await click(org.link, '?sub2=a&sub2=b');
+    assert.equal(twice.res.status, 400);
+    assert.equal(await twice.res.text(), 'sub2 must be a single value');
+    // 255 characters and parameters other than sub ids pass the check (and meet the unknown link).
+    assert.equal((await click('nosuchlink', `?sub1=${'x'.repeat(255)}&utm_source=a&utm_source=b`)).res.status, 404);
     const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${org.id}${path}`, { auth: org.token, body });
     const paused = (await post('/campaigns', campaignBody({ status: 'paused' }))).body.id;
     const link = (await post('/links', { campaignId: paused, affiliateId: org.affiliate })).body.id;

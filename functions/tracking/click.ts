@@ -1,4 +1,5 @@
 import * as functions from '@google-cloud/functions-framework';
+import { z } from 'zod';
 import { config } from '../../shared/config';
 import { mintClickId } from '../../shared/domain/click-id';
 import type { ClickEvent } from '../../shared/domain/events';
@@ -12,7 +13,10 @@ import { clickCapReachedNow } from '../services/click-caps';
 import { resolveLinkNow, type ResolvedLink } from '../services/link-resolver';
 import { edgeCountry, header, redirectTo, setClickCookie, textError } from './http';
 import { answerFrameworkErrors } from '../framework-errors';
-const subNames = ['sub1', 'sub2', 'sub3', 'sub4', 'sub5'] as const;
+
+const subId = z.string({ error: 'must be a single value' }).max(255, 'must be at most 255 characters').optional();
+/** The click's query string: sub ids only; anything else the affiliate appends is ignored. */
+export const clickQuery = z.object({ sub1: subId, sub2: subId, sub3: subId, sub4: subId, sub5: subId });
 
 /** Link previews and prefetches fetch the URL without a person behind them. */
 function prefetchReason(req: functions.Request): string | null {
@@ -22,7 +26,7 @@ function prefetchReason(req: functions.Request): string | null {
   return null;
 }
 
-type Subs = Record<(typeof subNames)[number], string | null>;
+type Subs = { [K in keyof z.infer<typeof clickQuery>]-?: string | null };
 
 /**
  * GET|HEAD /c/{linkId}: records the click and redirects at once. The only I/O it waits for is the publish (a
@@ -39,15 +43,10 @@ export function handleClick(req: functions.Request, res: functions.Response): vo
   const linkId = /^\/c\/([A-Za-z0-9_-]{1,64})\/?$/.exec(req.path)?.[1];
   if (!linkId) return textError(res, 404, 'Unknown link');
 
-  const subs: Subs = { sub1: null, sub2: null, sub3: null, sub4: null, sub5: null };
-  // Read once: express's req.query is a getter that parses the query string again on every access.
-  const query = req.query;
-  for (const name of subNames) {
-    const v = query[name];
-    if (v === undefined) continue;
-    if (typeof v !== 'string' || v.length > 255) return textError(res, 400, `${name} must be a single value of at most 255 characters`);
-    subs[name] = v;
-  }
+  const query = clickQuery.safeParse(req.query);
+  if (!query.success) return textError(res, 400, query.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; '));
+  const q = query.data;
+  const subs: Subs = { sub1: q.sub1 ?? null, sub2: q.sub2 ?? null, sub3: q.sub3 ?? null, sub4: q.sub4 ?? null, sub5: q.sub5 ?? null };
 
   const link = resolveLinkNow(linkId);
   if (link instanceof Promise) {

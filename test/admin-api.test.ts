@@ -249,7 +249,9 @@ describe('meta', () => {
   });
 
   it('answers unknown routes and methods with JSON errors', async () => {
-    assert.equal((await s.call('GET', '/v1/nope')).status, 404);
+    const unknown = await s.call('GET', '/v1/nope');
+    assert.equal(unknown.status, 404);
+    assert.match(unknown.body.error.message, /GET \/v1\/openapi\.json lists every route/);
     const r = await s.call('PUT', '/v1/orgs', { auth: s.token('m@example.com') });
     assert.equal(r.status, 405);
     assert.equal(r.body.error.code, 'method_not_allowed');

@@ -78,10 +78,13 @@ describe('conversion lifecycle', () => {
     const fast = mintClickId(secrets().clickSigningKey, org.link, Date.now() + 1000); // "within 3 s" however slow the machine
     const held = (await s.call('GET', `/postback?${new URLSearchParams({ token: org.postbackToken, click_id: fast, txn_id: 'j-2', amount: '20.00' })}`)).body.conversionId;
     await eventually(async () => ((await s.call('GET', `/v1/orgs/${org.id}/conversions/${held}`, { auth: org.token })).status === 200 ? true : undefined), 'held');
+    // Only the scheduler's POST runs a job: a GET (a prefetch, a crawler) changes nothing.
+    const get = async (id: string) => (await s.call('GET', `/v1/orgs/${org.id}/conversions/${id}`, { auth: org.token })).body.status;
+    assert.equal((await fetch(`${s.baseUrl}/_jobs/commissions`)).status, 405);
+    assert.equal(await get(due), 'pending');
     const job = await fetch(`${s.baseUrl}/_jobs/commissions`, { method: 'POST' });
     assert.equal(job.status, 200);
     const result = (await job.json()) as { approved: number; analyticsPublished: number; analyticsFailed: number };
-    const get = async (id: string) => (await s.call('GET', `/v1/orgs/${org.id}/conversions/${id}`, { auth: org.token })).body.status;
     assert.deepEqual([await get(due), await get(held)], ['approved', 'pending']);
     // Its approvals' analytics versions went out with it: none is left for the next sweep.
     assert.ok(result.analyticsPublished >= 1 && result.analyticsFailed === 0, JSON.stringify(result));

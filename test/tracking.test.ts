@@ -448,6 +448,12 @@ describe('postback function', () => {
     const broken = await fetch(`${s.baseUrl}/pixel?token=nope`);
     assert.equal(broken.status, 200);
     assert.equal(broken.headers.get('content-type'), 'image/gif');
+    // What was wrong is in the header, in the pixel's own words.
+    const untokened = await fetch(`${s.baseUrl}/pixel?txn_id=px-0`);
+    assert.equal(untokened.status, 200);
+    assert.equal(untokened.headers.get('x-abp-conversion'), 'ignored; A valid pixel token is required (token=...)');
+    const noClick = await fetch(`${s.baseUrl}/pixel?token=${org.pixelToken}&txn_id=px-0`);
+    assert.equal(noClick.headers.get('x-abp-conversion'), 'ignored; The pixel request is invalid: click_id is required');
     // Even a body the framework could not parse: the pixel reads only its query string and cookie.
     const garbled = await fetch(`${s.baseUrl}/pixel?token=${org.pixelToken}&txn_id=px-2&amount=1.00`, {
       method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: '{"not json',

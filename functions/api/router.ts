@@ -2,7 +2,7 @@ import type { Request, Response } from '@google-cloud/functions-framework';
 import { z } from 'zod';
 import type { Permission } from '../../shared/domain/roles';
 import { documentIdPattern } from '../../shared/domain/schemas';
-import { ApiError, badRequest, notFound, type ErrorDetail } from '../../shared/errors';
+import { ApiError, badRequest, type ErrorDetail } from '../../shared/errors';
 import { authenticate } from '../services/authentication';
 import type { Principal } from '../services/principal';
 import { OrgScope } from '../services/tenancy';
@@ -186,7 +186,7 @@ export class Router {
 
   async dispatch(req: Request): Promise<Reply> {
     const matching = this.routes.filter((r) => r.pattern.test(req.path));
-    if (!matching.length) throw notFound('Route');
+    if (!matching.length) throw new ApiError('not_found', `No route ${req.path.slice(0, 200)}: GET /v1/openapi.json lists every route`);
     const route = matching.find((r) => r.method === req.method || (req.method === 'HEAD' && r.method === 'GET'));
     if (!route) {
       const allowed = [...new Set(matching.map((r) => r.method))].join(', ');

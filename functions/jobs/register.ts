@@ -7,7 +7,12 @@ import { answerFrameworkErrors } from '../framework-errors';
  */
 export function registerJob(name: string, run: () => Promise<unknown>): void {
   answerFrameworkErrors();
-  functions.http(name, async (_req, res) => {
+  functions.http(name, async (req, res) => {
+    // A GET that runs payouts (a browser's prefetch, a crawler) would be a surprise: the scheduler POSTs.
+    if (req.method !== 'POST') {
+      res.status(405).set('Allow', 'POST').json({ error: { code: 'method_not_allowed', message: `${name} runs on POST`, details: [] } });
+      return;
+    }
     try {
       res.json(await run());
     } catch (err) {

@@ -85,9 +85,10 @@ async function campaignCurrency(orgId: string, clickId: string): Promise<string 
 
 export async function acceptConversion(raw: Record<string, unknown>, via: 'postback' | 'pixel'): Promise<IntakeResult> {
   const flat = flattenParams(raw);
-  if (!flat.token) throw unauthorized('A valid postback token is required (token=…)');
+  if (!flat.token) throw unauthorized(`A valid ${via} token is required (token=…)`);
+  const invalid = via === 'pixel' ? 'The pixel request is invalid' : 'The postback is invalid';
   const parsed = postbackParams.safeParse(flat);
-  if (!parsed.success) throw badRequest('The postback is invalid', zodDetails(parsed.error));
+  if (!parsed.success) throw badRequest(invalid, zodDetails(parsed.error));
   const p = parsed.data;
   const orgId = await orgForToken(p.token, via);
   if (!orgId) throw unauthorized(via === 'pixel' ? 'Unknown pixel token (the pixel takes the pixel token of GET /v1/orgs/{orgId}/postback-config)' : 'Unknown postback token');
@@ -98,7 +99,7 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
     // The currency fixes how many decimals the amount may have; without one, the click's campaign gives it.
     currency ??= await campaignCurrency(orgId, p.click_id);
     const parsedAmount = parseMajorAmount(p.amount, currency ?? 'USD');
-    if (parsedAmount === undefined) throw badRequest('The postback is invalid', [{ field: 'amount', message: `must be a decimal amount in the currency's major unit, e.g. 49.99` }]);
+    if (parsedAmount === undefined) throw badRequest(invalid, [{ field: 'amount', message: `must be a decimal amount in the currency's major unit, e.g. 49.99` }]);
     amount = parsedAmount;
   }
 

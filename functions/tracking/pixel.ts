@@ -1,4 +1,5 @@
 import * as functions from '@google-cloud/functions-framework';
+import { ApiError } from '../../shared/errors';
 import { functionNames, localPaths } from '../../shared/names';
 import { clickCookie } from './http';
 import { acceptConversion } from './conversion-intake';
@@ -27,7 +28,9 @@ export async function handlePixel(req: functions.Request, res: functions.Respons
     const r = await acceptConversion(params, 'pixel');
     outcome = `${r.status}; id=${r.conversionId}`;
   } catch (err) {
-    outcome = `ignored; ${String((err as Error).message ?? err).slice(0, 120)}`;
+    const details = err instanceof ApiError && err.details.length ? `: ${err.details.map((d) => `${d.field} ${d.message}`).join('; ')}` : '';
+    // A header carries printable ASCII only (the messages have '…', a detail may quote the visitor's input).
+    outcome = `ignored; ${String((err as Error)?.message ?? err)}${details}`.replaceAll('…', '...').replace(/[^\x20-\x7e]/g, '?').slice(0, 240);
   }
   res.status(200).set({ 'Content-Type': 'image/gif', 'Cache-Control': 'no-store, private', 'X-ABP-Conversion': outcome }).send(gif);
 }

@@ -29,7 +29,7 @@ export function createGateway(routes: GatewayRoute[], opts: { isReady: () => boo
     if (path === '/healthz') return json(res, opts.isReady() ? 200 : 503, { status: opts.isReady() ? 'ok' : 'starting' });
     if (opts.serveDevJwks && path === '/auth/v1/.well-known/jwks.json') return json(res, 200, devJwks());
     const route = table.find((r) => path === r.prefix || path.startsWith(r.prefix.endsWith('/') ? r.prefix : `${r.prefix}/`));
-    if (!route) return json(res, 404, { error: { code: 'not_found', message: `Nothing is served at ${path}`, details: [] } });
+    if (!route) return json(res, 404, { error: { code: 'not_found', message: `Nothing is served at ${path}: the admin API is under /v1 (GET /v1/openapi.json lists it), tracking at /c/{linkId}, /postback and /pixel`, details: [] } });
     route.listener(req, res);
   });
 }

@@ -90,6 +90,17 @@ describe('organisations', () => {
     const c2 = await s.call('POST', `/v1/orgs/${a.body.id}/campaigns`, { auth: token, body: campaignBody(), headers: { 'idempotency-key': 'c-1' } });
     assert.equal(c1.body.id, c2.body.id);
     assert.equal((await s.call('GET', `/v1/orgs/${a.body.id}/campaigns`, { auth: token })).body.items.length, 1);
+    // A key is never cut short: two keys alike in their first 200 characters would otherwise be one.
+    for (const bad of ['k'.repeat(201), 'two words']) {
+      const r = await s.call('POST', `/v1/orgs/${a.body.id}/campaigns`, { auth: token, body: campaignBody({ name: 'Other' }), headers: { 'idempotency-key': bad } });
+      assert.equal(r.status, 400, bad);
+      assert.equal(r.body.error.details[0].field, 'Idempotency-Key');
+    }
+    assert.equal((await s.call('GET', `/v1/orgs/${a.body.id}/campaigns`, { auth: token })).body.items.length, 1);
+    const doc = (await s.call('GET', '/v1/openapi.json')).body;
+    const header = (op: { parameters: { name: string }[] }) => op.parameters.some((p) => p.name === 'Idempotency-Key');
+    assert.ok(header(doc.paths['/v1/orgs/{orgId}/campaigns'].post), 'documented where a retry is replayed');
+    assert.ok(!header(doc.paths['/v1/orgs/{orgId}/postback-config/rotate'].post), 'and only there');
   });
 });
 

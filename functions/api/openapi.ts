@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { Route } from './router';
+import { idempotencyKeyHeader, type Route } from './router';
 import { errorCodes } from '../../shared/errors';
 
 /** OpenAPI 3.1 generated from the routes' own zod schemas, so the document cannot drift from validation. */
@@ -41,10 +41,16 @@ export function openApiDocument(routes: Route[], serverUrl: string): Record<stri
         parameters.push({ name, in: 'query', required: !field.safeParse(undefined).success, schema: schema(field, 'input') });
       }
     }
+    if (r.idempotent) {
+      parameters.push({
+        name: 'Idempotency-Key', in: 'header', required: false, schema: schema(idempotencyKeyHeader, 'input'),
+        description: 'Send one with a create you may retry: the same caller retrying with the same key gets the first result, and nothing is created twice.',
+      });
+    }
     const responses: Record<string, unknown> = {
       [String(r.status)]: r.response ? { description: 'Success', content: { 'application/json': { schema: schema(r.response, 'output') } } } : { description: 'Success' },
     };
-    if (r.body || r.query) responses['400'] = errorRef('Malformed input; details name each field');
+    if (r.body || r.query || r.idempotent) responses['400'] = errorRef('Malformed input; details name each field');
     if (r.auth === 'required') responses['401'] = errorRef('Missing or invalid credentials');
     if (r.permission) {
       responses['403'] = errorRef('The caller\'s role may not do this');

@@ -50,6 +50,8 @@ export interface RouteDoc {
   body?: z.ZodType;
   response?: z.ZodType;
   status: number;
+  /** A retried request with the same Idempotency-Key gets the first one's result (documented in the OpenAPI). */
+  idempotent: boolean;
 }
 
 export interface Route extends RouteDoc {
@@ -69,6 +71,7 @@ interface Def<Q, B> {
   body?: B;
   response?: z.ZodType;
   status?: number;
+  idempotent?: boolean;
 }
 
 function compile(path: string): { pattern: RegExp; paramNames: string[] } {
@@ -107,6 +110,7 @@ function build<Q, B>(def: Def<Q, B>, auth: 'none' | 'required', permission: Perm
     body: def.body as z.ZodType | undefined,
     response: def.response,
     status: def.status ?? 200,
+    idempotent: def.idempotent ?? false,
     pattern,
     paramNames,
     run: (req) => {
@@ -138,8 +142,19 @@ function base<Q, B>(def: Def<Q, B>, req: Request, params: Record<string, string>
     params,
     query: parse(def.query as z.ZodType | undefined, req.query, 'query') as Infer<Q>,
     body: parse(def.body as z.ZodType | undefined, req.body, 'body') as Infer<B>,
-    idempotencyKey: header(req, 'idempotency-key')?.slice(0, 200),
+    idempotencyKey: idempotencyKeyOf(req),
   };
+}
+
+/** What a client may send as Idempotency-Key: a retry must send exactly the same key, so none is cut short. */
+export const idempotencyKeyHeader = z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters').regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces');
+
+function idempotencyKeyOf(req: Request): string | undefined {
+  const raw = header(req, 'idempotency-key');
+  if (raw === undefined) return undefined;
+  const r = idempotencyKeyHeader.safeParse(raw);
+  if (!r.success) throw badRequest('The Idempotency-Key header is invalid', r.error.issues.map((i) => ({ field: 'Idempotency-Key', message: i.message })));
+  return r.data;
 }
 
 function header(req: Request, name: string): string | undefined {

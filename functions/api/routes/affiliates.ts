@@ -40,7 +40,7 @@ export const affiliateRoutes = [
     },
   ),
   orgRoute(
-    { method: 'POST', path: '/v1/orgs/:orgId/affiliates', summary: 'Add an affiliate', tag: 'Affiliates', permission: 'affiliates:write', body: createAffiliateBody, response: affiliateResource, status: 201 },
+    { method: 'POST', path: '/v1/orgs/:orgId/affiliates', summary: 'Add an affiliate', tag: 'Affiliates', permission: 'affiliates:write', body: createAffiliateBody, response: affiliateResource, status: 201, idempotent: true },
     async ({ scope, body, idempotencyKey }) => {
       const { doc } = await scope.createOnce('affiliates', idempotencyKey, async (tx, audit) => {
         await assertReferences(tx, scope, body);

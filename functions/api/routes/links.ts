@@ -22,7 +22,7 @@ export const linkRoutes = [
     },
   ),
   orgRoute(
-    { method: 'POST', path: '/v1/orgs/:orgId/links', summary: 'Create a tracking link for an affiliate on a campaign', tag: 'Links', permission: 'links:write', body: createLinkBody, response: linkResource, status: 201 },
+    { method: 'POST', path: '/v1/orgs/:orgId/links', summary: 'Create a tracking link for an affiliate on a campaign', tag: 'Links', permission: 'links:write', body: createLinkBody, response: linkResource, status: 201, idempotent: true },
     async ({ scope, body, idempotencyKey }) => {
       scope.assertActsFor(body.affiliateId);
       const { doc } = await scope.createOnce('links', idempotencyKey, async (tx, audit) => {

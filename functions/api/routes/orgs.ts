@@ -20,7 +20,7 @@ export const planLimits: Record<(typeof plans)[number], { activeCampaigns: numbe
 
 export const orgRoutes = [
   userRoute(
-    { method: 'POST', path: '/v1/orgs', summary: 'Create an organisation; the caller becomes its owner', tag: 'Organisations', body: createOrgBody, response: orgResource, status: 201 },
+    { method: 'POST', path: '/v1/orgs', summary: 'Create an organisation; the caller becomes its owner', tag: 'Organisations', body: createOrgBody, response: orgResource, status: 201, idempotent: true },
     async ({ principal, body, idempotencyKey }) => {
       if (principal.kind !== 'user') throw forbidden('Organisations are created by users, not API keys');
       const id = idempotencyKey ? deterministicId('org', principal.userId, idempotencyKey) : newId('org');

@@ -1,20 +1,27 @@
 import { deterministicId } from '../../shared/ids';
 import { collections } from '../../shared/names';
-import type { StripeWebhookEvent } from '../adapters/payouts/stripe-webhook';
+import { stripeObjectSchemas, type StripeObject, type StripeObjectType, type StripeWebhookEvent } from '../adapters/payouts/stripe-webhook';
 import { firestore } from '../adapters/firestore';
 import { globalIndexDoc, OrgScope } from './tenancy';
+
+/**
+ * `ignored_malformed`: a handled event type whose object is not shaped as Stripe documents it. It is recorded
+ * as seen and answered 2xx, since Stripe would redeliver the same bytes for days and a 5xx changes nothing.
+ */
+export type StripeEventOutcome = 'applied' | 'duplicate' | 'ignored' | 'ignored_malformed';
 
 /**
  * Applies a verified Stripe event once: the event id is recorded in the same transaction as its effect,
  * so a replayed webhook changes nothing.
  */
-export async function applyStripeEvent(event: StripeWebhookEvent): Promise<'applied' | 'duplicate' | 'ignored'> {
+export async function applyStripeEvent(event: StripeWebhookEvent): Promise<StripeEventOutcome> {
   const seenRef = globalIndexDoc(collections.stripeEvents, event.id);
-  const object = event.data.object;
   const db = firestore();
 
   if (event.type === 'account.updated') {
-    const accountId = object.id as string;
+    const object = readObject(event, 'account.updated');
+    if (!object) return markSeen(seenRef, event.type, 'ignored_malformed');
+    const accountId = object.id;
     return db.runTransaction(async (tx) => {
       if ((await tx.get(seenRef)).exists) return 'duplicate';
       const index = await tx.get(globalIndexDoc(collections.stripeAccountIndex, accountId));
@@ -25,14 +32,20 @@ export async function applyStripeEvent(event: StripeWebhookEvent): Promise<'appl
       if (!affiliateRef || !affiliate?.exists) return 'ignored';
       // Stripe does not deliver in order: an older snapshot of the account must not undo a newer one.
       if (((affiliate.get('stripeAccountEventCreated') as number | undefined) ?? 0) > event.created) return 'ignored';
-      tx.update(affiliateRef, { payoutsEnabled: object.payouts_enabled === true, stripeAccountEventCreated: event.created, updatedAt: new Date().toISOString() });
+      tx.update(affiliateRef, { payoutsEnabled: object.payouts_enabled, stripeAccountEventCreated: event.created, updatedAt: new Date().toISOString() });
       return 'applied';
     });
   }
 
-  if (event.type === 'transfer.reversed') return applyTransferReversal(event, seenRef);
+  if (event.type === 'transfer.reversed') {
+    const transfer = readObject(event, 'transfer.reversed');
+    return transfer ? applyTransferReversal(event, transfer, seenRef) : markSeen(seenRef, event.type, 'ignored_malformed');
+  }
 
+  // Without an account it is the platform's own payout, which nothing here reads.
   if ((event.type === 'payout.paid' || event.type === 'payout.failed') && event.account) {
+    const object = readObject(event, event.type);
+    if (!object) return markSeen(seenRef, event.type, 'ignored_malformed');
     // The connected account's own payout to its bank: recorded on the affiliate for support; our transfer
     // already moved the money, so the ledger does not change.
     return db.runTransaction(async (tx) => {
@@ -42,7 +55,7 @@ export async function applyStripeEvent(event: StripeWebhookEvent): Promise<'appl
       if (!index.exists) return 'ignored';
       const scope = OrgScope.system(index.get('orgId') as string, 'stripe-webhook');
       tx.update(scope.collection('affiliates').doc(index.get('affiliateId') as string), {
-        lastBankPayout: { status: event.type === 'payout.paid' ? 'paid' : 'failed', amount: object.amount ?? null, currency: object.currency ?? null, failureCode: object.failure_code ?? null, at: new Date(event.created * 1000).toISOString() },
+        lastBankPayout: { status: event.type === 'payout.paid' ? 'paid' : 'failed', amount: object.amount, currency: object.currency, failureCode: object.failure_code ?? null, at: new Date(event.created * 1000).toISOString() },
       });
       return 'applied';
     });
@@ -50,12 +63,25 @@ export async function applyStripeEvent(event: StripeWebhookEvent): Promise<'appl
   return markSeen(seenRef, event.type, 'ignored');
 }
 
-async function markSeen(ref: FirebaseFirestore.DocumentReference, type: string, outcome: 'ignored'): Promise<'ignored' | 'duplicate'> {
+/** The event's object checked against what its type reads; undefined (and a warning logged) when it does not match. */
+function readObject<T extends StripeObjectType>(event: StripeWebhookEvent, type: T): StripeObject<T> | undefined {
+  const parsed = stripeObjectSchemas[type].safeParse(event.data.object);
+  if (parsed.success) return parsed.data as StripeObject<T>;
+  console.error(JSON.stringify({
+    severity: 'WARNING', message: 'stripe webhook: event object is not as Stripe documents it; recorded as seen and ignored',
+    eventId: event.id, type: event.type, issues: parsed.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message })),
+  }));
+  return undefined;
+}
+
+async function markSeen<O extends 'ignored' | 'ignored_malformed'>(ref: FirebaseFirestore.DocumentReference, type: string, outcome: O): Promise<O | 'duplicate'> {
   try {
-    await ref.create({ type, at: new Date().toISOString() });
+    await ref.create({ type, at: new Date().toISOString(), ...(outcome === 'ignored' ? {} : { outcome }) });
     return outcome;
-  } catch {
-    return 'duplicate';
+  } catch (err) {
+    // Only an existing record means a redelivery; any other failure answers 5xx so Stripe tries again.
+    if ((err as { code?: number }).code === 6 /* ALREADY_EXISTS */) return 'duplicate';
+    throw err;
   }
 }
 
@@ -65,11 +91,13 @@ async function markSeen(ref: FirebaseFirestore.DocumentReference, type: string, 
  * the payout. A full reversal puts the payout's own entries back to approved; anything else books a credit
  * entry for the newly reversed money, keyed by the payout and the total, so no delivery books it twice.
  */
-async function applyTransferReversal(event: StripeWebhookEvent, seenRef: FirebaseFirestore.DocumentReference): Promise<'applied' | 'duplicate' | 'ignored'> {
-  const transfer = event.data.object;
-  const metadata = (transfer.metadata ?? {}) as Record<string, string>;
+async function applyTransferReversal(
+  event: StripeWebhookEvent, transfer: StripeObject<'transfer.reversed'>, seenRef: FirebaseFirestore.DocumentReference,
+): Promise<'applied' | 'duplicate' | 'ignored'> {
+  const metadata = transfer.metadata ?? {};
   const { amount, amount_reversed: reversed } = transfer;
-  if (!metadata.orgId || !metadata.payoutId || !Number.isSafeInteger(amount) || !Number.isSafeInteger(reversed)) return markSeen(seenRef, event.type, 'ignored');
+  // A transfer we did not make carries none of our metadata.
+  if (!metadata.orgId || !metadata.payoutId) return markSeen(seenRef, event.type, 'ignored');
   const scope = OrgScope.system(metadata.orgId, 'stripe-webhook');
   const payoutRef = scope.collection('payouts').doc(metadata.payoutId);
   // Found outside the transaction (a query inside one locks far more); each is read again inside it.
@@ -80,7 +108,7 @@ async function applyTransferReversal(event: StripeWebhookEvent, seenRef: Firebas
     // Metadata is only what we sent; the transfer id says the event is about the transfer that paid this payout.
     const applies = payout.exists && payout.get('transferId') === transfer.id;
     const before = !applies ? 0 : ((payout.get('amountReversed') as number | undefined) ?? (payout.get('status') === 'reversed' ? (payout.get('amount') as number) : 0));
-    const added = (reversed as number) - before;
+    const added = reversed - before;
     const full = reversed === amount;
     // A full reversal after partial ones would return the credits already booked a second time as entries.
     const restoreEntries = applies && added > 0 && full && before === 0;

@@ -1,4 +1,6 @@
 import Stripe from 'stripe';
+import { z } from 'zod';
+import { currencySchema, minorUnitsSchema } from '../../../shared/money';
 
 /** The part of a Stripe event the platform acts on; the rest stays in Stripe's dashboard. */
 export interface StripeWebhookEvent {
@@ -14,7 +16,17 @@ export interface StripeWebhookEvent {
 
 export type ParsedStripeWebhook = { ok: true; event: StripeWebhookEvent } | { ok: false; message: string };
 
-const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const stripeId = z.string().min(1, 'must be a non-empty Stripe id');
+
+/** The envelope every Stripe event has (https://docs.stripe.com/api/events/object); the object is read per type. */
+const eventEnvelope = z.object({
+  id: stripeId,
+  type: z.string(),
+  // Only Connect events carry it; anything but a non-empty string is treated as absent, as before.
+  account: z.string().nullish().catch(undefined),
+  created: z.number().int(),
+  data: z.object({ object: z.record(z.string(), z.unknown()) }),
+});
 
 /**
  * Verifies the Stripe-Signature header over the exact raw bytes received (a re-serialised body would not match)
@@ -30,14 +42,43 @@ export function parseStripeWebhook(rawBody: Buffer | string, signatureHeader: st
   } catch (err) {
     return { ok: false, message: err instanceof Error ? err.message : String(err) };
   }
-  // Typed access would trust the payload's shape; a signed but unexpected body is still refused, not crashed on.
-  if (!isRecord(event)) return { ok: false, message: 'Webhook payload is not an object' };
-  const { id, type, account, created, data } = event;
-  if (typeof id !== 'string' || typeof type !== 'string' || typeof created !== 'number' || !isRecord(data) || !isRecord(data.object)) {
-    return { ok: false, message: 'Webhook payload is not a Stripe event' };
-  }
-  return {
-    ok: true,
-    event: { id, type, created, data: { object: data.object }, ...(typeof account === 'string' ? { account } : {}) },
-  };
+  // Typed access would trust the payload's shape; a signed body without an event id cannot even be recorded, so it
+  // is refused, not crashed on. What each event type reads of data.object is checked by stripeObjectSchemas.
+  const parsed = eventEnvelope.safeParse(event);
+  if (!parsed.success) return { ok: false, message: 'Webhook payload is not a Stripe event' };
+  const { id, type, account, created, data } = parsed.data;
+  return { ok: true, event: { id, type, created, data: { object: data.object }, ...(account ? { account } : {}) } };
 }
+
+/**
+ * The part of `data.object` each handled event type reads, as Stripe's API reference and example objects
+ * (stripe/openapi fixtures3.json) shape it. Stripe sends currencies lower-case ("usd"); they come out
+ * upper-case, as this codebase stores every currency. Amounts are integer minor units.
+ */
+const payoutObject = z.object({
+  // https://docs.stripe.com/api/payouts/object
+  id: stripeId,
+  amount: minorUnitsSchema,
+  currency: currencySchema,
+  failure_code: z.string().nullish(),
+});
+
+export const stripeObjectSchemas = {
+  // https://docs.stripe.com/api/accounts/object: payouts_enabled is a boolean on every account.
+  'account.updated': z.object({ id: stripeId, payouts_enabled: z.boolean() }),
+  // https://docs.stripe.com/api/transfers/object: amount_reversed is the running total reversed so far.
+  'transfer.reversed': z
+    .object({
+      id: stripeId,
+      amount: minorUnitsSchema,
+      amount_reversed: minorUnitsSchema,
+      // Metadata values are strings; a transfer we did not make may carry none of ours (the service ignores it).
+      metadata: z.record(z.string(), z.string()).nullish(),
+    })
+    .refine((t) => t.amount_reversed <= t.amount, { message: 'must not exceed amount', path: ['amount_reversed'] }),
+  'payout.paid': payoutObject,
+  'payout.failed': payoutObject,
+} as const;
+
+export type StripeObjectType = keyof typeof stripeObjectSchemas;
+export type StripeObject<T extends StripeObjectType> = z.output<(typeof stripeObjectSchemas)[T]>;

@@ -361,7 +361,18 @@ describe('postback function', () => {
       assert.deepEqual(conv.reasons, [reason]);
       assert.equal(conv.payout, 0);
       assert.equal(conv.campaignId, null, 'a foreign campaign is not revealed');
+      // No currency was sent and no campaign of ours gives one: minor units of an unknown currency mean nothing.
+      assert.equal(conv.amount, null);
     }
+  });
+
+  it('keeps a sale in another currency than its campaign as sent, rejected for the mismatch', async () => {
+    const { mintClickId } = await import('../shared/domain/click-id');
+    const { secrets } = await import('../functions/adapters/local-secrets');
+    const clickId = mintClickId(secrets().clickSigningKey, org.link, Date.now() - 60_000); // not "too fast"
+    const r = await postback({ click_id: clickId, txn_id: 'eur-1', amount: '12.34', currency: 'EUR' });
+    const conv = await eventually(async () => { const x = await api(`/conversions/${r.body.conversionId}`); return x.status === 200 ? x.body : undefined; }, 'eur sale');
+    assert.deepEqual([conv.status, conv.reasons, conv.amount, conv.currency, conv.payout], ['rejected', ['currency_mismatch'], 1234, 'EUR', 0]);
   });
 
   it("shows a conversion's later rejection in the report, not only in the conversion list", async () => {

@@ -146,7 +146,9 @@ function attribute(scope: OrgScope, e: PostbackEvent, parts: ClickIdParts | unde
  * (read in the caller's transaction) when it caps conversions: a conversion past a cap is rejected.
  */
 function book(scope: OrgScope, e: PostbackEvent, a: Attribution, usage?: Usage, previous?: ConversionDoc): Booking {
-  const currency = a.campaign?.currency ?? e.currency ?? 'USD';
+  // The currency of the amount as sent: another than the campaign's is rejected (currency_mismatch) but kept as
+  // it was. Without either there is no amount (the intake keeps none), and revenue and payout are 0.
+  const currency = e.currency ?? a.campaign?.currency ?? 'USD';
   const override = a.affiliate?.payoutOverrides?.[a.campaignId ?? ''];
   const priced = a.reasons.length === 0 && a.campaign ? payoutFor(override ?? a.campaign.payout, e.amount) : 0;
   const reasons = usage && a.reasons.length === 0 ? capsBroken(a.campaign?.caps, usage, priced) : a.reasons;

@@ -100,7 +100,9 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
     currency ??= await campaignCurrency(orgId, p.click_id);
     const parsedAmount = parseMajorAmount(p.amount, currency ?? 'USD');
     if (parsedAmount === undefined) throw badRequest(invalid, [{ field: 'amount', message: `must be a decimal amount in the currency's major unit, e.g. 49.99` }]);
-    amount = parsedAmount;
+    // No currency sent and no campaign of ours behind the click id (the conversion will be rejected): minor
+    // units of an unknown currency would be a guess, so the amount is not kept.
+    amount = currency ? parsedAmount : null;
   }
 
   const conversionId = p.txn_id ? deterministicId('cnv', orgId, 'txn', p.txn_id) : deterministicId('cnv', orgId, 'click', p.click_id, p.event);

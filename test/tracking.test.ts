@@ -726,7 +726,7 @@ describe('the hot path\'s publisher', () => {
 });
 
 // Last in this file: it deletes the tracking topic of this file's project.
-describe('click function when Pub/Sub refuses the click', () => {
+describe('when Pub/Sub refuses', () => {
   it('answers 503 and does not send the visitor on untracked', async () => {
     const { topics } = await import('../shared/names');
     const topicUrl = `http://${process.env.PUBSUB_EMULATOR_HOST}/v1/projects/${process.env.GOOGLE_CLOUD_PROJECT}/topics/${topics.trackingEvents}`;
@@ -744,5 +744,33 @@ describe('click function when Pub/Sub refuses the click', () => {
       console.error = error;
     }
     assert.ok(logged.some((l) => l.includes('click failed')), 'the failure is logged');
+  });
+
+  it("marks a booked sale's analytics version due when its publish fails, and the commissions job's sweep sends it", async () => {
+    const { topics } = await import('../shared/names');
+    const project = `http://${process.env.PUBSUB_EMULATOR_HOST}/v1/projects/${process.env.GOOGLE_CLOUD_PROJECT}`;
+    await fetch(`${project}/topics/${topics.trackingEvents}`, { method: 'DELETE' }); // gone already if the test before ran
+    const { mintClickId } = await import('../shared/domain/click-id');
+    const { secrets } = await import('../functions/adapters/local-secrets');
+    const sale = postbackEvent({ orgId: org.id, txnId: 'unpublished-1', clickId: mintClickId(secrets().clickSigningKey, org.link, Date.now() - 60_000) });
+    // Booked, but its analytics event cannot go out: the delivery fails, as each redelivery would.
+    assert.equal((await deliverToStateWorker(sale, 'unpublished-1')).status >= 500, true);
+    const { firestore } = await import('../functions/adapters/firestore');
+    const doc = firestore().doc(`orgs/${org.id}/conversions/${sale.eventId}`);
+    assert.deepEqual([(await doc.get()).get('status'), (await doc.get()).get('analyticsDue')], ['pending', true]);
+
+    // Pub/Sub is back (a new topic, watched by a pull subscription of the test's own); the sweep sends it.
+    assert.equal((await fetch(`${project}/topics/${topics.trackingEvents}`, { method: 'PUT' })).status, 200);
+    const watch = `${project}/subscriptions/unpublished-watch`;
+    assert.equal((await fetch(watch, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ topic: `projects/${process.env.GOOGLE_CLOUD_PROJECT}/topics/${topics.trackingEvents}` }) })).status, 200);
+    const { publishDueConversionAnalytics } = await import('../functions/services/conversion-analytics');
+    assert.ok((await publishDueConversionAnalytics(new Date())).published >= 1);
+    const sent = await eventually(async () => {
+      const pulled = (await (await fetch(`${watch}:pull`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ maxMessages: 100 }) })).json()) as { receivedMessages?: { message: { data: string } }[] };
+      const events = (pulled.receivedMessages ?? []).map((m) => JSON.parse(Buffer.from(m.message.data, 'base64').toString()) as { conversionId?: string; status?: string });
+      return events.find((e) => e.conversionId === sale.eventId);
+    }, 'the swept conversion event');
+    assert.equal(sent.status, 'pending');
+    assert.equal((await doc.get()).get('analyticsDue'), undefined);
   });
 });

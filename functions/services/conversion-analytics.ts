@@ -51,6 +51,17 @@ export async function publishConversionVersion(scope: OrgScope, doc: DocumentDat
 }
 
 /**
+ * Marks a conversion's version due after its publish failed, so the sweep sends it even if every redelivery
+ * of the message that booked it fails too (and it ends in the dead-letter topic). Only if that is still its
+ * version: a later transition is due on its own.
+ */
+export async function markVersionDue(scope: OrgScope, conversionId: string, eventId: string): Promise<void> {
+  const snap = await scope.collection('conversions').doc(conversionId).get();
+  if (!snap.exists || snap.get('analyticsDue') === true || (snap.get('analytics') as AnalyticsVersion | undefined)?.eventId !== eventId) return;
+  await snap.ref.update({ analyticsDue: true }, { lastUpdateTime: snap.updateTime! });
+}
+
+/**
  * Clears a conversion's due mark once `eventId` is published, if that is still its version and the document
  * has not changed since `snap` was read (a newer version is due on its own). Should the clearing fail, the
  * mark stays and the next sweep sends the version again, which adds nothing.

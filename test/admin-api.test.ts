@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { collections } from '../shared/names';
 import { campaignBody, newOrg, startTestStack, type TestStack } from './helpers/stack';
 
 let s: TestStack;
@@ -157,6 +158,38 @@ describe('API keys', () => {
     assert.equal((await s.call('POST', `/v1/orgs/${orgId}/api-keys`, { auth: key, body: { name: 'x', role: 'admin' } })).status, 403);
     assert.equal((await s.call('DELETE', `/v1/orgs/${orgId}/api-keys/${created.body.id}`, { auth: token })).status, 200);
     assert.equal((await s.call('GET', `/v1/orgs/${orgId}/campaigns`, { auth: key })).status, 401);
+  });
+
+  it('creates one key per Idempotency-Key: the retry names that key with 409 and never shows or stores its secret', async () => {
+    const { orgId, token } = await newOrg(s, 'keys-idem@example.com');
+    const create = (auth: string, name = 'ci') => s.call('POST', `/v1/orgs/${orgId}/api-keys`, { auth, body: { name, role: 'admin' }, headers: { 'idempotency-key': 'key-1' } });
+    const first = await create(token);
+    assert.equal(first.status, 201, first.text);
+    const secret: string = first.body.key;
+    const retry = await create(token, 'ci again');
+    assert.equal(retry.status, 409, retry.text);
+    assert.equal(retry.body.error.code, 'conflict');
+    assert.match(retry.body.error.message, new RegExp(`API key ${first.body.id} was already created.*revoke it \\(DELETE /v1/orgs/${orgId}/api-keys/${first.body.id}\\)`));
+    assert.deepEqual(retry.body.error.details, [{ field: 'Idempotency-Key', message: `already used to create API key ${first.body.id}` }]);
+    assert.ok(!retry.text.includes(secret), 'the secret is shown once');
+    const list = await s.call('GET', `/v1/orgs/${orgId}/api-keys`, { auth: token });
+    assert.deepEqual(list.body.items.map((k: { id: string; name: string }) => [k.id, k.name]), [[first.body.id, 'ci']], 'one key');
+    // Only the hash is kept: not in the key, its index, the Idempotency-Key record nor the audit log.
+    const { firestore } = await import('../functions/adapters/firestore');
+    const orgRef = firestore().collection(collections.orgs).doc(orgId);
+    const stored = await Promise.all([collections.apiKeys, collections.idempotencyKeys, collections.auditLog].map((c) => orgRef.collection(c).get()));
+    const index = await firestore().collection(collections.apiKeyIndex).where('orgId', '==', orgId).get();
+    const docs = [...stored.flatMap((q) => q.docs), ...index.docs].map((d) => JSON.stringify(d.data()));
+    assert.ok(docs.some((d) => d.includes(first.body.id)) && docs.every((d) => !d.includes(secret)), 'the secret is stored nowhere');
+    // Another caller's same key is its own; after revoking, the retry says so and still makes nothing.
+    assert.equal((await s.call('POST', `/v1/orgs/${orgId}/members`, { auth: token, body: { email: 'keys-idem-2@example.com', role: 'admin' } })).status, 201);
+    assert.equal((await create(s.token('keys-idem-2@example.com'), 'theirs')).status, 201);
+    assert.equal((await s.call('DELETE', `/v1/orgs/${orgId}/api-keys/${first.body.id}`, { auth: token })).status, 200);
+    assert.match((await create(token)).body.error.message, /has since been revoked/);
+    assert.equal((await s.call('GET', `/v1/orgs/${orgId}/api-keys`, { auth: token })).body.items.length, 2);
+    const op = (await s.call('GET', '/v1/openapi.json')).body.paths['/v1/orgs/{orgId}/api-keys'].post;
+    assert.ok(op.parameters.some((p: { name: string }) => p.name === 'Idempotency-Key'));
+    assert.match(op.summary, /409/);
   });
 });
 

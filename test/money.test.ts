@@ -144,6 +144,46 @@ describe('payout runs', () => {
     assert.ok(stripe.requests.some((r) => r.path === '/v1/transfers' && r.replayed), 'the second attempt was an idempotent replay');
   });
 
+  it('returns the same run for a retry with the same Idempotency-Key, and starts no second one', async () => {
+    const org = await setupOrg('idem-run@example.com');
+    await patch(org, await convert(org, 'i-1'), { status: 'approved' });
+    const once = (key: string, body: unknown = {}) => s.call('POST', `/v1/orgs/${org.id}/payout-runs`, { auth: org.token, body, headers: { 'idempotency-key': key } });
+    const first = await once('run-1');
+    assert.equal(first.status, 201, first.text);
+    assert.deepEqual(first.body.payouts.map((p: { status: string; amount: number }) => [p.status, p.amount]), [['blocked', 500]]);
+    const retry = await once('run-1');
+    assert.equal(retry.status, 201, retry.text);
+    assert.deepEqual(retry.body, first.body, 'the first result, payouts included');
+    const runs = (await s.call('GET', `/v1/orgs/${org.id}/payout-runs`, { auth: org.token })).body.items;
+    assert.deepEqual(runs.map((r: { id: string }) => r.id), [first.body.id], 'one run');
+    assert.equal((await s.call('GET', `/v1/orgs/${org.id}/payouts`, { auth: org.token })).body.items.length, 1, 'one blocked payout for the money');
+    // A dry run creates nothing, so the key does not bind it; another key is another run.
+    assert.notEqual((await once('run-1', { dryRun: true })).body.id, first.body.id);
+    assert.notEqual((await once('run-2')).body.id, first.body.id);
+    assert.equal((await s.call('GET', `/v1/orgs/${org.id}/payout-runs`, { auth: org.token })).body.items.length, 2);
+    const op = (await s.call('GET', '/v1/openapi.json')).body.paths['/v1/orgs/{orgId}/payout-runs'].post;
+    assert.ok(op.parameters.some((p: { name: string }) => p.name === 'Idempotency-Key'), 'documented');
+  });
+
+  it('finishes the same run when a retry with the same Idempotency-Key follows a crash, paying once', async () => {
+    const org = await setupOrg('idem-crash@example.com');
+    await patch(org, await convert(org, 'ic-1'), { status: 'approved' });
+    stripe.completeOnboarding((await onboard(org)).body.affiliate.stripeAccountId, { payoutsEnabled: true });
+    await onboard(org);
+    const once = () => s.call('POST', `/v1/orgs/${org.id}/payout-runs`, { auth: org.token, body: {}, headers: { 'idempotency-key': 'crash-1' } });
+    setProvider({ ...stripeProvider, kind: 'stripe', transfer: async (req) => { await stripeProvider.transfer(req); throw new Error('process killed after Stripe answered'); } });
+    assert.equal((await once()).status, 500);
+    setProvider(stripeProvider);
+    const retry = await once();
+    assert.equal(retry.status, 201, retry.text);
+    assert.equal(retry.body.status, 'completed');
+    assert.deepEqual(retry.body.payouts.map((p: { status: string; amount: number }) => [p.status, p.amount]), [['paid', 500]], 'the payout the first attempt sent is the run\'s');
+    const runs = (await s.call('GET', `/v1/orgs/${org.id}/payout-runs`, { auth: org.token })).body.items;
+    assert.deepEqual(runs.map((r: { id: string; status: string }) => [r.id, r.status]), [[retry.body.id, 'completed']]);
+    assert.deepEqual((await once()).body, retry.body);
+    assert.equal([...stripe.transfers.values()].filter((t) => (t.metadata as Record<string, string>).orgId === org.id).length, 1, 'exactly one transfer');
+  });
+
   it('pays each affiliate once when two runs start at once', async () => {
     const org = await setupOrg('twice@example.com');
     const second = await addAffiliate(org, 'second');

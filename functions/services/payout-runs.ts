@@ -228,7 +228,7 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
   const payoutsCol = scope.collection('payouts');
   const runRef = scope.collection('payoutRuns').doc(runId);
   const finished = opts.dryRun ? undefined : await runRef.get();
-  if (finished?.get('status') === 'completed') return finished.data() as PayoutRunResult;
+  if (finished?.get('status') === 'completed') return completedRun(scope, finished.data()!);
   // The lease comes before reading balances, so a second run sees what the first one left.
   const lease = opts.dryRun ? undefined : await acquireLease(scope, runId);
   // Keep the lease while the run works, however long a large run takes.
@@ -237,7 +237,7 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
   try {
     // Read again under the lease: another attempt of this run may have completed it while this one waited.
     const existing = opts.dryRun ? undefined : await runRef.get();
-    if (existing?.get('status') === 'completed') return existing.data() as PayoutRunResult;
+    if (existing?.get('status') === 'completed') return completedRun(scope, existing.data()!);
     if (existing && !existing.exists) await runRef.create({ id: runId, status: 'running', trigger: opts.trigger, createdAt, completedAt: null, payoutIds: [] });
     if (!opts.dryRun) {
       // Finish what an earlier run claimed but did not settle (it crashed, or Stripe's answer was lost).
@@ -296,13 +296,24 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
       for (let next = queue.shift(); next; next = queue.shift()) await payOne(...next).catch((err: unknown) => void errors.push(err));
     }));
     if (errors.length) throw errors[0];
+    // A retried run also owns the payouts an earlier attempt made and recovery settled above: their entries are no
+    // longer approved, so this attempt did not plan them.
+    const planned = new Set(payoutIds);
+    const earlier = existing?.exists ? (await payoutsCol.where('runId', '==', runId).select().get()).docs.map((d) => d.id).filter((id) => !planned.has(id)) : [];
+    const runPayoutIds = [...payoutIds, ...earlier];
     const completedAt = new Date().toISOString();
-    await runRef.update({ status: 'completed', completedAt, payoutIds });
-    return { id: runId, status: 'completed', trigger: opts.trigger, createdAt: existing?.get('createdAt') ?? createdAt, completedAt, payouts: await payoutsOfRun(scope, payoutIds) };
+    await runRef.update({ status: 'completed', completedAt, payoutIds: runPayoutIds });
+    return { id: runId, status: 'completed', trigger: opts.trigger, createdAt: existing?.get('createdAt') ?? createdAt, completedAt, payouts: await payoutsOfRun(scope, runPayoutIds) };
   } finally {
     clearInterval(renewal);
     if (lease) await releaseLease(scope, lease);
   }
+}
+
+/** A run an earlier attempt completed, answered as GET /payout-runs/:id shows it: with its payouts as they are now, not their ids. */
+async function completedRun(scope: OrgScope, stored: DocumentData): Promise<PayoutRunResult> {
+  const { payoutIds, ...run } = stored;
+  return { ...(run as Omit<PayoutRunResult, 'payouts'>), payouts: await payoutsOfRun(scope, payoutIds as string[]) };
 }
 
 export async function payoutsOfRun(scope: OrgScope, payoutIds: string[]): Promise<PayoutSummary[]> {

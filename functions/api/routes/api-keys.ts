@@ -2,7 +2,7 @@ import type { DocumentData } from '@google-cloud/firestore';
 import { z } from 'zod';
 import { mayGrant } from '../../../shared/domain/roles';
 import { apiKeyResource, createApiKeyBody, createdApiKeyResource, listQuery } from '../../../shared/domain/schemas';
-import { forbidden, notFound } from '../../../shared/errors';
+import { ApiError, forbidden, notFound } from '../../../shared/errors';
 import { newId, newSecret } from '../../../shared/ids';
 import { collections } from '../../../shared/names';
 import { apiKeyPrefix, hashSecret } from '../../services/authentication';
@@ -21,17 +21,33 @@ export const apiKeyRoutes = [
     },
   ),
   orgRoute(
-    { method: 'POST', path: '/v1/orgs/:orgId/api-keys', summary: 'Create an API key; the key is shown only in this response', tag: 'API keys', permission: 'apiKeys:write', body: createApiKeyBody, response: createdApiKeyResource, status: 201 },
-    async ({ scope, body, principal }) => {
+    {
+      method: 'POST', path: '/v1/orgs/:orgId/api-keys', tag: 'API keys', permission: 'apiKeys:write', body: createApiKeyBody, response: createdApiKeyResource, status: 201, idempotent: true,
+      summary: 'Create an API key; the key is shown only in this response. A retry with the same Idempotency-Key creates no second key: it answers 409 naming the key already created, whose secret cannot be shown again',
+    },
+    async ({ scope, body, principal, idempotencyKey }) => {
       if (!mayGrant(scope.role, body.role)) throw forbidden(`The ${scope.role} role may not create ${body.role} keys`);
       const key = newSecret(apiKeyPrefix);
-      const id = newId('key');
-      const doc = { id, name: body.name, role: body.role, prefix: key.slice(0, apiKeyPrefix.length + 7), hash: hashSecret(key), createdAt: new Date().toISOString(), createdBy: actorOf(principal).id, revokedAt: null };
-      await scope.transact(async (tx, audit) => {
-        tx.create(scope.collection('apiKeys').doc(id), doc);
-        tx.create(globalIndexDoc(collections.apiKeyIndex, doc.hash), { orgId: scope.orgId, keyId: id, role: body.role, name: body.name });
+      const { created: made, doc } = await scope.createOnce('apiKeys', idempotencyKey, async (tx, audit) => {
+        const id = newId('key');
+        const doc: DocumentData = { id, name: body.name, role: body.role, prefix: key.slice(0, apiKeyPrefix.length + 7), hash: hashSecret(key), createdAt: new Date().toISOString(), createdBy: actorOf(principal).id, revokedAt: null };
+        tx.create(globalIndexDoc(collections.apiKeyIndex, doc.hash as string), { orgId: scope.orgId, keyId: id, role: body.role, name: body.name });
         audit({ action: 'api_key.create', target: { type: 'api_key', id }, changes: { name: body.name, role: body.role } });
+        return { id, doc };
       });
+      if (!made) {
+        // A replay cannot answer as the first request did: the key is shown once and only its hash is stored
+        // (createOnce keeps just the new id per Idempotency-Key; keeping the response to replay it would put a live
+        // credential in Firestore in plain). A 201 without the key would read as success to a client that then
+        // holds no usable key while the one made stays live; a 409 stops it, names that key and says to revoke it.
+        const id = doc.id as string;
+        const next = doc.revokedAt
+          ? 'It has since been revoked; create a new key with a new Idempotency-Key.'
+          : `If that response was lost, revoke it (DELETE /v1/orgs/${scope.orgId}/api-keys/${id}) and create a new key with a new Idempotency-Key.`;
+        throw new ApiError('conflict', `API key ${id} was already created with this Idempotency-Key. Its key was shown only in that first response and is not stored. ${next}`, [
+          { field: 'Idempotency-Key', message: `already used to create API key ${id}` },
+        ]);
+      }
       return created({ ...toKey(doc), key });
     },
   ),

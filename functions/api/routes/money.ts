@@ -4,11 +4,13 @@ import { config } from '../../../shared/config';
 import { balances, type LedgerEntry } from '../../../shared/domain/ledger';
 import { can } from '../../../shared/domain/roles';
 import { badGateway, conflict, forbidden, notFound, unavailable } from '../../../shared/errors';
+import { deterministicId } from '../../../shared/ids';
 import { formatMinor } from '../../../shared/money';
 import { collections } from '../../../shared/names';
 import { PayoutProviderError, payoutProvider } from '../../adapters/payouts';
 import { transitionConversion } from '../../services/conversion-lifecycle';
 import { payoutsOfRun, runPayouts, toPayout } from '../../services/payout-runs';
+import { actorOf } from '../../services/principal';
 import { globalIndexDoc } from '../../services/tenancy';
 import { created, ok, orgRoute } from '../router';
 import { toAffiliate } from './affiliates';
@@ -68,8 +70,18 @@ export const moneyRoutes = [
     },
   ),
   orgRoute(
-    { method: 'POST', path: '/v1/orgs/:orgId/payout-runs', summary: 'Pay every affiliate who is due (dryRun: only show what would be paid)', tag: 'Money', permission: 'payouts:write', body: z.object({ dryRun: z.boolean().default(false) }).strict(), response: payoutRunResource, status: 201 },
-    async ({ scope, body }) => created(await runPayouts(scope, { dryRun: body.dryRun, trigger: 'manual' })),
+    {
+      method: 'POST', path: '/v1/orgs/:orgId/payout-runs', tag: 'Money', permission: 'payouts:write', body: z.object({ dryRun: z.boolean().default(false) }).strict(), response: payoutRunResource, status: 201, idempotent: true,
+      summary: 'Pay every affiliate who is due (dryRun: only show what would be paid). A retry with the same Idempotency-Key returns the same run, finishing it if it stopped halfway (409 while it is still running); a dry run creates nothing and ignores the key',
+    },
+    async ({ scope, body, principal, idempotencyKey }) => {
+      // The run id is derived from the key, scoped like createOnce's records (organisation, caller, key), so another
+      // caller's same key is another run. A retry lands on the same run: runPayouts returns it once completed, refuses
+      // it while the first attempt holds the lease, and otherwise finishes it, its payouts keeping their ids.
+      const actor = actorOf(principal);
+      const runId = idempotencyKey && !body.dryRun ? deterministicId('run', scope.orgId, `${actor.type}:${actor.id}`, idempotencyKey) : undefined;
+      return created(await runPayouts(scope, { dryRun: body.dryRun, trigger: 'manual', runId }));
+    },
   ),
   orgRoute(
     { method: 'GET', path: '/v1/orgs/:orgId/payout-runs', summary: 'Payout runs, newest first', tag: 'Money', permission: 'payouts:read', query: z.object({ limit: z.coerce.number().int().min(1).max(200).default(50), cursor: z.string().optional() }) },

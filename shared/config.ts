@@ -64,6 +64,16 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
 }
 
 /**
+ * Settings only some functions are given (infra/functions.ts): each function asks for its own when it starts,
+ * so a deploy without one fails at once instead of answering 500 on the first request that needs it.
+ */
+export function requireInProduction(keys: readonly (keyof Config)[], c: Config = config()): void {
+  if (c.ABP_ENV !== 'production') return;
+  const missing = keys.filter((k) => !c[k]);
+  if (missing.length) throw new Error(`Invalid configuration: production requires ${missing.join(', ')}`);
+}
+
+/**
  * Production requires the anon key, but not in parseConfig: only the API is given it (infra/cloud-functions.ts),
  * and requiring it there would stop every other function. The API asks for it when it starts
  * (functions/api/index.ts), so a deploy without it fails at once.

@@ -209,16 +209,26 @@ describe('the Supabase anon key', () => {
     assert.equal(supabaseAnonKey(), 'anon-key');
   });
 
-  it('stops the API from starting in production without it', () => {
-    const start = (env: Record<string, string>) =>
-      spawnSync(process.execPath, ['--import', 'tsx', '-e', "require('./functions/api/index.ts')"], {
+  it('stops the API from starting in production without it, and each function without the secrets it is given', () => {
+    const start = (module: string, env: Record<string, string>) =>
+      spawnSync(process.execPath, ['--import', 'tsx', '-e', `require('./functions/${module}.ts')`], {
         cwd: join(__dirname, '..'), env: { PATH: process.env.PATH!, METADATA_SERVER_DETECTION: 'none', GOOGLE_CLOUD_PROJECT: 'abp-test', ...env }, encoding: 'utf8', timeout: 60_000,
       });
-    const without = start(production);
+    const without = start('api/index', production);
     assert.notEqual(without.status, 0);
     assert.match(without.stderr, /production requires SUPABASE_ANON_KEY/);
-    const withKey = start({ ...production, SUPABASE_ANON_KEY: 'anon-key' });
-    assert.equal(withKey.status, 0, withKey.stderr);
+    // Manual payout runs and member invites would otherwise answer 500 on first use.
+    const anonOnly = start('api/index', { ...production, SUPABASE_ANON_KEY: 'anon-key' });
+    assert.notEqual(anonOnly.status, 0);
+    assert.match(anonOnly.stderr, /production requires STRIPE_SECRET_KEY, SUPABASE_SERVICE_ROLE_KEY/);
+    const withKeys = start('api/index', { ...production, SUPABASE_ANON_KEY: 'anon-key', STRIPE_SECRET_KEY: 'sk_test_x', SUPABASE_SERVICE_ROLE_KEY: 'service-role' });
+    assert.equal(withKeys.status, 0, withKeys.stderr);
+    for (const [module, key] of [['jobs/payouts', 'STRIPE_SECRET_KEY'], ['webhooks/stripe', 'STRIPE_WEBHOOK_SECRET']] as const) {
+      const missing = start(module, production);
+      assert.notEqual(missing.status, 0, module);
+      assert.match(missing.stderr, new RegExp(`production requires ${key}`), module);
+      assert.equal(start(module, { ...production, [key]: 'set' }).status, 0, module);
+    }
   });
 
   it('still lets functions that never verify tokens start in production without it', () => {

@@ -1,5 +1,5 @@
 import * as functions from '@google-cloud/functions-framework';
-import { config, supabaseAnonKey } from '../../shared/config';
+import { config, requireInProduction, supabaseAnonKey } from '../../shared/config';
 import { functionNames } from '../../shared/names';
 import { openApiDocument } from './openapi';
 import { publicRoute, Router, send, sendError, type Route } from './router';
@@ -23,7 +23,8 @@ export async function handleApi(req: functions.Request, res: functions.Response)
 }
 
 // The API is the one function that verifies tokens: without the anon key it fails its deploy (production
-// throws here), not the first sign-in.
+// throws here), not the first sign-in; likewise without what manual payout runs and member invites need.
 supabaseAnonKey();
+requireInProduction(['STRIPE_SECRET_KEY', 'SUPABASE_SERVICE_ROLE_KEY']);
 answerFrameworkErrors();
 functions.http(functionNames.api, handleApi);

@@ -1,5 +1,5 @@
 import * as functions from '@google-cloud/functions-framework';
-import { config } from '../../shared/config';
+import { config, requireInProduction } from '../../shared/config';
 import { functionNames } from '../../shared/names';
 import { parseStripeWebhook } from '../adapters/payouts/stripe-webhook';
 import { applyStripeEvent } from '../services/stripe-events';
@@ -23,5 +23,7 @@ export async function handleStripeWebhook(req: functions.Request, res: functions
   }
 }
 
+// Locally the webhook answers 503 until a secret is set; a production deploy without one fails here instead.
+requireInProduction(['STRIPE_WEBHOOK_SECRET']);
 answerFrameworkErrors();
 functions.http(functionNames.stripeWebhook, handleStripeWebhook);

@@ -124,6 +124,13 @@ describe('live stats dates', () => {
     const year = await s.call('GET', orgPath('/stats?from=2024-01-01&to=2024-12-31'), { auth: O.owner });
     assert.equal(year.status, 200, year.text);
   });
+
+  it('answers 400 to impossible dates and a reversed range in the conversion list too', async () => {
+    assertClientError(await s.call('GET', orgPath('/conversions?from=2024-13-45'), { auth: O.owner }), 400, 'from');
+    assertClientError(await s.call('GET', orgPath('/conversions?to=2024-02-30T10:00:00Z'), { auth: O.owner }), 400, 'to');
+    assertClientError(await s.call('GET', orgPath('/conversions?from=2024-02-02&to=2024-02-01T23:00Z'), { auth: O.owner }), 400, 'to');
+    assert.equal((await s.call('GET', orgPath('/conversions?from=2024-02-01T23:00Z&to=2024-02-01'), { auth: O.owner })).status, 200);
+  });
 });
 
 describe('Stripe onboarding refusals', () => {

@@ -228,6 +228,10 @@ describe('postback function', () => {
     );
     const list = await api(`/conversions?affiliateId=${org.affiliate}&status=pending`);
     assert.equal(list.body.items.filter((c: { txnId: string }) => c.txnId === 'order-1001').length, 1);
+    // From its own minute, written without seconds: still in (instants are compared as stored, to the millisecond).
+    const minute = `${(conv.createdAt as string).slice(0, 16)}Z`;
+    const fromMinute = await api(`/conversions?from=${minute}&to=${minute.slice(0, 10)}`);
+    assert.ok(fromMinute.body.items.some((c: { txnId: string }) => c.txnId === 'order-1001'), JSON.stringify(fromMinute.body));
     const report = await eventually(async () => {
       const r = await api(`/reports?from=${since()}&to=${today()}&groupBy=sub1`);
       const row = r.body?.rows?.find((x: { sub1: string }) => x.sub1 === 'buyer');

@@ -7,7 +7,18 @@ import { withoutRevenueFor } from '../redaction';
 import { ok, orgRoute } from '../router';
 
 /** Reading the pipeline's output back: clicks and conversions from Firestore (live, per organisation). */
-const isoDate = z.string().regex(/^\d{4}-\d{2}-\d{2}(T[\d:.]+Z)?$/, 'must be YYYY-MM-DD or an ISO UTC timestamp');
+const day = z.iso.date();
+const instant = z.union([z.iso.datetime(), z.iso.datetime({ precision: -1 })]);
+/**
+ * A real UTC day, or a UTC instant (seconds optional); an instant is normalised to the form createdAt is stored
+ * in, since they are compared as strings (17:05Z would otherwise sort after 17:05:55.000Z).
+ */
+const isoDate = z
+  .string()
+  .refine((v) => day.safeParse(v).success || instant.safeParse(v).success, 'must be a date YYYY-MM-DD or a UTC timestamp like 2026-11-24T17:05:00Z')
+  .transform((v) => (v.length === 10 ? v : new Date(v).toISOString()));
+/** The last instant a `to` covers: a date means the whole day. */
+const endOf = (to: string) => (to.length === 10 ? `${to}T23:59:59.999Z` : to);
 
 export const clickResource = z
   .object({
@@ -46,6 +57,8 @@ const conversionsQuery = listQuery.extend({
   affiliateId: z.string().optional(),
   from: isoDate.optional().describe('Inclusive, UTC'),
   to: isoDate.optional().describe('Inclusive, UTC; a date means the whole day'),
+}).superRefine((q, ctx) => {
+  if (q.from && q.to && q.from > endOf(q.to)) ctx.addIssue({ code: 'custom', path: ['to'], message: 'to must be on or after from' });
 });
 
 const statsQuery = z.object({
@@ -98,7 +111,7 @@ export const trackingRoutes = [
     async ({ scope, query }) => {
       const where: [string, '>=' | '<=', string][] = [];
       if (query.from) where.push(['createdAt', '>=', query.from]);
-      if (query.to) where.push(['createdAt', '<=', query.to.length === 10 ? `${query.to}T23:59:59.999Z` : query.to]);
+      if (query.to) where.push(['createdAt', '<=', endOf(query.to)]);
       const p = await scope.list<DocumentData>('conversions', { ...query, equals: { status: query.status, campaignId: query.campaignId, affiliateId: query.affiliateId }, where, newestFirstBy: 'createdAt' });
       return ok({ items: p.items.map((d) => withoutRevenueFor(scope, toConversion(d))), nextCursor: p.nextCursor });
     },

@@ -123,6 +123,11 @@ describe('tenant isolation, from the outside', () => {
       return r.body.totals.conversions === 1 ? r.body : undefined;
     }, 'affiliate report');
     assert.deepEqual(myReport.rows.map((r: { affiliate: string }) => r.affiliate), [A.affX]);
+    // The live counters too: the organisation has two clicks and two sales, the affiliate sees its own one of each.
+    const stats = (auth: string) => s.call('GET', `/v1/orgs/${A.orgId}/stats?from=${since()}&to=${today()}`, { auth });
+    await eventually(async () => ((await stats(A.owner)).body.totals.conversions === 2 ? true : undefined), 'both sales counted');
+    const myStats = (await stats(A.affUser)).body.totals;
+    assert.deepEqual([myStats.clicks, myStats.conversions], [1, 1]);
     const myAffiliates = await s.call('GET', `/v1/orgs/${A.orgId}/affiliates`, { auth: A.affUser });
     assert.deepEqual(myAffiliates.body.items.map((x: { id: string }) => x.id), [A.affX]);
     // It may create links for itself, never for another affiliate.

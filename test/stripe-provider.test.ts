@@ -141,7 +141,6 @@ describe('Stripe payout provider against the Stripe stand-in', () => {
     const req = transferRequest(destination);
     const sentBefore = transferPosts().length;
     const before = standIn.transfers.size;
-    const started = Date.now();
     const out = await provider.transfer(req);
 
     assert.equal(out.ok, true);
@@ -149,8 +148,6 @@ describe('Stripe payout provider against the Stripe stand-in', () => {
     assert.deepEqual(attempts.map((r) => r.status), [429, 200]);
     assert.deepEqual(attempts.map((r) => r.headers['idempotency-key']), [req.payoutId, req.payoutId]);
     assert.equal(standIn.transfers.size, before + 1);
-    // stripe-node's first retry waits max(0.5 s, jittered backoff) = 0.5 s; a longer wait of its own would show.
-    assert.ok(Date.now() - started < 5_000);
   });
 
   it('reports a plain 429 rate_limit as retryable (stripe-node does not retry it) and pays once on the next call', async () => {

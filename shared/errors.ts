@@ -53,6 +53,11 @@ export class ApiError extends Error {
   }
 }
 
+/** One detail per zod issue, naming the field (`prefix.path`) it is about. */
+export function zodDetails(error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] }, prefix = ''): ErrorDetail[] {
+  return error.issues.map((i) => ({ field: [prefix, ...i.path.map(String)].filter(Boolean).join('.') || '(body)', message: i.message }));
+}
+
 export const badRequest = (message: string, details: ErrorDetail[] = []) => new ApiError('bad_request', message, details);
 export const unauthorized = (message = 'A valid access token or API key is required') => new ApiError('unauthorized', message);
 export const forbidden = (message: string) => new ApiError('forbidden', message);

@@ -2,7 +2,7 @@ import type { Request, Response } from '@google-cloud/functions-framework';
 import { z } from 'zod';
 import type { Permission } from '../../shared/domain/roles';
 import { documentIdPattern } from '../../shared/domain/schemas';
-import { ApiError, badRequest, type ErrorDetail } from '../../shared/errors';
+import { ApiError, badRequest, zodDetails } from '../../shared/errors';
 import { authenticate } from '../services/authentication';
 import type { Principal } from '../services/principal';
 import { OrgScope } from '../services/tenancy';
@@ -83,9 +83,6 @@ function compile(path: string): { pattern: RegExp; paramNames: string[] } {
   return { pattern: new RegExp(`^${source}/?$`), paramNames };
 }
 
-export function zodDetails(error: z.ZodError, prefix = ''): ErrorDetail[] {
-  return error.issues.map((i) => ({ field: [prefix, ...i.path.map(String)].filter(Boolean).join('.') || '(body)', message: i.message }));
-}
 
 function parse<T>(schema: z.ZodType<T> | undefined, value: unknown, where: 'body' | 'query'): T {
   if (!schema) return undefined as T;

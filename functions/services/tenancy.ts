@@ -3,8 +3,10 @@ import { FieldPath, type CollectionReference, type DocumentData, type DocumentRe
 import { collections } from '../../shared/names';
 import { can, type Permission, type Role } from '../../shared/domain/roles';
 import { documentIdPattern } from '../../shared/domain/schemas';
-import { forbidden, notFound, badRequest } from '../../shared/errors';
+import { reportQuerySchema, type ReportRequest, type ReportResult } from '../../shared/analytics/report';
+import { forbidden, notFound, badRequest, zodDetails } from '../../shared/errors';
 import { newId } from '../../shared/ids';
+import { analyticsStore } from '../adapters/analytics';
 import { firestore } from '../adapters/firestore';
 import { actorOf, type Principal } from './principal';
 
@@ -99,6 +101,17 @@ export class OrgScope {
 
   collection(name: OrgCollection): CollectionReference {
     return this.orgRef.collection(name);
+  }
+
+  /**
+   * The organisation's report from the analytics store (BigQuery or DuckDB), narrowed like every read here: the
+   * query always carries this organisation's id, and for an affiliate user its own affiliates. The request is
+   * validated here (a 400 naming each field), so callers may hand it over as the client sent it.
+   */
+  async report(request: { [K in keyof ReportRequest]?: unknown }): Promise<ReportResult> {
+    const q = reportQuerySchema.safeParse({ ...request, orgId: this.orgId, affiliateIds: this.affiliateIds ? [...this.affiliateIds] : undefined });
+    if (!q.success) throw badRequest('The report query is invalid', zodDetails(q.error));
+    return analyticsStore().report(q.data);
   }
 
   /** True when the caller may see records of this affiliate. */

@@ -184,6 +184,9 @@ describe('access token claims', () => {
     ['the anon role', { role: 'anon' }],
     ['the service_role role', { role: 'service_role' }],
     ['an anonymous sign-in', { is_anonymous: true }],
+    // The user id keys memberships: one that is no document id (a path, reserved names) is no user of ours.
+    ['a user id with a slash', { sub: 'orgs/x' }],
+    ['a reserved user id', { sub: '__name__' }],
   ] as const) {
     it(`answers 401 to a token with ${what}`, async () => {
       const r = await s.call('GET', '/v1/orgs', { auth: tokenWith(claims) });

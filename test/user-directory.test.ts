@@ -155,6 +155,11 @@ describe('resolveUserIdByEmail with a service role key (Supabase Auth admin API)
     assert.deepEqual(calls, ['POST /auth/v1/invite -> 429']);
   });
 
+  it('refuses a user id from Supabase that cannot key a membership, as a bad gateway', async () => {
+    standIn.addUser('odd.id@example.com', { id: 'users/odd' });
+    await assert.rejects(resolveUserIdByEmail('odd.id@example.com'), (err: { code?: string }) => err.code === 'bad_gateway');
+  });
+
   it('surfaces an error when given the anon key instead of the service role key', async () => {
     // The gateway accepts the anon key as an apikey; GoTrue then refuses it as a bearer without an admin role.
     useEnv({ ABP_ENV: 'local', SUPABASE_URL: standIn.url, SUPABASE_SERVICE_ROLE_KEY: standIn.anonKey });

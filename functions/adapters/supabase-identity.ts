@@ -1,4 +1,6 @@
 import { AuthClient } from '@supabase/supabase-js';
+import { z } from 'zod';
+import { documentId } from '../../shared/domain/schemas';
 import { config, supabaseAnonKey } from '../../shared/config';
 
 export interface VerifiedUser {
@@ -56,8 +58,9 @@ export async function verifyAccessToken(token: string): Promise<VerifiedUser | u
   if (result.error || !claims) return undefined;
   const audiences = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
   if (claims.iss !== `${c.supabaseUrl}/auth/v1` || !audiences.includes(c.SUPABASE_JWT_AUDIENCE)) return undefined;
-  if (!isSignedInUser(claims)) return undefined;
-  const user: VerifiedUser = Object.freeze({ userId: claims.sub, email: claims.email.trim().toLowerCase() });
+  const signedIn = signedInUserClaims.safeParse(claims);
+  if (!signedIn.success) return undefined;
+  const user: VerifiedUser = Object.freeze({ userId: signedIn.data.sub, email: signedIn.data.email.toLowerCase() });
   const until = Math.min(now + verifiedFor, typeof claims.exp === 'number' ? claims.exp * 1000 : now);
   if (until > now && signedAsymmetrically(token)) {
     if (verified.size >= maxVerified) verified.delete(verified.keys().next().value!);
@@ -68,13 +71,12 @@ export async function verifyAccessToken(token: string): Promise<VerifiedUser | u
 
 /**
  * Supabase also signs tokens for anonymous sign-ins and for its own keys (anon, service_role): members are
- * keyed by user and invited by email, so only a signed-in user with an email may act.
+ * keyed by user and invited by email, so only a signed-in user with an email may act. The user id becomes a
+ * document id (memberships), so it must be one: Supabase's are UUIDs.
  */
-function isSignedInUser(claims: Record<string, unknown>): claims is { sub: string; email: string } {
-  if (typeof claims.sub !== 'string' || !claims.sub) return false;
-  if (typeof claims.email !== 'string' || !claims.email.trim()) return false;
-  return claims.role === 'authenticated' && claims.is_anonymous !== true;
-}
+const signedInUserClaims = z
+  .object({ sub: documentId, email: z.string().trim().min(1), role: z.literal('authenticated'), is_anonymous: z.boolean().optional() })
+  .refine((c) => c.is_anonymous !== true);
 
 function signedAsymmetrically(token: string): boolean {
   try {

@@ -5,7 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BigQuery } from '@google-cloud/bigquery';
 import { analyticsRow, type AnalyticsRow } from '../shared/analytics/schema';
-import { compileReport, quoteTable, reportQuerySchema, type ReportQuery, type ReportRow } from '../shared/analytics/report';
+import { compileReport, quoteTable, reportQuerySchema, type ReportQuery, type ReportRow, type ScopedReportQuery } from '../shared/analytics/report';
+
+/** The store's own tests stand in for OrgScope.reportQuery, which makes the only queries the port takes. */
+const scoped = (q: ReportQuery) => q as ScopedReportQuery;
 import { resetConfigForTests } from '../shared/config';
 import { DuckDbAnalyticsStore } from '../functions/adapters/analytics/duckdb';
 import { BigQueryAnalyticsStore, type BigQueryClient } from '../functions/adapters/analytics/bigquery';
@@ -79,7 +82,7 @@ const aTotals = metrics(5, 3, 1, 3, { USD: 1500, EUR: 2000 }, { USD: 400, EUR: 5
 describe('analytics on DuckDB', () => {
   let dir: string;
   let store: DuckDbAnalyticsStore;
-  const report = (q: Partial<ReportQuery> & { orgId: string }) => store.report({ ...range, groupBy: [], ...q });
+  const report = (q: Partial<ReportQuery> & { orgId: string }) => store.report(scoped({ ...range, groupBy: [], ...q }));
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'abp-analytics-'));
@@ -161,14 +164,14 @@ describe('analytics on DuckDB', () => {
     const byLink = await report({ orgId: A, from: '2024-03-01', to: '2024-03-01', groupBy: ['link'] });
     // L1: 30 min → repeat, 61 min → unique. L2: 00:10 after 23:50 the day before → repeat.
     assert.deepEqual(byLink.rows.map((r) => [r.link, r.clicks, r.uniqueClicks]), [['L1', 3, 2], ['L2', 1, 0]]);
-    const boundary = await store.report({ orgId: C, from: '2024-05-01', to: '2024-05-01', groupBy: [] });
+    const boundary = await store.report(scoped({ orgId: C, from: '2024-05-01', to: '2024-05-01', groupBy: [] }));
     assert.deepEqual(boundary.totals, metrics(6, 5, 0, 0));
     // Without the earlier click in the table, the 00:10 click is unique: the look-back is what decided.
     const dir2 = mkdtempSync(join(tmpdir(), 'abp-analytics-'));
     const alone = new DuckDbAnalyticsStore(join(dir2, 'analytics.duckdb'));
     try {
       await alone.insert(orgA.filter((r) => r.event_id === 'k6'));
-      assert.deepEqual((await alone.report({ orgId: A, ...range, groupBy: [] })).totals, metrics(1, 1, 0, 0));
+      assert.deepEqual((await alone.report(scoped({ orgId: A, ...range, groupBy: [] }))).totals, metrics(1, 1, 0, 0));
     } finally {
       await alone.close();
       rmSync(dir2, { recursive: true, force: true });
@@ -234,11 +237,11 @@ describe('analytics on DuckDB', () => {
     );
     await Promise.all([
       store.insert(extra.slice(0, 500)),
-      store.report({ orgId: A, ...range, groupBy: ['day'] }),
+      store.report(scoped({ orgId: A, ...range, groupBy: ['day'] })),
       store.insert(extra.slice(500)),
       store.insert(extra.slice(250, 750)),
     ]);
-    assert.deepEqual((await store.report({ orgId: 'org_load', from: '2024-06-01', to: '2024-06-01', groupBy: [] })).totals, metrics(1000, 1000, 0, 0));
+    assert.deepEqual((await store.report(scoped({ orgId: 'org_load', from: '2024-06-01', to: '2024-06-01', groupBy: [] }))).totals, metrics(1000, 1000, 0, 0));
   });
 });
 
@@ -327,7 +330,7 @@ describe('BigQuery adapter (fake client)', () => {
     const bq = new BigQueryAnalyticsStore({ projectId: 'my-project', dataset: 'abp_analytics', client });
     await bq.insert(orgA.slice(0, 2));
     assert.deepEqual(inserts, [{ rows: [{ insertId: 'k1', json: orgA[0] }, { insertId: 'k2', json: orgA[1] }], options: { raw: true } }]);
-    const r = await bq.report({ orgId: A, ...range, groupBy: ['day'], affiliateIds: [] });
+    const r = await bq.report(scoped({ orgId: A, ...range, groupBy: ['day'], affiliateIds: [] }));
     assert.deepEqual(r.rows, [{ day: '2024-03-01', ...metrics(4, 2, 1, 1, { USD: 1000 }, { USD: 300 }) }] satisfies ReportRow[]);
     assert.equal(queries.length, 1);
     assert.ok(queries[0]!.query.includes('`my-project.abp_analytics.tracking_events`'));

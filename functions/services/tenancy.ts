@@ -3,10 +3,9 @@ import { FieldPath, type CollectionReference, type DocumentData, type DocumentRe
 import { collections } from '../../shared/names';
 import { can, type Permission, type Role } from '../../shared/domain/roles';
 import { documentIdPattern } from '../../shared/domain/schemas';
-import { reportQuerySchema, type ReportRequest, type ReportResult } from '../../shared/analytics/report';
+import { reportQuerySchema, type ReportRequest, type ScopedReportQuery } from '../../shared/analytics/report';
 import { forbidden, notFound, badRequest, zodDetails } from '../../shared/errors';
 import { newId } from '../../shared/ids';
-import { analyticsStore } from '../adapters/analytics';
 import { firestore } from '../adapters/firestore';
 import { actorOf, type Principal } from './principal';
 
@@ -104,14 +103,14 @@ export class OrgScope {
   }
 
   /**
-   * The organisation's report from the analytics store (BigQuery or DuckDB), narrowed like every read here: the
-   * query always carries this organisation's id, and for an affiliate user its own affiliates. The request is
-   * validated here (a 400 naming each field), so callers may hand it over as the client sent it.
+   * A report query for this organisation's analytics, narrowed like every read here: it always carries this
+   * organisation's id, and for an affiliate user its own affiliates' ids; the analytics port takes no other. The
+   * request is validated here (a 400 naming each field), so callers may hand it over as the client sent it.
    */
-  async report(request: { [K in keyof ReportRequest]?: unknown }): Promise<ReportResult> {
+  reportQuery(request: { [K in keyof ReportRequest]?: unknown }): ScopedReportQuery {
     const q = reportQuerySchema.safeParse({ ...request, orgId: this.orgId, affiliateIds: this.affiliateIds ? [...this.affiliateIds] : undefined });
     if (!q.success) throw badRequest('The report query is invalid', zodDetails(q.error));
-    return analyticsStore().report(q.data);
+    return q.data as ScopedReportQuery;
   }
 
   /** True when the caller may see records of this affiliate. */

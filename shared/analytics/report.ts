@@ -89,6 +89,13 @@ export const reportRequestSchema = z.object(reportFields).superRefine(checkRange
 export const reportQuerySchema = z.object({ orgId: z.string().min(1, { error: 'orgId must not be empty' }), ...reportFields }).superRefine(checkRange);
 export type ReportRequest = z.input<typeof reportRequestSchema>;
 export type ReportQuery = z.output<typeof reportQuerySchema>;
+declare const scopeChecked: unique symbol;
+/**
+ * A report query narrowed to what its caller may see. Only OrgScope.reportQuery (functions/services/tenancy.ts)
+ * makes one, with the organisation's id and an affiliate user's ids in it, and the analytics port takes nothing
+ * else: no route can read another organisation's rows, or an affiliate user another affiliate's.
+ */
+export type ScopedReportQuery = ReportQuery & { readonly [scopeChecked]: true };
 
 export interface ReportMetrics {
   clicks: number;

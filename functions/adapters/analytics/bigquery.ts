@@ -1,6 +1,6 @@
 import type { AnalyticsRow } from '../../../shared/analytics/schema';
 import { analyticsRow } from '../../../shared/analytics/schema';
-import { compileEventLookup, compileReport, foldReport, type CompiledQuery, type ReportQuery, type ReportResult } from '../../../shared/analytics/report';
+import { compileEventLookup, compileReport, foldReport, type CompiledQuery, type ScopedReportQuery, type ReportResult } from '../../../shared/analytics/report';
 import { analyticsTables } from '../../../shared/names';
 import type { AnalyticsStore } from './port';
 
@@ -48,7 +48,7 @@ export class BigQueryAnalyticsStore implements AnalyticsStore {
     }
   }
 
-  async report(q: ReportQuery): Promise<ReportResult> {
+  async report(q: ScopedReportQuery): Promise<ReportResult> {
     return foldReport(q.groupBy, await this.query(compileReport(q, 'bigquery', this.table)));
   }
 

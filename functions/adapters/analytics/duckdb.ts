@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { DuckDBConnection, DuckDBInstance, DuckDBType, DuckDBValue } from '@duckdb/node-api';
 import { analyticsColumns, analyticsRow, type AnalyticsRow, type ColumnType } from '../../../shared/analytics/schema';
-import { compileEventLookup, compileReport, foldReport, toNumber, type CompiledQuery, type ReportQuery, type ReportResult } from '../../../shared/analytics/report';
+import { compileEventLookup, compileReport, foldReport, toNumber, type CompiledQuery, type ScopedReportQuery, type ReportResult } from '../../../shared/analytics/report';
 import { analyticsTables } from '../../../shared/names';
 import type { AnalyticsStore } from './port';
 
@@ -75,7 +75,7 @@ export class DuckDbAnalyticsStore implements AnalyticsStore {
     }
   }
 
-  async report(q: ReportQuery): Promise<ReportResult> {
+  async report(q: ScopedReportQuery): Promise<ReportResult> {
     const rows = await this.query(compileReport(q, 'duckdb', table));
     return foldReport(q.groupBy, rows);
   }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { reportDimensions, type ReportResult } from '../../../shared/analytics/report';
 import { formatMinor } from '../../../shared/money';
+import { analyticsStore } from '../../adapters/analytics';
 import { withoutRevenueFor } from '../redaction';
 import { ok, orgRoute, type Reply } from '../router';
 
@@ -38,7 +39,7 @@ export const reportRoutes = [
     { method: 'GET', path: '/v1/orgs/:orgId/reports', summary: 'Clicks, unique and bot clicks, conversions, revenue and payout, grouped; money per currency in minor units', tag: 'Reports', permission: 'reports:read', query: reportHttpQuery },
     async ({ scope, query }): Promise<Reply> => {
       const groupBy = query.groupBy ? query.groupBy.split(',').map((g) => g.trim()).filter(Boolean) : [];
-      const full = await scope.report({ from: query.from, to: query.to, groupBy, campaignId: query.campaignId });
+      const full = await analyticsStore().report(scope.reportQuery({ from: query.from, to: query.to, groupBy, campaignId: query.campaignId }));
       const result = { rows: full.rows.map((r) => withoutRevenueFor(scope, r)), totals: withoutRevenueFor(scope, full.totals) };
       if (query.format === 'csv') {
         return { status: 200, contentType: 'text/csv; charset=utf-8', body: reportCsv(result, groupBy), headers: { 'Content-Disposition': `attachment; filename="report-${query.from}-${query.to}.csv"` } };

@@ -91,6 +91,12 @@ describe('organisations', () => {
     const c2 = await s.call('POST', `/v1/orgs/${a.body.id}/campaigns`, { auth: token, body: campaignBody(), headers: { 'idempotency-key': 'c-1' } });
     assert.equal(c1.body.id, c2.body.id);
     assert.equal((await s.call('GET', `/v1/orgs/${a.body.id}/campaigns`, { auth: token })).body.items.length, 1);
+    // A key stands for its request: another request with it is refused, not answered with the first result.
+    const other = await s.call('POST', `/v1/orgs/${a.body.id}/campaigns`, { auth: token, body: campaignBody({ name: 'Another' }), headers: { 'idempotency-key': 'c-1' } });
+    assert.equal(other.status, 409, other.text);
+    assert.equal(other.body.error.details[0].field, 'Idempotency-Key');
+    assert.equal((await s.call('POST', '/v1/orgs', { auth: token, body: { ...body, name: 'Twice' }, headers: { 'idempotency-key': 'k-1' } })).status, 409);
+    assert.equal((await s.call('GET', '/v1/orgs', { auth: token })).body.items.length, 1);
     // A key is never cut short: two keys alike in their first 200 characters would otherwise be one.
     for (const bad of ['k'.repeat(201), 'two words']) {
       const r = await s.call('POST', `/v1/orgs/${a.body.id}/campaigns`, { auth: token, body: campaignBody({ name: 'Other' }), headers: { 'idempotency-key': bad } });
@@ -166,7 +172,7 @@ describe('API keys', () => {
     const first = await create(token);
     assert.equal(first.status, 201, first.text);
     const secret: string = first.body.key;
-    const retry = await create(token, 'ci again');
+    const retry = await create(token);
     assert.equal(retry.status, 409, retry.text);
     assert.equal(retry.body.error.code, 'conflict');
     assert.match(retry.body.error.message, new RegExp(`API key ${first.body.id} was already created.*revoke it \\(DELETE /v1/orgs/${orgId}/api-keys/${first.body.id}\\)`));

@@ -44,7 +44,7 @@ export function openApiDocument(routes: Route[], serverUrl: string): Record<stri
     if (r.idempotent) {
       parameters.push({
         name: 'Idempotency-Key', in: 'header', required: false, schema: schema(idempotencyKeyHeader, 'input'),
-        description: 'Send one with a create you may retry: a retry by the same caller with the same key creates nothing more and gets the first result, or a 409 naming it where that cannot be shown again (an API key, whose secret is shown once).',
+        description: 'Send one with a create you may retry: a retry by the same caller with the same key and the same request creates nothing more and gets the first result, or a 409 naming it where that cannot be shown again (an API key, whose secret is shown once). The same key with a different request is a 409.',
       });
     }
     const responses: Record<string, unknown> = {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Request, Response } from '@google-cloud/functions-framework';
 import { z } from 'zod';
 import type { Permission } from '../../shared/domain/roles';
@@ -5,7 +6,7 @@ import { documentIdPattern } from '../../shared/domain/schemas';
 import { ApiError, badRequest, zodDetails } from '../../shared/errors';
 import { authenticate } from '../services/authentication';
 import type { Principal } from '../services/principal';
-import { OrgScope } from '../services/tenancy';
+import { OrgScope, type Idempotency } from '../services/tenancy';
 
 /**
  * A small typed router. Each route declares its schemas and the permission it needs; the router validates,
@@ -27,7 +28,7 @@ interface BaseCtx<Q, B> {
   query: Q;
   body: B;
   /** The Idempotency-Key header, when the client sent one: creates with the same key return the first result. */
-  idempotencyKey: string | undefined;
+  idempotency: Idempotency | undefined;
 }
 export interface PublicCtx<Q, B> extends BaseCtx<Q, B> {
   principal: Principal | undefined;
@@ -134,24 +135,22 @@ function pathParam(name: string, raw: string): string {
 }
 
 function base<Q, B>(def: Def<Q, B>, req: Request, params: Record<string, string>): BaseCtx<Infer<Q>, Infer<B>> {
-  return {
-    req,
-    params,
-    query: parse(def.query as z.ZodType | undefined, req.query, 'query') as Infer<Q>,
-    body: parse(def.body as z.ZodType | undefined, req.body, 'body') as Infer<B>,
-    idempotencyKey: idempotencyKeyOf(req),
-  };
+  const query = parse(def.query as z.ZodType | undefined, req.query, 'query') as Infer<Q>;
+  const body = parse(def.body as z.ZodType | undefined, req.body, 'body') as Infer<B>;
+  return { req, params, query, body, idempotency: idempotencyOf(req, body) };
 }
 
 /** What a client may send as Idempotency-Key: a retry must send exactly the same key, so none is cut short. */
 export const idempotencyKeyHeader = z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters').regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces');
 
-function idempotencyKeyOf(req: Request): string | undefined {
+function idempotencyOf(req: Request, body: unknown): Idempotency | undefined {
   const raw = header(req, 'idempotency-key');
   if (raw === undefined) return undefined;
   const r = idempotencyKeyHeader.safeParse(raw);
   if (!r.success) throw badRequest('The Idempotency-Key header is invalid', r.error.issues.map((i) => ({ field: 'Idempotency-Key', message: i.message })));
-  return r.data;
+  // The validated body: its keys come out in the schema's order, so the same request gives the same fingerprint.
+  const fingerprint = createHash('sha256').update(JSON.stringify([req.method, req.path, body ?? null])).digest('base64url');
+  return { key: r.data, fingerprint };
 }
 
 function header(req: Request, name: string): string | undefined {

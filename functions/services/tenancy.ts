@@ -4,7 +4,7 @@ import { collections } from '../../shared/names';
 import { can, type Permission, type Role } from '../../shared/domain/roles';
 import { documentIdPattern } from '../../shared/domain/schemas';
 import { reportQuerySchema, type ReportRequest, type ScopedReportQuery } from '../../shared/analytics/report';
-import { forbidden, notFound, badRequest, zodDetails } from '../../shared/errors';
+import { ApiError, forbidden, notFound, badRequest, zodDetails } from '../../shared/errors';
 import { newId } from '../../shared/ids';
 import { firestore } from '../adapters/firestore';
 import { actorOf, type Principal } from './principal';
@@ -208,22 +208,25 @@ export class OrgScope {
    */
   async createOnce<T extends DocumentData>(
     name: OrgCollection,
-    idempotencyKey: string | undefined,
+    idempotency: Idempotency | undefined,
     make: (tx: Transaction, audit: (entry: AuditInput) => void) => Promise<{ id: string; doc: T }>,
   ): Promise<{ created: boolean; doc: T }> {
-    const keyRef = idempotencyKey ? this.collection('idempotencyKeys').doc(this.idempotencyDocId(name, idempotencyKey)) : undefined;
+    const keyRef = idempotency ? this.collection('idempotencyKeys').doc(this.idempotencyDocId(name, idempotency.key)) : undefined;
     return this.transact(async (tx, audit) => {
       if (keyRef) {
         const seen = await tx.get(keyRef);
         if (seen.exists) {
           const previous = await tx.get(this.collection(name).doc(seen.get('id') as string));
           // The caller may have lost sight of what it made (an affiliate user unlinked since): make it anew.
-          if (previous.exists && this.visible(name, previous.id, previous.data()!)) return { created: false, doc: previous.data() as T };
+          if (previous.exists && this.visible(name, previous.id, previous.data()!)) {
+            assertSameRequest(seen.get('fingerprint'), idempotency!);
+            return { created: false, doc: previous.data() as T };
+          }
         }
       }
       const { id, doc } = await make(tx, audit);
       tx.create(this.collection(name).doc(id), doc);
-      if (keyRef) tx.set(keyRef, { id, collection: name, at: new Date().toISOString() });
+      if (keyRef) tx.set(keyRef, { id, collection: name, fingerprint: idempotency!.fingerprint, at: new Date().toISOString() });
       return { created: true, doc };
     });
   }
@@ -278,6 +281,7 @@ export async function createOrganisation(
   orgId: string,
   org: Record<string, unknown>,
   setup: (tx: Transaction, orgRef: DocumentReference) => void,
+  idempotency?: Idempotency,
 ): Promise<{ created: boolean; org: DocumentData }> {
   const db = firestore();
   const orgRef = db.doc(`${collections.orgs}/${orgId}`);
@@ -286,10 +290,11 @@ export async function createOrganisation(
     if (existing.exists) {
       // A retried create (same Idempotency-Key) by its creator gets the first result back.
       if (existing.get('createdBy') !== principal.userId) throw forbidden('That Idempotency-Key was used by someone else');
+      if (idempotency) assertSameRequest(existing.get('createdWith'), idempotency);
       return { created: false, org: existing.data()! };
     }
     const now = new Date().toISOString();
-    tx.create(orgRef, { ...org, createdBy: principal.userId });
+    tx.create(orgRef, { ...org, createdBy: principal.userId, ...(idempotency ? { createdWith: idempotency.fingerprint } : {}) });
     tx.create(orgRef.collection(collections.members).doc(principal.userId), {
       userId: principal.userId, email: principal.email, role: 'owner', orgId, createdAt: now, updatedAt: now,
     });
@@ -297,6 +302,23 @@ export async function createOrganisation(
     writeAuditRecord(tx, orgRef, principal, { action: 'org.create', target: { type: 'org', id: orgId }, changes: { name: org.name, type: org.type, plan: org.plan } });
     return { created: true, org: { ...org, createdBy: principal.userId } };
   });
+}
+
+/**
+ * A client's Idempotency-Key, with a fingerprint of the request it came with (method, path, validated body).
+ * The key stands for that request only: the same key with another request is refused (as Stripe does), where
+ * replaying the first result would answer "created" for something never made.
+ */
+export interface Idempotency {
+  key: string;
+  fingerprint: string;
+}
+
+/** Records made before fingerprints were kept have none: those replay as they always did. */
+function assertSameRequest(recorded: unknown, idempotency: Idempotency): void {
+  if (typeof recorded === 'string' && recorded !== idempotency.fingerprint) {
+    throw new ApiError('conflict', 'This Idempotency-Key was already used with a different request; send a new key for a new request', [{ field: 'Idempotency-Key', message: 'was used with a different request' }]);
+  }
 }
 
 /** The organisations a caller belongs to: a user's memberships, or an API key's one organisation. */

@@ -41,8 +41,8 @@ export const affiliateRoutes = [
   ),
   orgRoute(
     { method: 'POST', path: '/v1/orgs/:orgId/affiliates', summary: 'Add an affiliate', tag: 'Affiliates', permission: 'affiliates:write', body: createAffiliateBody, response: affiliateResource, status: 201, idempotent: true },
-    async ({ scope, body, idempotencyKey }) => {
-      const { doc } = await scope.createOnce('affiliates', idempotencyKey, async (tx, audit) => {
+    async ({ scope, body, idempotency }) => {
+      const { doc } = await scope.createOnce('affiliates', idempotency, async (tx, audit) => {
         await assertReferences(tx, scope, body);
         const id = newId('aff');
         const now = new Date().toISOString();

@@ -25,10 +25,10 @@ export const apiKeyRoutes = [
       method: 'POST', path: '/v1/orgs/:orgId/api-keys', tag: 'API keys', permission: 'apiKeys:write', body: createApiKeyBody, response: createdApiKeyResource, status: 201, idempotent: true,
       summary: 'Create an API key; the key is shown only in this response. A retry with the same Idempotency-Key creates no second key: it answers 409 naming the key already created, whose secret cannot be shown again',
     },
-    async ({ scope, body, principal, idempotencyKey }) => {
+    async ({ scope, body, principal, idempotency }) => {
       if (!mayGrant(scope.role, body.role)) throw forbidden(`The ${scope.role} role may not create ${body.role} keys`);
       const key = newSecret(apiKeyPrefix);
-      const { created: made, doc } = await scope.createOnce('apiKeys', idempotencyKey, async (tx, audit) => {
+      const { created: made, doc } = await scope.createOnce('apiKeys', idempotency, async (tx, audit) => {
         const id = newId('key');
         const doc: DocumentData = { id, name: body.name, role: body.role, prefix: key.slice(0, apiKeyPrefix.length + 7), hash: hashSecret(key), createdAt: new Date().toISOString(), createdBy: actorOf(principal).id, revokedAt: null };
         tx.create(globalIndexDoc(collections.apiKeyIndex, doc.hash as string), { orgId: scope.orgId, keyId: id, role: body.role, name: body.name });

@@ -44,8 +44,8 @@ export const campaignRoutes = [
   ),
   orgRoute(
     { method: 'POST', path: '/v1/orgs/:orgId/campaigns', summary: 'Create a campaign', tag: 'Campaigns', permission: 'campaigns:write', body: createCampaignBody, response: campaignResource, status: 201, idempotent: true },
-    async ({ scope, body, idempotencyKey }) => {
-      const { doc } = await scope.createOnce('campaigns', idempotencyKey, async (tx, audit) => {
+    async ({ scope, body, idempotency }) => {
+      const { doc } = await scope.createOnce('campaigns', idempotency, async (tx, audit) => {
         if (body.status !== 'archived') await assertUnderPlanLimit(tx, scope);
         const id = newId('cmp');
         const now = new Date().toISOString();

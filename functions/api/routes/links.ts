@@ -23,9 +23,9 @@ export const linkRoutes = [
   ),
   orgRoute(
     { method: 'POST', path: '/v1/orgs/:orgId/links', summary: 'Create a tracking link for an affiliate on a campaign', tag: 'Links', permission: 'links:write', body: createLinkBody, response: linkResource, status: 201, idempotent: true },
-    async ({ scope, body, idempotencyKey }) => {
+    async ({ scope, body, idempotency }) => {
       scope.assertActsFor(body.affiliateId);
-      const { doc } = await scope.createOnce('links', idempotencyKey, async (tx, audit) => {
+      const { doc } = await scope.createOnce('links', idempotency, async (tx, audit) => {
         const [campaign, affiliate] = await tx.getAll(scope.collection('campaigns').doc(body.campaignId), scope.collection('affiliates').doc(body.affiliateId));
         const details: ErrorDetail[] = [];
         if (!campaign!.exists) details.push({ field: 'campaignId', message: 'no such campaign in this organisation' });

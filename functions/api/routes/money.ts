@@ -74,12 +74,13 @@ export const moneyRoutes = [
       method: 'POST', path: '/v1/orgs/:orgId/payout-runs', tag: 'Money', permission: 'payouts:write', body: z.object({ dryRun: z.boolean().default(false) }).strict(), response: payoutRunResource, status: 201, idempotent: true,
       summary: 'Pay every affiliate who is due (dryRun: only show what would be paid). A retry with the same Idempotency-Key returns the same run, finishing it if it stopped halfway (409 while it is still running); a dry run creates nothing and ignores the key',
     },
-    async ({ scope, body, principal, idempotencyKey }) => {
+    async ({ scope, body, principal, idempotency }) => {
       // The run id is derived from the key, scoped like createOnce's records (organisation, caller, key), so another
       // caller's same key is another run. A retry lands on the same run: runPayouts returns it once completed, refuses
       // it while the first attempt holds the lease, and otherwise finishes it, its payouts keeping their ids.
       const actor = actorOf(principal);
-      const runId = idempotencyKey && !body.dryRun ? deterministicId('run', scope.orgId, `${actor.type}:${actor.id}`, idempotencyKey) : undefined;
+      // Its body is only dryRun, and dry runs ignore the key: no other request can come with the same key.
+      const runId = idempotency && !body.dryRun ? deterministicId('run', scope.orgId, `${actor.type}:${actor.id}`, idempotency.key) : undefined;
       return created(await runPayouts(scope, { dryRun: body.dryRun, trigger: 'manual', runId }));
     },
   ),

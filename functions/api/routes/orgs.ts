@@ -21,14 +21,14 @@ export const planLimits: Record<(typeof plans)[number], { activeCampaigns: numbe
 export const orgRoutes = [
   userRoute(
     { method: 'POST', path: '/v1/orgs', summary: 'Create an organisation; the caller becomes its owner', tag: 'Organisations', body: createOrgBody, response: orgResource, status: 201, idempotent: true },
-    async ({ principal, body, idempotencyKey }) => {
+    async ({ principal, body, idempotency }) => {
       if (principal.kind !== 'user') throw forbidden('Organisations are created by users, not API keys');
-      const id = idempotencyKey ? deterministicId('org', principal.userId, idempotencyKey) : newId('org');
+      const id = idempotency ? deterministicId('org', principal.userId, idempotency.key) : newId('org');
       const now = new Date().toISOString();
       const result = await createOrganisation(principal, id, { id, ...body, fallbackUrl: null, createdAt: now, updatedAt: now }, (tx, ref) => {
         issueTrackingToken(tx, ref, id, 'postback');
         issueTrackingToken(tx, ref, id, 'pixel');
-      });
+      }, idempotency);
       return created(toOrg(result.org));
     },
   ),

@@ -79,7 +79,7 @@ describe('Stripe event objects', () => {
     const created = Math.floor(Date.now() / 1000);
     const r = await deliver({ id: 'evt_bank_payout_paid', type: 'payout.paid', account, created, data: { object: bankPayout() } });
     assert.deepEqual([r.status, r.body.outcome], [200, 'applied']);
-    assert.deepEqual((await affiliateDoc(org)).lastBankPayout, { status: 'paid', amount: 1100, currency: 'USD', failureCode: null, at: new Date(created * 1000).toISOString() });
+    assert.deepEqual((await affiliateDoc(org)).lastBankPayout, { id: bankPayout().id, status: 'paid', amount: 1100, currency: 'USD', failureCode: null, at: new Date(created * 1000).toISOString() });
   });
 
   it('ignores malformed payout and transfer.reversed objects as ignored_malformed without changing anything', async () => {
@@ -100,6 +100,9 @@ describe('Stripe event objects', () => {
     assert.equal((await affiliateDoc(org)).lastBankPayout, undefined);
     // A transfer that is not one of ours (no metadata of ours) stays a plain ignore, as does an unhandled type.
     assert.equal((await deliver({ id: 'evt_rev_foreign', type: 'transfer.reversed', data: { object: { id: 'tr_y', object: 'transfer', amount: 500, amount_reversed: 500, metadata: {} } } })).body.outcome, 'ignored');
+    // Nor ids we could have sent: they would be Firestore paths (a 500, retried by Stripe for days).
+    const pathy = await deliver({ id: 'evt_rev_pathy', type: 'transfer.reversed', data: { object: { id: 'tr_z', object: 'transfer', amount: 500, amount_reversed: 500, metadata: { orgId: `${org.id}/payouts/x`, payoutId: 'po/x' } } } });
+    assert.deepEqual([pathy.status, pathy.body.outcome], [200, 'ignored']);
     assert.equal((await deliver({ id: 'evt_unhandled', type: 'charge.succeeded', data: { object: {} } })).body.outcome, 'ignored');
   });
 });

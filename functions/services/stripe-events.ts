@@ -1,3 +1,4 @@
+import { documentIdPattern } from '../../shared/domain/schemas';
 import { deterministicId } from '../../shared/ids';
 import { collections } from '../../shared/names';
 import { stripeObjectSchemas, type StripeObject, type StripeObjectType, type StripeWebhookEvent } from '../adapters/payouts/stripe-webhook';
@@ -55,7 +56,7 @@ export async function applyStripeEvent(event: StripeWebhookEvent): Promise<Strip
       if (!index.exists) return 'ignored';
       const scope = OrgScope.system(index.get('orgId') as string, 'stripe-webhook');
       tx.update(scope.collection('affiliates').doc(index.get('affiliateId') as string), {
-        lastBankPayout: { status: event.type === 'payout.paid' ? 'paid' : 'failed', amount: object.amount, currency: object.currency, failureCode: object.failure_code ?? null, at: new Date(event.created * 1000).toISOString() },
+        lastBankPayout: { id: object.id, status: event.type === 'payout.paid' ? 'paid' : 'failed', amount: object.amount, currency: object.currency, failureCode: object.failure_code ?? null, at: new Date(event.created * 1000).toISOString() },
       });
       return 'applied';
     });
@@ -96,8 +97,8 @@ async function applyTransferReversal(
 ): Promise<'applied' | 'duplicate' | 'ignored'> {
   const metadata = transfer.metadata ?? {};
   const { amount, amount_reversed: reversed } = transfer;
-  // A transfer we did not make carries none of our metadata.
-  if (!metadata.orgId || !metadata.payoutId) return markSeen(seenRef, event.type, 'ignored');
+  // A transfer we did not make carries none of our metadata (nor ids that could be ours: they become paths).
+  if (!metadata.orgId || !metadata.payoutId || !documentIdPattern.test(metadata.orgId) || !documentIdPattern.test(metadata.payoutId)) return markSeen(seenRef, event.type, 'ignored');
   const scope = OrgScope.system(metadata.orgId, 'stripe-webhook');
   const payoutRef = scope.collection('payouts').doc(metadata.payoutId);
   // Found outside the transaction (a query inside one locks far more); each is read again inside it.

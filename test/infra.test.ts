@@ -240,7 +240,18 @@ describe('functions', () => {
     assert.equal(at(click, 'service_config', 'environment_variables', 'XFF_TRUSTED_HOPS'), '1');
     // One vCPU: V8's parallel GC helpers would only take turns with the thread serving clicks.
     assert.equal(at(click, 'service_config', 'available_cpu'), '1');
-    assert.equal(at(click, 'service_config', 'environment_variables', 'NODE_OPTIONS'), '--single-threaded-gc');
+    assert.equal(at(click, 'service_config', 'environment_variables', 'NODE_OPTIONS'), '--v8-pool-size=1');
+  });
+
+  it('gives every function NODE_OPTIONS that node starts with (a flag it does not take stops every instance)', () => {
+    const fns = Object.values(resources(plain, 'google_cloudfunctions2_function'));
+    assert.ok(fns.length >= 9);
+    for (const fn of fns) {
+      const options = at(fn, 'service_config', 'environment_variables', 'NODE_OPTIONS');
+      if (options === undefined) continue;
+      const run = spawnSync(process.execPath, ['-e', '0'], { env: { PATH: process.env.PATH!, NODE_OPTIONS: String(options) }, encoding: 'utf8' });
+      assert.equal(run.status, 0, `NODE_OPTIONS=${String(options)}: ${run.stderr}`);
+    }
   });
 
   it('HTTP functions are public or scheduler-only; workers are pushed to by Pub/Sub with OIDC', () => {

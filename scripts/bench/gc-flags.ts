@@ -47,7 +47,9 @@ process.on('disconnect', () => process.exit(0));
 `;
 
 async function startServer(nodeFlags: readonly string[], core: number): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn('taskset', ['--cpu-list', String(core), process.execPath, ...nodeFlags, '-e', serverSource], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], cwd: process.cwd() });
+  // Through NODE_OPTIONS, as infra/ gives them: a flag NODE_OPTIONS does not take stops the server here, as it would every function.
+  const env = { ...process.env, NODE_OPTIONS: [process.env.NODE_OPTIONS ?? '', ...nodeFlags].join(' ').trim() };
+  const child = spawn('taskset', ['--cpu-list', String(core), process.execPath, '-e', serverSource], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], cwd: process.cwd(), env });
   const port = await new Promise<number>((resolve, reject) => {
     child.once('message', (m: { port: number }) => resolve(m.port));
     child.once('exit', (code) => reject(new Error(`the server exited (code ${code}) before listening`)));

@@ -34,10 +34,12 @@ export async function startHitServer(
   // ABP_BENCH_HIT_NODE_ARGS, added to the child only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile
   // the function under test (NODE_OPTIONS does not take --cpu-prof); `nodeArgs` replaces the latter.
   const extra = opts.nodeArgs ?? (process.env.ABP_BENCH_HIT_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-  const node = [process.execPath, ...oneVcpuNodeOptions, ...extra, '--import', pathToFileURL(require.resolve('tsx')).href, join(__dirname, 'hit-server.ts')];
+  const node = [process.execPath, ...extra, '--import', pathToFileURL(require.resolve('tsx')).href, join(__dirname, 'hit-server.ts')];
   const [command, ...args] = opts.cores ? ['taskset', '--cpu-list', formatCpuList(opts.cores), ...node] : node;
   // The child's stdout goes to our stderr: what it logs must not end up in the printed report.
-  const child: ChildProcess = spawn(command!, args, { cwd: repoRoot, env: { ...process.env }, stdio: ['ignore', 2, 2, 'ipc'] });
+  // The production flags go in NODE_OPTIONS, as infra/ sets them, so one it does not take fails here too.
+  const env = { ...process.env, NODE_OPTIONS: [process.env.NODE_OPTIONS ?? '', ...oneVcpuNodeOptions].join(' ').trim() };
+  const child: ChildProcess = spawn(command!, args, { cwd: repoRoot, env, stdio: ['ignore', 2, 2, 'ipc'] });
   /** How it ended, once it has: an exit code, a signal or a spawn error. */
   let ended: string | undefined;
   const exited = new Promise<void>((resolve) => {

@@ -47,6 +47,43 @@ const crashingFor = (affiliate: string): PayoutProvider => ({
   },
 });
 
+/** A provider whose transfer reaches Stripe and is made, but whose answer is lost on the way back (indeterminate). */
+const answerLostFor = (affiliate: string): PayoutProvider => ({
+  ...stripeProvider, transfer: async (req) => {
+    const out = await stripeProvider.transfer(req);
+    if (req.metadata.affiliateId !== affiliate) return out;
+    return { ok: false, reason: 'indeterminate', message: 'socket hang up after Stripe made the transfer', retryable: true };
+  },
+});
+/** What the affiliate holds at Stripe: what was transferred, less what Stripe reversed. */
+const received = (org: Org, affiliate: string) => transfersTo(org, affiliate).reduce((sum, t) => sum + (t.amount as number) - (t.amount_reversed as number), 0);
+const rateLimit = { status: 429, body: { error: { type: 'invalid_request_error', code: 'rate_limit', message: 'Too many requests hit the API too quickly.' } } };
+const rotatedKey = { status: 401, body: { error: { type: 'invalid_request_error', message: 'Invalid API Key provided: sk_test_****old' } } };
+
+const stripeLib = new Stripe('sk_test_unused');
+/** Posts a signed Stripe event to the webhook; answers its outcome (any status but 200 fails the test). */
+const deliver = async (event: Row) => {
+  const payload = JSON.stringify({ object: 'event', created: Math.floor(Date.now() / 1000), ...event });
+  const r = await fetch(`${s.baseUrl}/webhooks/stripe`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': stripeLib.webhooks.generateTestHeaderString({ payload, secret: webhookSecret }) }, body: payload });
+  assert.equal(r.status, 200);
+  return ((await r.json()) as { outcome: string }).outcome;
+};
+const reversal = (id: string, payout: Row, orgId: string, reversed: number, transferId = payout.transferId) =>
+  deliver({ id, type: 'transfer.reversed', data: { object: { id: transferId, object: 'transfer', amount: payout.amount, amount_reversed: reversed, reversed: reversed === payout.amount, metadata: { orgId, payoutId: payout.id } } } });
+
+/** Reverses a transfer at the stand-in to a running total, as Stripe does, and delivers its transfer.reversed. */
+const reverseAtStripe = (eventId: string, transferId: string, total: number) => {
+  const transfer = stripe.transfers.get(transferId)!;
+  Object.assign(transfer, { amount_reversed: total, reversed: total === transfer.amount });
+  return deliver({ id: eventId, type: 'transfer.reversed', data: { object: { ...transfer } } });
+};
+/** The only transfer made to an affiliate. */
+const onlyTransfer = (org: Org, affiliate: string) => {
+  const all = transfersTo(org, affiliate);
+  assert.equal(all.length, 1, 'exactly one transfer');
+  return all[0]!;
+};
+
 before(async () => {
   money = await startMoneyStack();
   ({ s, stripe, stripeProvider, setProvider } = money);
@@ -192,6 +229,72 @@ describe('recovery of a run that died', () => {
   });
 });
 
+describe('a transfer whose answer was lost', () => {
+  it('keeps the claim when the resend is rate limited (429 is never replayed), and pays once on the next run', async () => {
+    const org = await setupOrg('lost-429@example.com');
+    await approved(org, 'l4-1');
+    await onboard(org);
+    setProvider(crashingFor(org.affiliate));
+    await assert.rejects(runPayouts(system(org.id), { trigger: 'manual' }), /process killed/);
+    const [sent] = await payoutsOf(org, org.affiliate);
+    assert.deepEqual([sent!.status, transfersTo(org, org.affiliate).length], ['claimed', 1]);
+
+    setProvider(stripeProvider);
+    stripe.failNext('/v1/transfers', rateLimit);
+    await runPayouts(system(org.id), { trigger: 'manual' });
+    assert.equal(onlyTransfer(org, org.affiliate).amount, 500);
+    const kept = (await system(org.id).collection('payouts').doc(sent!.id as string).get()).data()!;
+    assert.deepEqual([kept.status, kept.reason], ['claimed', 'rate_limited'], 'the claim is kept for the same key');
+
+    await runPayouts(system(org.id), { trigger: 'manual' });
+    const transfer = onlyTransfer(org, org.affiliate);
+    assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => [p.id, p.status, p.transferId]), [[sent!.id, 'paid', transfer.id]]);
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 500, available: 0 });
+  });
+
+  for (const [reason, refusal] of [
+    ['auth_failed', rotatedKey],
+    ['idempotency_conflict', { status: 400, body: { error: { type: 'idempotency_error', message: 'Keys for idempotent requests can only be used with the same parameters they were first used with.' } } }],
+    ['stripe_error', { status: 400, body: { error: { type: 'invalid_request_error', message: 'Something Stripe refused before executing.' } } }],
+  ] as const) {
+    it(`settles as paid a payout whose earlier answer was lost when its resend is refused (${reason}), finding the transfer`, async () => {
+      const org = await setupOrg(`lost-${reason}@example.com`);
+      const conversion = await approved(org, `lr-${reason}`);
+      await onboard(org);
+      setProvider(answerLostFor(org.affiliate));
+      const first = await runPayouts(system(org.id), { trigger: 'manual' });
+      assert.deepEqual(first.payouts.map((p) => [p.status, p.reason]), [['claimed', 'indeterminate']]);
+
+      setProvider(stripeProvider);
+      // Not stored under the key: in front of the idempotency layer, or refused before the endpoint executed.
+      stripe.failNext('/v1/transfers', refusal, 1, { stored: false });
+      await runPayouts(system(org.id), { trigger: 'manual' });
+      const transfer = onlyTransfer(org, org.affiliate);
+      assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => [p.id, p.status, p.transferId]), [[first.payouts[0]!.id, 'paid', transfer.id]]);
+      assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 500, available: 0 });
+      assert.equal(await conversionStatus(org, conversion), 'paid');
+      await runPayouts(system(org.id), { trigger: 'manual' });
+      assert.equal(onlyTransfer(org, org.affiliate).id, transfer.id, 'nothing is sent again');
+    });
+  }
+
+  it('keeps the claim when the resend is refused and the transfer cannot be looked up either', async () => {
+    const org = await setupOrg('lost-lookup@example.com');
+    await approved(org, 'll-1');
+    await onboard(org);
+    setProvider(answerLostFor(org.affiliate));
+    const [payout] = (await runPayouts(system(org.id), { trigger: 'manual' })).payouts;
+    setProvider(stripeProvider);
+    stripe.failNext('/v1/transfers', rotatedKey, 2); // the resend and the lookup
+    await runPayouts(system(org.id), { trigger: 'manual' });
+    assert.equal(transfersTo(org, org.affiliate).length, 1);
+    assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => [p.status, p.reason]), [['claimed', 'auth_failed']]);
+    await runPayouts(system(org.id), { trigger: 'manual' });
+    assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => [p.id, p.status, p.transferId]), [[payout!.id, 'paid', onlyTransfer(org, org.affiliate).id]]);
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 500, available: 0 });
+  });
+});
+
 describe('minimum payout', () => {
   it('holds back only the payout currency below the minimum, and pays other currencies', async () => {
     const org = await setupOrg('minimum@example.com', { minimumPayout: 5000 });
@@ -204,19 +307,38 @@ describe('minimum payout', () => {
     assert.deepEqual(r.payouts.map((p) => [p.currency, p.amount, p.status]), [['EUR', 500, 'paid']]);
     assert.equal((await balance(org)).available, 500, 'USD stays below its minimum of 5000');
   });
+
+  it('cancels a payout whose claim ends below the minimum because an entry was reversed after planning', async () => {
+    const org = await setupOrg('minimum-claim@example.com', { minimumPayout: 1000 });
+    const [first, second] = [await approved(org, 'mc-1'), await approved(org, 'mc-2')];
+    await onboard(org);
+    // The run reads the affiliates right after planning from the approved entries, and claims after that.
+    const { firestore } = await import('../functions/adapters/firestore');
+    const db = firestore();
+    const getAll = db.getAll.bind(db);
+    let reversed = false;
+    db.getAll = async (...args: Parameters<typeof db.getAll>) => {
+      if (!reversed && args.some((a) => a instanceof Object && 'path' in a && String(a.path).includes('/affiliates/'))) {
+        reversed = true;
+        assert.equal((await patch(org, second, { status: 'reversed', reason: 'chargeback' })).status, 200);
+      }
+      return getAll(...args);
+    };
+    let r;
+    try {
+      r = await runPayouts(system(org.id), { trigger: 'manual' });
+    } finally {
+      db.getAll = getAll;
+    }
+    assert.ok(reversed, 'the reversal came between planning and claiming');
+    assert.deepEqual(r.payouts.map((p) => [p.amount, p.status, p.reason]), [[500, 'cancelled', 'below_minimum']]);
+    assert.equal(transfersTo(org, org.affiliate).length, 0, '500 is below the minimum of 1000: nothing is sent');
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 500, paid: 0, available: 500 });
+    assert.equal(await conversionStatus(org, first), 'approved');
+  });
 });
 
 describe('Stripe events', () => {
-  const stripeLib = new Stripe('sk_test_unused');
-  const deliver = async (event: Row) => {
-    const payload = JSON.stringify({ object: 'event', created: Math.floor(Date.now() / 1000), ...event });
-    const r = await fetch(`${s.baseUrl}/webhooks/stripe`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': stripeLib.webhooks.generateTestHeaderString({ payload, secret: webhookSecret }) }, body: payload });
-    assert.equal(r.status, 200);
-    return ((await r.json()) as { outcome: string }).outcome;
-  };
-  const reversal = (id: string, payout: Row, orgId: string, reversed: number, transferId = payout.transferId) =>
-    deliver({ id, type: 'transfer.reversed', data: { object: { id: transferId, object: 'transfer', amount: payout.amount, amount_reversed: reversed, reversed: reversed === payout.amount, metadata: { orgId, payoutId: payout.id } } } });
-
   it('returns a partial reversal as a credit once, then the rest when the transfer is reversed in full', async () => {
     const org = await setupOrg('partial-reversal@example.com');
     const conversions = [await approved(org, 'pr-1'), await approved(org, 'pr-2')];
@@ -227,14 +349,15 @@ describe('Stripe events', () => {
     assert.equal((await balance(org)).available, 0);
 
     assert.equal(await reversal('evt_pr_1', payout as unknown as Row, org.id, 400), 'applied');
-    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 400, paid: 1000, available: 400 });
+    // The 400 Stripe took back leaves `paid` (the affiliate kept 600) and waits in the balance to be paid again.
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 400, paid: 600, available: 400 });
     // Stripe may deliver the same state again under another event id.
     assert.equal(await reversal('evt_pr_1_again', payout as unknown as Row, org.id, 400), 'ignored');
     assert.equal((await balance(org)).available, 400);
     assert.equal((await payoutsOf(org, org.affiliate))[0]!.status, 'paid');
 
     assert.equal(await reversal('evt_pr_full', payout as unknown as Row, org.id, 1000), 'applied');
-    assert.equal((await balance(org)).available, 1000);
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 1000, paid: 0, available: 1000 }, 'nothing of the payout was kept');
     assert.equal((await payoutsOf(org, org.affiliate))[0]!.status, 'reversed');
     for (const c of conversions) assert.equal(await conversionStatus(org, c), 'paid', 'the conversions were paid; the credits carry the returned money');
   });
@@ -248,6 +371,65 @@ describe('Stripe events', () => {
     assert.equal(await reversal('evt_fr_1', payout as unknown as Row, org.id, 500), 'applied');
     assert.equal(await conversionStatus(org, conversion), 'reversed');
     assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 0, available: 0 }, 'the returned commission nets off its clawback');
+  });
+
+  it('counts as paid only what the affiliate kept after a partial reversal, once the returned money is paid again', async () => {
+    const org = await setupOrg('reversal-paid@example.com');
+    await approved(org, 'rpd-1');
+    await approved(org, 'rpd-2');
+    await onboard(org);
+    await runPayouts(system(org.id), { trigger: 'manual' });
+    assert.equal(await reverseAtStripe('evt_rpd_1', onlyTransfer(org, org.affiliate).id as string, 400), 'applied');
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 400, paid: 600, available: 400 });
+    await runPayouts(system(org.id), { trigger: 'manual' });
+    assert.equal(received(org, org.affiliate), 1000);
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 1000, available: 0 }, 'paid is what the affiliate received');
+  });
+
+  it('applies a reversal that arrives before a crashed run recorded its transfer, when the next run settles it', async () => {
+    const org = await setupOrg('reversal-early@example.com');
+    await approved(org, 're-1');
+    await approved(org, 're-2');
+    await onboard(org);
+    setProvider(crashingFor(org.affiliate));
+    await assert.rejects(runPayouts(system(org.id), { trigger: 'manual' }), /process killed/);
+    const [payout] = await payoutsOf(org, org.affiliate);
+    assert.deepEqual([payout!.status, payout!.transferId], ['claimed', null]);
+    const transfer = onlyTransfer(org, org.affiliate);
+    assert.equal(await reverseAtStripe('evt_re_1', transfer.id as string, 400), 'parked', 'the transfer is ours: kept for when the payout is settled');
+    assert.equal(await reverseAtStripe('evt_re_1', transfer.id as string, 400), 'duplicate');
+    assert.equal(await reverseAtStripe('evt_re_1_again', transfer.id as string, 400), 'ignored', 'the same total under another event id adds nothing');
+
+    setProvider(stripeProvider);
+    await runPayouts(system(org.id), { trigger: 'manual' });
+    const settled = (await system(org.id).collection('payouts').doc(payout!.id as string).get()).data()!;
+    assert.deepEqual([settled.status, settled.transferId, settled.amountReversed], ['paid', transfer.id, 400]);
+    await runPayouts(system(org.id), { trigger: 'manual' });
+    assert.equal(received(org, org.affiliate), 1000, 'the reversed 400 was paid again');
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 1000, available: 0 });
+  });
+
+  it('applies a full reversal delivered between Stripe\'s answer and the run recording it', async () => {
+    const org = await setupOrg('reversal-midway@example.com');
+    const conversion = await approved(org, 'rw-1');
+    await onboard(org);
+    const outcomes: string[] = [];
+    setProvider({ ...stripeProvider, transfer: async (req) => {
+      const out = await stripeProvider.transfer(req);
+      assert.ok(out.ok);
+      outcomes.push(await reverseAtStripe('evt_rw_1', out.transferId, 500));
+      return out;
+    } });
+    const [payout] = (await runPayouts(system(org.id), { trigger: 'manual' })).payouts;
+    assert.deepEqual(outcomes, ['parked']);
+    const settled = (await system(org.id).collection('payouts').doc(payout!.id).get()).data()!;
+    assert.deepEqual([settled.status, settled.reason], ['reversed', 'transfer_reversed']);
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 500, paid: 0, available: 500 }, 'the money is back in the balance');
+    assert.equal(await conversionStatus(org, conversion), 'approved');
+    setProvider(stripeProvider);
+    await runPayouts(system(org.id), { trigger: 'manual' });
+    assert.equal(received(org, org.affiliate), 500);
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 500, available: 0 });
   });
 
   it('ignores an account.updated older than the one already applied', async () => {

@@ -4,7 +4,8 @@ import { planPayouts, type LedgerEntry } from '../../shared/domain/ledger';
 import { conflict } from '../../shared/errors';
 import { deterministicId, newId } from '../../shared/ids';
 import { firestore } from '../adapters/firestore';
-import { payoutProvider, type TransferOutcome } from '../adapters/payouts';
+import { PayoutProviderError, payoutProvider, type TransferOutcome } from '../adapters/payouts';
+import { applyParkedReversals } from './ledger-reversals';
 import type { OrgScope } from './tenancy';
 
 /**
@@ -16,6 +17,10 @@ import type { OrgScope } from './tenancy';
  *     entries are claimed in transactions that only move entries still `approved` and unclaimed.
  *  4. Each claimed payout is transferred; a crash after Stripe accepted it and before we recorded it is
  *     harmless, because the retry sends the same idempotency key and Stripe answers with the same transfer.
+ *     A failure that may be retried (an answer lost, a 429) keeps the claim for the next run; a payout an
+ *     earlier run may have sent is looked up at Stripe before any refusal of its resend releases its money.
+ *  5. Reversals Stripe reported before their payouts were settled are applied once they are (ledger-reversals.ts).
+ *  6. A claim that ends below the affiliate's minimum (entries reversed since planning) is cancelled, not sent.
  */
 const leaseMs = 15 * 60_000;
 const claimChunk = 400; // entries per claim transaction: small enough to retry cheaply when one meets another
@@ -165,39 +170,81 @@ async function earlierTransfer(payout: DocumentData): Promise<TransferOutcome | 
   return found && { ok: true, transferId: found.transferId, simulated: payoutProvider().kind === 'dry-run' };
 }
 
-/** Sends a claimed payout to the provider and records the outcome. */
-async function settle(scope: OrgScope, payout: DocumentData, knownAffiliate?: DocumentData, claimed?: ClaimedEntry[]): Promise<void> {
+/**
+ * The transfer of a payout that may have been sent before, looked up after Stripe refused its resend. A refusal
+ * says nothing about an earlier attempt when it comes from in front of Stripe's idempotency layer (429, 401 after
+ * a key rotation) or before the endpoint executed (validation, a request conflicting with another): Stripe
+ * stores a result under the key only once the endpoint began executing, so such an answer is never the replay
+ * of the earlier success. undefined: not found; 'unknown': the lookup failed too.
+ */
+async function transferSentEarlier(payout: DocumentData): Promise<{ transferId: string } | undefined | 'unknown'> {
+  try {
+    return await payoutProvider().findTransfer({ payoutId: payout.id as string, transferGroup: payout.runId as string });
+  } catch (err) {
+    if (err instanceof PayoutProviderError) return 'unknown';
+    throw err;
+  }
+}
+
+/**
+ * Sends a claimed payout to the provider and records the outcome. `maybeSent`: an earlier run may have sent it
+ * already (it was left `claimed`: the run died after sending, or Stripe's answer was lost or rate limited).
+ */
+async function settle(scope: OrgScope, payout: DocumentData, opts: { affiliate?: DocumentData | undefined; claimed?: ClaimedEntry[]; maybeSent: boolean }): Promise<void> {
   const ref = scope.collection('payouts').doc(payout.id as string);
-  const affiliate = knownAffiliate ?? (await scope.collection('affiliates').doc(payout.affiliateId as string).get()).data();
+  const affiliate = opts.affiliate ?? (await scope.collection('affiliates').doc(payout.affiliateId as string).get()).data();
   const outcome = (await earlierTransfer(payout)) ?? await payoutProvider().transfer({
     payoutId: payout.id, amount: payout.amount, currency: payout.currency, destinationAccountId: affiliate?.stripeAccountId,
     transferGroup: payout.runId, metadata: { orgId: scope.orgId, affiliateId: payout.affiliateId, payoutId: payout.id, runId: payout.runId },
     description: `ABP payout ${payout.id}`,
   });
   const at = new Date().toISOString();
-  if (outcome.ok) {
+  const paid = (transferId: string, simulated: boolean) =>
     // Entries first (or with the payout): a crash leaves the payout `claimed`, and recovery replays the same key.
-    await applyOutcome(scope, payout.id, {
+    applyOutcome(scope, payout.id, {
       entries: { status: 'paid', paidAt: at }, conversions: { from: 'approved', to: 'paid' },
-      payout: { status: 'paid', transferId: outcome.transferId, simulated: outcome.simulated, paidAt: at, reason: null },
-    }, claimed);
-  } else if (outcome.reason === 'indeterminate') {
-    // The transfer may exist: keep the claim, and let the next run retry with the same idempotency key.
-    await ref.update({ reason: outcome.reason, lastError: outcome.message });
-  } else {
-    // A definite failure: the money goes back to the affiliate's balance, with the reason on the payout. Never
-    // `claimed` with entries already released: a retry could then succeed and pay money the next run pays again.
-    await applyOutcome(scope, payout.id, {
-      entries: { status: 'approved', payoutId: null },
-      payout: { status: 'failed', reason: outcome.reason, lastError: outcome.message, failedAt: at },
-      interim: { status: 'releasing', reason: outcome.reason, lastError: outcome.message },
-    }, claimed);
+      payout: { status: 'paid', transferId, simulated, paidAt: at, reason: null },
+    }, opts.claimed);
+  // The transfer may exist, or the same key may simply be sent again (rate_limited: shed before executing): keep
+  // the claim, and let the next run send the same idempotency key. Releasing here would pay the money twice.
+  const keep = async (reason: string, message: string) => void (await ref.update({ reason, lastError: message }));
+  if (outcome.ok) return paid(outcome.transferId, outcome.simulated);
+  if (outcome.retryable) return keep(outcome.reason, outcome.message);
+  if (opts.maybeSent) {
+    const found = await transferSentEarlier(payout);
+    if (found === 'unknown') return keep(outcome.reason, `${outcome.message} (and the transfer could not be looked up)`);
+    if (found) return paid(found.transferId, payoutProvider().kind === 'dry-run');
   }
+  // A definite failure: the money goes back to the affiliate's balance, with the reason on the payout. Never
+  // `claimed` with entries already released: a retry could then succeed and pay money the next run pays again.
+  await applyOutcome(scope, payout.id, {
+    entries: { status: 'approved', payoutId: null },
+    payout: { status: 'failed', reason: outcome.reason, lastError: outcome.message, failedAt: at },
+    interim: { status: 'releasing', releaseTo: 'failed', reason: outcome.reason, lastError: outcome.message },
+  }, opts.claimed);
 }
 
-/** Puts back what a payout with nothing to pay holds. */
-function cancel(scope: OrgScope, payoutId: string): Promise<void> {
-  return applyOutcome(scope, payoutId, { entries: { status: 'approved', payoutId: null }, payout: { status: 'cancelled', reason: 'nothing_left_to_claim' } });
+/** An affiliate's minimum payout counts in its payout currency only (see planPayouts). */
+function minimumIn(affiliate: DocumentData | undefined, currency: string): number {
+  return affiliate?.payoutCurrency === currency && typeof affiliate.minimumPayout === 'number' ? affiliate.minimumPayout : 0;
+}
+
+/**
+ * Why a claimed amount is not sent, if it is not: planning checked the net against the minimum, but entries
+ * reversed (or claimed elsewhere) before the claim reached them leave the payout smaller than planned.
+ */
+function notPayable(amount: number, affiliate: DocumentData | undefined, currency: string): string | undefined {
+  if (amount <= 0) return 'nothing_left_to_claim';
+  if (amount < minimumIn(affiliate, currency)) return 'below_minimum';
+  return undefined;
+}
+
+/** Puts back what a payout that is not to be sent holds; the entries wait in the balance for a later run. */
+function cancel(scope: OrgScope, payoutId: string, reason: string, claimed?: ClaimedEntry[]): Promise<void> {
+  return applyOutcome(scope, payoutId, {
+    entries: { status: 'approved', payoutId: null }, payout: { status: 'cancelled', reason },
+    interim: { status: 'releasing', releaseTo: 'cancelled', reason },
+  }, claimed);
 }
 
 /** `claimed` from here on: the amount is final, and its age says when Stripe may have forgotten the key. */
@@ -212,14 +259,18 @@ function markClaimed(scope: OrgScope, payoutId: string): Promise<unknown> {
  */
 async function recover(scope: OrgScope, payout: DocumentData): Promise<void> {
   if (payout.status === 'releasing') {
-    await applyOutcome(scope, payout.id, { entries: { status: 'approved', payoutId: null }, payout: { status: 'failed', failedAt: new Date().toISOString() } });
+    const status = (payout.releaseTo as string | undefined) ?? 'failed';
+    await applyOutcome(scope, payout.id, { entries: { status: 'approved', payoutId: null }, payout: { status, ...(status === 'failed' ? { failedAt: new Date().toISOString() } : {}) } });
     return;
   }
+  const affiliate = (await scope.collection('affiliates').doc(payout.affiliateId as string).get()).data();
   if (payout.status === 'claiming') {
-    if ((payout.amount as number) <= 0) return cancel(scope, payout.id);
+    const unpayable = notPayable(payout.amount as number, affiliate, payout.currency as string);
+    if (unpayable) return cancel(scope, payout.id, unpayable);
     await markClaimed(scope, payout.id);
   }
-  await settle(scope, { ...payout, status: 'claimed' });
+  // Left `claimed`, it may have been sent; left `claiming`, it never was.
+  await settle(scope, { ...payout, status: 'claimed' }, { affiliate, maybeSent: payout.status === 'claimed' });
 }
 
 export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runId?: string; trigger: 'manual' | 'schedule' }): Promise<PayoutRunResult> {
@@ -243,6 +294,8 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
       // Finish what an earlier run claimed but did not settle (it crashed, or Stripe's answer was lost).
       const unfinished = await payoutsCol.where('status', 'in', ['claiming', 'claimed', 'releasing']).get();
       for (const d of unfinished.docs) await recover(scope, d.data());
+      // Reversals Stripe reported before their payouts were settled, for payouts settled now or earlier.
+      await applyParkedReversals(scope);
     }
     // Only the fields planning needs: at 200,000 entries whole documents would take ~380 MiB (measured).
     const approved = (await scope.collection('ledger').where('status', '==', 'approved').select('affiliateId', 'currency', 'amount', 'status', 'payoutId').get())
@@ -283,9 +336,10 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
       }
       await ref.create({ ...base, amount: 0, entryCount: 0, status: 'claiming', reason: null });
       const claimed = await claim(scope, ref, p.entryIds);
-      if (claimed.amount <= 0) return cancel(scope, id);
+      const unpayable = notPayable(claimed.amount, affiliates.get(p.affiliateId), p.currency);
+      if (unpayable) return cancel(scope, id, unpayable, claimed.entries);
       await markClaimed(scope, id);
-      await settle(scope, { ...base, amount: claimed.amount, status: 'claimed' }, affiliates.get(p.affiliateId), claimed.entries);
+      await settle(scope, { ...base, amount: claimed.amount, status: 'claimed' }, { affiliate: affiliates.get(p.affiliateId), claimed: claimed.entries, maybeSent: false });
     };
     // Payouts are independent (own ids, own entries, transactional claims): several at a time.
     const queue = plan.map((p, i) => [p, payoutIds[i]!] as const);
@@ -295,6 +349,8 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
     await Promise.all(Array.from({ length: Math.min(payoutConcurrency, queue.length) }, async () => {
       for (let next = queue.shift(); next; next = queue.shift()) await payOne(...next).catch((err: unknown) => void errors.push(err));
     }));
+    // A reversal may have been parked on a payout while this run was between Stripe's answer and settling it.
+    await applyParkedReversals(scope);
     if (errors.length) throw errors[0];
     // A retried run also owns the payouts an earlier attempt made and recovery settled above: their entries are no
     // longer approved, so this attempt did not plan them.

@@ -1,15 +1,17 @@
 import { documentIdPattern } from '../../shared/domain/schemas';
-import { deterministicId } from '../../shared/ids';
 import { collections } from '../../shared/names';
 import { stripeObjectSchemas, type StripeObject, type StripeObjectType, type StripeWebhookEvent } from '../adapters/payouts/stripe-webhook';
 import { firestore } from '../adapters/firestore';
+import { payoutEntryRefs, readTransferReversal, unsettledPayoutStatuses, type TransferReversal } from './ledger-reversals';
 import { globalIndexDoc, OrgScope } from './tenancy';
 
 /**
+ * `parked`: a transfer.reversed for a payout of ours that has not recorded its transfer yet, kept on the payout
+ * for the payout run to apply once it is settled (applyTransferReversal).
  * `ignored_malformed`: a handled event type whose object is not shaped as Stripe documents it. It is recorded
  * as seen and answered 2xx, since Stripe would redeliver the same bytes for days and a 5xx changes nothing.
  */
-export type StripeEventOutcome = 'applied' | 'duplicate' | 'ignored' | 'ignored_malformed';
+export type StripeEventOutcome = 'applied' | 'parked' | 'duplicate' | 'ignored' | 'ignored_malformed';
 
 /**
  * Applies a verified Stripe event once: the event id is recorded in the same transaction as its effect,
@@ -88,49 +90,54 @@ async function markSeen<O extends 'ignored' | 'ignored_malformed'>(ref: Firebase
 
 /**
  * The money came back from the connected account. Stripe sends transfer.reversed for partial reversals too,
- * with `amount_reversed` the running total, so each event books only what it adds to the total recorded on
- * the payout. A full reversal puts the payout's own entries back to approved; anything else books a credit
- * entry for the newly reversed money, keyed by the payout and the total, so no delivery books it twice.
+ * with `amount_reversed` the running total; ledger-reversals.ts books what each event adds to it.
+ *
+ * A reversal can arrive before the payout has recorded its transfer: the run that sent it died after Stripe
+ * answered, or is between Stripe's answer and its last settle transaction (status claiming, claimed or releasing,
+ * transferId null). It is ours all the same (the payout exists, and will be settled paid by this very transfer),
+ * so it must not be marked seen and ignored: the run would then settle the payout paid and the money Stripe took
+ * back would never reach the affiliate's balance again. It is parked on the payout, in the same transaction that
+ * marks the event seen, and the next payout run applies it once the payout is settled (applyParkedReversals).
+ * Answering 5xx for Stripe to redeliver would be shorter, but not correct: Stripe stops retrying after three days,
+ * and a payout whose answer was lost or rate limited stays unsettled until the organisation's next run, which a
+ * weekly or monthly schedule puts further away than that.
  */
 async function applyTransferReversal(
   event: StripeWebhookEvent, transfer: StripeObject<'transfer.reversed'>, seenRef: FirebaseFirestore.DocumentReference,
-): Promise<'applied' | 'duplicate' | 'ignored'> {
+): Promise<'applied' | 'parked' | 'duplicate' | 'ignored'> {
   const metadata = transfer.metadata ?? {};
-  const { amount, amount_reversed: reversed } = transfer;
+  const reversal: TransferReversal = { transferId: transfer.id, amount: transfer.amount, amountReversed: transfer.amount_reversed };
   // A transfer we did not make carries none of our metadata (nor ids that could be ours: they become paths).
   if (!metadata.orgId || !metadata.payoutId || !documentIdPattern.test(metadata.orgId) || !documentIdPattern.test(metadata.payoutId)) return markSeen(seenRef, event.type, 'ignored');
   const scope = OrgScope.system(metadata.orgId, 'stripe-webhook');
   const payoutRef = scope.collection('payouts').doc(metadata.payoutId);
-  // Found outside the transaction (a query inside one locks far more); each is read again inside it.
-  const entryRefs = (await scope.collection('ledger').where('payoutId', '==', metadata.payoutId).select().get()).docs.map((d) => d.ref);
+  const entryRefs = await payoutEntryRefs(scope, metadata.payoutId);
   return firestore().runTransaction(async (tx) => {
     if ((await tx.get(seenRef)).exists) return 'duplicate';
     const payout = await tx.get(payoutRef);
+    const at = new Date().toISOString();
+    if (payout.exists && payout.get('transferId') == null && unsettledPayoutStatuses.includes(payout.get('status') as string)) {
+      const parked = payout.get('parkedReversal') as TransferReversal | undefined;
+      // One payout, one idempotency key, one transfer: two transfers naming it is for a person to look at, and
+      // a 5xx keeps the event until then instead of dropping one of the two.
+      if (parked && parked.transferId !== reversal.transferId) throw new Error(`transfer.reversed ${event.id}: payout ${payout.id} already has a reversal parked for transfer ${parked.transferId}, not ${reversal.transferId}`);
+      // The running total: an older or repeated one adds nothing to what is parked.
+      const adds = !parked || parked.amountReversed < reversal.amountReversed;
+      tx.create(seenRef, { type: event.type, at, ...(adds ? { outcome: 'parked' } : {}) });
+      if (!adds) return 'ignored';
+      tx.update(payoutRef, { reversalParked: true, parkedReversal: { ...reversal, eventId: event.id, at } });
+      return 'parked';
+    }
     // Metadata is only what we sent; the transfer id says the event is about the transfer that paid this payout.
     const applies = payout.exists && payout.get('transferId') === transfer.id;
-    const before = !applies ? 0 : ((payout.get('amountReversed') as number | undefined) ?? (payout.get('status') === 'reversed' ? (payout.get('amount') as number) : 0));
-    const added = reversed - before;
-    const full = reversed === amount;
-    // A full reversal after partial ones would return the credits already booked a second time as entries.
-    const restoreEntries = applies && added > 0 && full && before === 0;
-    const entries = restoreEntries && entryRefs.length ? (await tx.getAll(...entryRefs)).filter((e) => e.get('status') === 'paid' && e.get('payoutId') === payout.id) : [];
-    const conversionIds = [...new Set(entries.filter((e) => e.get('type') === 'commission').map((e) => e.get('conversionId') as string))];
-    const conversions = conversionIds.length ? await tx.getAll(...conversionIds.map((id) => scope.collection('conversions').doc(id))) : [];
-    tx.create(seenRef, { type: event.type, at: new Date().toISOString() });
-    if (!applies || added <= 0) return 'ignored';
-    const at = new Date().toISOString();
-    if (restoreEntries) {
-      for (const e of entries) tx.update(e.ref, { status: 'approved', payoutId: null, reason: 'transfer reversed by Stripe' });
-      // Only a conversion still paid: one reversed meanwhile has had its clawback and stays reversed.
-      for (const c of conversions) if (c.exists && c.get('status') === 'paid') tx.update(c.ref, { status: 'approved' });
-    } else {
-      const id = deterministicId('led', payout.id, 'transfer_reversal', String(reversed));
-      tx.set(scope.collection('ledger').doc(id), {
-        id, affiliateId: payout.get('affiliateId'), conversionId: null, campaignId: null, type: 'transfer_reversal', amount: added,
-        currency: payout.get('currency'), status: 'approved', payoutId: null, reversedPayoutId: payout.id, createdAt: at, reason: 'transfer reversed by Stripe',
-      });
+    const write = applies ? await readTransferReversal(tx, scope, payout, reversal, entryRefs) : undefined;
+    tx.create(seenRef, { type: event.type, at });
+    if (payout.exists && !applies && payout.get('transferId') == null) {
+      // Ours, but decided without a transfer (failed, cancelled, blocked): nothing paid here to take back.
+      console.error(JSON.stringify({ severity: 'ERROR', message: 'stripe transfer.reversed for a payout that recorded no transfer; ignored', eventId: event.id, orgId: scope.orgId, payoutId: payout.id, status: payout.get('status'), reversal }));
     }
-    tx.update(payoutRef, { amountReversed: reversed, ...(full ? { status: 'reversed', reason: 'transfer_reversed', reversedAt: at } : { reason: 'transfer_partially_reversed' }) });
+    if (!write) return 'ignored';
+    write(at);
     return 'applied';
   });
 }

@@ -30,13 +30,14 @@ export function minorUnitDigits(currency: Currency): number {
 /**
  * Parses an amount as advertisers send it ("49.99", in the major unit) into minor units, exactly (no
  * floating point). Returns undefined for anything that is not a plain non-negative decimal with at most the
- * currency's number of fraction digits.
+ * currency's number of fraction digits, not counting trailing zeros: shop systems send "49.990" or
+ * "1500.00" JPY, which are exact.
  */
 export function parseMajorAmount(text: string, currency: Currency): number | undefined {
   const m = /^(\d{1,15})(?:\.(\d+))?$/.exec(text.trim());
   if (!m) return undefined;
   const digits = minorUnitDigits(currency);
-  const fraction = m[2] ?? '';
+  const fraction = (m[2] ?? '').replace(/0+$/, '');
   if (fraction.length > digits) return undefined;
   const minor = Number(m[1]) * 10 ** digits + Number(fraction.padEnd(digits, '0') || '0');
   // Past 2^53 a number no longer holds every integer: the amount would not be the one sent.

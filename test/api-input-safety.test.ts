@@ -121,6 +121,8 @@ describe('live stats dates', () => {
     assertClientError(await s.call('GET', orgPath('/stats?from=2024-02-01&to=2024-02-30'), { auth: O.owner }), 400, 'to');
     assertClientError(await s.call('GET', orgPath('/stats?from=2020-01-01&to=2024-01-01'), { auth: O.owner }), 400, 'to');
     assertClientError(await s.call('GET', orgPath('/stats?from=2024-02-02&to=2024-02-01'), { auth: O.owner }), 400, 'to'); // the same rule and wording as reports: to must be on or after from
+    // Before any tracking data (and before BigQuery's first DATE, once the report looks a day back).
+    assertClientError(await s.call('GET', orgPath('/reports?from=0000-01-01&to=0000-01-02'), { auth: O.owner }), 400, 'from');
     const year = await s.call('GET', orgPath('/stats?from=2024-01-01&to=2024-12-31'), { auth: O.owner });
     assert.equal(year.status, 200, year.text);
   });

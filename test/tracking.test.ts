@@ -67,7 +67,7 @@ after(() => s.close());
 
 describe('click function', () => {
   it('redirects at once with macros filled and records exactly one click in Firestore, the stats and the report', async () => {
-    const { res, location, clickId } = await click(org.link, '?sub1=spring&sub2=banner%20top');
+    const { res, location, clickId } = await click(org.link, '?sub1=spring&sub2=banner%20top&sub3=');
     assert.equal(res.status, 302);
     assert.equal(res.headers.get('cache-control'), 'no-store');
     assert.match(res.headers.get('set-cookie') ?? '', new RegExp(`abp_cid=${clickId.replace(/[.]/g, '\\.')}`));
@@ -81,6 +81,7 @@ describe('click function', () => {
     assert.equal(url.searchParams.get('aff'), org.affiliate);
     const stored = await eventually(async () => { const r = await api(`/clicks/${clickId}`); return r.status === 200 ? r.body : undefined; }, 'click document');
     assert.equal(stored.sub2, 'banner top');
+    assert.equal(stored.sub3, null, 'an empty sub id is none, not a value of its own in reports');
     assert.equal(stored.isBot, false);
     assert.equal(stored.unique, true);
     assert.equal(stored.ipPrefix, '203.0.113.0/24');
@@ -128,6 +129,18 @@ describe('click function', () => {
       assert.equal(c.unique, false);
     }
     assert.deepEqual([(await api(`/clicks/${bot.clickId}`)).body.botReason, (await api(`/clicks/${head.clickId}`)).body.botReason], ['bot_user_agent', 'head_request']);
+    // Also where the campaign targets devices: a crawler's device is never in the list, and it still gets the redirect.
+    const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${org.id}${path}`, { auth: org.token, body });
+    const mobileOnly = (await post('/campaigns', campaignBody({ name: 'Mobile only', targeting: { devices: ['mobile'] } }))).body.id as string;
+    const mobileLink = (await post('/links', { campaignId: mobileOnly, affiliateId: org.affiliate })).body.id as string;
+    const preview = await click(mobileLink, '', { 'user-agent': 'Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)' });
+    assert.equal(preview.res.status, 302);
+    assert.equal(new URL(preview.location).host, 'shop.example.com');
+    const recorded = await eventually(async () => { const r = await api(`/clicks/${preview.clickId}`); return r.status === 200 ? r.body : undefined; }, 'preview click');
+    assert.deepEqual([recorded.isBot, recorded.botReason], [true, 'bot_user_agent']);
+    assert.equal((await click(mobileLink)).res.status, 404, 'a desktop visitor is still off target');
+    // Archived, it leaves room for the campaigns later tests make (the Starter plan allows 5 not archived).
+    assert.equal((await s.call('PATCH', `/v1/orgs/${org.id}/campaigns/${mobileOnly}`, { auth: org.token, body: { status: 'archived' } })).status, 200);
   });
 
   it("holds a sale on a bot's click for review even when the postback is handled before the click", async () => {
@@ -434,6 +447,13 @@ describe('postback function', () => {
     const amount = await postback({ click_id: 'x', amount: '12.345' });
     assert.equal(amount.status, 400);
     assert.equal(amount.body.error.details[0].field, 'amount');
+    // More decimals than the currency has, all zeros, is an exact amount shop systems send: 49.990 is 49.99.
+    const { mintClickId } = await import('../shared/domain/click-id');
+    const { secrets } = await import('../functions/adapters/local-secrets');
+    const zeros = await postback({ click_id: mintClickId(secrets().clickSigningKey, org.link, Date.now() - 60_000), txn_id: 'zeros-1', amount: '49.990' });
+    assert.equal(zeros.status, 200, zeros.text);
+    const exact = await eventually(async () => { const x = await api(`/conversions/${zeros.body.conversionId}`); return x.status === 200 ? x.body : undefined; }, 'zeros sale');
+    assert.deepEqual([exact.amount, exact.currency], [4999, 'USD']);
     // Too large to hold exactly in minor units: refused here, not accepted and then lost in the worker.
     const huge = await postback({ click_id: 'x', amount: '99999999999999.99' });
     assert.deepEqual([huge.status, huge.body.error?.details[0].field], [400, 'amount']);
@@ -469,6 +489,9 @@ describe('postback function', () => {
     assert.equal(untokened.headers.get('x-abp-conversion'), 'ignored; A valid pixel token is required (token=...)');
     const noClick = await fetch(`${s.baseUrl}/pixel?token=${org.pixelToken}&txn_id=px-0`);
     assert.equal(noClick.headers.get('x-abp-conversion'), 'ignored; The pixel request is invalid: click_id is required');
+    // A template's empty click_id (nothing to fill in on the page) leaves the click id to the cookie.
+    const emptyParam = await fetch(`${s.baseUrl}/pixel?token=${org.pixelToken}&click_id=&txn_id=px-3&amount=2.00`, { headers: { cookie } });
+    assert.match(emptyParam.headers.get('x-abp-conversion') ?? '', /^accepted/);
     // Even a body the framework could not parse: the pixel reads only its query string and cookie.
     const garbled = await fetch(`${s.baseUrl}/pixel?token=${org.pixelToken}&txn_id=px-2&amount=1.00`, {
       method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: '{"not json',

@@ -46,7 +46,8 @@ export function handleClick(req: functions.Request, res: functions.Response): vo
   const query = clickQuery.safeParse(req.query);
   if (!query.success) return textError(res, 400, query.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; '));
   const q = query.data;
-  const subs: Subs = { sub1: q.sub1 ?? null, sub2: q.sub2 ?? null, sub3: q.sub3 ?? null, sub4: q.sub4 ?? null, sub5: q.sub5 ?? null };
+  // An empty sub id (`?sub1=`, a template with nothing to fill) is none, as in the postback.
+  const subs: Subs = { sub1: q.sub1 || null, sub2: q.sub2 || null, sub3: q.sub3 || null, sub4: q.sub4 || null, sub5: q.sub5 || null };
 
   const link = resolveLinkNow(linkId);
   if (link instanceof Promise) {
@@ -62,11 +63,15 @@ function answerClick(req: functions.Request, res: functions.Response, linkId: st
   const ua = header(req, 'user-agent');
   const visitor = classifyUserAgent(ua);
   const country = edgeCountry(req);
+  const botReason = prefetchReason(req) ?? (visitor.isBot ? 'bot_user_agent' : null);
+  // Bots, previews and HEAD requests get the advertiser's redirect whatever the targeting and caps (a crawler's
+  // device is never in a device list): they are recorded as bot clicks, which no cap counts.
   const offTarget =
-    (campaign.targeting.countries?.length && (!country || !campaign.targeting.countries.includes(country))) ||
-    (campaign.targeting.devices?.length && !campaign.targeting.devices.includes(visitor.device as 'desktop'));
+    botReason === null &&
+    ((campaign.targeting.countries?.length && (!country || !campaign.targeting.countries.includes(country))) ||
+      (campaign.targeting.devices?.length && !campaign.targeting.devices.includes(visitor.device as 'desktop')));
   const now = Date.now();
-  const capped = campaign.status === 'active' && !offTarget && campaign.clickCaps !== undefined && clickCapReachedNow(link, now);
+  const capped = campaign.status === 'active' && !offTarget && botReason === null && campaign.clickCaps !== undefined && clickCapReachedNow(link, now);
   if (campaign.status !== 'active' || offTarget || capped) {
     // Not billable and not the advertiser's offer: send the visitor to the organisation's fallback, if any.
     if (link.fallbackUrl) return redirectTo(res, link.fallbackUrl);
@@ -75,7 +80,6 @@ function answerClick(req: functions.Request, res: functions.Response, linkId: st
   }
 
   const keys = secrets();
-  const botReason = prefetchReason(req) ?? (visitor.isBot ? 'bot_user_agent' : null);
   const clickId = mintClickId(keys.clickSigningKey, linkId, now, botReason !== null);
   const c = config();
   const ip = clientIp(header(req, 'x-forwarded-for'), c.XFF_TRUSTED_HOPS, req.socket.remoteAddress);

@@ -28,11 +28,13 @@ function cookieExpiry(maxAgeSeconds: number): string {
 
 /**
  * The click cookie, serialised here rather than by res.cookie (a measurable share of the click function's
- * CPU): the click id is URL-safe by construction, so no encoding is needed.
+ * CPU): the click id is URL-safe by construction, so no encoding is needed. Over HTTPS it is SameSite=None:
+ * the pixel that reads it is an image on the advertiser's checkout, another site, and browsers send a Lax
+ * cookie only on top-level navigations (None requires Secure; plain-HTTP local runs keep Lax).
  */
-export function setClickCookie(res: functions.Response, clickId: string, maxAgeSeconds: number, secure: boolean): void {
+export function setClickCookie(res: Pick<functions.Response, 'setHeader'>, clickId: string, maxAgeSeconds: number, secure: boolean): void {
   const expires = cookieExpiry(maxAgeSeconds);
-  res.setHeader('Set-Cookie', `${clickCookie}=${clickId}; Max-Age=${maxAgeSeconds}; Path=/; Expires=${expires}; HttpOnly;${secure ? ' Secure;' : ''} SameSite=Lax`);
+  res.setHeader('Set-Cookie', `${clickCookie}=${clickId}; Max-Age=${maxAgeSeconds}; Path=/; Expires=${expires}; HttpOnly; ${secure ? 'Secure; SameSite=None' : 'SameSite=Lax'}`);
 }
 
 /**

@@ -24,7 +24,8 @@ export async function handlePixel(req: functions.Request, res: functions.Respons
   let outcome: string;
   try {
     const params = { ...(req.query as Record<string, unknown>) };
-    params.click_id ??= cookie(req, clickCookie);
+    // An advertiser's template sends `click_id=` empty exactly when it has none: then the cookie speaks.
+    if (params.click_id === undefined || params.click_id === '') params.click_id = cookie(req, clickCookie);
     const r = await acceptConversion(params, 'pixel');
     outcome = `${r.status}; id=${r.conversionId}`;
   } catch (err) {

@@ -66,9 +66,17 @@ const dayMs = 86_400_000;
 const dayNumber = (d: string) => Date.parse(`${d}T00:00:00Z`) / dayMs;
 const addDays = (d: string, n: number) => new Date((dayNumber(d) + n) * dayMs).toISOString().slice(0, 10);
 
+/**
+ * No tracking data predates the Unix epoch, and BigQuery's DATE starts at 0001-01-01: the report looks a day
+ * back from `from`, so year 0 (which a valid ISO date may have) would be a 500 there and a 200 in DuckDB.
+ */
+const firstDay = '1970-01-01';
+const reportDate = (name: 'from' | 'to') =>
+  z.iso.date({ error: `${name} must be a date YYYY-MM-DD` }).refine((d) => d >= firstDay, { error: `${name} must be on or after ${firstDay}` });
+
 const reportFields = {
-  from: z.iso.date({ error: 'from must be a date YYYY-MM-DD' }),
-  to: z.iso.date({ error: 'to must be a date YYYY-MM-DD' }),
+  from: reportDate('from'),
+  to: reportDate('to'),
   groupBy: z
     .array(z.enum(reportDimensions, { error: `groupBy entries must be one of ${reportDimensions.join(', ')}` }))
     .refine((dims) => new Set(dims).size === dims.length, { error: 'groupBy must not repeat a dimension' })

@@ -69,7 +69,7 @@ const deliver = async (event: Row) => {
   return ((await r.json()) as { outcome: string }).outcome;
 };
 const reversal = (id: string, payout: Row, orgId: string, reversed: number, transferId = payout.transferId) =>
-  deliver({ id, type: 'transfer.reversed', data: { object: { id: transferId, object: 'transfer', amount: payout.amount, amount_reversed: reversed, reversed: reversed === payout.amount, metadata: { orgId, payoutId: payout.id } } } });
+  deliver({ id, type: 'transfer.reversed', data: { object: { id: transferId, object: 'transfer', amount: payout.amount, amount_reversed: reversed, currency: String(payout.currency).toLowerCase(), reversed: reversed === payout.amount, metadata: { orgId, payoutId: payout.id } } } });
 
 /** Reverses a transfer at the stand-in to a running total, as Stripe does, and delivers its transfer.reversed. */
 const reverseAtStripe = (eventId: string, transferId: string, total: number) => {

@@ -296,7 +296,7 @@ describe('Stripe webhooks', () => {
     await patch(org, await convert(org, 'r-1'), { status: 'approved' });
     const paid = (await run(org)).body.payouts[0];
     assert.equal((await balance(org)).paid, 500);
-    const payload = JSON.stringify({ id: 'evt_rev_1', object: 'event', type: 'transfer.reversed', created: Math.floor(Date.now() / 1000), data: { object: { id: paid.transferId, object: 'transfer', amount: 500, amount_reversed: 500, reversed: true, metadata: { orgId: org.id, payoutId: paid.id } } } });
+    const payload = JSON.stringify({ id: 'evt_rev_1', object: 'event', type: 'transfer.reversed', created: Math.floor(Date.now() / 1000), data: { object: { id: paid.transferId, object: 'transfer', amount: 500, amount_reversed: 500, currency: 'usd', reversed: true, metadata: { orgId: org.id, payoutId: paid.id } } } });
     assert.equal((await send(payload, signed(payload))).status, 200);
     assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 500, paid: 0, available: 500 });
     const payout = (await s.call('GET', `/v1/orgs/${org.id}/payouts?affiliateId=${org.affiliate}`, { auth: org.token })).body.items[0];

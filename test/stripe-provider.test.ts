@@ -47,6 +47,16 @@ describe('Stripe payout provider against the Stripe stand-in', () => {
   });
   after(() => standIn.close());
 
+  it("sends amounts in Stripe's unit for the currency, which is not always the ledger's minor unit", async () => {
+    const destination = await onboardedAccount();
+    // ISK and HUF have no minor unit in ISO/ICU but two decimals at Stripe; JPY none in either; KWD three in both.
+    for (const [currency, amount, sent] of [['ISK', 5_000, '500000'], ['HUF', 12_000, '1200000'], ['JPY', 1_500, '1500'], ['KWD', 1_250, '1250']] as const) {
+      const out = await provider.transfer(transferRequest(destination, { currency, amount }));
+      assert.equal(out.ok, true, currency);
+      assert.equal(transferPosts().at(-1)!.body.amount, sent, currency);
+    }
+  });
+
   it('sends the transfer as Stripe expects, keyed by the payout id', async () => {
     const destination = await onboardedAccount();
     const req = transferRequest(destination);

@@ -89,8 +89,8 @@ describe('Stripe event objects', () => {
       ['evt_payout_bad_currency', 'payout.failed', bankPayout({ currency: 'dollars', status: 'failed', failure_code: 'account_closed' })],
       ['evt_payout_fraction', 'payout.paid', bankPayout({ amount: 11.5 })],
       ['evt_payout_no_id', 'payout.paid', bankPayout({ id: '' })],
-      ['evt_rev_string_amount', 'transfer.reversed', { id: 'tr_x', object: 'transfer', amount: 500, amount_reversed: '500', metadata: { orgId: org.id, payoutId: 'po_x' } }],
-      ['evt_rev_over_amount', 'transfer.reversed', { id: 'tr_x', object: 'transfer', amount: 500, amount_reversed: 600, metadata: { orgId: org.id, payoutId: 'po_x' } }],
+      ['evt_rev_string_amount', 'transfer.reversed', { id: 'tr_x', object: 'transfer', amount: 500, amount_reversed: '500', currency: 'usd', metadata: { orgId: org.id, payoutId: 'po_x' } }],
+      ['evt_rev_over_amount', 'transfer.reversed', { id: 'tr_x', object: 'transfer', amount: 500, amount_reversed: 600, currency: 'usd', metadata: { orgId: org.id, payoutId: 'po_x' } }],
     ];
     for (const [id, type, object] of cases) {
       const r = await deliver({ id, type, account, data: { object } });
@@ -99,9 +99,9 @@ describe('Stripe event objects', () => {
     }
     assert.equal((await affiliateDoc(org)).lastBankPayout, undefined);
     // A transfer that is not one of ours (no metadata of ours) stays a plain ignore, as does an unhandled type.
-    assert.equal((await deliver({ id: 'evt_rev_foreign', type: 'transfer.reversed', data: { object: { id: 'tr_y', object: 'transfer', amount: 500, amount_reversed: 500, metadata: {} } } })).body.outcome, 'ignored');
+    assert.equal((await deliver({ id: 'evt_rev_foreign', type: 'transfer.reversed', data: { object: { id: 'tr_y', object: 'transfer', amount: 500, amount_reversed: 500, currency: 'usd', metadata: {} } } })).body.outcome, 'ignored');
     // Nor ids we could have sent: they would be Firestore paths (a 500, retried by Stripe for days).
-    const pathy = await deliver({ id: 'evt_rev_pathy', type: 'transfer.reversed', data: { object: { id: 'tr_z', object: 'transfer', amount: 500, amount_reversed: 500, metadata: { orgId: `${org.id}/payouts/x`, payoutId: 'po/x' } } } });
+    const pathy = await deliver({ id: 'evt_rev_pathy', type: 'transfer.reversed', data: { object: { id: 'tr_z', object: 'transfer', amount: 500, amount_reversed: 500, currency: 'usd', metadata: { orgId: `${org.id}/payouts/x`, payoutId: 'po/x' } } } });
     assert.deepEqual([pathy.status, pathy.body.outcome], [200, 'ignored']);
     assert.equal((await deliver({ id: 'evt_unhandled', type: 'charge.succeeded', data: { object: {} } })).body.outcome, 'ignored');
   });

@@ -7,6 +7,7 @@ import {
   type TransferFailureReason,
   type TransferOutcome,
 } from './provider';
+import { toStripeAmount } from './stripe-units';
 
 export interface StripeProviderOptions {
   secretKey: string;
@@ -103,7 +104,7 @@ export function createStripeProvider(opts: StripeProviderOptions): PayoutProvide
       try {
         const transfer = await stripe.transfers.create(
           {
-            amount: req.amount,
+            amount: toStripeAmount(req.amount, req.currency),
             currency: req.currency.toLowerCase(),
             destination: req.destinationAccountId,
             transfer_group: req.transferGroup,

@@ -1,6 +1,7 @@
 import Stripe from 'stripe';
 import { z } from 'zod';
 import { currencySchema, minorUnitsSchema } from '../../../shared/money';
+import { fromStripeAmount } from './stripe-units';
 
 /** The part of a Stripe event the platform acts on; the rest stays in Stripe's dashboard. */
 export interface StripeWebhookEvent {
@@ -55,13 +56,16 @@ export function parseStripeWebhook(rawBody: Buffer | string, signatureHeader: st
  * (stripe/openapi fixtures3.json) shape it. Stripe sends currencies lower-case ("usd"); they come out
  * upper-case, as this codebase stores every currency. Amounts are integer minor units.
  */
-const payoutObject = z.object({
-  // https://docs.stripe.com/api/payouts/object
-  id: stripeId,
-  amount: minorUnitsSchema,
-  currency: currencySchema,
-  failure_code: z.string().nullish(),
-});
+const payoutObject = z
+  .object({
+    // https://docs.stripe.com/api/payouts/object
+    id: stripeId,
+    amount: minorUnitsSchema,
+    currency: currencySchema,
+    failure_code: z.string().nullish(),
+  })
+  // In the ledger's minor units: Stripe counts some currencies in a unit of its own (stripe-units.ts).
+  .transform((p) => ({ ...p, amount: fromStripeAmount(p.amount, p.currency) }));
 
 export const stripeObjectSchemas = {
   // https://docs.stripe.com/api/accounts/object: payouts_enabled is a boolean on every account.
@@ -72,10 +76,13 @@ export const stripeObjectSchemas = {
       id: stripeId,
       amount: minorUnitsSchema,
       amount_reversed: minorUnitsSchema,
+      currency: currencySchema,
       // Metadata values are strings; a transfer we did not make may carry none of ours (the service ignores it).
       metadata: z.record(z.string(), z.string()).nullish(),
     })
-    .refine((t) => t.amount_reversed <= t.amount, { message: 'must not exceed amount', path: ['amount_reversed'] }),
+    .refine((t) => t.amount_reversed <= t.amount, { message: 'must not exceed amount', path: ['amount_reversed'] })
+    // In the ledger's minor units, as the transfer was sent (stripe-units.ts).
+    .transform((t) => ({ ...t, amount: fromStripeAmount(t.amount, t.currency), amount_reversed: fromStripeAmount(t.amount_reversed, t.currency) })),
   'payout.paid': payoutObject,
   'payout.failed': payoutObject,
 } as const;

@@ -10,7 +10,10 @@
  */
 export const ledgerStatuses = ['pending', 'approved', 'claimed', 'paid', 'rejected', 'reversed'] as const;
 export type LedgerStatus = (typeof ledgerStatuses)[number];
-/** transfer_reversal: money Stripe took back from a paid transfer in part, returned to the balance. */
+/**
+ * transfer_reversal: money Stripe took back from a paid transfer in part: a credit returned to the balance
+ * (approved) and its negative twin on the reversed payout (paid), so `paid` is what the affiliate kept.
+ */
 export type LedgerEntryType = 'commission' | 'tier_adjustment' | 'clawback' | 'transfer_reversal';
 
 export interface LedgerEntry {

@@ -18,7 +18,7 @@ import { conversionResource, toConversion } from './tracking';
 
 const ledgerEntryResource = z
   .object({
-    id: z.string(), affiliateId: z.string(), conversionId: z.string().nullable().describe('Null for a transfer_reversal (money Stripe took back from a paid transfer, returned to the balance)'), campaignId: z.string().nullable(), type: z.enum(['commission', 'tier_adjustment', 'clawback', 'transfer_reversal']),
+    id: z.string(), affiliateId: z.string(), conversionId: z.string().nullable().describe('Null for a transfer_reversal (money Stripe took back from a paid transfer: a credit returned to the balance, and its negative twin on the reversed payout)'), campaignId: z.string().nullable(), type: z.enum(['commission', 'tier_adjustment', 'clawback', 'transfer_reversal']),
     amount: z.number().describe('Minor units; negative for clawbacks'), currency: z.string(), status: z.string(), payoutId: z.string().nullable(), reason: z.string().nullable(), createdAt: z.string(),
   })
   .meta({ id: 'LedgerEntry' });

@@ -62,14 +62,9 @@ export function deployFunctions(
     new ProjectIamMember(scope, 'build_builder', { project: c.project, role: 'roles/cloudbuild.builds.builder', member: `serviceAccount:${builder.email}`, dependsOn: [c.apis.resourceManager!] }),
   ];
 
-  const hasLoadBalancer = Boolean(config.ABP_TRACKING_DOMAIN);
-  const publicBaseUrl =
-    config.ABP_PUBLIC_BASE_URL?.replace(/\/$/, '') ??
-    (config.ABP_TRACKING_DOMAIN
-      ? `https://${config.ABP_TRACKING_DOMAIN}`
-      : // Without a domain the links point at the click function itself (its cloudfunctions.net URL passes the
-        // path through); postback and pixel then live at their own URLs (see docs/deploy.md).
-        `https://${c.region}-${c.project}.cloudfunctions.net/${kebab(functionNames.click)}`);
+  // The load balancer on the tracking domain serves every public function under its local gateway path
+  // (infra/load-balancer.ts), so every address the API builds on this base reaches the function it names.
+  const publicBaseUrl = config.ABP_PUBLIC_BASE_URL?.replace(/\/$/, '') ?? `https://${config.ABP_TRACKING_DOMAIN}`;
 
   const functions = {} as Record<FunctionKey, Cloudfunctions2Function>;
   for (const key of functionKeys) {
@@ -115,7 +110,7 @@ export function deployFunctions(
     if (spec.cpu === '1') env.NODE_OPTIONS = oneVcpuNodeOptions.join(' ');
     if (spec.tracking) {
       // Behind the load balancer the client IP is two entries from the end of X-Forwarded-For (LB, then Google's front end).
-      env.XFF_TRUSTED_HOPS = hasLoadBalancer ? '2' : '1';
+      env.XFF_TRUSTED_HOPS = '2';
       if (config.LINK_CACHE_TTL_SECONDS !== undefined) env.LINK_CACHE_TTL_SECONDS = String(config.LINK_CACHE_TTL_SECONDS);
     }
 
@@ -123,10 +118,11 @@ export function deployFunctions(
       spec.trigger.kind === 'pubsub' || spec.trigger.access === 'scheduler'
         ? // Pub/Sub push and Cloud Scheduler of the same project count as internal traffic; IAM still applies.
           'ALLOW_INTERNAL_ONLY'
-        : spec.tracking && hasLoadBalancer
+        : spec.tracking
           ? // Only through the load balancer, so X-Client-Region and X-Forwarded-For come from it.
             'ALLOW_INTERNAL_AND_GCLB'
-          : 'ALLOW_ALL';
+          : // The API and the Stripe webhook trust no proxy header: reachable through the load balancer and at their own URLs.
+            'ALLOW_ALL';
 
     const fn = new Cloudfunctions2Function(scope, `fn_${id}`, {
       name,

@@ -3,9 +3,9 @@ import { configSchema } from '../shared/config';
 import { defaultBundleRoot } from './entries';
 
 /**
- * The deployment's settings, from the environment of `npm run synth`. Every one has a default so that synth runs
- * offline with a placeholder project; main.ts warns about each placeholder still in use. No secret is read here:
- * secret values go into Secret Manager with `gcloud secrets versions add`, never through this file.
+ * The deployment's settings, from the environment of `npm run synth`. All but ABP_TRACKING_DOMAIN have a default so
+ * that synth runs offline with a placeholder project; main.ts warns about each placeholder still in use. No secret
+ * is read here: secret values go into Secret Manager with `gcloud secrets versions add`, never through this file.
  */
 const placeholderProject = 'abp-placeholder-project';
 const placeholderSupabaseUrl = 'https://your-project-ref.supabase.co';
@@ -14,8 +14,19 @@ const placeholderAnonKey = 'set-SUPABASE_ANON_KEY-before-apply';
 /** What the functions would default to when the variable is unset, so infra and code cannot disagree. */
 const runtimeDefaults = configSchema.parse({});
 
+/**
+ * Why the tracking domain is required: the API hands out addresses on one base URL (tracking links, the postback and
+ * pixel templates advertisers install, Stripe onboarding return links, the OpenAPI servers entry), and only the load
+ * balancer on this domain serves every one of those paths, as the local gateway does. A function's own URL serves
+ * that function alone: a postback template built on the click function's URL records nothing.
+ */
+export const trackingDomainRequired =
+  'is required: the domain (e.g. track.example.com) whose HTTPS load balancer serves tracking links, /postback, /pixel, ' +
+  'the API (/v1/) and the Stripe webhook. Without it the postback and pixel URLs the API hands to advertisers would reach ' +
+  'a function that cannot record them (docs/deploy.md, "Tracking domain")';
+
 const hostname = z
-  .string()
+  .string({ error: (issue) => (issue.input === undefined ? trackingDomainRequired : undefined) })
   .regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/, 'must be a lowercase DNS name such as track.example.com');
 
 export const infraConfigSchema = z.object({
@@ -30,9 +41,15 @@ export const infraConfigSchema = z.object({
   ABP_FIRESTORE_LOCATION: z.string().optional(),
   /** BigQuery dataset location (a region or US / EU); default: ABP_REGION. */
   ABP_BIGQUERY_LOCATION: z.string().optional(),
-  /** Custom tracking domain (e.g. track.example.com): adds the external HTTPS load balancer in front of click/postback/pixel. */
-  ABP_TRACKING_DOMAIN: hostname.optional(),
-  /** Override of the base URL the API prints in tracking links and postback templates. */
+  /**
+   * The public domain (e.g. track.example.com), required: the external HTTPS load balancer serves every public
+   * function on it under the paths of the local gateway (/c/, /postback, /pixel, /v1/, /webhooks/stripe).
+   */
+  ABP_TRACKING_DOMAIN: hostname,
+  /**
+   * Override of the base URL the API prints in tracking links, postback templates and onboarding links (default
+   * https://ABP_TRACKING_DOMAIN). Only for another proxy in front of the load balancer that serves the same paths.
+   */
   ABP_PUBLIC_BASE_URL: z.url().optional(),
   /** Where alerts (dead-lettered events, a stuck worker) are e-mailed. Optional. */
   ABP_ALERT_EMAIL: z.email().optional(),
@@ -72,8 +89,5 @@ export function placeholderWarnings(c: InfraConfig): string[] {
   if (c.ABP_PROJECT_ID === placeholderProject) out.push(`ABP_PROJECT_ID is the placeholder "${placeholderProject}"`);
   if (c.SUPABASE_URL === placeholderSupabaseUrl) out.push('SUPABASE_URL is a placeholder');
   if (c.SUPABASE_ANON_KEY === placeholderAnonKey) out.push('SUPABASE_ANON_KEY is a placeholder');
-  if (!c.ABP_TRACKING_DOMAIN && !c.ABP_PUBLIC_BASE_URL) {
-    out.push('no ABP_TRACKING_DOMAIN: tracking links use the click function URL, and the postback/pixel run on their own URLs (see docs/deploy.md)');
-  }
   return out;
 }

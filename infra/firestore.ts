@@ -51,13 +51,19 @@ export const compositeIndexes: CompositeIndex[] = [
   },
   // GET /v1/orgs/:orgId/affiliates/:id/ledger (functions/api/routes/money.ts): where(affiliateId ==), newest first.
   { collection: collections.ledger, scope: 'COLLECTION', fields: [['affiliateId', 'ASCENDING'], ...newest], query: "an affiliate's ledger, newest first" },
-  // An affiliate's entries in one state (balance per status, payout selection per affiliate).
-  { collection: collections.ledger, scope: 'COLLECTION', fields: [['affiliateId', 'ASCENDING'], ['status', 'ASCENDING']], query: "ledger: where(affiliateId ==).where(status ==)" },
-  // Entries of a state due by a date (the approval sweep by approvableAt).
-  { collection: collections.ledger, scope: 'COLLECTION', fields: [['status', 'ASCENDING'], ['approvableAt', 'ASCENDING']], query: 'ledger: where(status ==).where(approvableAt <=)' },
-  // GET /v1/orgs/:orgId/stats (functions/api/routes/tracking.ts): day range plus campaignId / affiliateId equality.
+  // The other ledger queries are equality-only (the balance: affiliateId ==; payout runs: status ==, or payoutId ==
+  // with status ==; the Stripe webhook: payoutId ==) and need nothing here. (The approval sweep runs on
+  // conversions, above, not on the ledger.)
+  // GET /v1/orgs/:orgId/stats (functions/api/routes/tracking.ts): day range plus optional campaignId / affiliateId
+  // equality (the affiliate role adds affiliateId in [...]). One index per combination rather than index merging
+  // under a range filter.
   { collection: collections.counters, scope: 'COLLECTION', fields: [['affiliateId', 'ASCENDING'], ['day', 'ASCENDING']], query: 'stats ?affiliateId= (and the affiliate role narrowing), day range' },
   { collection: collections.counters, scope: 'COLLECTION', fields: [['campaignId', 'ASCENDING'], ['day', 'ASCENDING']], query: 'stats ?campaignId=, day range' },
+  {
+    collection: collections.counters, scope: 'COLLECTION',
+    fields: [['campaignId', 'ASCENDING'], ['affiliateId', 'ASCENDING'], ['day', 'ASCENDING']],
+    query: 'stats ?campaignId= with ?affiliateId= or the affiliate role narrowing, day range',
+  },
   // Click caps (functions/services/click-caps.ts): sum(clicks) where campaignId == and a day range; Firestore sums
   // from the index, so the summed field is in it.
   { collection: collections.counters, scope: 'COLLECTION', fields: [['campaignId', 'ASCENDING'], ['day', 'ASCENDING'], ['clicks', 'ASCENDING']], query: 'click caps: sum(clicks), campaignId ==, day range' },

@@ -1,4 +1,5 @@
 import type { configSchema } from '../shared/config';
+import type { TrackingEvent } from '../shared/domain/events';
 import { subscriptions } from '../shared/names';
 import type { InfraConfig } from './config';
 import type { FunctionKey } from './entries';
@@ -31,12 +32,20 @@ export type Trigger =
   | { kind: 'http'; access: 'public' }
   /** Cloud Scheduler calls it with an OIDC token; nobody else may invoke it. */
   | { kind: 'http'; access: 'scheduler'; schedule: string; description: string }
-  /** A push subscription on the tracking topic delivers each message with an OIDC token. */
-  | { kind: 'pubsub'; subscription: (typeof subscriptions)[keyof typeof subscriptions] };
+  /**
+   * A push subscription on the tracking topic delivers each message with an OIDC token, except events of the type
+   * the worker ignores: the subscription filters those out by the message's `type` attribute, which
+   * functions/adapters/pubsub.ts sets to the event's type. Pub/Sub acknowledges them itself; they never invoke the worker.
+   */
+  | { kind: 'pubsub'; subscription: (typeof subscriptions)[keyof typeof subscriptions]; ignores: TrackingEvent['type'] };
 
 export interface FunctionSpec {
   trigger: Trigger;
-  /** Serves the tracking domain (behind the load balancer when there is one). */
+  /**
+   * A tracking endpoint (click, postback, pixel): it reads the visitor's address and region from the load balancer's
+   * headers, so it accepts traffic only through the load balancer. (Every public function is served on the tracking
+   * domain; the API and the Stripe webhook trust no such header and stay reachable at their own URLs too.)
+   */
   tracking: boolean;
   memory: '256Mi' | '512Mi' | '1Gi';
   /** vCPUs; concurrency above 1 needs at least 1. */
@@ -96,7 +105,8 @@ export function functionSpecs(c: Pick<InfraConfig, 'ABP_CLICK_MIN_INSTANCES'>): 
     pixel: { ...conversionIntake, sizing: 'Browser-side conversions on checkout pages: same work as the postback.' },
 
     stateWriter: {
-      trigger: { kind: 'pubsub', subscription: subscriptions.stateWriter },
+      // Conversions are its own output, for analytics (functions/workers/state-writer.ts does nothing with them).
+      trigger: { kind: 'pubsub', subscription: subscriptions.stateWriter, ignores: 'conversion' },
       tracking: false,
       memory: '512Mi', cpu: '1', concurrency: 80, minInstances: 0, maxInstances: 50, timeoutSeconds: 60,
       sizing: 'Clicks are written in group commits of the deliveries an instance has in flight (one read, one atomic batch per group; a capped campaign\'s conversions one transaction per campaign and group), so high concurrency is what makes groups: 80 concurrent pushes become a few commits.',
@@ -106,7 +116,8 @@ export function functionSpecs(c: Pick<InfraConfig, 'ABP_CLICK_MIN_INSTANCES'>): 
       configOnlySecrets: [],
     },
     analyticsWriter: {
-      trigger: { kind: 'pubsub', subscription: subscriptions.analyticsWriter },
+      // Raw postbacks are the state worker's input; analytics gets the conversion it books from them.
+      trigger: { kind: 'pubsub', subscription: subscriptions.analyticsWriter, ignores: 'postback' },
       tracking: false,
       memory: '512Mi', cpu: '1', concurrency: 50, minInstances: 0, maxInstances: 20, timeoutSeconds: 60,
       sizing: 'Concurrent deliveries share one streaming insert (insertAll of up to 500 rows), pure I/O: high concurrency, few instances.',

@@ -15,21 +15,42 @@ import type { StackContext } from './stack';
 /** The header the click function reads for the visitor's country (functions/tracking/http.ts). */
 export const clientRegionHeader = 'X-Client-Region:{client_region}';
 
+/** The public functions the load balancer serves, each under its local gateway path (shared/names.ts localPaths). */
+export const servedPaths = {
+  click: localPaths.click,
+  postback: localPaths.postback,
+  pixel: localPaths.pixel,
+  api: localPaths.api,
+  stripeWebhook: localPaths.stripeWebhook,
+} as const satisfies Partial<Record<FunctionKey, string>>;
+type Served = keyof typeof servedPaths;
+
 /**
- * The external HTTPS load balancer (global, EXTERNAL_MANAGED) that serves the tracking functions on the custom
- * tracking domain: a static IP, a Google-managed certificate, one serverless NEG and backend service per tracking
- * function, and a URL map routing the same paths as the local gateway (shared/names.ts localPaths). Port 80
- * redirects to HTTPS. The backends add X-Client-Region from the load balancer's geo lookup; the URL map strips a
- * client-sent CF-IPCountry, which the click function would otherwise trust (it is only meaningful behind Cloudflare).
+ * URL map patterns matching what the local gateway matches for a prefix (scripts/local/gateway.ts): a prefix ending
+ * in '/' matches everything under it; otherwise the path itself and everything under `path/`.
+ */
+export function pathPatterns(prefix: string): string[] {
+  return prefix.endsWith('/') ? [`${prefix}*`] : [prefix, `${prefix}/*`];
+}
+
+/**
+ * The external HTTPS load balancer (global, EXTERNAL_MANAGED) that serves the platform on the tracking domain: a
+ * static IP, a Google-managed certificate, one serverless NEG and backend service per public function, and a URL map
+ * routing the same paths as the local gateway, so one base URL serves what `npm start` serves locally: tracking
+ * links, the postback and pixel, the API and the Stripe webhook. Every address the API hands out (PUBLIC_BASE_URL)
+ * is on this domain. Port 80 redirects to HTTPS. The tracking backends add X-Client-Region from the load balancer's
+ * geo lookup; the URL map strips a client-sent CF-IPCountry, which the click function would otherwise trust (it is
+ * only meaningful behind Cloudflare).
  */
 export function trackingLoadBalancer(scope: Construct, c: StackContext, domain: string, functions: Record<FunctionKey, Cloudfunctions2Function>): { address: string } {
   const dependsOn = [c.apis.compute!];
   const ip = new ComputeGlobalAddress(scope, 'lb_ip', { name: 'abp-tracking', dependsOn });
   const cert = new ComputeManagedSslCertificate(scope, 'lb_certificate', { name: 'abp-tracking', managed: { domains: [domain] }, dependsOn });
 
-  const backends = {} as Partial<Record<FunctionKey, ComputeBackendService>>;
-  for (const key of functionKeys) {
-    if (!c.specs[key].tracking) continue;
+  const backends = {} as Record<Served, ComputeBackendService>;
+  for (const key of Object.keys(servedPaths) as Served[]) {
+    const spec = c.specs[key];
+    if (spec.trigger.kind !== 'http' || spec.trigger.access !== 'public') throw new Error(`${key} is served on the tracking domain, so it must be a public HTTP function (infra/functions.ts)`);
     const id = snake(key);
     const neg = new ComputeRegionNetworkEndpointGroup(scope, `lb_neg_${id}`, {
       name: `abp-${kebab(functionNames[key])}`,
@@ -43,27 +64,26 @@ export function trackingLoadBalancer(scope: Construct, c: StackContext, domain: 
       loadBalancingScheme: 'EXTERNAL_MANAGED',
       protocol: 'HTTPS',
       backend: [{ group: neg.id }],
-      customRequestHeaders: [clientRegionHeader],
+      // Only the tracking functions read the visitor's region.
+      customRequestHeaders: spec.tracking ? [clientRegionHeader] : undefined,
       logConfig: { enable: true, sampleRate: 0.01 },
     });
   }
-  const { click, postback, pixel } = backends;
-  if (!click || !postback || !pixel) throw new Error('click, postback and pixel must be tracking functions (infra/functions.ts)');
+  for (const key of functionKeys) {
+    const { trigger } = c.specs[key];
+    if (trigger.kind === 'http' && trigger.access === 'public' && !(key in servedPaths)) throw new Error(`${key} is public but has no path on the tracking domain (servedPaths)`);
+  }
 
   const urlMap = new ComputeUrlMap(scope, 'lb_url_map', {
     name: 'abp-tracking',
-    defaultService: click.id,
+    defaultService: backends.click.id,
     headerAction: { requestHeadersToRemove: ['CF-IPCountry'] },
     hostRule: [{ hosts: [domain], pathMatcher: 'tracking' }],
     pathMatcher: [
       {
         name: 'tracking',
-        defaultService: click.id,
-        pathRule: [
-          { paths: [`${localPaths.click}*`], service: click.id },
-          { paths: [localPaths.postback, `${localPaths.postback}/*`], service: postback.id },
-          { paths: [localPaths.pixel, `${localPaths.pixel}/*`], service: pixel.id },
-        ],
+        defaultService: backends.click.id,
+        pathRule: (Object.entries(servedPaths) as [Served, string][]).map(([key, prefix]) => ({ paths: pathPatterns(prefix), service: backends[key].id })),
       },
     ],
   });

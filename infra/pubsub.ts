@@ -13,7 +13,8 @@ import type { StackContext } from './stack';
 
 /**
  * The production twin of scripts/local/pubsub-setup.ts: the tracking topic, one push subscription per worker with
- * retry and dead-letter policies, and the dead-letter topic with a pull subscription for inspection.
+ * retry and dead-letter policies and a filter leaving out the event type that worker ignores, and the dead-letter
+ * topic with a pull subscription for inspection.
  */
 export interface EventBus {
   trackingTopic: PubsubTopic;
@@ -21,6 +22,20 @@ export interface EventBus {
 }
 
 const week = `${7 * 86_400}s`;
+/** Pub/Sub's longest subscription retention: dead letters wait this long for someone to look. */
+const deadLetterRetention = `${31 * 86_400}s`;
+
+/**
+ * Backoff between failed pushes. With maxDeliveryAttempts = 5 the waits are about 60, 120, 240 and 480 s, so an
+ * event is dead-lettered only after failing for about 15 minutes: a Firestore or BigQuery outage of a few minutes
+ * delays events instead of sending them all to the dead-letter topic (with 10 s it took about 2.5 minutes).
+ */
+export const retryPolicy = { minimumBackoff: '60s', maximumBackoff: '600s' };
+
+/** The subscription filter that leaves out the one event type a worker ignores. */
+export function skipEventType(type: string): string {
+  return `attributes.type != "${type}"`;
+}
 
 /** The Pub/Sub service agent: it forwards dead letters and mints the push subscriptions' OIDC tokens. */
 export function pubsubServiceAgent(c: StackContext): string {
@@ -78,7 +93,9 @@ export function workerSubscriptions(scope: Construct, c: StackContext, bus: Even
       ackDeadlineSeconds: Math.min(spec.timeoutSeconds, 600),
       messageRetentionDuration: week,
       expirationPolicy: { ttl: '' }, // never expire for inactivity (the default is 31 days)
-      retryPolicy: { minimumBackoff: '10s', maximumBackoff: '600s' },
+      retryPolicy,
+      // Filters cannot change on an existing subscription: changing one replaces it (docs/deploy.md, "Updating").
+      filter: skipEventType(spec.trigger.ignores),
       deadLetterPolicy: { deadLetterTopic: bus.deadLetterTopic.id, maxDeliveryAttempts },
       pushConfig: {
         pushEndpoint: `${url}/projects/${c.project}/topics/${topics.trackingEvents}`,
@@ -97,7 +114,7 @@ export function workerSubscriptions(scope: Construct, c: StackContext, bus: Even
     name: subscriptions.deadLetterInspection,
     topic: bus.deadLetterTopic.id,
     ackDeadlineSeconds: 60,
-    messageRetentionDuration: week,
+    messageRetentionDuration: deadLetterRetention,
     expirationPolicy: { ttl: '' },
     dependsOn: [c.apis.pubsub!],
   });

@@ -7,7 +7,7 @@ import { SecretManagerSecret } from '@cdktf/provider-google/lib/secret-manager-s
 import { ServiceAccount } from '@cdktf/provider-google/lib/service-account';
 import { GcsBackend, LocalBackend, TerraformOutput, TerraformStack } from 'cdktf';
 import type { Construct } from 'constructs';
-import { functionNames, subscriptions } from '../shared/names';
+import { functionNames, localPaths, subscriptions } from '../shared/names';
 import { analyticsStorage } from './bigquery';
 import { deployFunctions } from './cloud-functions';
 import type { InfraConfig } from './config';
@@ -37,14 +37,12 @@ const requiredApis = {
   bigquery: 'bigquery.googleapis.com',
   scheduler: 'cloudscheduler.googleapis.com',
   secretManager: 'secretmanager.googleapis.com',
-} as const;
-const optionalApis = {
-  /** Only with a tracking domain: the load balancer. */
+  /** The load balancer on the tracking domain. */
   compute: 'compute.googleapis.com',
-  /** Only with an alert e-mail. */
+  /** The alert policies (always created; they e-mail only with ABP_ALERT_EMAIL). */
   monitoring: 'monitoring.googleapis.com',
 } as const;
-export type ApiKey = keyof typeof requiredApis | keyof typeof optionalApis;
+export type ApiKey = keyof typeof requiredApis;
 
 /** What the modules share: settings, enabled APIs and the identities and secrets they wire together. */
 export interface StackContext {
@@ -78,7 +76,7 @@ export function assertBundlesBuilt(bundleRoot: string): void {
 
 /**
  * The whole platform in one stack: APIs, identities, secrets, Pub/Sub, Firestore, BigQuery, the functions, their
- * schedules, and optionally the tracking load balancer and alerting. Resources get readable logical ids
+ * schedules, the load balancer on the tracking domain, and alerting. Resources get readable logical ids
  * (google_pubsub_topic.tracking_events, google_cloudfunctions2_function.fn_click …) for `terraform state` and imports.
  */
 export class AbpStack extends TerraformStack {
@@ -97,10 +95,7 @@ export class AbpStack extends TerraformStack {
     else new LocalBackend(this, { path: `../../../terraform.${stackName}.tfstate` });
 
     const apis: StackContext['apis'] = {};
-    const wanted: [ApiKey, string][] = Object.entries(requiredApis) as [ApiKey, string][];
-    if (config.ABP_TRACKING_DOMAIN) wanted.push(['compute', optionalApis.compute]);
-    if (config.ABP_ALERT_EMAIL) wanted.push(['monitoring', optionalApis.monitoring]);
-    for (const [key, service] of wanted) {
+    for (const [key, service] of Object.entries(requiredApis) as [ApiKey, string][]) {
       // Leaving an API enabled on destroy: other things in the project may use it.
       apis[key] = new ProjectService(this, `api_${snake(key)}`, { service, disableOnDestroy: false });
     }
@@ -135,14 +130,15 @@ export class AbpStack extends TerraformStack {
     const deployed = deployFunctions(this, this.context, { trackingTopic: bus.trackingTopic, analyticsTable: analytics.table });
     const subs = workerSubscriptions(this, this.context, bus, deployed.functions);
     scheduledJobs(this, this.context, deployed.functions);
-    const lb = config.ABP_TRACKING_DOMAIN ? trackingLoadBalancer(this, this.context, config.ABP_TRACKING_DOMAIN, deployed.functions) : undefined;
-    if (config.ABP_ALERT_EMAIL) alerting(this, this.context, config.ABP_ALERT_EMAIL);
+    const lb = trackingLoadBalancer(this, this.context, config.ABP_TRACKING_DOMAIN, deployed.functions);
+    alerting(this, this.context, config.ABP_ALERT_EMAIL);
 
     for (const key of functionKeys) {
       new TerraformOutput(this, `url_${snake(key)}`, { value: deployed.functions[key].serviceConfig.uri, description: `URL of the ${functionNames[key]} function` });
     }
-    new TerraformOutput(this, 'public_base_url', { value: deployed.publicBaseUrl, description: 'Base of tracking links and postback URLs (PUBLIC_BASE_URL)' });
-    if (lb) new TerraformOutput(this, 'tracking_ip', { value: lb.address, description: `Point an A record for ${config.ABP_TRACKING_DOMAIN} at this address` });
+    new TerraformOutput(this, 'public_base_url', { value: deployed.publicBaseUrl, description: 'Base of tracking links, postback and pixel URLs, the API and the Stripe webhook (PUBLIC_BASE_URL)' });
+    new TerraformOutput(this, 'stripe_webhook_url', { value: `${deployed.publicBaseUrl}${localPaths.stripeWebhook}`, description: 'The endpoint URL to register in Stripe (Developers → Webhooks)' });
+    new TerraformOutput(this, 'tracking_ip', { value: lb.address, description: `Point an A record for ${config.ABP_TRACKING_DOMAIN} at this address` });
     new TerraformOutput(this, 'dead_letter_subscription', { value: subs.deadLetterInspection.name, description: `Pull subscription holding events the workers gave up on (${subscriptions.deadLetterInspection})` });
     new TerraformOutput(this, 'secrets_to_fill', { value: secretNames.join(' '), description: 'Secret Manager secrets that need a version before the functions can start' });
   }

@@ -26,6 +26,7 @@ interface TfJson {
 }
 
 const project = 'abp-test-project';
+const domain = 'track.example.com';
 const fakeSecrets = {
   STRIPE_SECRET_KEY: 'sk_live_FAKEFAKEFAKEdoNotLeak0123456789',
   STRIPE_WEBHOOK_SECRET: 'whsec_FAKEdoNotLeak0123456789',
@@ -39,8 +40,8 @@ let bundleRoot: string;
 let built: Map<FunctionKey, BuiltFunction>;
 let plain: TfJson;
 let plainText: string;
-let withLb: TfJson;
-let withLbText: string;
+let withAlertEmail: TfJson;
+let withAlertEmailText: string;
 const savedEnv: Record<string, string | undefined> = {};
 
 let apps = 0;
@@ -61,10 +62,11 @@ before(async () => {
     savedEnv[k] = process.env[k];
     process.env[k] = v;
   }
-  plainText = synthesize({ ABP_PROJECT_ID: project, ABP_BUNDLE_DIR: bundleRoot });
+  // The required settings only (the tracking domain is one), then with the optional alert e-mail.
+  plainText = synthesize({ ABP_PROJECT_ID: project, ABP_BUNDLE_DIR: bundleRoot, ABP_TRACKING_DOMAIN: domain });
   plain = JSON.parse(plainText) as TfJson;
-  withLbText = synthesize({ ABP_PROJECT_ID: project, ABP_BUNDLE_DIR: bundleRoot, ABP_TRACKING_DOMAIN: 'track.example.com', ABP_ALERT_EMAIL: 'ops@example.com' });
-  withLb = JSON.parse(withLbText) as TfJson;
+  withAlertEmailText = synthesize({ ABP_PROJECT_ID: project, ABP_BUNDLE_DIR: bundleRoot, ABP_TRACKING_DOMAIN: domain, ABP_ALERT_EMAIL: 'ops@example.com' });
+  withAlertEmail = JSON.parse(withAlertEmailText) as TfJson;
 });
 
 after(() => {
@@ -207,7 +209,7 @@ describe('build (scripts/build.ts)', () => {
 
   it('synth refuses to run without bundles and says to run npm run build', () => {
     assert.throws(
-      () => new AbpStack(testApp(), 'abp', loadInfraConfig({ ABP_BUNDLE_DIR: join(workDir, 'no-bundles') })),
+      () => new AbpStack(testApp(), 'abp', loadInfraConfig({ ABP_BUNDLE_DIR: join(workDir, 'no-bundles'), ABP_TRACKING_DOMAIN: domain })),
       (err: unknown) => err instanceof MissingBundleError && /npm run build/.test(err.message) && err.message.includes(functionNames.click),
     );
   });
@@ -237,7 +239,7 @@ describe('functions', () => {
     const click = resource(plain, 'google_cloudfunctions2_function', fnId('click'));
     assert.ok(Number(at(click, 'service_config', 'min_instance_count')) >= 1);
     assert.ok(Number(at(click, 'service_config', 'max_instance_request_concurrency')) >= 50);
-    assert.equal(at(click, 'service_config', 'environment_variables', 'XFF_TRUSTED_HOPS'), '1');
+    assert.equal(at(click, 'service_config', 'environment_variables', 'XFF_TRUSTED_HOPS'), '2');
     // One vCPU: V8's parallel GC helpers would only take turns with the thread serving clicks.
     assert.equal(at(click, 'service_config', 'available_cpu'), '1');
     assert.equal(at(click, 'service_config', 'environment_variables', 'NODE_OPTIONS'), '--v8-pool-size=1');
@@ -303,7 +305,9 @@ describe('Pub/Sub', () => {
     for (const name of [subscriptions.stateWriter, subscriptions.analyticsWriter]) {
       const [id, sub] = Object.entries(resources(plain, 'google_pubsub_subscription')).find(([, s]) => s.name === name)!;
       assert.deepEqual(sub.dead_letter_policy, { dead_letter_topic: ref('google_pubsub_topic', 'tracking_dead_letter', 'id'), max_delivery_attempts: maxDeliveryAttempts });
-      assert.ok(at(sub, 'retry_policy', 'minimum_backoff') && at(sub, 'retry_policy', 'maximum_backoff'), `${name} has a retry policy`);
+      // About 15 minutes of failures (60 + 120 + 240 + 480 s between the 5 attempts) before an event is dead-lettered,
+      // so a few minutes of Firestore or BigQuery outage delays events rather than dead-lettering them all.
+      assert.deepEqual(sub.retry_policy, { minimum_backoff: '60s', maximum_backoff: '600s' }, `${name}'s retry policy`);
       assert.equal(at(sub, 'expiration_policy', 'ttl'), '', `${name} never expires`);
       assert.ok(grantsOf(plain, pubsubAgent).includes(`subscription:${name}:roles/pubsub.subscriber`), `agent subscribes to ${id}`);
     }
@@ -315,6 +319,17 @@ describe('Pub/Sub', () => {
     const inspection = Object.values(resources(plain, 'google_pubsub_subscription')).find((s) => s.name === subscriptions.deadLetterInspection)!;
     assert.equal(inspection.topic, ref('google_pubsub_topic', 'tracking_dead_letter', 'id'));
     assert.equal(at(inspection, 'push_config'), undefined);
+    assert.equal(inspection.message_retention_duration, `${31 * 86_400}s`, 'dead letters are kept as long as Pub/Sub allows (31 days)');
+    assert.equal(inspection.filter, undefined);
+  });
+
+  it("each worker's subscription leaves out the event type the worker ignores", () => {
+    const filterOf = (name: string) => Object.values(resources(plain, 'google_pubsub_subscription')).find((s) => s.name === name)?.filter;
+    // The state worker publishes conversions and does nothing with them; analytics records conversions, not raw postbacks.
+    assert.equal(filterOf(subscriptions.stateWriter), 'attributes.type != "conversion"');
+    assert.equal(filterOf(subscriptions.analyticsWriter), 'attributes.type != "postback"');
+    // The attribute the filters read is the event's own type.
+    assert.match(readFileSync(join(repoRoot, 'functions/adapters/pubsub.ts'), 'utf8'), /attributes: \{ type: event\.type\b/);
   });
 });
 
@@ -345,16 +360,21 @@ describe('Firestore', () => {
       'COLLECTION conversions(affiliateId ASC, createdAt DES, __name__ ASC)',
       'COLLECTION conversions(createdAt DES, __name__ ASC)',
       'COLLECTION_GROUP conversions(status ASC, fraudHold ASC, approvableAt ASC)',
-      'COLLECTION ledger(affiliateId ASC, status ASC)',
-      'COLLECTION ledger(status ASC, approvableAt ASC)',
       'COLLECTION ledger(affiliateId ASC, createdAt DES, __name__ ASC)',
       'COLLECTION counters(affiliateId ASC, day ASC)',
       'COLLECTION counters(campaignId ASC, day ASC)',
+      // /stats with ?campaignId= and ?affiliateId= (or the affiliate role's affiliateId in [...]) over a day range.
+      'COLLECTION counters(campaignId ASC, affiliateId ASC, day ASC)',
       'COLLECTION counters(campaignId ASC, day ASC, clicks ASC)',
       'COLLECTION payoutRuns(createdAt DES, __name__ ASC)',
       'COLLECTION payouts(createdAt DES, __name__ ASC)',
     ];
     for (const index of need) assert.ok(have.includes(index), `index ${index}`);
+    // No query filters the ledger this way (its queries are equality-only, or affiliateId == newest first), and every
+    // index costs a write per entry.
+    for (const unused of ['COLLECTION ledger(affiliateId ASC, status ASC)', 'COLLECTION ledger(status ASC, approvableAt ASC)']) {
+      assert.ok(!have.includes(unused), `no index ${unused}`);
+    }
     for (const i of Object.values(resources(plain, 'google_firestore_index'))) assert.equal(i.database, ref('google_firestore_database', 'firestore', 'name'));
   });
 });
@@ -444,7 +464,7 @@ describe('secrets', () => {
   });
 
   it('no secret value or secret-looking string appears in the synthesized JSON', () => {
-    for (const text of [plainText, withLbText]) {
+    for (const text of [plainText, withAlertEmailText]) {
       for (const value of Object.values(fakeSecrets)) assert.ok(!text.includes(value), 'a secret from the environment leaked');
       assert.ok(!text.includes('doNotLeak'));
       assert.doesNotMatch(text, /\b(sk|rk)_(live|test)_\w+|whsec_\w+|-----BEGIN|private_key|AIza[0-9A-Za-z_-]{35}|eyJ[\w-]{8,}\.eyJ/);
@@ -453,30 +473,117 @@ describe('secrets', () => {
 });
 
 describe('tracking domain (load balancer)', () => {
-  it('routes the tracking paths through serverless NEGs that add X-Client-Region', () => {
-    const backends = Object.values(resources(withLb, 'google_compute_backend_service'));
-    assert.equal(backends.length, 3);
-    for (const b of backends) {
-      assert.deepEqual(b.custom_request_headers, ['X-Client-Region:{client_region}']);
+  /**
+   * The function the load balancer sends a request path to, read from the synthesized URL map the way the load
+   * balancer reads it: path rules of the host's path matcher, longest matching pattern first (a pattern ending in
+   * '/*' matches what starts with the part before '*'), else the default service.
+   */
+  function routedTo(tf: TfJson, path: string): FunctionKey | undefined {
+    const urlMap = resource(tf, 'google_compute_url_map', 'lb_url_map');
+    assert.deepEqual(at(urlMap, 'host_rule', 0, 'hosts'), [domain]);
+    const matcher = at(urlMap, 'path_matcher', 0) as Obj;
+    assert.equal(matcher.name, at(urlMap, 'host_rule', 0, 'path_matcher'));
+    let best: { length: number; service: unknown } = { length: -1, service: matcher.default_service };
+    for (const rule of matcher.path_rule as Obj[]) {
+      for (const pattern of rule.paths as string[]) {
+        const matches = pattern.endsWith('/*') ? path.startsWith(pattern.slice(0, -1)) : path === pattern;
+        if (matches && pattern.length > best.length) best = { length: pattern.length, service: rule.service };
+      }
+    }
+    const backendId = /^\$\{google_compute_backend_service\.(\w+)\.id\}$/.exec(String(best.service))?.[1];
+    assert.ok(backendId, `backend reference ${String(best.service)}`);
+    const negId = /^\$\{google_compute_region_network_endpoint_group\.(\w+)\.id\}$/.exec(String(at(resource(tf, 'google_compute_backend_service', backendId), 'backend', 0, 'group')))?.[1];
+    assert.ok(negId, `${backendId}: a serverless NEG`);
+    const fn = at(resource(tf, 'google_compute_region_network_endpoint_group', negId), 'cloud_function', 'function');
+    return functionKeys.find((k) => fnName(k) === fn);
+  }
+
+  it('synth refuses to run without ABP_TRACKING_DOMAIN, saying why', () => {
+    // Without the domain the API's addresses (postback and pixel templates, onboarding links) had no host serving them.
+    assert.throws(
+      () => loadInfraConfig({ ABP_PROJECT_ID: project, ABP_BUNDLE_DIR: bundleRoot }),
+      (err: unknown) => err instanceof Error && /ABP_TRACKING_DOMAIN: is required/.test(err.message) && /postback/.test(err.message),
+    );
+    const run = spawnSync(process.execPath, ['--import', 'tsx', join(repoRoot, 'infra/main.ts')], {
+      cwd: repoRoot,
+      env: { ...process.env, ABP_TRACKING_DOMAIN: '', CDKTF_OUTDIR: join(workDir, 'no-domain.out'), ABP_BUNDLE_DIR: bundleRoot, ABP_PROJECT_ID: project },
+      encoding: 'utf8',
+    });
+    assert.equal(run.status, 1);
+    assert.match(run.stderr, /^error: Invalid deployment settings:\n {2}ABP_TRACKING_DOMAIN: is required/m);
+    assert.ok(!existsSync(join(workDir, 'no-domain.out', 'stacks')));
+  });
+
+  it('every function serves the tracking domain its PUBLIC_BASE_URL names, which the certificate covers', () => {
+    for (const key of functionKeys) {
+      assert.equal(at(resource(plain, 'google_cloudfunctions2_function', fnId(key)), 'service_config', 'environment_variables', 'PUBLIC_BASE_URL'), `https://${domain}`, key);
+    }
+    assert.deepEqual(at(resource(plain, 'google_compute_managed_ssl_certificate', 'lb_certificate'), 'managed', 'domains'), [domain]);
+    assert.equal(plain.output?.public_base_url?.value, `https://${domain}`);
+    assert.equal(plain.output?.stripe_webhook_url?.value, `https://${domain}${localPaths.stripeWebhook}`);
+  });
+
+  it('routes every address the API hands out to the function that answers it, as the local gateway does', () => {
+    const addresses: [string, FunctionKey][] = [
+      ['/c/lnk_123', 'click'], // tracking links (functions/api/routes/links.ts)
+      ['/postback', 'postback'], // the postback template (functions/api/routes/postback-config.ts)
+      ['/pixel', 'pixel'], // the pixel template (postback-config.ts)
+      ['/v1/orgs/org_1/affiliates/aff_1', 'api'], // Stripe onboarding return and refresh URLs (functions/api/routes/money.ts)
+      ['/v1/openapi.json', 'api'], // the OpenAPI document, whose servers entry is PUBLIC_BASE_URL (functions/api/index.ts)
+      ['/v1/orgs', 'api'],
+      [localPaths.stripeWebhook, 'stripeWebhook'], // the Stripe endpoint (stripe_webhook_url)
+    ];
+    for (const [path, key] of addresses) assert.equal(routedTo(plain, path), key, path);
+    // Every public function is served under its local gateway path (shared/names.ts localPaths).
+    const specs = functionSpecs({ ABP_CLICK_MIN_INSTANCES: 1 });
+    const publicKeys = functionKeys.filter((k) => specs[k].trigger.kind === 'http' && specs[k].trigger.access === 'public');
+    assert.deepEqual([...publicKeys].sort(), ['api', 'click', 'pixel', 'postback', 'stripeWebhook']);
+    for (const key of publicKeys) {
+      const prefix = (localPaths as Record<string, string>)[key];
+      assert.ok(prefix, `${key} has a local gateway path`);
+      assert.equal(routedTo(plain, prefix.endsWith('/') ? `${prefix}x` : prefix), key, `${key} at ${prefix}`);
+    }
+  });
+
+  it('gives the tracking backends X-Client-Region through serverless NEGs', () => {
+    const backends = resources(plain, 'google_compute_backend_service');
+    assert.deepEqual(Object.keys(backends).sort(), ['lb_backend_api', 'lb_backend_click', 'lb_backend_pixel', 'lb_backend_postback', 'lb_backend_stripe_webhook']);
+    for (const [id, b] of Object.entries(backends)) {
+      const tracking = ['lb_backend_click', 'lb_backend_postback', 'lb_backend_pixel'].includes(id);
+      assert.deepEqual(b.custom_request_headers, tracking ? ['X-Client-Region:{client_region}'] : undefined, id);
       assert.equal(b.load_balancing_scheme, 'EXTERNAL_MANAGED');
     }
-    const negs = Object.values(resources(withLb, 'google_compute_region_network_endpoint_group'));
-    assert.deepEqual(negs.map((n) => at(n, 'cloud_function', 'function')).sort(), [fnName('click'), fnName('pixel'), fnName('postback')].sort());
-    const urlMap = resource(withLb, 'google_compute_url_map', 'lb_url_map');
-    const paths = (at(urlMap, 'path_matcher', 0, 'path_rule') as Obj[]).flatMap((r) => r.paths as string[]);
-    for (const p of [`${localPaths.click}*`, localPaths.postback, localPaths.pixel]) assert.ok(paths.includes(p), p);
-    assert.deepEqual(at(resource(withLb, 'google_compute_managed_ssl_certificate', 'lb_certificate'), 'managed', 'domains'), ['track.example.com']);
+    const negs = Object.values(resources(plain, 'google_compute_region_network_endpoint_group'));
+    assert.ok(negs.every((n) => n.network_endpoint_type === 'SERVERLESS'));
+    assert.deepEqual(negs.map((n) => at(n, 'cloud_function', 'function')).sort(), (['api', 'click', 'pixel', 'postback', 'stripeWebhook'] as const).map(fnName).sort());
   });
 
   it('behind the load balancer the tracking functions trust two proxy hops and accept traffic only from it', () => {
     for (const key of ['click', 'postback', 'pixel'] as const) {
-      const fn = resource(withLb, 'google_cloudfunctions2_function', fnId(key));
+      const fn = resource(plain, 'google_cloudfunctions2_function', fnId(key));
       assert.equal(at(fn, 'service_config', 'environment_variables', 'XFF_TRUSTED_HOPS'), '2');
-      assert.equal(at(fn, 'service_config', 'environment_variables', 'PUBLIC_BASE_URL'), 'https://track.example.com');
       assert.equal(at(fn, 'service_config', 'ingress_settings'), 'ALLOW_INTERNAL_AND_GCLB');
     }
-    assert.equal(at(resource(withLb, 'google_cloudfunctions2_function', fnId('api')), 'service_config', 'ingress_settings'), 'ALLOW_ALL');
-    assert.equal(Object.keys(resources(withLb, 'google_monitoring_alert_policy')).length, 2);
+    for (const key of ['api', 'stripeWebhook'] as const) {
+      assert.equal(at(resource(plain, 'google_cloudfunctions2_function', fnId(key)), 'service_config', 'ingress_settings'), 'ALLOW_ALL');
+    }
+  });
+});
+
+describe('alerting', () => {
+  it('creates the alert policies whatever the settings, and e-mails them only with ABP_ALERT_EMAIL', () => {
+    const policies = (tf: TfJson) => Object.values(resources(tf, 'google_monitoring_alert_policy'));
+    assert.deepEqual(policies(plain).map((p) => p.display_name).sort(), ['ABP: a tracking worker is falling behind', 'ABP: tracking events dead-lettered']);
+    assert.ok(policies(plain).every((p) => p.notification_channels === undefined));
+    assert.deepEqual(resources(plain, 'google_monitoring_notification_channel'), {});
+    assert.ok(resource(plain, 'google_project_service', 'api_monitoring'));
+
+    assert.equal(policies(withAlertEmail).length, 2);
+    const channel = resource(withAlertEmail, 'google_monitoring_notification_channel', 'alert_email');
+    assert.deepEqual(channel.labels, { email_address: 'ops@example.com' });
+    for (const p of policies(withAlertEmail)) assert.deepEqual(p.notification_channels, [ref('google_monitoring_notification_channel', 'alert_email', 'id')]);
+    const deadLetters = policies(plain).find((p) => p.display_name === 'ABP: tracking events dead-lettered')!;
+    assert.match(String(at(deadLetters, 'conditions', 0, 'condition_threshold', 'filter')), new RegExp(`subscription_id = "${subscriptions.deadLetterInspection}"`));
   });
 });
 
@@ -485,7 +592,7 @@ describe('npm run synth (infra/main.ts)', () => {
     const outdir = join(workDir, 'cdktf.out');
     const run = spawnSync(process.execPath, ['--import', 'tsx', join(repoRoot, 'infra/main.ts')], {
       cwd: repoRoot,
-      env: { ...process.env, CDKTF_OUTDIR: outdir, ABP_BUNDLE_DIR: bundleRoot, ABP_PROJECT_ID: project },
+      env: { ...process.env, CDKTF_OUTDIR: outdir, ABP_BUNDLE_DIR: bundleRoot, ABP_PROJECT_ID: project, ABP_TRACKING_DOMAIN: domain },
       encoding: 'utf8',
     });
     assert.equal(run.status, 0, run.stderr);

@@ -589,6 +589,35 @@ describe('workers', () => {
     assert.deepEqual([stats.clicks, stats.uniqueClicks], [3, 2]);
   });
 
+  it('decides unique clicks by the click before in time, also when Pub/Sub delivers an earlier click later', async () => {
+    const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${org.id}${path}`, { auth: org.token, body });
+    const campaignId = org.campaign;
+    const affiliateId = (await post('/affiliates', { name: 'Late', email: 'late@example.com' })).body.id as string;
+    const linkId = (await post('/links', { campaignId, affiliateId })).body.id as string;
+    const { mintClickId } = await import('../shared/domain/click-id');
+    const { secrets } = await import('../functions/adapters/local-secrets');
+    const minute = 60_000;
+    const t0 = Date.now() - 3 * 60 * minute;
+    // 10:00:00, then 11:00:30 (unique when it arrives: an hour and a half minute after the only click seen),
+    // then 10:59:30 arrives late: it is a repeat of 10:00:00, and 11:00:30 is now a repeat of it.
+    const ids: string[] = [];
+    for (const [k, at] of [t0, t0 + 60 * minute + minute / 2, t0 + 59 * minute + minute / 2].entries()) {
+      ids.push(mintClickId(secrets().clickSigningKey, linkId, at));
+      const r = await deliverToStateWorker({
+        type: 'click', eventId: ids[k]!, orgId: org.id, linkId, campaignId, affiliateId,
+        occurredAt: new Date(at).toISOString(), attributionWindowDays: 30, sub1: 'late', sub2: null, sub3: null, sub4: null, sub5: null,
+        visitorHash: 'late-visitor', ipHash: 'i', ipPrefix: null, country: null, device: 'desktop', os: null, browser: null, referrer: null, isBot: false, botReason: null,
+      }, `late-${k}`);
+      assert.equal(r.ok, true);
+    }
+    const from = new Date(t0).toISOString().slice(0, 10);
+    const stats = (await api(`/stats?from=${from}&to=${today()}&affiliateId=${affiliateId}`)).body.totals;
+    assert.deepEqual([stats.clicks, stats.uniqueClicks], [3, 1]);
+    const flags = await Promise.all(ids.map(async (id) => (await api(`/clicks/${id}`)).body.unique));
+    // As the report counts them from the analytics rows (shared/analytics/report.ts, tested in analytics.test.ts).
+    assert.deepEqual(flags, [true, false, false]);
+  });
+
   it('write every click once, and one unique click per visitor, when many deliveries and redeliveries arrive at once', async (t) => {
     const redeliveredBefore = redeliveries.count;
     t.after(() => t.diagnostic(`deliveries answered 5xx and delivered again: ${redeliveries.count - redeliveredBefore}`));

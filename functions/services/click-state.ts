@@ -7,13 +7,13 @@ import { groupedWrites, isConflict } from './grouped-writes';
 import { OrgScope } from './tenancy';
 
 /**
- * The state worker's clicks: the click document, the visitor's last click (for uniqueness) and the live
- * counters, written exactly once per click id however often Pub/Sub delivers it.
+ * The state worker's clicks: the click document, the visitor's recent clicks on the link (for uniqueness) and
+ * the live counters, written exactly once per click id however often Pub/Sub delivers it.
  *
  * Clicks are the volume of the pipeline, so concurrent deliveries are written as one atomic batch instead
  * of one transaction each: read every click and visitor document of the group in one call, then commit one
  * batch that creates the clicks (create fails if a click already exists, and the whole batch with it, so no
- * counter is ever incremented twice) and moves each visitor's last click only if that document is still
+ * counter is ever incremented twice) and changes each visitor's recent clicks only if that document is still
  * the one that was read (an update precondition, or create when there was none). If anything in the group
  * changed between the read and the commit (a redelivery running elsewhere, the same visitor clicking on
  * another instance), the batch fails as a whole; it is read and tried once more, then each click on its
@@ -58,11 +58,37 @@ async function applyAlone(e: ClickEvent): Promise<ClickApplied> {
   }
 }
 
+/** A visitor's recent click on a link, as the visitor document keeps it. */
+interface RecentClick {
+  t: number;
+  /** The click id; absent on documents written before the visitor kept its recent clicks. */
+  id?: string;
+  unique: boolean;
+}
+
 interface VisitorState {
   ref: DocumentReference;
   read: DocumentSnapshot;
-  last: number | undefined;
+  /** In time order; clicks of this group are added as they are decided. */
+  recent: RecentClick[];
   moved: boolean;
+}
+
+/**
+ * How far back a visitor's clicks are kept: a click that arrives this late (a redelivery after an outage, a
+ * dead letter replayed) still finds the clicks an hour either side of it. At most `recentLimit` of them, so a
+ * visitor hash many people share (one office, one browser build) cannot grow the document without bound.
+ */
+const recentSpan = 3 * hour;
+const recentLimit = 100;
+
+function recentOf(read: DocumentSnapshot): RecentClick[] {
+  if (!read.exists) return [];
+  const kept = read.get('recent') as RecentClick[] | undefined;
+  if (kept) return [...kept];
+  // Written before recent clicks were kept: its last click, which it flagged however it did.
+  const last = read.get('lastClickAt') as number | undefined;
+  return last === undefined ? [] : [{ t: last, unique: false }];
 }
 
 interface CounterDelta {
@@ -93,7 +119,7 @@ async function writeOnce(events: ClickEvent[]): Promise<ClickApplied[]> {
   const visitors = new Map<string, VisitorState>();
   [...visitorRefs.keys()].forEach((key, i) => {
     const read = snaps[clickRefs.size + i]!;
-    visitors.set(key, { ref: read.ref, read, last: read.exists ? (read.get('lastClickAt') as number) : undefined, moved: false });
+    visitors.set(key, { ref: read.ref, read, recent: recentOf(read), moved: false });
   });
   const windowDays = await attributionWindows(events.filter((e) => e.attributionWindowDays === undefined), scopeOf);
 
@@ -110,10 +136,13 @@ async function writeOnce(events: ClickEvent[]): Promise<ClickApplied[]> {
       continue;
     }
     const visitor = e.isBot ? undefined : visitors.get(visitorKeyOf(e));
-    const last = visitor?.last;
     // Repeat clicks by the same visitor on the same link within an hour (inclusive, as the report counts them)
-    // are recorded but not unique.
-    const unique = !e.isBot && (last === undefined || t - last > hour);
+    // are recorded but not unique. "Within an hour" of the click before it in time, not of the last one
+    // processed: Pub/Sub may deliver an earlier click later.
+    const at = visitor ? visitor.recent.findIndex((r) => r.t > t) : -1;
+    const before = visitor?.recent[(at === -1 ? visitor.recent.length : at) - 1];
+    const after = at === -1 ? undefined : visitor?.recent[at];
+    const unique = !e.isBot && (before === undefined || t - before.t > hour);
     const window = e.attributionWindowDays ?? windowDays.get(`${e.orgId}/${e.campaignId}`) ?? defaultAttributionWindowDays;
     batch.create(clickRef, {
       id: e.eventId, linkId: e.linkId, campaignId: e.campaignId, affiliateId: e.affiliateId, createdAt: e.occurredAt,
@@ -122,12 +151,22 @@ async function writeOnce(events: ClickEvent[]): Promise<ClickApplied[]> {
       ipPrefix: e.ipPrefix, ipHash: e.ipHash, visitorHash: e.visitorHash, isBot: e.isBot, botReason: e.botReason, unique,
       expireAt: Timestamp.fromMillis(t + (window + clickRetentionMarginDays) * day),
     });
-    if (visitor && (last === undefined || t > last)) {
-      visitor.last = t;
+    const deltaOf = (occurredAt: string, eventId: string) => {
+      const c = counterRef(scopeOf(e.orgId), occurredAt, e.campaignId, e.affiliateId, eventId);
+      return counters.get(c.ref.path) ?? counters.set(c.ref.path, { ...c, clicks: 0, uniqueClicks: 0, botClicks: 0 }).get(c.ref.path)!;
+    };
+    if (visitor) {
+      // A late click an hour or less before a unique one makes that one a repeat: its flag and its count follow.
+      if (after?.unique && after.id && after.t - t <= hour) {
+        after.unique = false;
+        const afterAt = new Date(after.t).toISOString();
+        batch.update(scopeOf(e.orgId).collection('clicks').doc(after.id), { unique: false });
+        deltaOf(afterAt, after.id).uniqueClicks -= 1;
+      }
+      visitor.recent.splice(at === -1 ? visitor.recent.length : at, 0, { t, id: e.eventId, unique });
       visitor.moved = true;
     }
-    const c = counterRef(scopeOf(e.orgId), e.occurredAt, e.campaignId, e.affiliateId, e.eventId);
-    const delta = counters.get(c.ref.path) ?? counters.set(c.ref.path, { ...c, clicks: 0, uniqueClicks: 0, botClicks: 0 }).get(c.ref.path)!;
+    const delta = deltaOf(e.occurredAt, e.eventId);
     delta.clicks += e.isBot ? 0 : 1;
     delta.uniqueClicks += unique ? 1 : 0;
     delta.botClicks += e.isBot ? 1 : 0;
@@ -148,9 +187,11 @@ async function writeOnce(events: ClickEvent[]): Promise<ClickApplied[]> {
   return events.map((e) => results.get(e)!);
 }
 
-/** The visitor's last click moves only if nobody moved it since we read it. */
+/** The visitor's recent clicks change only if nobody changed them since we read them. */
 function moveVisitor(batch: WriteBatch, v: VisitorState): void {
-  const data = { lastClickAt: v.last, expireAt: Timestamp.fromMillis(v.last! + day) };
+  const last = v.recent[v.recent.length - 1]!.t;
+  const recent = v.recent.filter((r) => r.t >= last - recentSpan).slice(-recentLimit);
+  const data = { lastClickAt: last, recent, expireAt: Timestamp.fromMillis(last + day) };
   if (v.read.exists) batch.update(v.ref, data, { lastUpdateTime: v.read.updateTime! });
   else batch.create(v.ref, data);
 }

@@ -17,7 +17,11 @@ import { groupCommit, type GroupCommitOptions, type Settled } from '../../shared
  *   ack deadline) waits for the first one's outcome instead of racing it into a conflict.
  */
 export interface GroupedWritesOptions<T> extends GroupCommitOptions {
-  /** Items with the same key are the same write (e.g. the document path). */
+  /**
+   * Items with the same key are the same delivery: one arriving while another is being written shares its
+   * outcome. Different items may still write the same document (two postbacks of one sale naming different
+   * click ids, say): `writeGroup` must book them one after the other, and `writeAlone` must check what is there.
+   */
   keyOf(item: T): string;
 }
 

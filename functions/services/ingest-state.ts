@@ -165,8 +165,9 @@ function book(scope: OrgScope, e: PostbackEvent, a: Attribution, usage?: Usage, 
       txnId: e.txnId, event: e.event, amount: e.amount, currency, revenue, payout,
       status, reasons: [...reasons, ...a.fraudReasons], fraudHold: a.fraudReasons.length > 0,
       // Its first analytics version (conversion-analytics.ts); a booking over an earlier rejection is a new
-      // version, under an event id of its own.
-      analytics: { eventId: previous ? deterministicId('cnv', e.eventId, 'click', e.clickId) : e.eventId, status, revenue, payout, recordedAt: e.occurredAt } satisfies AnalyticsVersion,
+      // version, under an event id of its own, and recorded after the version it replaces even when its postback
+      // was received first (a pixel and a postback of one sale, sent together): the report counts the latest.
+      analytics: { eventId: previous ? deterministicId('cnv', e.eventId, 'click', e.clickId) : e.eventId, status, revenue, payout, recordedAt: previous ? recordedAfter(previous, e.occurredAt) : e.occurredAt } satisfies AnalyticsVersion,
       via: e.via, createdAt: e.occurredAt, approvableAt: rejected ? null : approvableAt, updatedAt: e.occurredAt,
       // The rule it was booked under: approval prices the volume tier with this rule, not with a later edit.
       payoutRule: rejected ? null : (override ?? a.campaign?.payout ?? null),
@@ -199,10 +200,19 @@ function book(scope: OrgScope, e: PostbackEvent, a: Attribution, usage?: Usage, 
   return booking;
 }
 
+/** `at`, or just after the version `previous` stands at if that is later: the re-booking's own version must be the latest. */
+function recordedAfter(previous: ConversionDoc, at: string): string {
+  const before = Date.parse((previous.analytics as AnalyticsVersion | undefined)?.recordedAt ?? previous.updatedAt ?? '');
+  return Number.isFinite(before) && before >= Date.parse(at) ? new Date(before + 1).toISOString() : at;
+}
+
 const commitConversions = groupedWrites(bookGroup, bookAlone, {
   maxItems: maxConversionsPerCommit,
   maxConcurrent: concurrentCommits,
-  keyOf: (e: PostbackEvent) => `${e.orgId}/${e.eventId}`,
+  // The same delivery, not just the same conversion: a pixel and a postback of one sale (one conversion id) may
+  // name different click ids, and each must be booked on its own terms (shared/domain/rebooking.ts), not be
+  // handed the other's outcome.
+  keyOf: (e: PostbackEvent) => `${e.orgId}/${e.eventId}/${e.clickId}`,
 });
 
 /**
@@ -327,13 +337,24 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
   });
   const secondRead = await readAll(db, detailed.map((refs) => refs ?? []));
 
-  // No two items of a group are the same postback: groupedWrites hands a repeat delivery the first one's outcome.
+  // No two items of a group are the same delivery (groupedWrites hands a repeat the first one's outcome), but two
+  // may be the same conversion under different click ids (a pixel and a postback of one sale): the first is
+  // booked with the group, each later one after it, alone, reading what the first wrote, so that the re-booking
+  // rule decides between them as if they had come one after the other.
+  const conversionPaths = new Set<string>();
+  const later: number[] = [];
   const writes = new BookingWrites();
   /** Conversions of campaigns with caps, by campaign: booked after the batch, in transactions (bookTogether). */
   const cappedByCampaign = new Map<string, number[]>();
   const rebooking: number[] = [];
   events.forEach((e, i) => {
     if (results[i]) return; // could not be prepared
+    const path = plans[i]!.conversion.path;
+    if (conversionPaths.has(path)) {
+      later.push(i);
+      return;
+    }
+    conversionPaths.add(path);
     const existing = firstRead.get(i, 0)!;
     if (isFinal(existing, e)) {
       results[i] = { status: 'fulfilled', value: existing.data()! };
@@ -384,6 +405,13 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
       }
     }),
   );
+  for (const i of later) {
+    try {
+      results[i] = { status: 'fulfilled', value: await bookAlone(events[i]!) };
+    } catch (reason) {
+      results[i] = { status: 'rejected', reason };
+    }
+  }
   return results.map((r) => r!);
 }
 

@@ -11,7 +11,7 @@ import { firestore } from '../adapters/firestore';
 import { secrets } from '../adapters/local-secrets';
 import { publishTrackingEvent } from '../adapters/pubsub';
 import { hashSecret } from '../services/authentication';
-import { resolveLink } from '../services/link-resolver';
+import { resolveLink, type ResolvedLink } from '../services/link-resolver';
 import { OrgScope } from '../services/tenancy';
 
 /**
@@ -76,10 +76,15 @@ function flattenParams(raw: Record<string, unknown>): Record<string, unknown> {
   return out;
 }
 
-async function campaignCurrency(orgId: string, clickId: string): Promise<string | null> {
+/** The link behind a click id we minted for one of the organisation's own links; undefined for any other. */
+async function orgLinkOf(orgId: string, clickId: string): Promise<ResolvedLink | undefined> {
   const click = verifyClickId(secrets().clickSigningKey, clickId);
   const link = click ? await resolveLink(click.linkId) : undefined;
-  return link?.orgId === orgId ? link.campaign.currency : null;
+  return link?.orgId === orgId ? link : undefined;
+}
+
+async function campaignCurrency(orgId: string, clickId: string): Promise<string | null> {
+  return (await orgLinkOf(orgId, clickId))?.campaign.currency ?? null;
 }
 
 export async function acceptConversion(raw: Record<string, unknown>, via: 'postback' | 'pixel'): Promise<IntakeResult> {
@@ -127,19 +132,37 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
  * A repeat of a sale whose conversion was rejected for its click id, now with one of our click ids, is booked
  * again by the state worker (shared/domain/rebooking.ts): the advertiser is told it was accepted, not that it
  * changed nothing. Read only on a repeat that names another click than the receipt's. The state worker may
- * have re-booked it already (the event went out first): a conversion now under this click counts too. The
- * receipt then takes this click, so that the next repeat of it is a duplicate.
+ * have re-booked it already (the event went out first): a conversion now under this click counts too, unless
+ * the receipt's click re-books it in turn. The receipt then takes this click, so that the next repeat of it is
+ * a duplicate.
+ *
+ * The conversion may not be booked yet: the first request is still on its way through Pub/Sub (a checkout's
+ * pixel, with the visitor's cookie, and the advertiser's postback sent at once). Then this one is accepted if
+ * its click id is one of the organisation's own links and the receipt's is not (a forged, unknown or other
+ * organisation's click id, whose conversion will be rejected for it): the state worker books this one over it,
+ * whichever it handles first. Two of the organisation's own click ids: the first booked stands, as it would.
  */
 async function rebooked(scope: OrgScope, conversionId: string, clickId: string): Promise<boolean> {
   const receiptRef = scope.collection('postbackReceipts').doc(conversionId);
   const conversionRef = scope.collection('conversions').doc(conversionId);
+  let ours: Promise<boolean> | undefined;
+  const isOurs = () => (ours ??= orgLinkOf(scope.orgId, clickId).then((link) => link !== undefined));
+  const signed = (id: string) => () => verifyClickId(secrets().clickSigningKey, id) !== undefined;
   return firestore().runTransaction(async (tx) => {
     const receipt = await tx.get(receiptRef);
-    if (receipt.get('clickId') === clickId) return false;
+    const received: unknown = receipt.get('clickId');
+    if (received === clickId) return false;
     const conversion = await tx.get(conversionRef);
-    if (!conversion.exists) return false;
-    const doc = conversion.data()!;
-    const accepted = doc.clickId === clickId || rebooks(doc, clickId, () => verifyClickId(secrets().clickSigningKey, clickId) !== undefined);
+    let accepted: boolean;
+    if (!conversion.exists) {
+      accepted = typeof received === 'string' && (await isOurs()) && !(await orgLinkOf(scope.orgId, received));
+    } else {
+      const doc = conversion.data()!;
+      // Under this click, but rejected for it while the receipt's click books over it (both sent at once, this
+      // one's event handled first): that one stands, and keeps the receipt.
+      const overruled = typeof received === 'string' && rebooks(doc, received, signed(received));
+      accepted = (doc.clickId === clickId && !overruled) || rebooks(doc, clickId, signed(clickId));
+    }
     if (accepted) tx.update(receiptRef, { clickId });
     return accepted;
   });

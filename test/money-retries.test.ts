@@ -293,6 +293,26 @@ describe('a transfer whose answer was lost', () => {
     assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => [p.id, p.status, p.transferId]), [[payout!.id, 'paid', onlyTransfer(org, org.affiliate).id]]);
     assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 500, available: 0 });
   });
+
+  it('keeps a claim over 23 h old whose lookup fails, and still pays every other affiliate in the run', async () => {
+    const org = await setupOrg('old-lookup@example.com');
+    const other = await addAffiliate(org, 'other-old');
+    await approved(org, 'ol-1');
+    await approved(org, 'ol-2', other.link);
+    await onboard(org);
+    setProvider(answerLostFor(org.affiliate));
+    await runPayouts(system(org.id), { trigger: 'manual' });
+    setProvider(stripeProvider);
+    const [kept] = await payoutsOf(org, org.affiliate);
+    // Claimed two days ago: Stripe may have forgotten its key, so the transfer is looked up first, and that fails.
+    await system(org.id).collection('payouts').doc(kept!.id as string).update({ claimedAt: new Date(Date.now() - 2 * 86_400_000).toISOString() });
+    await onboard(org, other.affiliate);
+    stripe.failNext('/v1/transfers', rateLimit, 1);
+    await runPayouts(system(org.id), { trigger: 'manual' });
+    assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => [p.status, p.reason]), [['claimed', 'lookup_failed']]);
+    assert.equal(transfersTo(org, org.affiliate).length, 1, 'not sent again while nobody can tell');
+    assert.equal(transferred(org, other.affiliate), 500, 'the rest of the run went on');
+  });
 });
 
 describe('minimum payout', () => {
@@ -384,6 +404,10 @@ describe('Stripe events', () => {
     await runPayouts(system(org.id), { trigger: 'manual' });
     assert.equal(received(org, org.affiliate), 1000);
     assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 1000, available: 0 }, 'paid is what the affiliate received');
+    // The payout of the returned 400 is reversed in full in its turn: the 400 is owed again, not lost.
+    const second = (await payoutsOf(org, org.affiliate)).find((p) => p.amount === 400 && p.status === 'paid')!;
+    assert.equal(await reverseAtStripe('evt_rpd_2', second.transferId as string, 400), 'applied');
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 400, paid: 600, available: 400 });
   });
 
   it('applies a reversal that arrives before a crashed run recorded its transfer, when the next run settles it', async () => {

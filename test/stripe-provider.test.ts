@@ -55,6 +55,11 @@ describe('Stripe payout provider against the Stripe stand-in', () => {
       assert.equal(out.ok, true, currency);
       assert.equal(transferPosts().at(-1)!.body.amount, sent, currency);
     }
+    // LYD has three decimals in ICU and two at Stripe: 12.345 cannot be sent. A definite failure, nothing sent.
+    const before = transferPosts().length;
+    const odd = await provider.transfer(transferRequest(destination, { currency: 'LYD', amount: 12_345 }));
+    assert.deepEqual(odd.ok ? odd : [odd.ok, odd.reason, odd.retryable], [false, 'stripe_error', false]);
+    assert.equal(transferPosts().length, before);
   });
 
   it('sends the transfer as Stripe expects, keyed by the payout id', async () => {

@@ -48,7 +48,9 @@ export async function readTransferReversal(
   // A full reversal after partial ones would return the credits already booked a second time as entries.
   const restoreEntries = full && before === 0;
   const entries = restoreEntries && entryRefs.length
-    ? (await tx.getAll(...entryRefs)).filter((e) => e.exists && e.get('status') === 'paid' && e.get('payoutId') === payout.id && e.get('type') !== 'transfer_reversal')
+    // Every entry the payout paid, reversal credits of earlier payouts included (they were money paid out like any
+    // other); not a negative twin booked on this payout, which cannot exist yet before any partial reversal.
+    ? (await tx.getAll(...entryRefs)).filter((e) => e.exists && e.get('status') === 'paid' && e.get('payoutId') === payout.id && e.get('reversedPayoutId') !== payout.id)
     : [];
   const conversionIds = [...new Set(entries.filter((e) => e.get('type') === 'commission').map((e) => e.get('conversionId') as string))];
   const conversions = conversionIds.length ? await tx.getAll(...conversionIds.map((id) => scope.collection('conversions').doc(id))) : [];

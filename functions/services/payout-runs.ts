@@ -5,7 +5,7 @@ import { conflict } from '../../shared/errors';
 import { deterministicId, newId } from '../../shared/ids';
 import { firestore } from '../adapters/firestore';
 import { PayoutProviderError, payoutProvider, type TransferOutcome } from '../adapters/payouts';
-import { applyParkedReversals } from './ledger-reversals';
+import { applyParkedReversals, unsettledPayoutStatuses } from './ledger-reversals';
 import type { OrgScope } from './tenancy';
 
 /**
@@ -163,11 +163,10 @@ const keyTrustedMs = 23 * 3_600_000;
  * would pay it twice, so the transfer is looked for first. Payouts claimed before claimedAt was recorded count
  * from the run's start, which is earlier, so they are looked up sooner rather than later.
  */
-async function earlierTransfer(payout: DocumentData): Promise<TransferOutcome | undefined> {
+async function earlierTransfer(payout: DocumentData): Promise<{ transferId: string } | undefined | 'unknown'> {
   const since = Date.parse((payout.claimedAt ?? payout.createdAt) as string);
   if (!(Date.now() - since > keyTrustedMs)) return undefined;
-  const found = await payoutProvider().findTransfer({ payoutId: payout.id as string, transferGroup: payout.runId as string });
-  return found && { ok: true, transferId: found.transferId, simulated: payoutProvider().kind === 'dry-run' };
+  return transferSentEarlier(payout);
 }
 
 /**
@@ -193,7 +192,14 @@ async function transferSentEarlier(payout: DocumentData): Promise<{ transferId: 
 async function settle(scope: OrgScope, payout: DocumentData, opts: { affiliate?: DocumentData | undefined; claimed?: ClaimedEntry[]; maybeSent: boolean }): Promise<void> {
   const ref = scope.collection('payouts').doc(payout.id as string);
   const affiliate = opts.affiliate ?? (await scope.collection('affiliates').doc(payout.affiliateId as string).get()).data();
-  const outcome = (await earlierTransfer(payout)) ?? await payoutProvider().transfer({
+  // The transfer may exist, or the same key may simply be sent again (rate_limited: shed before executing): keep
+  // the claim, and let the next run send the same idempotency key. Releasing here would pay the money twice.
+  const keep = async (reason: string, message: string) => void (await ref.update({ reason, lastError: message }));
+  const earlier = await earlierTransfer(payout);
+  // Neither sent again nor released while nobody can tell whether it was sent: the next run looks again.
+  if (earlier === 'unknown') return keep('lookup_failed', 'claimed over 23 h ago, and the earlier transfer could not be looked up');
+  const simulated = payoutProvider().kind === 'dry-run';
+  const outcome: TransferOutcome = earlier ? { ok: true, transferId: earlier.transferId, simulated } : await payoutProvider().transfer({
     payoutId: payout.id, amount: payout.amount, currency: payout.currency, destinationAccountId: affiliate?.stripeAccountId,
     transferGroup: payout.runId, metadata: { orgId: scope.orgId, affiliateId: payout.affiliateId, payoutId: payout.id, runId: payout.runId },
     description: `ABP payout ${payout.id}`,
@@ -205,15 +211,12 @@ async function settle(scope: OrgScope, payout: DocumentData, opts: { affiliate?:
       entries: { status: 'paid', paidAt: at }, conversions: { from: 'approved', to: 'paid' },
       payout: { status: 'paid', transferId, simulated, paidAt: at, reason: null },
     }, opts.claimed);
-  // The transfer may exist, or the same key may simply be sent again (rate_limited: shed before executing): keep
-  // the claim, and let the next run send the same idempotency key. Releasing here would pay the money twice.
-  const keep = async (reason: string, message: string) => void (await ref.update({ reason, lastError: message }));
   if (outcome.ok) return paid(outcome.transferId, outcome.simulated);
   if (outcome.retryable) return keep(outcome.reason, outcome.message);
   if (opts.maybeSent) {
     const found = await transferSentEarlier(payout);
     if (found === 'unknown') return keep(outcome.reason, `${outcome.message} (and the transfer could not be looked up)`);
-    if (found) return paid(found.transferId, payoutProvider().kind === 'dry-run');
+    if (found) return paid(found.transferId, simulated);
   }
   // A definite failure: the money goes back to the affiliate's balance, with the reason on the payout. Never
   // `claimed` with entries already released: a retry could then succeed and pay money the next run pays again.
@@ -292,8 +295,14 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
     if (existing && !existing.exists) await runRef.create({ id: runId, status: 'running', trigger: opts.trigger, createdAt, completedAt: null, payoutIds: [] });
     if (!opts.dryRun) {
       // Finish what an earlier run claimed but did not settle (it crashed, or Stripe's answer was lost).
-      const unfinished = await payoutsCol.where('status', 'in', ['claiming', 'claimed', 'releasing']).get();
-      for (const d of unfinished.docs) await recover(scope, d.data());
+      const unfinished = await payoutsCol.where('status', 'in', [...unsettledPayoutStatuses]).get();
+      for (const d of unfinished.docs) {
+        // One payout that cannot be finished now (its lookup or transfer fails) stays as it is for the next run;
+        // everyone else is still paid.
+        await recover(scope, d.data()).catch((err: unknown) =>
+          console.error(JSON.stringify({ severity: 'ERROR', message: 'payout run: an unfinished payout could not be recovered; left for the next run', orgId: scope.orgId, payoutId: d.id, error: String((err as Error)?.stack ?? err) })),
+        );
+      }
       // Reversals Stripe reported before their payouts were settled, for payouts settled now or earlier.
       await applyParkedReversals(scope);
     }

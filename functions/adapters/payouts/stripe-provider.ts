@@ -101,10 +101,17 @@ export function createStripeProvider(opts: StripeProviderOptions): PayoutProvide
 
     async transfer(req): Promise<TransferOutcome> {
       assertValidTransfer(req);
+      let amount: number;
+      try {
+        amount = toStripeAmount(req.amount, req.currency);
+      } catch (err) {
+        // Not an amount Stripe can take in this currency: a definite failure, the money stays in the balance.
+        return { ok: false, reason: 'stripe_error', message: String((err as Error).message ?? err), retryable: false };
+      }
       try {
         const transfer = await stripe.transfers.create(
           {
-            amount: toStripeAmount(req.amount, req.currency),
+            amount,
             currency: req.currency.toLowerCase(),
             destination: req.destinationAccountId,
             transfer_group: req.transferGroup,

@@ -616,6 +616,21 @@ describe('workers', () => {
     const flags = await Promise.all(ids.map(async (id) => (await api(`/clicks/${id}`)).body.unique));
     // As the report counts them from the analytics rows (shared/analytics/report.ts, tested in analytics.test.ts).
     assert.deepEqual(flags, [true, false, false]);
+
+    // Later still: 50 min after a first click, arriving behind one 3 h 20 min after it (2.5 h late).
+    const visit = async (k: number, at: number) => {
+      const id = mintClickId(secrets().clickSigningKey, linkId, at);
+      assert.equal((await deliverToStateWorker({
+        type: 'click', eventId: id, orgId: org.id, linkId, campaignId, affiliateId,
+        occurredAt: new Date(at).toISOString(), attributionWindowDays: 30, sub1: 'later', sub2: null, sub3: null, sub4: null, sub5: null,
+        visitorHash: 'later-visitor', ipHash: 'i', ipPrefix: null, country: null, device: 'desktop', os: null, browser: null, referrer: null, isBot: false, botReason: null,
+      }, `later-${k}`)).ok, true);
+      return id;
+    };
+    const t1 = Date.now() - 4 * 60 * minute;
+    const later = [await visit(0, t1), await visit(1, t1 + 200 * minute), await visit(2, t1 + 50 * minute)];
+    const laterFlags = await Promise.all(later.map(async (id) => (await api(`/clicks/${id}`)).body.unique));
+    assert.deepEqual(laterFlags, [true, true, false]);
   });
 
   it('write every click once, and one unique click per visitor, when many deliveries and redeliveries arrive at once', async (t) => {

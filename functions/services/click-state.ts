@@ -75,11 +75,13 @@ interface VisitorState {
 }
 
 /**
- * How far back a visitor's clicks are kept: a click that arrives this late (a redelivery after an outage, a
- * dead letter replayed) still finds the clicks an hour either side of it. At most `recentLimit` of them, so a
- * visitor hash many people share (one office, one browser build) cannot grow the document without bound.
+ * How late a click may arrive behind the visitor's newest one (a redelivery after an outage, a dead letter
+ * replayed) and still find the clicks an hour either side of it. At most `recentLimit` are kept, so a visitor
+ * hash many people share (one office, one browser build) cannot grow the document without bound.
  */
-const recentSpan = 3 * hour;
+const lateness = 3 * hour;
+/** A click `lateness` behind the newest needs the click up to an hour before it: kept that much longer. */
+const recentSpan = lateness + hour;
 const recentLimit = 100;
 
 function recentOf(read: DocumentSnapshot): RecentClick[] {
@@ -125,6 +127,11 @@ async function writeOnce(events: ClickEvent[]): Promise<ClickApplied[]> {
 
   const batch = db.batch();
   const counters = new Map<string, CounterDelta>();
+  /** The counter a click of `e`'s link counts in: its day, and a shard by its id. */
+  const deltaOf = (e: ClickEvent, occurredAt: string, eventId: string) => {
+    const c = counterRef(scopeOf(e.orgId), occurredAt, e.campaignId, e.affiliateId, eventId);
+    return counters.get(c.ref.path) ?? counters.set(c.ref.path, { ...c, clicks: 0, uniqueClicks: 0, botClicks: 0 }).get(c.ref.path)!;
+  };
   const results = new Map<ClickEvent, ClickApplied>();
   // In click order, so that within the group the earlier of two clicks by one visitor is the unique one. (No
   // two events of a group are the same click: groupedWrites hands a repeat delivery the first one's outcome.)
@@ -151,22 +158,18 @@ async function writeOnce(events: ClickEvent[]): Promise<ClickApplied[]> {
       ipPrefix: e.ipPrefix, ipHash: e.ipHash, visitorHash: e.visitorHash, isBot: e.isBot, botReason: e.botReason, unique,
       expireAt: Timestamp.fromMillis(t + (window + clickRetentionMarginDays) * day),
     });
-    const deltaOf = (occurredAt: string, eventId: string) => {
-      const c = counterRef(scopeOf(e.orgId), occurredAt, e.campaignId, e.affiliateId, eventId);
-      return counters.get(c.ref.path) ?? counters.set(c.ref.path, { ...c, clicks: 0, uniqueClicks: 0, botClicks: 0 }).get(c.ref.path)!;
-    };
     if (visitor) {
       // A late click an hour or less before a unique one makes that one a repeat: its flag and its count follow.
       if (after?.unique && after.id && after.t - t <= hour) {
         after.unique = false;
         const afterAt = new Date(after.t).toISOString();
         batch.update(scopeOf(e.orgId).collection('clicks').doc(after.id), { unique: false });
-        deltaOf(afterAt, after.id).uniqueClicks -= 1;
+        deltaOf(e, afterAt, after.id).uniqueClicks -= 1;
       }
       visitor.recent.splice(at === -1 ? visitor.recent.length : at, 0, { t, id: e.eventId, unique });
       visitor.moved = true;
     }
-    const delta = deltaOf(e.occurredAt, e.eventId);
+    const delta = deltaOf(e, e.occurredAt, e.eventId);
     delta.clicks += e.isBot ? 0 : 1;
     delta.uniqueClicks += unique ? 1 : 0;
     delta.botClicks += e.isBot ? 1 : 0;

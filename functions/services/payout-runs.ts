@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { FieldPath, type DocumentData } from '@google-cloud/firestore';
-import { planPayouts, type LedgerEntry } from '../../shared/domain/ledger';
+import { minimumIn, planPayouts, type LedgerEntry, type PayoutMinimum } from '../../shared/domain/ledger';
 import { conflict } from '../../shared/errors';
 import { deterministicId, newId } from '../../shared/ids';
 import { firestore } from '../adapters/firestore';
@@ -228,8 +228,8 @@ async function settle(scope: OrgScope, payout: DocumentData, opts: { affiliate?:
 }
 
 /** An affiliate's minimum payout counts in its payout currency only (see planPayouts). */
-function minimumIn(affiliate: DocumentData | undefined, currency: string): number {
-  return affiliate?.payoutCurrency === currency && typeof affiliate.minimumPayout === 'number' ? affiliate.minimumPayout : 0;
+function payoutMinimumOf(affiliate: DocumentData | undefined): PayoutMinimum | undefined {
+  return affiliate?.payoutCurrency && typeof affiliate.minimumPayout === 'number' ? { currency: affiliate.payoutCurrency as string, amount: affiliate.minimumPayout } : undefined;
 }
 
 /**
@@ -238,7 +238,7 @@ function minimumIn(affiliate: DocumentData | undefined, currency: string): numbe
  */
 function notPayable(amount: number, affiliate: DocumentData | undefined, currency: string): string | undefined {
   if (amount <= 0) return 'nothing_left_to_claim';
-  if (amount < minimumIn(affiliate, currency)) return 'below_minimum';
+  if (amount < minimumIn(currency, payoutMinimumOf(affiliate))) return 'below_minimum';
   return undefined;
 }
 
@@ -316,10 +316,7 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
       const snaps = await db.getAll(...affiliateIds.slice(i, i + 300).map((id) => scope.collection('affiliates').doc(id)));
       for (const s of snaps) if (s.exists) affiliates.set(s.id, s.data()!);
     }
-    const plan = planPayouts(approved, (id) => {
-      const a = affiliates.get(id);
-      return a?.payoutCurrency && typeof a.minimumPayout === 'number' ? { currency: a.payoutCurrency as string, amount: a.minimumPayout } : undefined;
-    });
+    const plan = planPayouts(approved, (id) => payoutMinimumOf(affiliates.get(id)));
     const payable = (affiliateId: string) => Boolean(affiliates.get(affiliateId)?.stripeAccountId && affiliates.get(affiliateId)?.payoutsEnabled);
 
     if (opts.dryRun) {

@@ -76,7 +76,7 @@ export interface PayoutMinimum {
  * exchange rate to hand, a currency other than the payout currency has no minimum: any positive net is paid,
  * rather than held back by a threshold the affiliate never set for it.
  */
-function minimumIn(currency: string, minimum: PayoutMinimum | undefined): number {
+export function minimumIn(currency: string, minimum: PayoutMinimum | undefined): number {
   return minimum && minimum.currency === currency ? minimum.amount : 0;
 }
 

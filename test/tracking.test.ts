@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { PostbackEvent } from '../shared/domain/events';
+import type { ClickEvent, PostbackEvent } from '../shared/domain/events';
 import { deterministicId } from '../shared/ids';
 import { campaignBody, newOrg, startTestStack, type TestStack } from './helpers/stack';
 import { emulatorRest, eventually } from './helpers/wait';
@@ -37,6 +37,13 @@ const redeliveries = { count: 0 };
 const postbackEvent = (o: { orgId: string; txnId: string; clickId: string; amount?: number; occurredAt?: string }): PostbackEvent => ({
   type: 'postback', eventId: deterministicId('cnv', o.orgId, 'txn', o.txnId), orgId: o.orgId, clickId: o.clickId, txnId: o.txnId, event: 'conversion',
   amount: o.amount ?? 1000, currency: null, occurredAt: o.occurredAt ?? new Date().toISOString(), via: 'postback',
+});
+/** A desktop visitor's click as the click function publishes it, for deliverToStateWorker. */
+const clickEvent = (o: { eventId: string; linkId: string; campaignId: string; affiliateId: string; at: number; sub1: string; visitorHash: string; bot?: string }): ClickEvent => ({
+  type: 'click', eventId: o.eventId, orgId: org.id, linkId: o.linkId, campaignId: o.campaignId, affiliateId: o.affiliateId,
+  occurredAt: new Date(o.at).toISOString(), attributionWindowDays: 30, sub1: o.sub1, sub2: null, sub3: null, sub4: null, sub5: null,
+  visitorHash: o.visitorHash, ipHash: 'i', ipPrefix: null, country: null, device: 'desktop', os: null, browser: null, referrer: null,
+  isBot: o.bot !== undefined, botReason: o.bot ?? null,
 });
 async function deliverToStateWorker(event: object, messageId: string, opts: { redeliver?: boolean } = {}): Promise<Response> {
   for (let attempt = 1; ; attempt++) {
@@ -576,11 +583,8 @@ describe('workers', () => {
     const t0 = Date.now() - 3 * hour;
     // One visitor: at t0, exactly an hour later (a repeat), and an hour and a millisecond after that (unique again).
     for (const [k, at] of [t0, t0 + hour, t0 + 2 * hour + 1].entries()) {
-      const r = await deliverToStateWorker({
-        type: 'click', eventId: mintClickId(secrets().clickSigningKey, linkId, at), orgId: org.id, linkId, campaignId, affiliateId,
-        occurredAt: new Date(at).toISOString(), attributionWindowDays: 30, sub1: 'hourly', sub2: null, sub3: null, sub4: null, sub5: null,
-        visitorHash: 'hourly-visitor', ipHash: 'i', ipPrefix: null, country: null, device: 'desktop', os: null, browser: null, referrer: null, isBot: false, botReason: null,
-      }, `hourly-${k}`);
+      const eventId = mintClickId(secrets().clickSigningKey, linkId, at);
+      const r = await deliverToStateWorker(clickEvent({ eventId, linkId, campaignId, affiliateId, at, sub1: 'hourly', visitorHash: 'hourly-visitor' }), `hourly-${k}`);
       assert.equal(r.ok, true);
     }
     const from = new Date(t0).toISOString().slice(0, 10);
@@ -603,11 +607,7 @@ describe('workers', () => {
     const ids: string[] = [];
     for (const [k, at] of [t0, t0 + 60 * minute + minute / 2, t0 + 59 * minute + minute / 2].entries()) {
       ids.push(mintClickId(secrets().clickSigningKey, linkId, at));
-      const r = await deliverToStateWorker({
-        type: 'click', eventId: ids[k]!, orgId: org.id, linkId, campaignId, affiliateId,
-        occurredAt: new Date(at).toISOString(), attributionWindowDays: 30, sub1: 'late', sub2: null, sub3: null, sub4: null, sub5: null,
-        visitorHash: 'late-visitor', ipHash: 'i', ipPrefix: null, country: null, device: 'desktop', os: null, browser: null, referrer: null, isBot: false, botReason: null,
-      }, `late-${k}`);
+      const r = await deliverToStateWorker(clickEvent({ eventId: ids[k]!, linkId, campaignId, affiliateId, at, sub1: 'late', visitorHash: 'late-visitor' }), `late-${k}`);
       assert.equal(r.ok, true);
     }
     const from = new Date(t0).toISOString().slice(0, 10);
@@ -620,11 +620,7 @@ describe('workers', () => {
     // Later still: 50 min after a first click, arriving behind one 3 h 20 min after it (2.5 h late).
     const visit = async (k: number, at: number) => {
       const id = mintClickId(secrets().clickSigningKey, linkId, at);
-      assert.equal((await deliverToStateWorker({
-        type: 'click', eventId: id, orgId: org.id, linkId, campaignId, affiliateId,
-        occurredAt: new Date(at).toISOString(), attributionWindowDays: 30, sub1: 'later', sub2: null, sub3: null, sub4: null, sub5: null,
-        visitorHash: 'later-visitor', ipHash: 'i', ipPrefix: null, country: null, device: 'desktop', os: null, browser: null, referrer: null, isBot: false, botReason: null,
-      }, `later-${k}`)).ok, true);
+      assert.equal((await deliverToStateWorker(clickEvent({ eventId: id, linkId, campaignId, affiliateId, at, sub1: 'later', visitorHash: 'later-visitor' }), `later-${k}`)).ok, true);
       return id;
     };
     const t1 = Date.now() - 4 * 60 * minute;
@@ -645,12 +641,10 @@ describe('workers', () => {
     // 20 clicks by one visitor a second apart, 20 by 20 other visitors, and 5 bot clicks by the first visitor.
     const events = Array.from({ length: 45 }, (_, i) => {
       const at = t0 + i * 1000;
-      return {
-        type: 'click', eventId: mintClickId(secrets().clickSigningKey, linkId, at), orgId: org.id, linkId, campaignId, affiliateId: org.affiliate,
-        occurredAt: new Date(at).toISOString(), attributionWindowDays: 30, sub1: 'burst', sub2: null, sub3: null, sub4: null, sub5: null,
-        visitorHash: i < 20 || i >= 40 ? 'burst-visitor' : `other-visitor-${i}`, ipHash: 'i', ipPrefix: null, country: null,
-        device: 'desktop', os: null, browser: null, referrer: null, isBot: i >= 40, botReason: i >= 40 ? 'crawler' : null,
-      };
+      return clickEvent({
+        eventId: mintClickId(secrets().clickSigningKey, linkId, at), linkId, campaignId, affiliateId: org.affiliate, at, sub1: 'burst',
+        visitorHash: i < 20 || i >= 40 ? 'burst-visitor' : `other-visitor-${i}`, ...(i >= 40 ? { bot: 'crawler' } : {}),
+      });
     });
     const deliver = (e: (typeof events)[number], n: number) => deliverToStateWorker(e, `burst-${e.eventId}-${n}`, { redeliver: true });
     // Every message twice, all at once, newest first so that the order of arrival is not the order of clicks.

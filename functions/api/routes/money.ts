@@ -19,7 +19,7 @@ import { conversionResource, toConversion } from './tracking';
 const ledgerEntryResource = z
   .object({
     id: z.string(), affiliateId: z.string(), conversionId: z.string().nullable().describe('Null for a transfer_reversal (money Stripe took back from a paid transfer: a credit returned to the balance, and its negative twin on the reversed payout)'), campaignId: z.string().nullable(), type: z.enum(['commission', 'tier_adjustment', 'clawback', 'transfer_reversal']),
-    amount: z.number().describe('Minor units; negative for clawbacks'), currency: z.string(), status: z.string(), payoutId: z.string().nullable(), reason: z.string().nullable(), createdAt: z.string(),
+    amount: z.number().describe('Minor units; negative for clawbacks, downward tier adjustments and a transfer_reversal\'s paid twin'), currency: z.string(), status: z.string(), payoutId: z.string().nullable(), reason: z.string().nullable(), createdAt: z.string(),
   })
   .meta({ id: 'LedgerEntry' });
 const toEntry = (e: DocumentData) => ({ id: e.id, affiliateId: e.affiliateId, conversionId: e.conversionId ?? null, campaignId: e.campaignId ?? null, type: e.type, amount: e.amount, currency: e.currency, status: e.status, payoutId: e.payoutId ?? null, reason: e.reason ?? null, createdAt: e.createdAt });

@@ -6,8 +6,8 @@ import { withoutRevenueFor } from '../redaction';
 import { ok, orgRoute, type Reply } from '../router';
 
 const reportHttpQuery = z.object({
-  from: z.string().describe('YYYY-MM-DD, inclusive, UTC'),
-  to: z.string().describe('YYYY-MM-DD, inclusive, UTC'),
+  from: z.string().describe('YYYY-MM-DD, on or after 1970-01-01, inclusive, UTC'),
+  to: z.string().describe('YYYY-MM-DD, inclusive, UTC; at most 366 days from from'),
   groupBy: z.string().optional().describe(`Comma-separated: ${reportDimensions.join(', ')}`),
   campaignId: z.string().optional(),
   format: z.enum(['json', 'csv']).default('json'),

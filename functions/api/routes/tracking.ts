@@ -55,8 +55,8 @@ const conversionsQuery = listQuery.extend({
   status: z.enum(conversionStatuses).optional(),
   campaignId: z.string().optional(),
   affiliateId: z.string().optional(),
-  from: isoDate.optional().describe('Inclusive, UTC'),
-  to: isoDate.optional().describe('Inclusive, UTC; a date means the whole day'),
+  from: isoDate.optional().describe('A date YYYY-MM-DD or a UTC instant (2026-11-24T17:05:00Z), inclusive'),
+  to: isoDate.optional().describe('A date YYYY-MM-DD or a UTC instant, inclusive; a date means the whole day'),
 }).superRefine((q, ctx) => {
   if (q.from && q.to && q.from > endOf(q.to)) ctx.addIssue({ code: 'custom', path: ['to'], message: 'to must be on or after from' });
 });

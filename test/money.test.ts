@@ -25,6 +25,15 @@ const { setupOrg, addAffiliate, convert, patch, balance } = moneyOrgs(() => s);
 const run = (org: Org, body: unknown = {}) => s.call('POST', `/v1/orgs/${org.id}/payout-runs`, { auth: org.token, body });
 const onboard = (org: Org, affiliate = org.affiliate) => s.call('POST', `/v1/orgs/${org.id}/affiliates/${affiliate}/stripe/onboarding`, { auth: org.token });
 
+const setStatus = (org: Org, status: string) => s.call('PATCH', `/v1/orgs/${org.id}/affiliates/${org.affiliate}`, { auth: org.token, body: { status } });
+const commissionsJob = async () => assert.equal((await fetch(`${s.baseUrl}/_jobs/commissions`, { method: 'POST' })).status, 200);
+const transfersOf = (org: Org) => [...stripe.transfers.values()].filter((t) => (t.metadata as Record<string, string>).orgId === org.id).map((t) => t.amount);
+async function onboarded(org: Org): Promise<void> {
+  const onboarding = await onboard(org);
+  stripe.completeOnboarding(onboarding.body.affiliate.stripeAccountId, { payoutsEnabled: true });
+  await onboard(org);
+}
+
 before(async () => {
   money = await startMoneyStack();
   ({ s, stripe, stripeProvider, setProvider } = money);
@@ -122,6 +131,47 @@ describe('payout runs', () => {
     assert.match(csv.text, /^entryId,conversionId/);
     assert.equal((await s.call('GET', `/v1/orgs/${org.id}/conversions/${ids[0]}`, { auth: org.token })).body.status, 'paid');
     assert.deepEqual((await run(org)).body.payouts, [], 'nothing approved is left to pay');
+  });
+
+  it('transfers nothing to a blocked or paused affiliate, whose money stays available, and pays it once active again', async () => {
+    const org = await setupOrg('blocked-run@example.com');
+    await onboarded(org);
+    const id = await convert(org, 'br-1');
+    await patch(org, id, { status: 'approved' });
+    assert.equal((await setStatus(org, 'blocked')).status, 200);
+    const preview = await run(org, { dryRun: true });
+    assert.deepEqual(preview.body.payouts.map((p: { status: string; reason: string }) => [p.status, p.reason]), [['blocked', 'affiliate_blocked']]);
+    const blocked = await run(org);
+    assert.deepEqual(blocked.body.payouts.map((p: { status: string; reason: string; amount: number }) => [p.status, p.reason, p.amount]), [['blocked', 'affiliate_blocked', 500]]);
+    await setStatus(org, 'paused');
+    assert.deepEqual((await run(org)).body.payouts.map((p: { status: string; reason: string }) => [p.status, p.reason]), [['blocked', 'affiliate_paused']]);
+    assert.deepEqual(transfersOf(org), [], 'no transfer to an affiliate that is not active');
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 500, paid: 0, available: 500 }, 'the money waits');
+    await setStatus(org, 'active');
+    assert.deepEqual((await run(org)).body.payouts.map((p: { status: string; amount: number }) => [p.status, p.amount]), [['paid', 500]]);
+    assert.deepEqual((await run(org)).body.payouts, []);
+    assert.deepEqual(transfersOf(org), [500]);
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 500, available: 0 });
+  });
+
+  it('leaves a blocked affiliate\'s due conversions pending in the commissions job, and approves and pays them once active again', async () => {
+    const org = await setupOrg('blocked-job@example.com', { holdDays: 0 });
+    await onboarded(org);
+    const id = await convert(org, 'bj-1');
+    const conversion = async () => (await s.call('GET', `/v1/orgs/${org.id}/conversions/${id}`, { auth: org.token })).body.status;
+    assert.equal((await setStatus(org, 'blocked')).status, 200);
+    await commissionsJob();
+    assert.equal(await conversion(), 'pending', 'neither approved nor rejected');
+    await setStatus(org, 'paused');
+    await commissionsJob();
+    assert.equal(await conversion(), 'pending');
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 500, approved: 0, paid: 0, available: 0 });
+    await setStatus(org, 'active');
+    await commissionsJob();
+    assert.equal(await conversion(), 'approved');
+    assert.deepEqual((await run(org)).body.payouts.map((p: { status: string; amount: number }) => [p.status, p.amount]), [['paid', 500]]);
+    assert.deepEqual((await run(org)).body.payouts, []);
+    assert.deepEqual(transfersOf(org), [500]);
   });
 
   it('pays once when the run crashes after the transfer and before recording it, then runs again', async () => {

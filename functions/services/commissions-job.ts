@@ -1,13 +1,14 @@
 import { collections } from '../../shared/names';
 import { firestore } from '../adapters/firestore';
 import { publishDueConversionAnalytics } from './conversion-analytics';
-import { transitionConversion } from './conversion-lifecycle';
+import { applyTransition } from './conversion-lifecycle';
 import { OrgScope } from './tenancy';
 
 /**
  * Approves pending conversions whose hold period has ended and that carry no fraud hold, across all
  * organisations. Conversions of one affiliate on one campaign are approved one after another (they share a
- * volume-tier counter); different ones in parallel.
+ * volume-tier counter); different ones in parallel. A conversion of an affiliate that is not `active` (paused,
+ * blocked) stays pending, neither approved nor rejected, and is approved by the first sweep after it is active again.
  */
 const pageSize = 500;
 const parallelGroups = 16;
@@ -46,8 +47,15 @@ export async function approveDueConversions(now = new Date()): Promise<Commissio
         for (const d of group) {
           const scope = OrgScope.system(d.ref.parent.parent!.id, 'commissions-job');
           try {
-            await transitionConversion(scope, d.id, { status: 'approved', reason: 'hold period ended' }, now, { publish: false });
-            approved++;
+            // The affiliate is read in the approval's transaction: one blocked meanwhile makes it retry, and see it.
+            const moved = await scope.transact(async (tx, audit) => {
+              const affiliate = await tx.get(scope.collection('affiliates').doc(d.get('affiliateId') as string));
+              if (affiliate.exists && affiliate.get('status') !== 'active') return false;
+              await applyTransition(tx, scope, d.id, { status: 'approved', reason: 'hold period ended' }, now, audit);
+              return true;
+            });
+            if (moved) approved++;
+            else skipped++;
           } catch (err) {
             // Moved meanwhile (approved or rejected by hand): that is the claim-only-pending rule at work.
             if ((err as { code?: string }).code === 'conflict') skipped++;

@@ -232,6 +232,20 @@ function payoutMinimumOf(affiliate: DocumentData | undefined): PayoutMinimum | u
   return affiliate?.payoutCurrency && typeof affiliate.minimumPayout === 'number' ? { currency: affiliate.payoutCurrency as string, amount: affiliate.minimumPayout } : undefined;
 }
 
+const inactiveReason = (affiliate: DocumentData | undefined): string | undefined =>
+  affiliate && affiliate.status !== 'active' ? `affiliate_${String(affiliate.status)}` : undefined;
+
+/**
+ * Why an affiliate's balance is not paid at all, if it is not: an affiliate that is not `active` (paused, blocked)
+ * or has no payout account. Its money waits in its balance for a run after that changes.
+ */
+function whyNotPaid(affiliate: DocumentData | undefined): string | undefined {
+  const inactive = inactiveReason(affiliate);
+  if (inactive) return inactive;
+  if (!affiliate?.stripeAccountId || !affiliate.payoutsEnabled) return 'no_payout_account';
+  return undefined;
+}
+
 /**
  * Why a claimed amount is not sent, if it is not: planning checked the net against the minimum, but entries
  * reversed (or claimed elsewhere) before the claim reached them leave the payout smaller than planned.
@@ -268,7 +282,8 @@ async function recover(scope: OrgScope, payout: DocumentData): Promise<void> {
   }
   const affiliate = (await scope.collection('affiliates').doc(payout.affiliateId as string).get()).data();
   if (payout.status === 'claiming') {
-    const unpayable = notPayable(payout.amount as number, affiliate, payout.currency as string);
+    // Never sent: an affiliate paused or blocked since gets its money back in its balance.
+    const unpayable = inactiveReason(affiliate) ?? notPayable(payout.amount as number, affiliate, payout.currency as string);
     if (unpayable) return cancel(scope, payout.id, unpayable);
     await markClaimed(scope, payout.id);
   }
@@ -317,12 +332,13 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
       for (const s of snaps) if (s.exists) affiliates.set(s.id, s.data()!);
     }
     const plan = planPayouts(approved, (id) => payoutMinimumOf(affiliates.get(id)));
-    const payable = (affiliateId: string) => Boolean(affiliates.get(affiliateId)?.stripeAccountId && affiliates.get(affiliateId)?.payoutsEnabled);
+    const blockedBy = (affiliateId: string) => whyNotPaid(affiliates.get(affiliateId));
+    const payable = (affiliateId: string) => !blockedBy(affiliateId);
 
     if (opts.dryRun) {
       return {
         id: runId, status: 'dry_run', trigger: opts.trigger, createdAt, completedAt: null,
-        payouts: plan.map((p) => ({ id: deterministicId('po', runId, p.affiliateId, p.currency), affiliateId: p.affiliateId, amount: p.amount, currency: p.currency, status: payable(p.affiliateId) ? 'would_pay' : 'blocked', reason: payable(p.affiliateId) ? null : 'no_payout_account', transferId: null, simulated: false })),
+        payouts: plan.map((p) => ({ id: deterministicId('po', runId, p.affiliateId, p.currency), affiliateId: p.affiliateId, amount: p.amount, currency: p.currency, status: payable(p.affiliateId) ? 'would_pay' : 'blocked', reason: blockedBy(p.affiliateId) ?? null, transferId: null, simulated: false })),
       };
     }
 
@@ -335,9 +351,10 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
       // amount and pay the sum, or pay a paid payout again. What it did not take stays approved for the next
       // run, whose ids differ.
       if ((await ref.get()).exists) return;
-      if (!payable(p.affiliateId)) {
+      const blocked = blockedBy(p.affiliateId);
+      if (blocked) {
         // The money waits in the balance; the payout records why it did not move.
-        await ref.create({ ...base, amount: p.amount, entryCount: 0, status: 'blocked', reason: 'no_payout_account' });
+        await ref.create({ ...base, amount: p.amount, entryCount: 0, status: 'blocked', reason: blocked });
         return;
       }
       await ref.create({ ...base, amount: 0, entryCount: 0, status: 'claiming', reason: null });

@@ -197,3 +197,43 @@ describe('access token claims', () => {
     });
   }
 });
+
+describe('oversized and reserved values', () => {
+  it('answers 400 naming the field, never a Firestore error, for ids, cursors, emails and lists past their limits', async () => {
+    const long = 'x'.repeat(7000);
+    assertClientError(await s.call('GET', orgPath(`/links?campaignId=${long}`), { auth: O.owner }), 400, 'campaignId');
+    assertClientError(await s.call('GET', orgPath(`/conversions?affiliateId=${long}`), { auth: O.owner }), 400, 'affiliateId');
+    assertClientError(await s.call('GET', orgPath(`/audit-log?action=${long}`), { auth: O.owner }), 400, 'action');
+    assertClientError(await s.call('GET', orgPath('/payouts?status=whatever'), { auth: O.owner }), 400, 'status');
+    assertClientError(await s.call('GET', orgPath('/campaigns?cursor=__x__'), { auth: O.owner }), 400, 'cursor');
+    assertClientError(await s.call('POST', orgPath('/members'), { auth: O.owner, body: { email: `${'a'.repeat(3000)}@safety.example`, role: 'analyst' } }), 400, 'email');
+    const devices = await s.call('POST', orgPath('/campaigns'), { auth: O.owner, body: campaignBody({ name: 'Many devices', targeting: { devices: Array(1000).fill('desktop') } }) });
+    assert.equal(devices.status, 400, devices.text);
+    assert.ok(devices.body.error.details.some((d: { field: string }) => d.field.startsWith('targeting.devices')), devices.text);
+  });
+});
+
+describe('edits that would change what is already out', () => {
+  it("refuses a campaign's new currency once it has links, a link for a blocked affiliate, and a plan its campaigns do not fit", async () => {
+    const post = (path: string, body: unknown) => s.call('POST', orgPath(path), { auth: O.owner, body });
+    const unlinked = (await post('/campaigns', campaignBody({ name: 'No links yet' }))).body.id as string;
+    assert.equal((await s.call('PATCH', orgPath(`/campaigns/${unlinked}`), { auth: O.owner, body: { currency: 'EUR' } })).status, 200, 'nothing out yet');
+    const linked = await s.call('PATCH', orgPath(`/campaigns/${O.campaign}`), { auth: O.owner, body: { currency: 'JPY' } });
+    assert.equal(linked.status, 409, linked.text); // O.campaign has links from the Idempotency-Key tests
+    assert.match(linked.body.error.message, /currency cannot change once it has links/);
+
+    const blocked = (await post('/affiliates', { name: 'B', email: 'b@safety.example', status: 'blocked' })).body.id as string;
+    const link = await post('/links', { campaignId: O.campaign, affiliateId: blocked });
+    assert.equal(link.status, 409, link.text);
+
+    // Professional allows 100; starter 5. This organisation has fewer than 5, so the move works, and back.
+    assert.equal((await s.call('PATCH', orgPath(''), { auth: O.owner, body: { plan: 'starter' } })).status, 200);
+    assert.equal((await s.call('PATCH', orgPath(''), { auth: O.owner, body: { plan: 'professional' } })).status, 200);
+    const made = [];
+    for (let i = 0; i < 4; i++) made.push((await post('/campaigns', campaignBody({ name: `Fill ${i}` }))).status);
+    assert.ok(made.every((st) => st === 201), JSON.stringify(made));
+    const lower = await s.call('PATCH', orgPath(''), { auth: O.owner, body: { plan: 'starter' } });
+    assert.equal(lower.status, 409, lower.text);
+    assert.equal(lower.body.error.code, 'plan_limit');
+  });
+});

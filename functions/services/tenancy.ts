@@ -166,7 +166,8 @@ export class OrgScope {
     } else {
       q = q.orderBy(FieldPath.documentId());
       if (opts.cursor) {
-        if (!/^[A-Za-z0-9_-]{1,100}$/.test(opts.cursor)) throw invalidCursor();
+        // An id (reserved ones like __x__ included) Firestore would refuse is a client's mistake, not a 500.
+        if (!documentIdPattern.test(opts.cursor)) throw invalidCursor();
         q = q.startAfter(opts.cursor);
       }
     }

@@ -41,7 +41,9 @@ export const orgResource = z
   .object({ id: z.string(), name: z.string(), type: z.enum(orgTypes), plan: z.enum(plans), fallbackUrl: z.string().nullable(), payoutSchedule: payoutScheduleSchema.nullable(), createdAt: z.string(), updatedAt: z.string() })
   .meta({ id: 'Org' });
 
-export const createMemberBody = z.object({ email: z.email().transform((e) => e.toLowerCase()), role: z.enum(roles) }).strict().meta({ id: 'CreateMember' });
+/** At most 254 characters (RFC 5321's path limit): anything longer is no address, and no Firestore query value. */
+const email = z.email().max(254).transform((e) => e.toLowerCase());
+export const createMemberBody = z.object({ email, role: z.enum(roles) }).strict().meta({ id: 'CreateMember' });
 export const patchMemberBody = z.object({ role: z.enum(roles) }).strict().meta({ id: 'PatchMember' });
 export const memberResource = z
   .object({ userId: z.string(), email: z.string(), role: z.enum(roles), createdAt: z.string(), updatedAt: z.string() })
@@ -99,7 +101,7 @@ export const deviceTypes = ['desktop', 'mobile', 'tablet'] as const;
 export const targetingSchema = z
   .object({
     countries: z.array(z.string().regex(/^[A-Za-z]{2}$/, 'must be ISO 3166-1 alpha-2 codes').transform((c) => c.toUpperCase())).max(250).optional(),
-    devices: z.array(z.enum(deviceTypes)).optional(),
+    devices: z.array(z.enum(deviceTypes)).max(deviceTypes.length).refine((d) => new Set(d).size === d.length, 'must not repeat a device').optional(),
   })
   .strict()
   .meta({ id: 'Targeting' });
@@ -176,7 +178,7 @@ export const campaignResource = z
 export const affiliateStatuses = ['active', 'paused', 'blocked'] as const;
 const affiliateFields = {
   name,
-  email: z.email().transform((e) => e.toLowerCase()),
+  email,
   status: z.enum(affiliateStatuses),
   payoutCurrency: currencySchema,
   minimumPayout: minorUnitsSchema,

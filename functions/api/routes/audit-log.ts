@@ -1,9 +1,9 @@
 import type { DocumentData } from '@google-cloud/firestore';
 import { z } from 'zod';
-import { auditEntryResource, listQuery } from '../../../shared/domain/schemas';
+import { auditEntryResource, documentId, listQuery } from '../../../shared/domain/schemas';
 import { ok, orgRoute } from '../router';
 
-const auditQuery = listQuery.extend({ targetId: z.string().optional(), action: z.string().optional() });
+const auditQuery = listQuery.extend({ targetId: documentId.optional(), action: z.string().regex(/^[a-z_]+(\.[a-z_]+)+$/, 'must be an action such as campaign.update').max(64).optional() });
 
 export const auditRoutes = [
   orgRoute(

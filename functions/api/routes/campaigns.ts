@@ -1,12 +1,12 @@
-import type { DocumentData, Transaction } from '@google-cloud/firestore';
+import type { DocumentData } from '@google-cloud/firestore';
 import { z } from 'zod';
 import { campaignResource, campaignStatuses, createCampaignBody, listQuery, patchCampaignBody, type Campaign } from '../../../shared/domain/schemas';
-import { ApiError, notFound } from '../../../shared/errors';
+import { conflict, notFound } from '../../../shared/errors';
 import { newId } from '../../../shared/ids';
 import type { OrgScope } from '../../services/tenancy';
 import { changedFields } from '../changes';
 import { created, ok, orgRoute } from '../router';
-import { planLimits } from './orgs';
+import { assertCampaignsFitPlan } from '../../services/plan-limits';
 
 /** Affiliates see what they earn, never what the advertiser pays nor the internal caps. */
 export function toCampaign(d: DocumentData, scope: OrgScope): Campaign {
@@ -19,17 +19,6 @@ export function toCampaign(d: DocumentData, scope: OrgScope): Campaign {
     return visible as Campaign;
   }
   return c;
-}
-
-/** The plan's limit counts campaigns that are not archived. Read inside the transaction so concurrent creates cannot both slip under it. */
-async function assertUnderPlanLimit(tx: Transaction, scope: OrgScope): Promise<void> {
-  const plan = ((await tx.get(scope.orgRef)).get('plan') ?? 'starter') as keyof typeof planLimits;
-  const limit = planLimits[plan].activeCampaigns;
-  if (!Number.isFinite(limit)) return;
-  const live = await tx.get(scope.collection('campaigns').where('status', 'in', ['draft', 'active', 'paused']).select().limit(limit + 1));
-  if (live.size >= limit) {
-    throw new ApiError('plan_limit', `The ${plan} plan allows ${limit} campaigns that are not archived; archive one or upgrade the plan`, [{ field: 'plan', message: `limit of ${limit} reached` }]);
-  }
 }
 
 const listCampaignsQuery = listQuery.extend({ status: z.enum(campaignStatuses).optional() });
@@ -46,7 +35,7 @@ export const campaignRoutes = [
     { method: 'POST', path: '/v1/orgs/:orgId/campaigns', summary: 'Create a campaign', tag: 'Campaigns', permission: 'campaigns:write', body: createCampaignBody, response: campaignResource, status: 201, idempotent: true },
     async ({ scope, body, idempotency }) => {
       const { doc } = await scope.createOnce('campaigns', idempotency, async (tx, audit) => {
-        if (body.status !== 'archived') await assertUnderPlanLimit(tx, scope);
+        if (body.status !== 'archived') await assertCampaignsFitPlan(tx, scope, { adding: 1 });
         const id = newId('cmp');
         const now = new Date().toISOString();
         audit({ action: 'campaign.create', target: { type: 'campaign', id }, changes: { name: body.name, status: body.status } });
@@ -75,7 +64,13 @@ async function updateCampaign(scope: OrgScope, id: string, patch: Record<string,
     const snap = await tx.get(ref);
     if (!snap.exists) throw notFound('Campaign');
     const current = snap.data()!;
-    if (current.status === 'archived' && patch.status && patch.status !== 'archived') await assertUnderPlanLimit(tx, scope);
+    if (current.status === 'archived' && patch.status && patch.status !== 'archived') await assertCampaignsFitPlan(tx, scope, { adding: 1 });
+    // Its payouts, caps and the amounts advertisers send are in this currency: once links are out, a new currency
+    // would silently re-denominate them.
+    if (patch.currency !== undefined && patch.currency !== current.currency) {
+      const linked = await tx.get(scope.collection('links').where('campaignId', '==', id).select().limit(1));
+      if (!linked.empty) throw conflict('A campaign\'s currency cannot change once it has links: its payouts, caps and the amounts advertisers send are in that currency; create a new campaign instead');
+    }
     const changes = changedFields(current, patch);
     if (!Object.keys(changes).length) return current;
     const next = { ...current, ...patch, updatedAt: new Date().toISOString() };

@@ -1,7 +1,7 @@
 import type { DocumentData } from '@google-cloud/firestore';
 import { z } from 'zod';
 import { config } from '../../../shared/config';
-import { createLinkBody, linkResource, listQuery, type Link } from '../../../shared/domain/schemas';
+import { createLinkBody, documentId, linkResource, listQuery, type Link } from '../../../shared/domain/schemas';
 import { badRequest, conflict, type ErrorDetail } from '../../../shared/errors';
 import { newLinkId } from '../../../shared/ids';
 import { collections } from '../../../shared/names';
@@ -11,7 +11,7 @@ import { created, ok, orgRoute } from '../router';
 export const trackingUrl = (linkId: string) => `${config().publicBaseUrl}/c/${linkId}`;
 const toLink = (d: DocumentData): Link => ({ id: d.id, url: trackingUrl(d.id), campaignId: d.campaignId, affiliateId: d.affiliateId, createdAt: d.createdAt });
 
-const listLinksQuery = listQuery.extend({ campaignId: z.string().optional(), affiliateId: z.string().optional() });
+const listLinksQuery = listQuery.extend({ campaignId: documentId.optional(), affiliateId: documentId.optional() });
 
 export const linkRoutes = [
   orgRoute(
@@ -32,6 +32,9 @@ export const linkRoutes = [
         if (!affiliate!.exists) details.push({ field: 'affiliateId', message: 'no such affiliate in this organisation' });
         if (details.length) throw badRequest('The link refers to a campaign or affiliate that does not exist', details);
         if (campaign!.get('status') === 'archived') throw conflict('The campaign is archived; links cannot be added to it');
+        // A blocked affiliate's sales are all rejected (affiliate_inactive) while its clicks still count. (A paused
+        // one may be given links ahead of its return.)
+        if (affiliate!.get('status') === 'blocked') throw conflict('The affiliate is blocked; links cannot be added for it');
         const id = newLinkId();
         const doc = { id, orgId: scope.orgId, campaignId: body.campaignId, affiliateId: body.affiliateId, createdAt: new Date().toISOString() };
         // The click function resolves a link id without knowing the org: a global index document, written with the link.

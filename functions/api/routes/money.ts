@@ -1,5 +1,6 @@
 import type { DocumentData } from '@google-cloud/firestore';
 import { z } from 'zod';
+import { documentId } from '../../../shared/domain/schemas';
 import { config } from '../../../shared/config';
 import { balances, type LedgerEntry } from '../../../shared/domain/ledger';
 import { can } from '../../../shared/domain/roles';
@@ -99,7 +100,7 @@ export const moneyRoutes = [
     },
   ),
   orgRoute(
-    { method: 'GET', path: '/v1/orgs/:orgId/payouts', summary: 'Payouts (an affiliate user sees its own)', tag: 'Money', permission: 'payouts:read', query: z.object({ affiliateId: z.string().optional(), status: z.string().optional(), limit: z.coerce.number().int().min(1).max(200).default(50), cursor: z.string().optional() }), response: z.object({ items: z.array(payoutResource), nextCursor: z.string().nullable() }) },
+    { method: 'GET', path: '/v1/orgs/:orgId/payouts', summary: 'Payouts (an affiliate user sees its own)', tag: 'Money', permission: 'payouts:read', query: z.object({ affiliateId: documentId.optional(), status: z.enum(['claiming', 'claimed', 'releasing', 'paid', 'failed', 'blocked', 'cancelled', 'reversed']).optional(), limit: z.coerce.number().int().min(1).max(200).default(50), cursor: z.string().optional() }), response: z.object({ items: z.array(payoutResource), nextCursor: z.string().nullable() }) },
     async ({ scope, query }) => {
       const p = await scope.list<DocumentData>('payouts', { ...query, equals: { affiliateId: query.affiliateId, status: query.status }, newestFirstBy: 'createdAt' });
       return ok({ items: p.items.map(toPayout), nextCursor: p.nextCursor });

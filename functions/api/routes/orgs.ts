@@ -1,8 +1,9 @@
 import type { DocumentData } from '@google-cloud/firestore';
 import { z } from 'zod';
-import { createOrgBody, orgResource, patchOrgBody, plans, type Org } from '../../../shared/domain/schemas';
+import { createOrgBody, orgResource, patchOrgBody, type Org } from '../../../shared/domain/schemas';
 import { forbidden } from '../../../shared/errors';
 import { deterministicId, newId } from '../../../shared/ids';
+import { assertCampaignsFitPlan } from '../../services/plan-limits';
 import { createOrganisation, listMyOrgs } from '../../services/tenancy';
 import { changedFields } from '../changes';
 import { created, ok, orgRoute, userRoute } from '../router';
@@ -12,11 +13,6 @@ export function toOrg(d: DocumentData): Org {
   return { id: d.id, name: d.name, type: d.type, plan: d.plan, fallbackUrl: d.fallbackUrl ?? null, payoutSchedule: d.payoutSchedule ?? null, createdAt: d.createdAt, updatedAt: d.updatedAt };
 }
 
-export const planLimits: Record<(typeof plans)[number], { activeCampaigns: number }> = {
-  starter: { activeCampaigns: 5 },
-  professional: { activeCampaigns: 100 },
-  enterprise: { activeCampaigns: Number.POSITIVE_INFINITY },
-};
 
 export const orgRoutes = [
   userRoute(
@@ -45,6 +41,8 @@ export const orgRoutes = [
     async ({ scope, body }) => {
       const org = await scope.transact(async (tx, audit) => {
         const current = (await tx.get(scope.orgRef)).data()!;
+        // A smaller plan must fit the campaigns already live.
+        if (body.plan && body.plan !== current.plan) await assertCampaignsFitPlan(tx, scope, { adding: 0, plan: body.plan });
         const next = { ...current, ...body, updatedAt: new Date().toISOString() };
         tx.set(scope.orgRef, next);
         audit({ action: 'org.update', target: { type: 'org', id: scope.orgId }, changes: changedFields(current, body) });

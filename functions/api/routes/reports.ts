@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { documentId } from '../../../shared/domain/schemas';
 import { reportDimensions, type ReportResult } from '../../../shared/analytics/report';
 import { formatMinor } from '../../../shared/money';
 import { analyticsStore } from '../../adapters/analytics';
@@ -9,7 +10,7 @@ const reportHttpQuery = z.object({
   from: z.string().describe('YYYY-MM-DD, on or after 1970-01-01, inclusive, UTC'),
   to: z.string().describe('YYYY-MM-DD, inclusive, UTC; at most 366 days from from'),
   groupBy: z.string().optional().describe(`Comma-separated: ${reportDimensions.join(', ')}`),
-  campaignId: z.string().optional(),
+  campaignId: documentId.optional(),
   format: z.enum(['json', 'csv']).default('json'),
 });
 

@@ -2,7 +2,7 @@ import type { DocumentData, Timestamp } from '@google-cloud/firestore';
 import { z } from 'zod';
 import { checkRange } from '../../../shared/analytics/report';
 import { conversionStatuses } from '../../../shared/domain/events';
-import { listQuery } from '../../../shared/domain/schemas';
+import { documentId, listQuery } from '../../../shared/domain/schemas';
 import { withoutRevenueFor } from '../redaction';
 import { ok, orgRoute } from '../router';
 
@@ -34,7 +34,7 @@ export const conversionResource = z
   .object({
     id: z.string(), clickId: z.string(), campaignId: z.string().nullable(), affiliateId: z.string().nullable(), linkId: z.string().nullable(),
     txnId: z.string().nullable(), event: z.string(), amount: z.number().nullable().describe('Minor units of currency'), currency: z.string(),
-    revenue: z.number().describe('What the advertiser owes, minor units'), payout: z.number().describe("The affiliate's commission, minor units"),
+    revenue: z.number().optional().describe('What the advertiser owes, minor units (not shown to affiliate users)'), payout: z.number().describe("The affiliate's commission, minor units"),
     status: z.enum(conversionStatuses), reasons: z.array(z.string()), createdAt: z.string(),
   })
   .meta({ id: 'Conversion' });
@@ -53,8 +53,8 @@ export const toConversion = (d: DocumentData) => ({
 
 const conversionsQuery = listQuery.extend({
   status: z.enum(conversionStatuses).optional(),
-  campaignId: z.string().optional(),
-  affiliateId: z.string().optional(),
+  campaignId: documentId.optional(),
+  affiliateId: documentId.optional(),
   from: isoDate.optional().describe('A date YYYY-MM-DD or a UTC instant (2026-11-24T17:05:00Z), inclusive'),
   to: isoDate.optional().describe('A date YYYY-MM-DD or a UTC instant, inclusive; a date means the whole day'),
 }).superRefine((q, ctx) => {
@@ -64,8 +64,8 @@ const conversionsQuery = listQuery.extend({
 const statsQuery = z.object({
   from: z.iso.date({ error: 'must be a date YYYY-MM-DD' }),
   to: z.iso.date({ error: 'must be a date YYYY-MM-DD' }),
-  campaignId: z.string().optional(),
-  affiliateId: z.string().optional(),
+  campaignId: documentId.optional(),
+  affiliateId: documentId.optional(),
 }).superRefine(checkRange);
 
 interface DayStats { clicks: number; uniqueClicks: number; botClicks: number; conversions: number; revenue: Record<string, number>; payout: Record<string, number> }

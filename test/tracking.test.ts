@@ -571,6 +571,37 @@ describe('workers', () => {
     assert.equal(row.clicks, 1);
   });
 
+  it('records the rows delivered beside one the analytics store refuses, failing only that one', async () => {
+    const { analyticsStore } = await import('../functions/adapters/analytics');
+    const store = analyticsStore();
+    const insert = store.insert.bind(store);
+    const { mintClickId } = await import('../shared/domain/click-id');
+    const { secrets } = await import('../functions/adapters/local-secrets');
+    const at = Date.now() - 60_000;
+    const good = clickEvent({ eventId: mintClickId(secrets().clickSigningKey, org.link, at), linkId: org.link, campaignId: org.campaign, affiliateId: org.affiliate, at, sub1: 'beside-poison', visitorHash: 'bp' });
+    const poison = clickEvent({ eventId: mintClickId(secrets().clickSigningKey, org.link, at + 1), linkId: org.link, campaignId: org.campaign, affiliateId: org.affiliate, at: at + 1, sub1: 'poison', visitorHash: 'bp2' });
+    // As BigQuery's insertAll does by default: one invalid row refuses the whole request.
+    store.insert = async (rows) => {
+      if (rows.some((r) => r.event_id === poison.eventId)) throw new Error('invalid row in the request');
+      return insert(rows);
+    };
+    try {
+      const push = (e: object, id: string) => fetch(`${s.baseUrl}/_push/analytics-writer/projects/${process.env.GOOGLE_CLOUD_PROJECT}/topics/tracking-events`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ subscription: 'projects/p/subscriptions/s', message: { data: Buffer.from(JSON.stringify(e)).toString('base64'), messageId: id, attributes: {} } }),
+      });
+      const [g, p] = await Promise.all([push(good, 'beside-1'), push(poison, 'poison-1')]);
+      assert.deepEqual([g.ok, p.ok], [true, false]);
+    } finally {
+      store.insert = insert;
+    }
+    const row = await eventually(async () => {
+      const r = await api(`/reports?from=${since()}&to=${today()}&groupBy=sub1`);
+      return r.body?.rows?.find((x: { sub1: string }) => x.sub1 === 'beside-poison');
+    }, 'the good row');
+    assert.equal(row.clicks, 1);
+  });
+
   it('counts a repeat click exactly an hour later as not unique in the live counters, as the report does', async () => {
     const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${org.id}${path}`, { auth: org.token, body });
     // An affiliate of its own on the shared campaign (the organisation's plan has room for only so many campaigns).

@@ -61,7 +61,8 @@ export function groupedWrites<T, R>(
   };
 }
 
-async function settleEach<T, R>(items: T[], write: (item: T) => Promise<R>): Promise<Settled<R>[]> {
+/** Writes each item on its own, a few at a time, each with its own outcome. */
+export async function settleEach<T, R>(items: T[], write: (item: T) => Promise<R>): Promise<Settled<R>[]> {
   const results: Settled<R>[] = new Array(items.length);
   let next = 0;
   const worker = async () => {

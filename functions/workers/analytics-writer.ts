@@ -4,6 +4,7 @@ import type { ClickEvent, ConversionEvent } from '../../shared/domain/events';
 import { functionNames } from '../../shared/names';
 import { analyticsStore } from '../adapters/analytics';
 import { groupCommit } from '../../shared/group-commit';
+import { settleEach } from '../services/grouped-writes';
 import { decodeTrackingEvent } from './decode';
 import { answerFrameworkErrors } from '../framework-errors';
 
@@ -31,14 +32,21 @@ export function conversionRow(e: ConversionEvent): AnalyticsRow {
  * Concurrent deliveries share one insert: a DuckDB statement or a BigQuery insertAll request costs about the
  * same for one row as for hundreds (measured on DuckDB by the tracking benchmark: ~3 ms for one row, ~5 ms for 100), and each delivery is
  * acknowledged only once the insert holding its row succeeded. Rows are keyed by event id, so a group that
- * fails and is redelivered adds nothing twice.
+ * fails and is redelivered adds nothing twice. A group the store refuses is inserted again row by row: BigQuery
+ * refuses a whole insertAll for one invalid row, and the rows beside it must not share its fate (five failed
+ * deliveries each, then the dead-letter topic). An insert stuck past a minute frees its slot for the next group.
  */
 const insertRow = groupCommit<AnalyticsRow, void>(
   async (rows) => {
-    await analyticsStore().insert(rows);
-    return rows.map(() => ({ status: 'fulfilled', value: undefined }));
+    try {
+      await analyticsStore().insert(rows);
+      return rows.map(() => ({ status: 'fulfilled', value: undefined }));
+    } catch (err) {
+      if (rows.length === 1) throw err;
+      return settleEach(rows, (row) => analyticsStore().insert([row]));
+    }
   },
-  { maxItems: 500, maxConcurrent: 2 },
+  { maxItems: 500, maxConcurrent: 2, timeoutMs: 60_000 },
 );
 
 /** One analytics row per click and per version of a conversion; raw postbacks are the state worker's input only. */

@@ -27,6 +27,14 @@ export async function approveDueConversions(now = new Date()): Promise<Commissio
   let approved = 0;
   let skipped = 0;
   let failed = 0;
+  const analytics = { published: 0, failed: 0 };
+  // The approvals' analytics versions, with any an earlier transition could not send: after every page, so a
+  // run cut short by its timeout has still sent what it approved (the next run starts with approving again).
+  const sendDue = async () => {
+    const sent = await publishDueConversionAnalytics(now);
+    analytics.published += sent.published;
+    analytics.failed = sent.failed;
+  };
   let last: FirebaseFirestore.QueryDocumentSnapshot | undefined;
   for (;;) {
     let q = db.collectionGroup(collections.conversions)
@@ -69,9 +77,9 @@ export async function approveDueConversions(now = new Date()): Promise<Commissio
       }
     };
     await Promise.all(Array.from({ length: parallelGroups }, worker));
+    await sendDue();
     if (page.size < pageSize) break;
   }
-  // The approvals' analytics versions, with any an earlier transition could not send.
-  const analytics = await publishDueConversionAnalytics(now);
+  if (last === undefined) await sendDue(); // nothing to approve: still send what earlier transitions left due
   return { approved, skipped, failed, analyticsPublished: analytics.published, analyticsFailed: analytics.failed };
 }

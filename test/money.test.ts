@@ -79,6 +79,21 @@ describe('conversion lifecycle', () => {
     assert.deepEqual(ledger.body.items.filter((e: { type: string }) => e.type === 'tier_adjustment').map((e: { amount: number }) => e.amount), [200, 200]);
   });
 
+  it("records an approval's analytics version after the booking's, even when the job's clock says the same instant", async () => {
+    const org = await setupOrg('same-instant@example.com', { holdDays: 0 });
+    const id = await convert(org, 'si-1');
+    const { firestore } = await import('../functions/adapters/firestore');
+    const ref = firestore().doc(`orgs/${org.id}/conversions/${id}`);
+    const booked = (await ref.get()).get('analytics') as { recordedAt: string };
+    // A job whose run started at the very instant the sale was booked (its hold ended then): the report takes the
+    // version recorded last, so the approval must not tie with (or precede) the booking.
+    const { approveDueConversions } = await import('../functions/services/commissions-job');
+    await approveDueConversions(new Date(booked.recordedAt));
+    const approved = (await ref.get()).get('analytics') as { status: string; recordedAt: string };
+    assert.equal(approved.status, 'approved');
+    assert.ok(Date.parse(approved.recordedAt) > Date.parse(booked.recordedAt), `${approved.recordedAt} after ${booked.recordedAt}`);
+  });
+
   it('lets the commissions job approve conversions whose hold has ended, but not fraud-held ones', async () => {
     const org = await setupOrg('job@example.com', { holdDays: 0 });
     const due = await convert(org, 'j-1');

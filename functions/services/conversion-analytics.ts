@@ -24,6 +24,16 @@ export interface AnalyticsVersion {
   recordedAt?: string;
 }
 
+/**
+ * `at`, or just after the version `previous` stands at if that is not earlier: a new version must be the latest,
+ * since the report takes the one recorded last (clocks of two instances, or a job stamping its whole run with its
+ * start, could otherwise put a reversal before the approval it reverses).
+ */
+export function recordedAfter(previous: DocumentData, at: string): string {
+  const before = Date.parse((previous.analytics as AnalyticsVersion | undefined)?.recordedAt ?? (previous.updatedAt as string | undefined) ?? '');
+  return Number.isFinite(before) && before >= Date.parse(at) ? new Date(before + 1).toISOString() : at;
+}
+
 /** The version a transition makes: one per status a conversion reaches (it reaches each at most once). */
 export function transitionVersion(conversionId: string, status: AnalyticsVersion['status'], revenue: number, payout: number, at: string): AnalyticsVersion {
   return { eventId: deterministicId('cnv', conversionId, 'status', status), status, revenue, payout, recordedAt: at };

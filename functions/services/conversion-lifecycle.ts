@@ -4,7 +4,7 @@ import { tierMonth, type LedgerEntry } from '../../shared/domain/ledger';
 import type { PayoutRule } from '../../shared/domain/schemas';
 import { conflict, notFound } from '../../shared/errors';
 import { deterministicId } from '../../shared/ids';
-import { publishConversionVersion, transitionVersion } from './conversion-analytics';
+import { publishConversionVersion, recordedAfter, transitionVersion } from './conversion-analytics';
 import { counterRef } from './counters';
 import type { AuditInput, OrgScope } from './tenancy';
 
@@ -137,7 +137,7 @@ export async function applyTransition(
   const next = {
     ...conv, status: change.status, payout, updatedAt: at,
     // The report counts the conversion as this version says once it is published (conversion-analytics.ts).
-    analytics: transitionVersion(conversionId, change.status, conv.revenue as number, payout, at), analyticsDue: true,
+    analytics: transitionVersion(conversionId, change.status, conv.revenue as number, payout, recordedAfter(conv, at)), analyticsDue: true,
     reasons: change.reason ? [...(conv.reasons as string[]), change.reason] : conv.reasons,
     ...(change.status === 'approved' ? { approvedAt: at } : {}),
   };

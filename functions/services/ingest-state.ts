@@ -9,7 +9,7 @@ import { collections } from '../../shared/names';
 import { firestore } from '../adapters/firestore';
 import { secrets } from '../adapters/local-secrets';
 import { ledgerEntryId } from './conversion-lifecycle';
-import { conversionEventOf, type AnalyticsVersion } from './conversion-analytics';
+import { conversionEventOf, recordedAfter, type AnalyticsVersion } from './conversion-analytics';
 import { counterRef } from './counters';
 import { deterministicId } from '../../shared/ids';
 import type { Settled } from '../../shared/group-commit';
@@ -198,12 +198,6 @@ function book(scope: OrgScope, e: PostbackEvent, a: Attribution, usage?: Usage, 
     }));
   }
   return booking;
-}
-
-/** `at`, or just after the version `previous` stands at if that is later: the re-booking's own version must be the latest. */
-function recordedAfter(previous: ConversionDoc, at: string): string {
-  const before = Date.parse((previous.analytics as AnalyticsVersion | undefined)?.recordedAt ?? previous.updatedAt ?? '');
-  return Number.isFinite(before) && before >= Date.parse(at) ? new Date(before + 1).toISOString() : at;
 }
 
 const commitConversions = groupedWrites(bookGroup, bookAlone, {

@@ -236,4 +236,15 @@ describe('edits that would change what is already out', () => {
     assert.equal(lower.status, 409, lower.text);
     assert.equal(lower.body.error.code, 'plan_limit');
   });
+
+  it('writes and audits nothing for an edit that changes nothing, and documents 409 answers', async () => {
+    const audited = async () => (await s.call('GET', orgPath('/audit-log?limit=200'), { auth: O.owner })).body.items.length as number;
+    const before = await audited();
+    assert.equal((await s.call('PATCH', orgPath(''), { auth: O.owner, body: {} })).status, 200);
+    assert.equal((await s.call('PATCH', orgPath(''), { auth: O.owner, body: { plan: 'professional' } })).status, 200); // already professional
+    assert.equal((await s.call('PATCH', orgPath(`/members/${s.userId('xena@safety.example')}`), { auth: O.owner, body: { role: 'affiliate' } })).status, 200);
+    assert.equal(await audited(), before);
+    const doc = (await s.call('GET', '/v1/openapi.json')).body;
+    assert.ok(doc.paths['/v1/orgs/{orgId}/campaigns'].post.responses['409']);
+  });
 });

@@ -52,6 +52,7 @@ export function openApiDocument(routes: Route[], serverUrl: string): Record<stri
     };
     if (r.body || r.query || r.idempotent) responses['400'] = errorRef('Malformed input; details name each field');
     if (r.auth === 'required') responses['401'] = errorRef('Missing or invalid credentials');
+    if (r.method !== 'GET') responses['409'] = errorRef('Conflicts with the current state: a plan limit, a status that does not allow it, a reused Idempotency-Key; the message says which');
     if (r.permission) {
       responses['403'] = errorRef('The caller\'s role may not do this');
       responses['404'] = errorRef('Not found, or not in an organisation the caller belongs to');

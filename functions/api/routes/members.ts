@@ -35,6 +35,8 @@ async function changeMember(scope: OrgScope, userId: string, change: { role: Rol
       audit({ action: 'member.remove', target: { type: 'member', id: userId }, changes: { email: current.email, role: current.role } });
       return current;
     }
+    // Nothing changes, so nothing is written and nothing is audited (as for campaigns).
+    if (change.role === current.role) return current;
     const next = { ...current, role: change.role, updatedAt: new Date().toISOString() };
     tx.set(ref, next);
     audit({ action: 'member.update', target: { type: 'member', id: userId }, changes: { role: { from: current.role, to: change.role } } });

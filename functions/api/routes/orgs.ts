@@ -43,9 +43,12 @@ export const orgRoutes = [
         const current = (await tx.get(scope.orgRef)).data()!;
         // A smaller plan must fit the campaigns already live.
         if (body.plan && body.plan !== current.plan) await assertCampaignsFitPlan(tx, scope, { adding: 0, plan: body.plan });
+        const changes = changedFields(current, body);
+        // Nothing changes, so nothing is written and nothing is audited (as for campaigns).
+        if (!Object.keys(changes).length) return current;
         const next = { ...current, ...body, updatedAt: new Date().toISOString() };
         tx.set(scope.orgRef, next);
-        audit({ action: 'org.update', target: { type: 'org', id: scope.orgId }, changes: changedFields(current, body) });
+        audit({ action: 'org.update', target: { type: 'org', id: scope.orgId }, changes });
         return next;
       });
       return ok(toOrg(org));

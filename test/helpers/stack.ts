@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -29,7 +29,8 @@ export interface Reply {
 export async function startTestStack(env: Record<string, string> = {}): Promise<TestStack> {
   if (!process.env.FIRESTORE_EMULATOR_HOST) throw new Error('Run the tests with `npm test`, which starts the emulators');
   process.env.GOOGLE_CLOUD_PROJECT = `abp-test-${randomBytes(4).toString('hex')}`;
-  process.env.ABP_DATA_DIR = mkdtempSync(join(tmpdir(), 'abp-test-'));
+  const dataDir = mkdtempSync(join(tmpdir(), 'abp-test-'));
+  process.env.ABP_DATA_DIR = dataDir;
   process.env.PORT = String(await freePort());
   Object.assign(process.env, env);
   const { startLocalStack } = await import('../../scripts/local/stack');
@@ -59,7 +60,11 @@ export async function startTestStack(env: Record<string, string> = {}): Promise<
     token: (email, opts) => identity.mintDevToken(email, opts),
     userId: (email) => identity.devUserId(email),
     call,
-    close: () => stack.close(),
+    // The data directory (DuckDB file, keys) goes with the stack: each test file made one and left it behind.
+    close: async () => {
+      await stack.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
   };
 }
 

@@ -296,6 +296,10 @@ describe('meta', () => {
     assert.ok(!JSON.stringify(r.body).includes('#/$defs/'), 'every reference resolves to a component');
     assert.ok(r.body.paths['/v1/orgs/{orgId}/members/{userId}'].patch);
     assert.ok(r.body.paths['/v1/orgs/{orgId}/audit-log'].get);
+    // The numbers routes describe what they answer too.
+    const answer = (path: string) => r.body.paths[path].get.responses['200'].content?.['application/json']?.schema;
+    for (const path of ['/v1/orgs/{orgId}/reports', '/v1/orgs/{orgId}/stats', '/v1/orgs/{orgId}/affiliates/{id}/balance']) assert.ok(answer(path), `${path} has a response schema`);
+    assert.ok(r.body.components.schemas.Metrics.required.includes('payout'));
   });
 
   it('answers unknown routes and methods with JSON errors', async () => {

@@ -245,3 +245,20 @@ export type Affiliate = z.infer<typeof affiliateResource>;
 export type Link = z.infer<typeof linkResource>;
 export type PayoutRule = z.infer<typeof payoutRule>;
 export type AuditEntry = z.infer<typeof auditEntryResource>;
+
+/** Money per currency, as reports, live stats and balances give it: currency → integer minor units. */
+const moneyByCurrency = z.record(z.string(), z.number().int()).describe('Currency → integer minor units; a currency appears once it has money');
+/** What reports and live stats count, for a row or in total. */
+export const metricsResource = z
+  .object({
+    clicks: z.number().int(), uniqueClicks: z.number().int(), botClicks: z.number().int(), conversions: z.number().int(),
+    revenue: moneyByCurrency.optional().describe('What advertisers owe (not shown to affiliate users)'),
+    payout: moneyByCurrency,
+  })
+  .meta({ id: 'Metrics' });
+export const balanceResource = z
+  .object({
+    affiliateId: z.string(),
+    balances: z.array(z.object({ currency: z.string(), pending: z.number().int(), approved: z.number().int(), paid: z.number().int(), available: z.number().int() })),
+  })
+  .meta({ id: 'Balance' });

@@ -1,6 +1,6 @@
 import type { DocumentData } from '@google-cloud/firestore';
 import { z } from 'zod';
-import { documentId } from '../../../shared/domain/schemas';
+import { balanceResource, documentId } from '../../../shared/domain/schemas';
 import { config } from '../../../shared/config';
 import { balances, type LedgerEntry } from '../../../shared/domain/ledger';
 import { can } from '../../../shared/domain/roles';
@@ -55,7 +55,7 @@ export const moneyRoutes = [
     async ({ scope, params, body }) => ok(toConversion(await transitionConversion(scope, params.id!, body))),
   ),
   orgRoute(
-    { method: 'GET', path: '/v1/orgs/:orgId/affiliates/:id/balance', summary: "An affiliate's balance per currency: pending, approved, paid and available", tag: 'Money', permission: 'payouts:read' },
+    { method: 'GET', path: '/v1/orgs/:orgId/affiliates/:id/balance', summary: "An affiliate's balance per currency: pending, approved, paid and available", tag: 'Money', permission: 'payouts:read', response: balanceResource },
     async ({ scope, params }) => {
       await scope.getOrThrow('affiliates', params.id!, 'Affiliate');
       const entries = await scope.narrow('ledger', scope.collection('ledger')).where('affiliateId', '==', params.id).select('amount', 'currency', 'status').get();

@@ -1,10 +1,16 @@
 import { z } from 'zod';
-import { documentId } from '../../../shared/domain/schemas';
+import { documentId, metricsResource } from '../../../shared/domain/schemas';
 import { reportDimensions, type ReportResult } from '../../../shared/analytics/report';
 import { formatMinor } from '../../../shared/money';
 import { analyticsStore } from '../../adapters/analytics';
 import { withoutRevenueFor } from '../redaction';
 import { ok, orgRoute, type Reply } from '../router';
+
+/** JSON; with format=csv the same rows as text/csv, money as decimals in the major unit, a column per currency. */
+const reportResponse = z.object({
+  rows: z.array(metricsResource.extend(Object.fromEntries(reportDimensions.map((d) => [d, z.string().nullable().optional().describe('Present when grouped by it')])))),
+  totals: metricsResource,
+});
 
 const reportHttpQuery = z.object({
   from: z.string().describe('YYYY-MM-DD, on or after 1970-01-01, inclusive, UTC'),
@@ -37,7 +43,7 @@ export function reportCsv(result: ReportResult, groupBy: string[]): string {
 
 export const reportRoutes = [
   orgRoute(
-    { method: 'GET', path: '/v1/orgs/:orgId/reports', summary: 'Clicks, unique and bot clicks, conversions, revenue and payout, grouped; money per currency in minor units', tag: 'Reports', permission: 'reports:read', query: reportHttpQuery },
+    { method: 'GET', path: '/v1/orgs/:orgId/reports', summary: 'Clicks, unique and bot clicks, conversions, revenue and payout, grouped; money per currency in minor units', tag: 'Reports', permission: 'reports:read', query: reportHttpQuery, response: reportResponse },
     async ({ scope, query }): Promise<Reply> => {
       const groupBy = query.groupBy ? query.groupBy.split(',').map((g) => g.trim()).filter(Boolean) : [];
       const full = await analyticsStore().report(scope.reportQuery({ from: query.from, to: query.to, groupBy, campaignId: query.campaignId }));

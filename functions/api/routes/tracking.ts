@@ -2,7 +2,7 @@ import type { DocumentData, Timestamp } from '@google-cloud/firestore';
 import { z } from 'zod';
 import { checkRange } from '../../../shared/analytics/report';
 import { conversionStatuses } from '../../../shared/domain/events';
-import { documentId, listQuery } from '../../../shared/domain/schemas';
+import { documentId, listQuery, metricsResource } from '../../../shared/domain/schemas';
 import { withoutRevenueFor } from '../redaction';
 import { ok, orgRoute } from '../router';
 
@@ -83,7 +83,7 @@ function addInto(into: DayStats, d: DocumentData): void {
 
 export const trackingRoutes = [
   orgRoute(
-    { method: 'GET', path: '/v1/orgs/:orgId/stats', summary: 'Live counters by day from operational state (seconds behind); reports are the analytical view', tag: 'Tracking', permission: 'tracking:read', query: statsQuery },
+    { method: 'GET', path: '/v1/orgs/:orgId/stats', summary: 'Live counters by day from operational state (seconds behind); reports are the analytical view', tag: 'Tracking', permission: 'tracking:read', query: statsQuery, response: z.object({ days: z.array(metricsResource.extend({ day: z.string() })), totals: metricsResource }) },
     async ({ scope, query }) => {
       let q = scope.narrow('counters', scope.collection('counters')).where('day', '>=', query.from).where('day', '<=', query.to);
       if (query.campaignId) q = q.where('campaignId', '==', query.campaignId);

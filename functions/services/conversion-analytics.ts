@@ -66,9 +66,7 @@ export async function publishConversionVersion(scope: OrgScope, doc: DocumentDat
  * version: a later transition is due on its own.
  */
 export async function markVersionDue(scope: OrgScope, conversionId: string, eventId: string): Promise<void> {
-  const snap = await scope.collection('conversions').doc(conversionId).get();
-  if (!snap.exists || snap.get('analyticsDue') === true || (snap.get('analytics') as AnalyticsVersion | undefined)?.eventId !== eventId) return;
-  await snap.ref.update({ analyticsDue: true }, { lastUpdateTime: snap.updateTime! });
+  await setDue(await scope.collection('conversions').doc(conversionId).get(), eventId, true);
 }
 
 /**
@@ -77,13 +75,18 @@ export async function markVersionDue(scope: OrgScope, conversionId: string, even
  * mark stays and the next sweep sends the version again, which adds nothing.
  */
 async function clearDue(snap: DocumentSnapshot, eventId: string): Promise<void> {
-  if (snap.get('analyticsDue') !== true || (snap.get('analytics') as AnalyticsVersion | undefined)?.eventId !== eventId) return;
-  await snap.ref.update({ analyticsDue: FieldValue.delete() }, { lastUpdateTime: snap.updateTime! }).catch(() => undefined);
+  await setDue(snap, eventId, false).catch(() => undefined);
+}
+
+/** Sets or clears the due mark of version `eventId`, only if it is still the conversion's and unchanged since `snap`. */
+async function setDue(snap: DocumentSnapshot, eventId: string, due: boolean): Promise<void> {
+  if (!snap.exists || (snap.get('analyticsDue') === true) === due || (snap.get('analytics') as AnalyticsVersion | undefined)?.eventId !== eventId) return;
+  await snap.ref.update({ analyticsDue: due ? true : FieldValue.delete() }, { lastUpdateTime: snap.updateTime! });
 }
 
 /**
  * Sends every conversion version still marked due that was made at or before `upTo`, across all organisations
- * (the commissions job runs it, after its approvals). Returns how many it sent; one that fails stays due for
+ * (the commissions job runs it after each page of its approvals). Returns how many it sent; one that fails stays due for
  * the next sweep.
  */
 export async function publishDueConversionAnalytics(upTo: Date): Promise<{ published: number; failed: number }> {

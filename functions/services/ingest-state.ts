@@ -337,6 +337,16 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
   // rule decides between them as if they had come one after the other.
   const conversionPaths = new Set<string>();
   const later: number[] = [];
+  /** One after the other (they may be the same conversion), each with its own outcome. */
+  const eachAlone = async (indexes: number[]) => {
+    for (const i of indexes) {
+      try {
+        results[i] = { status: 'fulfilled', value: await bookAlone(events[i]!) };
+      } catch (reason) {
+        results[i] = { status: 'rejected', reason };
+      }
+    }
+  };
   const writes = new BookingWrites();
   /** Conversions of campaigns with caps, by campaign: booked after the batch, in transactions (bookTogether). */
   const cappedByCampaign = new Map<string, number[]>();
@@ -388,24 +398,12 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
           const docs = await db.runTransaction((tx) => bookTogether(tx, part.map((i) => events[i]!)));
           part.forEach((i, j) => (results[i] = { status: 'fulfilled', value: docs[j]! }));
         } catch {
-          for (const i of part) {
-            try {
-              results[i] = { status: 'fulfilled', value: await bookAlone(events[i]!) };
-            } catch (reason) {
-              results[i] = { status: 'rejected', reason };
-            }
-          }
+          await eachAlone(part);
         }
       }
     }),
   );
-  for (const i of later) {
-    try {
-      results[i] = { status: 'fulfilled', value: await bookAlone(events[i]!) };
-    } catch (reason) {
-      results[i] = { status: 'rejected', reason };
-    }
-  }
+  await eachAlone(later);
   return results.map((r) => r!);
 }
 

@@ -145,8 +145,7 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
 async function rebooked(scope: OrgScope, conversionId: string, clickId: string): Promise<boolean> {
   const receiptRef = scope.collection('postbackReceipts').doc(conversionId);
   const conversionRef = scope.collection('conversions').doc(conversionId);
-  let ours: Promise<boolean> | undefined;
-  const isOurs = () => (ours ??= orgLinkOf(scope.orgId, clickId).then((link) => link !== undefined));
+  const isOurs = async (id: string) => (await orgLinkOf(scope.orgId, id)) !== undefined; // links are cached
   const signed = (id: string) => () => verifyClickId(secrets().clickSigningKey, id) !== undefined;
   return firestore().runTransaction(async (tx) => {
     const receipt = await tx.get(receiptRef);
@@ -155,7 +154,7 @@ async function rebooked(scope: OrgScope, conversionId: string, clickId: string):
     const conversion = await tx.get(conversionRef);
     let accepted: boolean;
     if (!conversion.exists) {
-      accepted = typeof received === 'string' && (await isOurs()) && !(await orgLinkOf(scope.orgId, received));
+      accepted = typeof received === 'string' && (await isOurs(clickId)) && !(await isOurs(received));
     } else {
       const doc = conversion.data()!;
       // Under this click, but rejected for it while the receipt's click books over it (both sent at once, this

@@ -163,10 +163,9 @@ const keyTrustedMs = 23 * 3_600_000;
  * would pay it twice, so the transfer is looked for first. Payouts claimed before claimedAt was recorded count
  * from the run's start, which is earlier, so they are looked up sooner rather than later.
  */
-async function earlierTransfer(payout: DocumentData): Promise<{ transferId: string } | undefined | 'unknown'> {
+function keyMayBeForgotten(payout: DocumentData): boolean {
   const since = Date.parse((payout.claimedAt ?? payout.createdAt) as string);
-  if (!(Date.now() - since > keyTrustedMs)) return undefined;
-  return transferSentEarlier(payout);
+  return Date.now() - since > keyTrustedMs;
 }
 
 /**
@@ -195,7 +194,7 @@ async function settle(scope: OrgScope, payout: DocumentData, opts: { affiliate?:
   // The transfer may exist, or the same key may simply be sent again (rate_limited: shed before executing): keep
   // the claim, and let the next run send the same idempotency key. Releasing here would pay the money twice.
   const keep = async (reason: string, message: string) => void (await ref.update({ reason, lastError: message }));
-  const earlier = await earlierTransfer(payout);
+  const earlier = keyMayBeForgotten(payout) ? await transferSentEarlier(payout) : undefined;
   // Neither sent again nor released while nobody can tell whether it was sent: the next run looks again.
   if (earlier === 'unknown') return keep('lookup_failed', 'claimed over 23 h ago, and the earlier transfer could not be looked up');
   const simulated = payoutProvider().kind === 'dry-run';

@@ -3,7 +3,7 @@
  * with Node's test runner against them, and stops the emulators whatever happens.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startEmulators } from './local/emulators';
@@ -27,16 +27,21 @@ async function main(): Promise<number> {
   };
   process.on('SIGINT', stopOn(130));
   process.on('SIGTERM', stopOn(143));
+  let code = 1;
   try {
-    return await new Promise<number>((resolve) => {
+    code = await new Promise<number>((resolve) => {
       child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-timeout=600000', ...files], {
         stdio: 'inherit',
-        env: { ...process.env, METADATA_SERVER_DETECTION: 'none', ABP_EMULATOR_LOGS: logDir },
+        env: { ...process.env, METADATA_SERVER_DETECTION: 'none' },
       });
-      child.on('exit', (code) => resolve(code ?? 1));
+      child.on('exit', (exitCode) => resolve(exitCode ?? 1));
     });
+    return code;
   } finally {
     await stopAll();
+    // The emulators' logs explain a failed run; a passing run's are only disk used in the temp dir, once per run.
+    if (code === 0) rmSync(logDir, { recursive: true, force: true });
+    else console.error(`Emulator logs: ${logDir}`);
   }
 }
 

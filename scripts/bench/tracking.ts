@@ -82,7 +82,7 @@ const usage = `usage: npx tsx scripts/bench/tracking.ts [options]
   --warmup S              unmeasured seconds of load before each closed-loop scenario (default 1; 0 to skip)
   --prime S               unmeasured seconds of clicks through the click function before parts 1 and 2, so the Pub/Sub emulator's
                           JVM has compiled its publish path, as production Pub/Sub always has (default 30; 0 to skip). Without it
-                          the emulator used 27-29% of a core to take C''s publishes and C'/B read 0.65-0.76x; after 30 s, 8% and 0.90x
+                          the emulator used 27-29% of a core to take C''s publishes and C'/B read 0.65-0.76x; primed, 5-8% and 0.75-0.90x (session 8)
   --postback-connections N  postback load: connections (default 20)
   --postback-duration S   postback load: measured seconds (default 8)
   --rate N                end to end: events per second sent, open loop (default 500)

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { FieldPath, type DocumentData } from '@google-cloud/firestore';
 import { minimumIn, planPayouts, type LedgerEntry, type PayoutMinimum } from '../../shared/domain/ledger';
-import { conflict } from '../../shared/errors';
+import { ApiError, conflict } from '../../shared/errors';
 import { deterministicId, newId } from '../../shared/ids';
 import { firestore } from '../adapters/firestore';
 import { PayoutProviderError, payoutProvider, type TransferOutcome } from '../adapters/payouts';
@@ -11,14 +11,16 @@ import type { OrgScope } from './tenancy';
 /**
  * A payout run, exactly once in money:
  *  1. A lease per organisation keeps two runs from overlapping, two attempts of the same run included.
- *  2. Payouts a run that died left `claiming`, `claimed` or `releasing` are finished first, with their own ids.
+ *  2. Payouts an earlier run left `claiming`, `claimed` or `releasing` are finished first, with their own ids. The
+ *     hourly job also runs this step alone (finishUnsettledPayouts), so a kept payout does not wait for the
+ *     organisation's next scheduled run.
  *  3. Approved, unclaimed entries are grouped per affiliate and currency; each group that reaches the
  *     affiliate's minimum becomes a payout whose deterministic id is the Stripe idempotency key, and its
  *     entries are claimed in transactions that only move entries still `approved` and unclaimed.
  *  4. Each claimed payout is transferred; a crash after Stripe accepted it and before we recorded it is
  *     harmless, because the retry sends the same idempotency key and Stripe answers with the same transfer.
- *     A failure that may be retried (an answer lost, a 429) keeps the claim for the next run; a payout an
- *     earlier run may have sent is looked up at Stripe before any refusal of its resend releases its money.
+ *     A failure that may be retried (an answer lost, a 429) keeps the claim for step 2 of a later run or pass; a
+ *     payout an earlier run may have sent is looked up at Stripe before any refusal of its resend releases its money.
  *  5. Reversals Stripe reported before their payouts were settled are applied once they are (ledger-reversals.ts).
  *  6. A claim that ends below the affiliate's minimum (entries reversed since planning) is cancelled, not sent.
  */
@@ -80,6 +82,19 @@ async function releaseLease(scope: OrgScope, token: string): Promise<void> {
   await firestore().runTransaction(async (tx) => {
     if ((await tx.get(ref)).get('token') === token) tx.delete(ref);
   });
+}
+
+/** The lease, renewed while its holder works however long that takes; `release` gives it up. */
+async function holdLease(scope: OrgScope, runId: string): Promise<{ release(): Promise<void> }> {
+  const token = await acquireLease(scope, runId);
+  const renewal = setInterval(() => void renewLease(scope, token).catch(() => undefined), leaseMs / 3);
+  renewal.unref();
+  return {
+    release: async () => {
+      clearInterval(renewal);
+      await releaseLease(scope, token);
+    },
+  };
 }
 
 /** Claims entries into the payout, chunk by chunk; returns what was actually claimed. */
@@ -290,6 +305,52 @@ async function recover(scope: OrgScope, payout: DocumentData): Promise<void> {
   await settle(scope, { ...payout, status: 'claimed' }, { affiliate, maybeSent: payout.status === 'claimed' });
 }
 
+/**
+ * Step 2, under the lease: finishes every payout earlier runs left unsettled (they crashed, or Stripe's answer
+ * was lost or rate limited), then applies reversals parked on payouts settled now or earlier. Answers the ids of
+ * the payouts it found.
+ */
+async function finishEarlierPayouts(scope: OrgScope): Promise<string[]> {
+  const unfinished = await scope.collection('payouts').where('status', 'in', [...unsettledPayoutStatuses]).get();
+  for (const d of unfinished.docs) {
+    // One payout that cannot be finished now (its lookup or transfer fails) stays as it is for the next run;
+    // everyone else is still paid.
+    await recover(scope, d.data()).catch((err: unknown) =>
+      console.error(JSON.stringify({ severity: 'ERROR', message: 'payout run: an unfinished payout could not be recovered; left for the next run', orgId: scope.orgId, payoutId: d.id, error: String((err as Error)?.stack ?? err) })),
+    );
+  }
+  await applyParkedReversals(scope);
+  return unfinished.docs.map((d) => d.id);
+}
+
+export interface FinishResult {
+  /** `busy`: another run or pass holds the organisation's lease; it, or the next pass, finishes what is left. */
+  status: 'finished' | 'busy';
+  payouts: PayoutSummary[];
+}
+
+/**
+ * Step 2 alone, for the hourly job: a payout kept for a retryable failure is sent again under its own id (the
+ * same Stripe idempotency key, its run's transfer_group) within the hour, not at the organisation's next
+ * scheduled run. Nothing is planned or claimed: approved entries wait for a run. `attemptId` names the pass in
+ * the lease only; it makes no payout and no run record.
+ */
+export async function finishUnsettledPayouts(scope: OrgScope, attemptId: string): Promise<FinishResult> {
+  let lease: { release(): Promise<void> };
+  try {
+    lease = await holdLease(scope, attemptId);
+  } catch (err) {
+    if (err instanceof ApiError && err.code === 'conflict') return { status: 'busy', payouts: [] };
+    throw err;
+  }
+  try {
+    const ids = await finishEarlierPayouts(scope);
+    return { status: 'finished', payouts: await payoutsOfRun(scope, ids) };
+  } finally {
+    await lease.release();
+  }
+}
+
 export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runId?: string; trigger: 'manual' | 'schedule' }): Promise<PayoutRunResult> {
   const runId = opts.runId ?? newId('run');
   const createdAt = new Date().toISOString();
@@ -298,28 +359,13 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
   const finished = opts.dryRun ? undefined : await runRef.get();
   if (finished?.get('status') === 'completed') return completedRun(scope, finished.data()!);
   // The lease comes before reading balances, so a second run sees what the first one left.
-  const lease = opts.dryRun ? undefined : await acquireLease(scope, runId);
-  // Keep the lease while the run works, however long a large run takes.
-  const renewal = lease ? setInterval(() => void renewLease(scope, lease).catch(() => undefined), leaseMs / 3) : undefined;
-  renewal?.unref();
+  const lease = opts.dryRun ? undefined : await holdLease(scope, runId);
   try {
     // Read again under the lease: another attempt of this run may have completed it while this one waited.
     const existing = opts.dryRun ? undefined : await runRef.get();
     if (existing?.get('status') === 'completed') return completedRun(scope, existing.data()!);
     if (existing && !existing.exists) await runRef.create({ id: runId, status: 'running', trigger: opts.trigger, createdAt, completedAt: null, payoutIds: [] });
-    if (!opts.dryRun) {
-      // Finish what an earlier run claimed but did not settle (it crashed, or Stripe's answer was lost).
-      const unfinished = await payoutsCol.where('status', 'in', [...unsettledPayoutStatuses]).get();
-      for (const d of unfinished.docs) {
-        // One payout that cannot be finished now (its lookup or transfer fails) stays as it is for the next run;
-        // everyone else is still paid.
-        await recover(scope, d.data()).catch((err: unknown) =>
-          console.error(JSON.stringify({ severity: 'ERROR', message: 'payout run: an unfinished payout could not be recovered; left for the next run', orgId: scope.orgId, payoutId: d.id, error: String((err as Error)?.stack ?? err) })),
-        );
-      }
-      // Reversals Stripe reported before their payouts were settled, for payouts settled now or earlier.
-      await applyParkedReversals(scope);
-    }
+    if (!opts.dryRun) await finishEarlierPayouts(scope);
     // Only the fields planning needs: at 200,000 entries whole documents would take ~380 MiB (measured).
     const approved = (await scope.collection('ledger').where('status', '==', 'approved').select('affiliateId', 'currency', 'amount', 'status', 'payoutId').get())
       .docs.map((d) => ({ ...d.data(), id: d.id }) as LedgerEntry);
@@ -383,8 +429,7 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
     await runRef.update({ status: 'completed', completedAt, payoutIds: runPayoutIds });
     return { id: runId, status: 'completed', trigger: opts.trigger, createdAt: existing?.get('createdAt') ?? createdAt, completedAt, payouts: await payoutsOfRun(scope, runPayoutIds) };
   } finally {
-    clearInterval(renewal);
-    if (lease) await releaseLease(scope, lease);
+    await lease?.release();
   }
 }
 

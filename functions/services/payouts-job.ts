@@ -1,22 +1,91 @@
 import { createHash } from 'node:crypto';
+import type { QueryDocumentSnapshot } from '@google-cloud/firestore';
+import { deterministicId } from '../../shared/ids';
 import { collections } from '../../shared/names';
 import { firestore } from '../adapters/firestore';
-import { runPayouts } from './payout-runs';
+import { unsettledPayoutStatuses } from './ledger-reversals';
+import { finishUnsettledPayouts, runPayouts } from './payout-runs';
 import { OrgScope } from './tenancy';
 
 /**
- * Starts the scheduled payout run of every organisation whose schedule falls on today (UTC). The run id is
- * derived from the organisation and the date, so however often the scheduler fires that day, there is one run.
+ * The hourly payouts job. Each tick first finishes, in every organisation, the payouts earlier runs left unsettled
+ * (kept after a 429 or a lost answer, or left by a crash), whatever its schedule: that money was due when its run
+ * claimed it. Then it starts the scheduled run of every organisation whose schedule falls on today (UTC). The run
+ * id is derived from the organisation and the date, so however often the scheduler fires that day, there is one run.
  */
 export function isDue(schedule: { frequency: 'weekly' | 'monthly'; day: number }, now: Date): boolean {
   if (schedule.frequency === 'weekly') return ((now.getUTCDay() + 6) % 7) + 1 === schedule.day;
   return now.getUTCDate() === schedule.day;
 }
 
-export async function runDueScheduledPayouts(now = new Date()): Promise<{ orgs: number; runs: string[] }> {
+export interface PayoutsJobResult {
+  /** Organisations with a payout schedule, and the runs of those due today. */
+  orgs: number;
+  runs: string[];
+  /** Organisations whose unsettled payouts were finished this tick, each payout as it is now. */
+  finished: { orgId: string; payouts: { id: string; status: string; reason: string | null }[] }[];
+  /** Organisations with unsettled payouts whose lease another run held: that run, or the next tick, finishes them. */
+  busy: string[];
+}
+
+/** What failed: an organisation's id, or the lookup of the organisations to finish. */
+type Failure = { orgId: string; error: unknown };
+
+const unsettledPage = 500;
+
+/**
+ * The organisations that have a payout some run left unsettled: a collection-group query on the payouts' status
+ * (an index infra/ declares), reading only those payouts' names, never every payout.
+ */
+async function orgsWithUnsettledPayouts(): Promise<string[]> {
+  const orgIds = new Set<string>();
+  let last: QueryDocumentSnapshot | undefined;
+  for (;;) {
+    let q = firestore().collectionGroup(collections.payouts).where('status', 'in', [...unsettledPayoutStatuses]).select().limit(unsettledPage);
+    if (last) q = q.startAfter(last);
+    const page = await q.get();
+    for (const d of page.docs) {
+      const org = d.ref.parent.parent;
+      if (org?.parent.id === collections.orgs) orgIds.add(org.id);
+    }
+    if (page.size < unsettledPage) break;
+    last = page.docs[page.docs.length - 1];
+  }
+  return [...orgIds];
+}
+
+async function finishEverywhere(now: Date, failures: Failure[]): Promise<Pick<PayoutsJobResult, 'finished' | 'busy'>> {
+  const finished: PayoutsJobResult['finished'] = [];
+  const busy: string[] = [];
+  const hour = now.toISOString().slice(0, 13);
+  let orgIds: string[];
+  try {
+    orgIds = await orgsWithUnsettledPayouts();
+  } catch (error) {
+    // The due runs below finish their own organisations' payouts anyway; the failure is reported after them.
+    failures.push({ orgId: 'unsettled payouts lookup', error });
+    return { finished, busy };
+  }
+  for (const orgId of orgIds) {
+    try {
+      // Named by organisation and hour: a scheduler firing twice meets the same lease, and settled payouts.
+      const r = await finishUnsettledPayouts(OrgScope.system(orgId, 'payouts-job'), deterministicId('finish', orgId, hour));
+      if (r.status === 'busy') busy.push(orgId);
+      else finished.push({ orgId, payouts: r.payouts.map((p) => ({ id: p.id, status: p.status, reason: p.reason })) });
+    } catch (error) {
+      failures.push({ orgId, error });
+    }
+  }
+  if (finished.length || busy.length) console.log(JSON.stringify({ severity: 'INFO', message: 'payouts job: unsettled payouts finished', finished, busy }));
+  return { finished, busy };
+}
+
+export async function runDueScheduledPayouts(now = new Date()): Promise<PayoutsJobResult> {
+  const failures: Failure[] = [];
+  // Before the due runs, so a run plans from a ledger whose earlier payouts are settled.
+  const { finished, busy } = await finishEverywhere(now, failures);
   const orgs = await firestore().collection(collections.orgs).where('payoutSchedule.frequency', 'in', ['weekly', 'monthly']).get();
   const runs: string[] = [];
-  const failures: { orgId: string; error: unknown }[] = [];
   for (const org of orgs.docs) {
     if (!isDue(org.get('payoutSchedule'), now)) continue;
     const runId = `run_sched_${createHash('sha256').update(`${org.id}:${now.toISOString().slice(0, 10)}`).digest('hex').slice(0, 20)}`;
@@ -27,9 +96,9 @@ export async function runDueScheduledPayouts(now = new Date()): Promise<{ orgs: 
       failures.push({ orgId: org.id, error });
     }
   }
-  // Thrown after the others ran, so the scheduler reports the job failed and fires it again; the run ids make that safe.
+  // Thrown after the others ran, so the scheduler reports the job failed and fires it again; the ids make that safe.
   if (failures.length) {
     throw new AggregateError(failures.map((f) => f.error), `Scheduled payouts failed for ${failures.length} organisation(s): ${failures.map((f) => `${f.orgId}: ${String((f.error as Error)?.message ?? f.error)}`).join('; ')}`);
   }
-  return { orgs: orgs.size, runs };
+  return { orgs: orgs.size, runs, finished, busy };
 }

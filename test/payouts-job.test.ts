@@ -215,11 +215,11 @@ describe('the hourly payouts job and payouts kept for a retryable failure', () =
     await lock.set({ runId: 'run_elsewhere', token: 'elsewhere', expiresAt: Date.now() + 60_000 });
 
     const r = await tick(new Date());
-    assert.deepEqual(r.busy, [held.id]);
     assert.deepEqual((await payouts(free)).map((p) => [p.id, p.status]), [[freePayout.id, 'paid']]);
     assert.equal(onlyTransfer(free).amount, 500);
     assert.deepEqual((await payouts(held)).map((p) => [p.status, p.reason]), [['claimed', 'rate_limited']], 'not touched under another run\'s lease');
     assert.equal(transfersOf(held).length, 0);
+    assert.deepEqual(r.busy, [held.id]);
 
     await lock.delete(); // that run ended
     await tick(new Date());

@@ -38,6 +38,12 @@ export const configSchema = z.object({
   COMMISSIONS_JOB_MINUTES: z.coerce.number().min(0.05).default(15),
   PAYOUTS_JOB_MINUTES: z.coerce.number().min(0.05).default(60),
   XFF_TRUSTED_HOPS: z.coerce.number().int().min(1).max(5).default(1),
+  /**
+   * Tests only (test/helpers/stack.ts turns it on): the API answers 500 when a reply differs from its route's
+   * documented response, so the OpenAPI document cannot drift unnoticed. Refused in production, where that
+   * answer would be an outage over documentation.
+   */
+  ABP_CHECK_RESPONSES: z.stringbool().default(false),
 });
 
 export type Config = z.infer<typeof configSchema> & { publicBaseUrl: string; supabaseUrl: string };
@@ -54,6 +60,7 @@ export function parseConfig(env: NodeJS.ProcessEnv): Config {
   if (c.ABP_ENV === 'production') {
     const missing = (['ABP_HASH_KEY', 'ABP_CLICK_SIGNING_KEY', 'SUPABASE_URL', 'PUBLIC_BASE_URL'] as const).filter((k) => !c[k]);
     if (missing.length) throw new Error(`Invalid configuration: production requires ${missing.join(', ')}`);
+    if (c.ABP_CHECK_RESPONSES) throw new Error('Invalid configuration: ABP_CHECK_RESPONSES is for tests; production must not set it');
   }
   const localBase = `http://${c.HOST}:${c.PORT}`;
   return {

@@ -1,13 +1,13 @@
 import * as functions from '@google-cloud/functions-framework';
 import { config, requireInProduction, supabaseAnonKey } from '../../shared/config';
 import { functionNames } from '../../shared/names';
-import { openApiDocument } from './openapi';
+import { openApiDocument, openApiDocumentResource } from './openapi';
 import { publicRoute, Router, send, sendError, type Route } from './router';
 import { apiRoutes } from './routes';
 import { answerFrameworkErrors } from '../framework-errors';
 
 const openApiRoute: Route = publicRoute(
-  { method: 'GET', path: '/v1/openapi.json', summary: 'This document', tag: 'Meta' },
+  { method: 'GET', path: '/v1/openapi.json', summary: 'This document', tag: 'Meta', response: openApiDocumentResource },
   async () => ({ status: 200, body: openApiDocument(router.routes, config().publicBaseUrl) }),
 );
 const router = new Router([...apiRoutes, openApiRoute]);

@@ -2,7 +2,21 @@ import { z } from 'zod';
 import { idempotencyKeyHeader, type Route } from './router';
 import { errorCodes } from '../../shared/errors';
 
-/** OpenAPI 3.1 generated from the routes' own zod schemas, so the document cannot drift from validation. */
+/** What GET /v1/openapi.json answers, as far as a client relies on it (its parts are JSON Schema and OpenAPI objects). */
+export const openApiDocumentResource = z
+  .object({
+    openapi: z.literal('3.1.0'),
+    info: z.object({ title: z.string(), version: z.string(), description: z.string() }),
+    servers: z.array(z.object({ url: z.string() })),
+    components: z.object({ securitySchemes: z.record(z.string(), z.unknown()), schemas: z.record(z.string(), z.unknown()) }),
+    paths: z.record(z.string(), z.record(z.string(), z.unknown())).describe('Path → method → OpenAPI operation'),
+  })
+  .meta({ id: 'OpenApiDocument' });
+
+/**
+ * OpenAPI 3.1 generated from the routes' own zod schemas, so the document cannot drift from validation; in tests
+ * the router also holds every reply to its route's response (reply-check.ts), so it cannot drift from the answers.
+ */
 export function openApiDocument(routes: Route[], serverUrl: string): Record<string, unknown> {
   const components: Record<string, unknown> = {};
   // Named schemas (.meta({ id })) become shared components instead of per-operation $defs.
@@ -47,16 +61,24 @@ export function openApiDocument(routes: Route[], serverUrl: string): Record<stri
         description: 'Send one with a create you may retry: a retry by the same caller with the same key and the same request creates nothing more and gets the first result, or a 409 naming it where that cannot be shown again (an API key, whose secret is shown once). The same key with a different request is a 409.',
       });
     }
-    const responses: Record<string, unknown> = {
-      [String(r.status)]: r.response ? { description: 'Success', content: { 'application/json': { schema: schema(r.response, 'output') } } } : { description: 'Success' },
+    const { json, csv } = r.response;
+    const content = {
+      ...(json ? { 'application/json': { schema: schema(json, 'output') } } : {}),
+      ...(csv !== undefined ? { 'text/csv': { schema: { type: 'string', description: csv } } } : {}),
     };
-    if (r.body || r.query || r.idempotent) responses['400'] = errorRef('Malformed input; details name each field');
+    const responses: Record<string, unknown> = {
+      [String(r.status)]: json || csv !== undefined ? { description: json && csv !== undefined ? 'Success: JSON, or CSV with format=csv' : 'Success', content } : { description: 'Success, without a body' },
+    };
+    if (r.body || r.query || r.idempotent || r.paramNames.length) responses['400'] = errorRef('Malformed input; details name each field');
     if (r.auth === 'required') responses['401'] = errorRef('Missing or invalid credentials');
     if (r.method !== 'GET') responses['409'] = errorRef('Conflicts with the current state: a plan limit, a status that does not allow it, a reused Idempotency-Key; the message says which');
     if (r.permission) {
       responses['403'] = errorRef('The caller\'s role may not do this');
       responses['404'] = errorRef('Not found, or not in an organisation the caller belongs to');
     }
+    // Every route can also fail in ways of no one operation: a method the path does not serve, a body the
+    // server cannot read, a service we depend on or our own code failing. Each answers the same error body.
+    responses.default = errorRef('Any other error: 405 for a method this path does not serve, 400, 413 or 415 for a body that cannot be read, 502 or 503 when a service we depend on (Stripe, Supabase Auth) refuses or is unavailable (the message says whether a retry may help), 500 for a failure of ours');
     paths[oaPath] ??= {};
     paths[oaPath]![r.method.toLowerCase()] = {
       summary: r.summary,

@@ -3,10 +3,12 @@ import type { Request, Response } from '@google-cloud/functions-framework';
 import { z } from 'zod';
 import type { Permission } from '../../shared/domain/roles';
 import { documentIdPattern } from '../../shared/domain/schemas';
+import { config } from '../../shared/config';
 import { ApiError, badRequest, zodDetails } from '../../shared/errors';
 import { authenticate } from '../services/authentication';
 import type { Principal } from '../services/principal';
 import { OrgScope, type Idempotency } from '../services/tenancy';
+import { replyMismatches } from './reply-check';
 
 /**
  * A small typed router. Each route declares its schemas and the permission it needs; the router validates,
@@ -40,6 +42,19 @@ export interface OrgCtx<Q, B> extends UserCtx<Q, B> {
   scope: OrgScope;
 }
 
+/**
+ * What a route answers on success. Every route must say (the route definitions require it), so none can reach
+ * the OpenAPI document undescribed: a zod schema for a JSON body; `{ json, csv }` for a route that answers
+ * text/csv too (format=csv), csv describing its columns; or 'empty' for an answer without a body.
+ */
+export type ResponseDef = z.ZodType | { json: z.ZodType; csv: string } | 'empty';
+
+/** A route's success answer as the OpenAPI document and the reply check read it: no json and no csv is no body. */
+export interface ResponseDoc {
+  json?: z.ZodType;
+  csv?: string;
+}
+
 export interface RouteDoc {
   method: Method;
   path: string;
@@ -49,7 +64,7 @@ export interface RouteDoc {
   auth: 'none' | 'required';
   query?: z.ZodType;
   body?: z.ZodType;
-  response?: z.ZodType;
+  response: ResponseDoc;
   status: number;
   /** A retried request with the same Idempotency-Key gets the first one's result (documented in the OpenAPI). */
   idempotent: boolean;
@@ -70,7 +85,7 @@ interface Def<Q, B> {
   tag: string;
   query?: Q;
   body?: B;
-  response?: z.ZodType;
+  response: ResponseDef;
   status?: number;
   idempotent?: boolean;
 }
@@ -106,7 +121,7 @@ function build<Q, B>(def: Def<Q, B>, auth: 'none' | 'required', permission: Perm
     permission,
     query: def.query as z.ZodType | undefined,
     body: def.body as z.ZodType | undefined,
-    response: def.response,
+    response: responseDoc(def.response),
     status: def.status ?? 200,
     idempotent: def.idempotent ?? false,
     pattern,
@@ -117,6 +132,11 @@ function build<Q, B>(def: Def<Q, B>, auth: 'none' | 'required', permission: Perm
       return run(req, params);
     },
   };
+}
+
+function responseDoc(def: ResponseDef): ResponseDoc {
+  if (def === 'empty') return {};
+  return def instanceof z.ZodType ? { json: def } : def;
 }
 
 /**
@@ -203,8 +223,22 @@ export class Router {
       const allowed = [...new Set(matching.map((r) => r.method))].join(', ');
       throw new ApiError('method_not_allowed', `${req.method} is not supported here; use ${allowed}`);
     }
-    return route.run(req);
+    const reply = await route.run(req);
+    if (config().ABP_CHECK_RESPONSES) assertDocumented(route, reply);
+    return reply;
   }
+}
+
+/**
+ * Tests turn this on (ABP_CHECK_RESPONSES): a reply its route's documented response does not describe is a 500
+ * naming the route and each difference, so a test that reaches the route fails instead of the document drifting.
+ */
+function assertDocumented(route: Route, reply: Reply): void {
+  const issues = replyMismatches(route, reply);
+  if (!issues.length) return;
+  const name = `${route.method} ${route.path}`;
+  console.error(JSON.stringify({ severity: 'ERROR', message: 'reply does not match its documented response', route: name, issues }));
+  throw new ApiError('internal', `${name} answered what its documented response does not describe: ${issues.map((i) => `${i.field} ${i.message}`).join('; ')}`, issues);
 }
 
 export function sendError(res: Response, err: unknown): void {

@@ -32,6 +32,9 @@ export async function startTestStack(env: Record<string, string> = {}): Promise<
   const dataDir = mkdtempSync(join(tmpdir(), 'abp-test-'));
   process.env.ABP_DATA_DIR = dataDir;
   process.env.PORT = String(await freePort());
+  // Every API reply a test provokes is checked against its route's documented response (router.ts): a reply
+  // the OpenAPI document does not describe fails the test with a 500 naming the route and the difference.
+  process.env.ABP_CHECK_RESPONSES = 'true';
   Object.assign(process.env, env);
   const { startLocalStack } = await import('../../scripts/local/stack');
   const identity = await import('../../functions/adapters/dev-identity');

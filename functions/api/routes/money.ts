@@ -1,6 +1,6 @@
 import type { DocumentData } from '@google-cloud/firestore';
 import { z } from 'zod';
-import { balanceResource, documentId } from '../../../shared/domain/schemas';
+import { affiliateResource, balanceResource, documentId } from '../../../shared/domain/schemas';
 import { config } from '../../../shared/config';
 import { balances, type LedgerEntry } from '../../../shared/domain/ledger';
 import { can } from '../../../shared/domain/roles';
@@ -28,9 +28,28 @@ const toEntry = (e: DocumentData) => ({ id: e.id, affiliateId: e.affiliateId, co
 const payoutResource = z
   .object({ id: z.string(), affiliateId: z.string(), amount: z.number(), currency: z.string(), status: z.string(), reason: z.string().nullable(), transferId: z.string().nullable(), simulated: z.boolean() })
   .meta({ id: 'Payout' });
+const payoutRunFields = {
+  id: z.string(),
+  trigger: z.enum(['manual', 'schedule']),
+  createdAt: z.string(),
+  completedAt: z.string().nullable(),
+};
 const payoutRunResource = z
-  .object({ id: z.string(), status: z.string(), trigger: z.string(), createdAt: z.string(), completedAt: z.string().nullable(), payouts: z.array(payoutResource) })
+  .object({ ...payoutRunFields, status: z.enum(['running', 'completed', 'dry_run']).describe('running: in progress, or stopped before it completed; dry_run: only what would be paid, nothing recorded'), payouts: z.array(payoutResource) })
   .meta({ id: 'PayoutRun' });
+/** A run as the list shows it: without its payouts (GET …/payout-runs/{id} has them). Dry runs are not recorded. */
+const payoutRunSummaryResource = z
+  .object({ ...payoutRunFields, status: z.enum(['running', 'completed']).describe('running: in progress, or stopped before it completed') })
+  .meta({ id: 'PayoutRunSummary' });
+const statementResource = z.object({ payout: payoutResource, entries: z.array(ledgerEntryResource).describe('Oldest first') }).meta({ id: 'PayoutStatement' });
+const statementCsv = 'With format=csv: a header line, then one line per ledger entry, oldest first: entryId,conversionId,campaignId,type,amount,currency,createdAt; amount is a decimal in the major unit (49.99), conversionId and campaignId are empty for a transfer_reversal; lines end with CRLF';
+const onboardingResource = z
+  .object({
+    url: z.string().describe("Stripe's onboarding page for the affiliate's Express account: send the affiliate there"),
+    expiresAt: z.string().describe('When the link stops working (a few minutes); ask for a new one after that'),
+    affiliate: affiliateResource,
+  })
+  .meta({ id: 'StripeOnboarding' });
 
 /** The payouts provider's refusals as HTTP answers: its reason says whose move it is, retryable whether waiting helps. */
 async function fromProvider<T>(call: Promise<T>): Promise<T> {
@@ -86,7 +105,7 @@ export const moneyRoutes = [
     },
   ),
   orgRoute(
-    { method: 'GET', path: '/v1/orgs/:orgId/payout-runs', summary: 'Payout runs, newest first', tag: 'Money', permission: 'payouts:read', query: z.object({ limit: z.coerce.number().int().min(1).max(200).default(50), cursor: z.string().optional() }) },
+    { method: 'GET', path: '/v1/orgs/:orgId/payout-runs', summary: 'Payout runs, newest first', tag: 'Money', permission: 'payouts:read', query: z.object({ limit: z.coerce.number().int().min(1).max(200).default(50), cursor: z.string().optional() }), response: z.object({ items: z.array(payoutRunSummaryResource), nextCursor: z.string().nullable() }) },
     async ({ scope, query }) => {
       const p = await scope.list<DocumentData>('payoutRuns', { ...query, newestFirstBy: 'createdAt' });
       return ok({ items: p.items.map(({ payoutIds: _ids, ...run }) => run), nextCursor: p.nextCursor });
@@ -107,7 +126,7 @@ export const moneyRoutes = [
     },
   ),
   orgRoute(
-    { method: 'GET', path: '/v1/orgs/:orgId/payouts/:id/statement', summary: 'The ledger entries and conversions a payout covers', tag: 'Money', permission: 'payouts:read', query: z.object({ format: z.enum(['json', 'csv']).default('json') }) },
+    { method: 'GET', path: '/v1/orgs/:orgId/payouts/:id/statement', summary: 'The ledger entries and conversions a payout covers', tag: 'Money', permission: 'payouts:read', query: z.object({ format: z.enum(['json', 'csv']).default('json') }), response: { json: statementResource, csv: statementCsv } },
     async ({ scope, params, query }) => {
       const payout = await scope.getOrThrow<DocumentData>('payouts', params.id!, 'Payout');
       const entries = (await scope.collection('ledger').where('payoutId', '==', params.id).get()).docs.map((d) => toEntry(d.data())).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
@@ -119,7 +138,7 @@ export const moneyRoutes = [
     },
   ),
   orgRoute(
-    { method: 'POST', path: '/v1/orgs/:orgId/affiliates/:id/stripe/onboarding', summary: "Create the affiliate's Stripe Express account if needed and return an onboarding link", tag: 'Money', permission: 'affiliates:read' },
+    { method: 'POST', path: '/v1/orgs/:orgId/affiliates/:id/stripe/onboarding', summary: "Create the affiliate's Stripe Express account if needed and return an onboarding link", tag: 'Money', permission: 'affiliates:read', response: onboardingResource },
     async ({ scope, params }) => {
       // The affiliate onboards itself; otherwise only those who may edit affiliates.
       if (scope.role === 'affiliate') scope.assertActsFor(params.id!);

@@ -12,6 +12,10 @@ const reportResponse = z.object({
   totals: metricsResource,
 });
 
+const reportCsvDoc =
+  'With format=csv: a header line, then one line per row: the groupBy columns in the order asked, clicks, uniqueClicks, botClicks, conversions, ' +
+  'then for each currency (sorted) revenue_XXX (not shown to affiliate users) and payout_XXX as decimals in the major unit; lines end with CRLF';
+
 const reportHttpQuery = z.object({
   from: z.string().describe('YYYY-MM-DD, on or after 1970-01-01, inclusive, UTC'),
   to: z.string().describe('YYYY-MM-DD, inclusive, UTC; at most 366 days from from'),
@@ -43,7 +47,7 @@ export function reportCsv(result: ReportResult, groupBy: string[]): string {
 
 export const reportRoutes = [
   orgRoute(
-    { method: 'GET', path: '/v1/orgs/:orgId/reports', summary: 'Clicks, unique and bot clicks, conversions, revenue and payout, grouped; money per currency in minor units', tag: 'Reports', permission: 'reports:read', query: reportHttpQuery, response: reportResponse },
+    { method: 'GET', path: '/v1/orgs/:orgId/reports', summary: 'Clicks, unique and bot clicks, conversions, revenue and payout, grouped; money per currency in minor units', tag: 'Reports', permission: 'reports:read', query: reportHttpQuery, response: { json: reportResponse, csv: reportCsvDoc } },
     async ({ scope, query }): Promise<Reply> => {
       const groupBy = query.groupBy ? query.groupBy.split(',').map((g) => g.trim()).filter(Boolean) : [];
       const full = await analyticsStore().report(scope.reportQuery({ from: query.from, to: query.to, groupBy, campaignId: query.campaignId }));

@@ -136,7 +136,7 @@ export function functionSpecs(c: Pick<InfraConfig, 'ABP_CLICK_MIN_INSTANCES'>): 
       configOnlySecrets: onlyForConfig([]),
     },
     payoutsJob: {
-      trigger: { kind: 'http', access: 'scheduler', schedule: '0 * * * *', description: "Runs each organisation's due payout run" },
+      trigger: { kind: 'http', access: 'scheduler', schedule: '0 * * * *', description: "Hourly: finishes payouts an earlier run kept for a retry, then runs each organisation's due payout run" },
       tracking: false,
       memory: '512Mi', cpu: '1', concurrency: 1, minInstances: 0, maxInstances: 1, timeoutSeconds: 1800,
       sizing: 'Hourly; one run at a time. 30 minutes is the longest a Cloud Scheduler HTTP attempt may wait.',

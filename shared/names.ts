@@ -67,7 +67,7 @@ export const functionNames = {
   analyticsWriter: 'analyticsWriter',
   /** Scheduled: approves pending conversions whose hold period has ended. */
   commissionsJob: 'commissionsJob',
-  /** Scheduled: runs each organisation's due payout run. */
+  /** Scheduled hourly: finishes payouts an earlier run kept for a retry, then runs each organisation's due payout run. */
   payoutsJob: 'payoutsJob',
   stripeWebhook: 'stripeWebhook',
 } as const;

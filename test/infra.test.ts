@@ -344,10 +344,13 @@ describe('Firestore', () => {
     }
   });
 
-  it('indexes members.userId for the collection-group query', () => {
-    const members = Object.values(resources(plain, 'google_firestore_field')).find((f) => f.collection === collections.members && f.field === 'userId');
-    assert.ok(members);
-    assert.ok((at(members, 'index_config', 'indexes') as Obj[]).some((i) => i.query_scope === 'COLLECTION_GROUP'));
+  it('indexes members.userId and payouts.status for their collection-group queries, keeping the collection ones', () => {
+    for (const [collection, field] of [[collections.members, 'userId'], [collections.payouts, 'status']] as const) {
+      const override = Object.values(resources(plain, 'google_firestore_field')).find((f) => f.collection === collection && f.field === field);
+      assert.ok(override, `${collection}.${field}`);
+      const scopes = (at(override, 'index_config', 'indexes') as Obj[]).map((i) => `${String(i.query_scope)} ${String(i.order)}`).sort();
+      assert.deepEqual(scopes, ['COLLECTION ASCENDING', 'COLLECTION DESCENDING', 'COLLECTION_GROUP ASCENDING'], `${collection}.${field}`);
+    }
   });
 
   it('has the composite indexes the queries need', () => {

@@ -88,6 +88,16 @@ describe('the OpenAPI document', () => {
     assert.match(csv.headers.get('content-type') ?? '', /^text\/csv/);
     assert.equal(csv.text.split('\r\n')[0], 'entryId,conversionId,campaignId,type,amount,currency,createdAt');
   });
+
+  it('matches what the routes no other test file reaches with a success answer: a link by id, a report as CSV', async () => {
+    const org = await setupOrg('rest@example.com');
+    const link = await s.call('GET', `/v1/orgs/${org.id}/links/${org.link}`, { auth: org.token });
+    assert.equal(link.status, 200, link.text);
+    const day = new Date().toISOString().slice(0, 10);
+    const report = await s.call('GET', `/v1/orgs/${org.id}/reports?from=${day}&to=${day}&groupBy=campaign&format=csv`, { auth: org.token });
+    assert.equal(report.status, 200, report.text);
+    assert.match(report.headers.get('content-type') ?? '', /^text\/csv/);
+  });
 });
 
 describe('the reply check', () => {

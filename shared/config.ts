@@ -22,6 +22,11 @@ export const configSchema = z.object({
   SUPABASE_JWT_AUDIENCE: z.string().default('authenticated'),
   ANALYTICS_BACKEND: z.enum(['duckdb', 'bigquery']).default('duckdb'),
   BIGQUERY_DATASET: z.string().default('abp_analytics'),
+  /**
+   * How long a report or event lookup may run in BigQuery before the API answers 503 and BigQuery stops the
+   * job: inside the API function's 60 s timeout (infra/functions.ts), so the caller gets our answer, not a cut.
+   */
+  BIGQUERY_QUERY_TIMEOUT_SECONDS: z.coerce.number().min(1).max(50).default(30),
   STRIPE_SECRET_KEY: z.string().optional(),
   STRIPE_WEBHOOK_SECRET: z.string().optional(),
   /** HMAC key for hashing visitor IPs and API keys. Required in production. */

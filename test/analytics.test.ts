@@ -329,7 +329,7 @@ describe('BigQuery adapter (fake client)', () => {
     };
     const bq = new BigQueryAnalyticsStore({ projectId: 'my-project', dataset: 'abp_analytics', client });
     await bq.insert(orgA.slice(0, 2));
-    assert.deepEqual(inserts, [{ rows: [{ insertId: 'k1', json: orgA[0] }, { insertId: 'k2', json: orgA[1] }], options: { raw: true } }]);
+    assert.deepEqual(inserts, [{ rows: [{ insertId: 'k1', json: orgA[0] }, { insertId: 'k2', json: orgA[1] }], options: { raw: true, partialRetries: 0 } }]);
     const r = await bq.report(scoped({ orgId: A, ...range, groupBy: ['day'], affiliateIds: [] }));
     assert.deepEqual(r.rows, [{ day: '2024-03-01', ...metrics(4, 2, 1, 1, { USD: 1000 }, { USD: 300 }) }] satisfies ReportRow[]);
     assert.equal(queries.length, 1);

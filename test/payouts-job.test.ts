@@ -111,6 +111,30 @@ describe('the hourly payouts job and payouts kept for a retryable failure', () =
     assert.equal(again.finished.some((f) => f.orgId === org.id), false);
   });
 
+  it('does not send a kept payout while its affiliate is blocked, and sends it once the affiliate is active again', async () => {
+    const org = await setupOrg('kept-blocked@example.com');
+    await approved(org, 'kb-1');
+    await onboard(org);
+    const kept = await keptAfter429(org);
+    const setStatus = async (status: string) =>
+      assert.equal((await s.call('PATCH', `/v1/orgs/${org.id}/affiliates/${org.affiliate}`, { auth: org.token, body: { status } })).status, 200);
+    await setStatus('blocked');
+    const r = await tick(new Date());
+    assert.equal(transfersOf(org).length, 0, 'a blocked affiliate is not paid');
+    assert.equal(transferRequests(org).length, 1, 'only the rate-limited request was ever sent');
+    const held = (await payouts(org))[0]!;
+    assert.deepEqual([held.id, held.status, held.reason], [kept.id, 'claimed', 'affiliate_blocked'], 'claim kept, saying why');
+    assert.deepEqual(r.finished.find((f) => f.orgId === org.id)?.payouts.map((p) => [p.status, p.reason]), [['claimed', 'affiliate_blocked']]);
+
+    await setStatus('active');
+    await tick(new Date());
+    const transfer = onlyTransfer(org);
+    assert.deepEqual([transfer.amount, meta(transfer).payoutId], [500, kept.id]);
+    const paid = (await payouts(org))[0]!;
+    assert.deepEqual([paid.status, paid.transferId], ['paid', transfer.id]);
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 500, available: 0 });
+  });
+
   it('sends again on the next tick of the same day a payout the day\'s completed scheduled run kept', async () => {
     const org = await setupOrg('kept-same-day@example.com');
     await approved(org, 'ksd-1');

@@ -300,6 +300,12 @@ async function recover(scope: OrgScope, payout: DocumentData): Promise<void> {
     const unpayable = inactiveReason(affiliate) ?? notPayable(payout.amount as number, affiliate, payout.currency as string);
     if (unpayable) return cancel(scope, payout.id, unpayable);
     await markClaimed(scope, payout.id);
+  } else {
+    // Left `claimed`, it may have been sent, so its money is not given back; but an affiliate paused or blocked
+    // since is not sent it either. The claim stays, saying why, and a pass after the affiliate is active again
+    // sends it under the same key (looking it up first once the key may be forgotten).
+    const inactive = inactiveReason(affiliate);
+    if (inactive) return void (await scope.collection('payouts').doc(payout.id as string).update({ reason: inactive }));
   }
   // Left `claimed`, it may have been sent; left `claiming`, it never was.
   await settle(scope, { ...payout, status: 'claimed' }, { affiliate, maybeSent: payout.status === 'claimed' });

@@ -112,36 +112,25 @@ export function firestoreDatabase(scope: Construct, c: StackContext): FirestoreD
     });
   }
 
-  // The hourly payouts job (payouts-job.ts) finds payouts an earlier run left unsettled in every organisation:
-  // collectionGroup('payouts').where('status', 'in', …), paged by document. Collection-group scope, as for members
-  // below; the override replaces the automatic indexes, so the collection ones (payout-runs.ts) are listed again.
-  new FirestoreField(scope, 'payouts_status', {
-    database: db.name,
-    collection: collections.payouts,
-    field: 'status',
-    indexConfig: {
-      indexes: [
-        { queryScope: 'COLLECTION', order: 'ASCENDING' },
-        { queryScope: 'COLLECTION', order: 'DESCENDING' },
-        { queryScope: 'COLLECTION_GROUP', order: 'ASCENDING' },
-      ],
-    },
-  });
-
-  // listMyOrgs (tenancy.ts): collectionGroup('members').where('userId', '==', uid). Firestore's automatic indexes
-  // are collection-scoped only, so userId gets a collection-group index; the collection ones stay as they were.
-  new FirestoreField(scope, 'members_user_id', {
-    database: db.name,
-    collection: collections.members,
-    field: 'userId',
-    indexConfig: {
-      indexes: [
-        { queryScope: 'COLLECTION', order: 'ASCENDING' },
-        { queryScope: 'COLLECTION', order: 'DESCENDING' },
-        { queryScope: 'COLLECTION_GROUP', order: 'ASCENDING' },
-      ],
-    },
-  });
+  // Firestore's automatic single-field indexes are collection-scoped only; a field queried across organisations
+  // (collectionGroup) needs an override, which replaces the automatic indexes, so the collection ones stay listed.
+  const queriedAcrossOrgs = (id: string, collection: string, field: string) =>
+    new FirestoreField(scope, id, {
+      database: db.name,
+      collection,
+      field,
+      indexConfig: {
+        indexes: [
+          { queryScope: 'COLLECTION', order: 'ASCENDING' },
+          { queryScope: 'COLLECTION', order: 'DESCENDING' },
+          { queryScope: 'COLLECTION_GROUP', order: 'ASCENDING' },
+        ],
+      },
+    });
+  // The hourly payouts job (payouts-job.ts): collectionGroup('payouts').where('status', 'in', …), paged by document.
+  queriedAcrossOrgs('payouts_status', collections.payouts, 'status');
+  // listMyOrgs (tenancy.ts): collectionGroup('members').where('userId', '==', uid).
+  queriedAcrossOrgs('members_user_id', collections.members, 'userId');
 
   for (const index of compositeIndexes) {
     new FirestoreIndex(scope, indexId(index), {

@@ -4,7 +4,7 @@ import Stripe from 'stripe';
 import type { PayoutProvider } from '../functions/adapters/payouts';
 import type { OrgScope } from '../functions/services/tenancy';
 import { campaignBody, type TestStack } from './helpers/stack';
-import { moneyOrgs, startMoneyStack, webhookSecret, type MoneyOrg, type MoneyStack } from './helpers/money-org';
+import { gatedFirstTransfer, moneyOrgs, startMoneyStack, webhookSecret, type MoneyOrg, type MoneyStack } from './helpers/money-org';
 import type { StripeStandIn } from './helpers/stripe-stand-in';
 
 /**
@@ -141,25 +141,14 @@ describe('a payout run retried under the same id', () => {
     const org = await setupOrg('retry-lease@example.com');
     await approved(org, 'rl-1');
     await onboard(org);
-    let reached!: () => void;
-    const atTransfer = new Promise<void>((resolve) => (reached = resolve));
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    let calls = 0;
-    // Only the first attempt waits: a second one let through must not hang the test, but pay and be seen.
-    setProvider({ ...stripeProvider, transfer: async (req) => {
-      if (++calls === 1) {
-        reached();
-        await gate;
-      }
-      return stripeProvider.transfer(req);
-    } });
+    const gated = gatedFirstTransfer(stripeProvider);
+    setProvider(gated.provider);
     const first = runPayouts(system(org.id), { trigger: 'manual', runId: 'run_same_twice' });
-    await atTransfer;
+    await gated.reached;
     try {
       await assert.rejects(runPayouts(system(org.id), { trigger: 'manual', runId: 'run_same_twice' }), /in progress/);
     } finally {
-      release();
+      gated.release();
     }
     assert.equal((await first).status, 'completed');
     assert.deepEqual([transferred(org, org.affiliate), transfersTo(org, org.affiliate).length], [500, 1]);

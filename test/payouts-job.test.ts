@@ -3,7 +3,7 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import type { PayoutProvider } from '../functions/adapters/payouts';
 import type { OrgScope } from '../functions/services/tenancy';
 import type { TestStack } from './helpers/stack';
-import { moneyOrgs, startMoneyStack, type MoneyOrg, type MoneyStack } from './helpers/money-org';
+import { gatedFirstTransfer, moneyOrgs, startMoneyStack, type MoneyOrg, type MoneyStack } from './helpers/money-org';
 import type { StandInRequest, StripeStandIn } from './helpers/stripe-stand-in';
 
 /**
@@ -198,30 +198,19 @@ describe('the hourly payouts job and payouts kept for a retryable failure', () =
     await weekly(org, notDueOn(now));
     const kept = await keptAfter429(org);
 
-    let reached!: () => void;
-    const atTransfer = new Promise<void>((resolve) => (reached = resolve));
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    let calls = 0;
-    // Only the first transfer waits: one let through the lease must not hang the test, but pay and be seen.
-    setProvider({ ...stripeProvider, transfer: async (req) => {
-      if (++calls === 1) {
-        reached();
-        await gate;
-      }
-      return stripeProvider.transfer(req);
-    } });
+    const gated = gatedFirstTransfer(stripeProvider);
+    setProvider(gated.provider);
     const first = tick(now);
     try {
-      await Promise.race([atTransfer, first.then(() => assert.fail('the first tick ended without sending the kept payout'))]);
+      await Promise.race([gated.reached, first.then(() => assert.fail('the first tick ended without sending the kept payout'))]);
       const second = await tick(now);
       assert.deepEqual([second.busy.includes(org.id), second.finished.some((f) => f.orgId === org.id)], [true, false]);
     } finally {
-      release();
+      gated.release();
     }
     const done = await first;
     assert.deepEqual(done.finished.find((f) => f.orgId === org.id)?.payouts.map((p) => p.status), ['paid']);
-    assert.equal(calls, 1, 'one transfer attempt between the two ticks');
+    assert.equal(gated.calls(), 1, 'one transfer attempt between the two ticks');
     assert.deepEqual([onlyTransfer(org).amount, meta(onlyTransfer(org)).payoutId], [500, kept.id]);
     assert.deepEqual(await entryStatuses(org, kept.id as string), ['paid']);
     assert.equal(await runCount(org), 1);

@@ -1,6 +1,7 @@
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { analyticsColumns, type ColumnType } from '../../shared/analytics/schema';
+import { readBody } from './read-body';
 
 /**
  * A local HTTP server that answers as BigQuery's REST API (v2) does, for the calls the analytics adapter makes,
@@ -98,13 +99,6 @@ const errorReply = (status: number, reason: string, message: string): Reply => (
   body: { error: { code: status, message, errors: [{ message, domain: 'global', reason }], status: status === 400 ? 'INVALID_ARGUMENT' : status === 403 ? 'PERMISSION_DENIED' : 'UNAVAILABLE' } },
 });
 
-const readBody = (req: IncomingMessage) =>
-  new Promise<string>((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-  });
 
 export async function startBigQueryStandIn(): Promise<BigQueryStandIn> {
   const requests: BigQueryRequest[] = [];

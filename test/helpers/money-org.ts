@@ -35,6 +35,29 @@ export async function startMoneyStack(): Promise<MoneyStack> {
   };
 }
 
+/**
+ * A provider whose first transfer waits at a gate: `reached` resolves when it gets there, `release` lets it go
+ * on, `calls` counts every transfer asked for. Only the first waits, so a second one let through (the defect
+ * a lease test looks for) pays and is seen instead of hanging the test.
+ */
+export function gatedFirstTransfer(provider: PayoutProvider): { provider: PayoutProvider; reached: Promise<void>; release(): void; calls(): number } {
+  let arrive!: () => void;
+  const reached = new Promise<void>((resolve) => (arrive = resolve));
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let calls = 0;
+  return {
+    reached, release, calls: () => calls,
+    provider: { ...provider, transfer: async (req) => {
+      if (++calls === 1) {
+        arrive();
+        await gate;
+      }
+      return provider.transfer(req);
+    } },
+  };
+}
+
 /** An organisation with one campaign, one affiliate and its link, as the money tests start from. */
 export interface MoneyOrg { id: string; token: string; campaign: string; link: string; affiliate: string; postbackToken: string }
 

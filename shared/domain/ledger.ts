@@ -11,6 +11,12 @@
 export const ledgerStatuses = ['pending', 'approved', 'claimed', 'paid', 'rejected', 'reversed'] as const;
 export type LedgerStatus = (typeof ledgerStatuses)[number];
 /**
+ * Where a payout is (functions/services/payout-runs.ts): `claiming` → `claimed` → `paid`, or through `releasing`
+ * to `failed` (Stripe refused it) or `cancelled` (nothing left to send); `blocked` (the affiliate cannot be paid:
+ * paused, blocked, no payout account); `reversed` (Stripe took the whole transfer back); `would_pay` only in a dry run.
+ */
+export const payoutStatuses = ['claiming', 'claimed', 'releasing', 'paid', 'failed', 'cancelled', 'blocked', 'reversed', 'would_pay'] as const;
+/**
  * transfer_reversal: money Stripe took back from a paid transfer in part: a credit returned to the balance
  * (approved) and its negative twin on the reversed payout (paid), so `paid` is what the affiliate kept.
  */

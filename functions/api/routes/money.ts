@@ -2,7 +2,7 @@ import type { DocumentData } from '@google-cloud/firestore';
 import { z } from 'zod';
 import { affiliateResource, balanceResource, documentId } from '../../../shared/domain/schemas';
 import { config } from '../../../shared/config';
-import { balances, type LedgerEntry } from '../../../shared/domain/ledger';
+import { balances, ledgerStatuses, payoutStatuses, type LedgerEntry } from '../../../shared/domain/ledger';
 import { can } from '../../../shared/domain/roles';
 import { badGateway, conflict, forbidden, notFound, unavailable } from '../../../shared/errors';
 import { deterministicId } from '../../../shared/ids';
@@ -20,13 +20,13 @@ import { conversionResource, toConversion } from './tracking';
 const ledgerEntryResource = z
   .object({
     id: z.string(), affiliateId: z.string(), conversionId: z.string().nullable().describe('Null for a transfer_reversal (money Stripe took back from a paid transfer: a credit returned to the balance, and its negative twin on the reversed payout)'), campaignId: z.string().nullable(), type: z.enum(['commission', 'tier_adjustment', 'clawback', 'transfer_reversal']),
-    amount: z.number().describe('Minor units; negative for clawbacks, downward tier adjustments and a transfer_reversal\'s paid twin'), currency: z.string(), status: z.string(), payoutId: z.string().nullable(), reason: z.string().nullable(), createdAt: z.string(),
+    amount: z.number().describe('Minor units; negative for clawbacks, downward tier adjustments and a transfer_reversal\'s paid twin'), currency: z.string(), status: z.enum(ledgerStatuses), payoutId: z.string().nullable(), reason: z.string().nullable(), createdAt: z.string(),
   })
   .meta({ id: 'LedgerEntry' });
 const toEntry = (e: DocumentData) => ({ id: e.id, affiliateId: e.affiliateId, conversionId: e.conversionId ?? null, campaignId: e.campaignId ?? null, type: e.type, amount: e.amount, currency: e.currency, status: e.status, payoutId: e.payoutId ?? null, reason: e.reason ?? null, createdAt: e.createdAt });
 
 const payoutResource = z
-  .object({ id: z.string(), affiliateId: z.string(), amount: z.number(), currency: z.string(), status: z.string(), reason: z.string().nullable(), transferId: z.string().nullable(), simulated: z.boolean() })
+  .object({ id: z.string(), affiliateId: z.string(), amount: z.number(), currency: z.string(), status: z.enum(payoutStatuses), reason: z.string().nullable(), transferId: z.string().nullable(), simulated: z.boolean() })
   .meta({ id: 'Payout' });
 const payoutRunFields = {
   id: z.string(),

@@ -216,6 +216,26 @@ describe('the hourly payouts job and payouts kept for a retryable failure', () =
     assert.equal(await runCount(org), 1);
   });
 
+  it('leaves kept payouts past the finishing budget to the next tick, and still pays the organisations due today', async () => {
+    const kept = await setupOrg('kept-budget@example.com');
+    await approved(kept, 'kb2-1');
+    await onboard(kept);
+    const keptPayout = await keptAfter429(kept);
+    const due = await setupOrg('due-budget@example.com');
+    await approved(due, 'db2-1');
+    await onboard(due);
+    const today = new Date();
+    await weekly(due, isoWeekday(today));
+
+    const r = await tick(today, { finishBudgetMs: 0 });
+    assert.ok(r.deferred.includes(kept.id), 'reported as left for the next tick');
+    assert.deepEqual([transfersOf(kept).length, (await payouts(kept)).map((p) => [p.status, p.reason])], [0, [['claimed', 'rate_limited']]]);
+    assert.deepEqual([onlyTransfer(due).amount, (await payouts(due)).map((p) => p.status)], [500, ['paid']], 'payday is not held up');
+
+    await tick(today);
+    assert.deepEqual((await payouts(kept)).map((p) => [p.id, p.status, p.transferId]), [[keptPayout.id, 'paid', onlyTransfer(kept).id]]);
+  });
+
   it('finishes the other organisations while one\'s lease is held, and that one on a later tick', async () => {
     const held = await setupOrg('kept-held@example.com');
     const free = await setupOrg('kept-free@example.com');

@@ -26,7 +26,16 @@ export interface PayoutsJobResult {
   finished: { orgId: string; payouts: { id: string; status: string; reason: string | null }[] }[];
   /** Organisations with unsettled payouts whose lease another run held: that run, or the next tick, finishes them. */
   busy: string[];
+  /** Organisations with unsettled payouts not reached within the finishing budget: the next tick finishes them. */
+  deferred: string[];
 }
+
+/**
+ * How long a tick spends finishing kept payouts before it starts the due runs: a third of the job's 30 minutes
+ * (infra/functions.ts), so that a backlog of kept payouts (after a long Stripe outage, say) cannot use up the
+ * tick and cost the organisations due today their payday. What is left goes to the next tick.
+ */
+const finishBudgetMs = 10 * 60_000;
 
 /** What failed: an organisation's id, or the lookup of the organisations to finish. */
 type Failure = { orgId: string; error: unknown };
@@ -54,9 +63,11 @@ async function orgsWithUnsettledPayouts(): Promise<string[]> {
   return [...orgIds];
 }
 
-async function finishEverywhere(now: Date, failures: Failure[]): Promise<Pick<PayoutsJobResult, 'finished' | 'busy'>> {
+async function finishEverywhere(now: Date, budgetMs: number, failures: Failure[]): Promise<Pick<PayoutsJobResult, 'finished' | 'busy' | 'deferred'>> {
+  const deadline = Date.now() + budgetMs;
   const finished: PayoutsJobResult['finished'] = [];
   const busy: string[] = [];
+  const deferred: string[] = [];
   const hour = now.toISOString().slice(0, 13);
   let orgIds: string[];
   try {
@@ -64,9 +75,13 @@ async function finishEverywhere(now: Date, failures: Failure[]): Promise<Pick<Pa
   } catch (error) {
     // The due runs below finish their own organisations' payouts anyway; the failure is reported after them.
     failures.push({ orgId: 'unsettled payouts lookup', error });
-    return { finished, busy };
+    return { finished, busy, deferred };
   }
   for (const orgId of orgIds) {
+    if (Date.now() >= deadline) {
+      deferred.push(orgId);
+      continue;
+    }
     try {
       // Named by organisation and hour: a scheduler firing twice meets the same lease, and settled payouts.
       const r = await finishUnsettledPayouts(OrgScope.system(orgId, 'payouts-job'), deterministicId('finish', orgId, hour));
@@ -76,14 +91,15 @@ async function finishEverywhere(now: Date, failures: Failure[]): Promise<Pick<Pa
       failures.push({ orgId, error });
     }
   }
-  if (finished.length || busy.length) console.log(JSON.stringify({ severity: 'INFO', message: 'payouts job: unsettled payouts finished', finished, busy }));
-  return { finished, busy };
+  if (finished.length || busy.length || deferred.length) console.log(JSON.stringify({ severity: 'INFO', message: 'payouts job: unsettled payouts finished', finished, busy, deferred }));
+  return { finished, busy, deferred };
 }
 
-export async function runDueScheduledPayouts(now = new Date()): Promise<PayoutsJobResult> {
+export async function runDueScheduledPayouts(now = new Date(), opts: { finishBudgetMs?: number } = {}): Promise<PayoutsJobResult> {
   const failures: Failure[] = [];
-  // Before the due runs, so a run plans from a ledger whose earlier payouts are settled.
-  const { finished, busy } = await finishEverywhere(now, failures);
+  // Before the due runs, so a run plans from a ledger whose earlier payouts are settled (a due organisation's run
+  // finishes its own kept payouts first anyway, so one deferred past the budget is still paid today).
+  const { finished, busy, deferred } = await finishEverywhere(now, opts.finishBudgetMs ?? finishBudgetMs, failures);
   const orgs = await firestore().collection(collections.orgs).where('payoutSchedule.frequency', 'in', ['weekly', 'monthly']).get();
   const runs: string[] = [];
   for (const org of orgs.docs) {
@@ -100,5 +116,5 @@ export async function runDueScheduledPayouts(now = new Date()): Promise<PayoutsJ
   if (failures.length) {
     throw new AggregateError(failures.map((f) => f.error), `Scheduled payouts failed for ${failures.length} organisation(s): ${failures.map((f) => `${f.orgId}: ${String((f.error as Error)?.message ?? f.error)}`).join('; ')}`);
   }
-  return { orgs: orgs.size, runs, finished, busy };
+  return { orgs: orgs.size, runs, finished, busy, deferred };
 }

@@ -22,19 +22,10 @@ let system: (orgId: string) => OrgScope;
 
 type Org = MoneyOrg;
 type Row = Record<string, unknown>;
-const { setupOrg, addAffiliate, convert, patch, balance } = moneyOrgs(() => s);
-const approved = async (org: Org, txn: string, link = org.link) => {
-  const id = await convert(org, txn, undefined, link);
-  assert.equal((await patch(org, id, { status: 'approved' })).status, 200);
-  return id;
-};
+const orgs = moneyOrgs(() => s);
+const { setupOrg, addAffiliate, patch, balance, approved } = orgs;
 const conversionStatus = async (org: Org, id: string) => (await s.call('GET', `/v1/orgs/${org.id}/conversions/${id}`, { auth: org.token })).body.status;
-const onboard = async (org: Org, affiliate = org.affiliate) => {
-  const account = (await s.call('POST', `/v1/orgs/${org.id}/affiliates/${affiliate}/stripe/onboarding`, { auth: org.token })).body.affiliate.stripeAccountId as string;
-  stripe.completeOnboarding(account, { payoutsEnabled: true });
-  await s.call('POST', `/v1/orgs/${org.id}/affiliates/${affiliate}/stripe/onboarding`, { auth: org.token });
-  return account;
-};
+const onboard = (org: Org, affiliate = org.affiliate) => orgs.onboard(org, stripe, affiliate);
 const payoutsOf = async (org: Org, affiliate: string): Promise<Row[]> => (await system(org.id).collection('payouts').where('affiliateId', '==', affiliate).get()).docs.map((d) => d.data());
 const transfersTo = (org: Org, affiliate: string) => [...stripe.transfers.values()].filter((t) => (t.metadata as Record<string, string>).orgId === org.id && (t.metadata as Record<string, string>).affiliateId === affiliate);
 const transferred = (org: Org, affiliate: string) => transfersTo(org, affiliate).reduce((sum, t) => sum + (t.amount as number), 0);

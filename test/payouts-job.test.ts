@@ -22,18 +22,17 @@ let system: (orgId: string) => OrgScope;
 
 type Org = MoneyOrg;
 type Row = Record<string, unknown>;
-const { setupOrg, convert, patch, balance } = moneyOrgs(() => s);
+const orgs = moneyOrgs(() => s);
+const { setupOrg, balance, approved } = orgs;
 const rateLimit = { status: 429, body: { error: { type: 'invalid_request_error', code: 'rate_limit', message: 'Too many requests hit the API too quickly.' } } };
 
-const approved = async (org: Org, txn: string) => {
-  const id = await convert(org, txn);
-  assert.equal((await patch(org, id, { status: 'approved' })).status, 200);
-  return id;
-};
-const onboard = async (org: Org) => {
-  const account = (await s.call('POST', `/v1/orgs/${org.id}/affiliates/${org.affiliate}/stripe/onboarding`, { auth: org.token })).body.affiliate.stripeAccountId as string;
-  stripe.completeOnboarding(account, { payoutsEnabled: true });
-  await s.call('POST', `/v1/orgs/${org.id}/affiliates/${org.affiliate}/stripe/onboarding`, { auth: org.token });
+const onboard = (org: Org) => orgs.onboard(org, stripe);
+/** An organisation whose onboarded affiliate has one approved commission (500), ready for a payout run. */
+const payableOrg = async (email: string, txn: string): Promise<{ org: Org; conversion: string }> => {
+  const org = await setupOrg(email);
+  const conversion = await approved(org, txn);
+  await onboard(org);
+  return { org, conversion };
 };
 const isoWeekday = (d: Date) => ((d.getUTCDay() + 6) % 7) + 1;
 /** Three days after `d`'s weekday: not due on `d`, nor on the day after (the first test ticks on both). */
@@ -79,9 +78,7 @@ after(() => money.close());
 
 describe('the hourly payouts job and payouts kept for a retryable failure', () => {
   it('pays a payout its scheduled run kept after a 429 on the next tick of a day the schedule is not due, once, under the same key', async () => {
-    const org = await setupOrg('kept-429@example.com');
-    const conversion = await approved(org, 'k4-1');
-    await onboard(org);
+    const { org, conversion } = await payableOrg('kept-429@example.com', 'k4-1');
     const today = new Date();
     await weekly(org, isoWeekday(today));
     stripe.failNext('/v1/transfers', rateLimit);
@@ -112,9 +109,7 @@ describe('the hourly payouts job and payouts kept for a retryable failure', () =
   });
 
   it('does not send a kept payout while its affiliate is blocked, and sends it once the affiliate is active again', async () => {
-    const org = await setupOrg('kept-blocked@example.com');
-    await approved(org, 'kb-1');
-    await onboard(org);
+    const { org } = await payableOrg('kept-blocked@example.com', 'kb-1');
     const kept = await keptAfter429(org);
     const setStatus = async (status: string) =>
       assert.equal((await s.call('PATCH', `/v1/orgs/${org.id}/affiliates/${org.affiliate}`, { auth: org.token, body: { status } })).status, 200);
@@ -136,9 +131,7 @@ describe('the hourly payouts job and payouts kept for a retryable failure', () =
   });
 
   it('sends again on the next tick of the same day a payout the day\'s completed scheduled run kept', async () => {
-    const org = await setupOrg('kept-same-day@example.com');
-    await approved(org, 'ksd-1');
-    await onboard(org);
+    const { org } = await payableOrg('kept-same-day@example.com', 'ksd-1');
     const today = new Date();
     await weekly(org, isoWeekday(today));
     stripe.failNext('/v1/transfers', rateLimit);
@@ -156,9 +149,7 @@ describe('the hourly payouts job and payouts kept for a retryable failure', () =
   });
 
   it('finishes a kept payout of an organisation without a schedule, and plans nothing for one whose schedule is not due', async () => {
-    const kept = await setupOrg('kept-manual@example.com');
-    await approved(kept, 'km-1');
-    await onboard(kept);
+    const { org: kept } = await payableOrg('kept-manual@example.com', 'km-1');
     // Stripe made the transfer, but its answer was lost: the resend must meet the same transfer, not make one.
     setProvider({ ...stripeProvider, transfer: async (req) => {
       await stripeProvider.transfer(req);
@@ -168,9 +159,7 @@ describe('the hourly payouts job and payouts kept for a retryable failure', () =
     assert.deepEqual(first.payouts.map((p) => [p.status, p.reason]), [['claimed', 'indeterminate']]);
     setProvider(stripeProvider);
 
-    const idle = await setupOrg('nothing-kept@example.com');
-    await approved(idle, 'nk-1');
-    await onboard(idle);
+    const { org: idle } = await payableOrg('nothing-kept@example.com', 'nk-1');
     const now = new Date();
     await weekly(idle, notDueOn(now));
 
@@ -191,9 +180,7 @@ describe('the hourly payouts job and payouts kept for a retryable failure', () =
   });
 
   it('pays once when two ticks run at once: the second meets the lease and leaves the payout to the first', async () => {
-    const org = await setupOrg('two-ticks@example.com');
-    await approved(org, 'tt-1');
-    await onboard(org);
+    const { org } = await payableOrg('two-ticks@example.com', 'tt-1');
     const now = new Date();
     await weekly(org, notDueOn(now));
     const kept = await keptAfter429(org);
@@ -217,13 +204,9 @@ describe('the hourly payouts job and payouts kept for a retryable failure', () =
   });
 
   it('leaves kept payouts past the finishing budget to the next tick, and still pays the organisations due today', async () => {
-    const kept = await setupOrg('kept-budget@example.com');
-    await approved(kept, 'kb2-1');
-    await onboard(kept);
+    const { org: kept } = await payableOrg('kept-budget@example.com', 'kb2-1');
     const keptPayout = await keptAfter429(kept);
-    const due = await setupOrg('due-budget@example.com');
-    await approved(due, 'db2-1');
-    await onboard(due);
+    const { org: due } = await payableOrg('due-budget@example.com', 'db2-1');
     const today = new Date();
     await weekly(due, isoWeekday(today));
 
@@ -237,12 +220,8 @@ describe('the hourly payouts job and payouts kept for a retryable failure', () =
   });
 
   it('finishes the other organisations while one\'s lease is held, and that one on a later tick', async () => {
-    const held = await setupOrg('kept-held@example.com');
-    const free = await setupOrg('kept-free@example.com');
-    for (const org of [held, free]) {
-      await approved(org, `kh-${org.id}`);
-      await onboard(org);
-    }
+    const { org: held } = await payableOrg('kept-held@example.com', 'kh-1');
+    const { org: free } = await payableOrg('kept-free@example.com', 'kf-1');
     const [heldPayout, freePayout] = [await keptAfter429(held), await keptAfter429(free)];
     const lock = system(held.id).collection('locks').doc('payout-run');
     await lock.set({ runId: 'run_elsewhere', token: 'elsewhere', expiresAt: Date.now() + 60_000 });

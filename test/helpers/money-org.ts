@@ -100,5 +100,21 @@ export function moneyOrgs(stack: () => TestStack) {
   const balance = async (org: MoneyOrg, affiliate = org.affiliate, currency = 'USD') =>
     (await stack().call('GET', `/v1/orgs/${org.id}/affiliates/${affiliate}/balance`, { auth: org.token })).body.balances.find((b: { currency: string }) => b.currency === currency);
 
-  return { setupOrg, addAffiliate, convert, patch, balance };
+  /** A conversion booked and approved at once (its commission ready for a payout run). */
+  async function approved(org: MoneyOrg, txnId: string, link = org.link): Promise<string> {
+    const id = await convert(org, txnId, undefined, link);
+    assert.equal((await patch(org, id, { status: 'approved' })).status, 200);
+    return id;
+  }
+
+  /** The affiliate's Stripe account, created and completed at the stand-in with payouts enabled; its id. */
+  async function onboard(org: MoneyOrg, stripe: StripeStandIn, affiliate = org.affiliate): Promise<string> {
+    const onboarding = () => stack().call('POST', `/v1/orgs/${org.id}/affiliates/${affiliate}/stripe/onboarding`, { auth: org.token });
+    const account = (await onboarding()).body.affiliate.stripeAccountId as string;
+    stripe.completeOnboarding(account, { payoutsEnabled: true });
+    await onboarding();
+    return account;
+  }
+
+  return { setupOrg, addAffiliate, convert, patch, balance, approved, onboard };
 }

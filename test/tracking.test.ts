@@ -602,19 +602,27 @@ describe('workers', () => {
     assert.equal(row.clicks, 1);
   });
 
-  it('counts a repeat click exactly an hour later as not unique in the live counters, as the report does', async () => {
+  /**
+   * An affiliate of its own with a link on the shared campaign (the organisation's plan has room for only so many
+   * campaigns), and a minter of our signed click ids for that link.
+   */
+  async function ownAffiliateLink(name: string, email: string) {
     const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${org.id}${path}`, { auth: org.token, body });
-    // An affiliate of its own on the shared campaign (the organisation's plan has room for only so many campaigns).
     const campaignId = org.campaign;
-    const affiliateId = (await post('/affiliates', { name: 'Hourly', email: 'hourly@example.com' })).body.id as string;
+    const affiliateId = (await post('/affiliates', { name, email })).body.id as string;
     const linkId = (await post('/links', { campaignId, affiliateId })).body.id as string;
     const { mintClickId } = await import('../shared/domain/click-id');
     const { secrets } = await import('../functions/adapters/local-secrets');
+    return { campaignId, affiliateId, linkId, clickIdAt: (at: number) => mintClickId(secrets().clickSigningKey, linkId, at) };
+  }
+
+  it('counts a repeat click exactly an hour later as not unique in the live counters, as the report does', async () => {
+    const { campaignId, affiliateId, linkId, clickIdAt } = await ownAffiliateLink('Hourly', 'hourly@example.com');
     const hour = 3_600_000;
     const t0 = Date.now() - 3 * hour;
     // One visitor: at t0, exactly an hour later (a repeat), and an hour and a millisecond after that (unique again).
     for (const [k, at] of [t0, t0 + hour, t0 + 2 * hour + 1].entries()) {
-      const eventId = mintClickId(secrets().clickSigningKey, linkId, at);
+      const eventId = clickIdAt(at);
       const r = await deliverToStateWorker(clickEvent({ eventId, linkId, campaignId, affiliateId, at, sub1: 'hourly', visitorHash: 'hourly-visitor' }), `hourly-${k}`);
       assert.equal(r.ok, true);
     }
@@ -625,19 +633,14 @@ describe('workers', () => {
   });
 
   it('decides unique clicks by the click before in time, also when Pub/Sub delivers an earlier click later', async () => {
-    const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${org.id}${path}`, { auth: org.token, body });
-    const campaignId = org.campaign;
-    const affiliateId = (await post('/affiliates', { name: 'Late', email: 'late@example.com' })).body.id as string;
-    const linkId = (await post('/links', { campaignId, affiliateId })).body.id as string;
-    const { mintClickId } = await import('../shared/domain/click-id');
-    const { secrets } = await import('../functions/adapters/local-secrets');
+    const { campaignId, affiliateId, linkId, clickIdAt } = await ownAffiliateLink('Late', 'late@example.com');
     const minute = 60_000;
     const t0 = Date.now() - 3 * 60 * minute;
     // 10:00:00, then 11:00:30 (unique when it arrives: an hour and a half minute after the only click seen),
     // then 10:59:30 arrives late: it is a repeat of 10:00:00, and 11:00:30 is now a repeat of it.
     const ids: string[] = [];
     for (const [k, at] of [t0, t0 + 60 * minute + minute / 2, t0 + 59 * minute + minute / 2].entries()) {
-      ids.push(mintClickId(secrets().clickSigningKey, linkId, at));
+      ids.push(clickIdAt(at));
       const r = await deliverToStateWorker(clickEvent({ eventId: ids[k]!, linkId, campaignId, affiliateId, at, sub1: 'late', visitorHash: 'late-visitor' }), `late-${k}`);
       assert.equal(r.ok, true);
     }
@@ -650,7 +653,7 @@ describe('workers', () => {
 
     // Later still: 50 min after a first click, arriving behind one 3 h 20 min after it (2.5 h late).
     const visit = async (k: number, at: number) => {
-      const id = mintClickId(secrets().clickSigningKey, linkId, at);
+      const id = clickIdAt(at);
       assert.equal((await deliverToStateWorker(clickEvent({ eventId: id, linkId, campaignId, affiliateId, at, sub1: 'later', visitorHash: 'later-visitor' }), `later-${k}`)).ok, true);
       return id;
     };

@@ -146,6 +146,82 @@ describe('a payout run retried under the same id', () => {
   });
 });
 
+describe('a run that outlived its lease (its renewals failed, or its instance was throttled after the request)', () => {
+  /** What a run or pass that found the lease expired writes: the lock is another holder's now. */
+  const takeOver = (org: Org) => system(org.id).collection('locks').doc('payout-run').set({ runId: 'run_took_over', token: 'someone-else', expiresAt: Date.now() + 60_000 });
+  const entryOf = async (org: Org, conversion: string) => {
+    const { ledgerEntryId } = await import('../functions/services/conversion-lifecycle');
+    return (await system(org.id).collection('ledger').doc(ledgerEntryId(conversion, 'commission')).get()).data()!;
+  };
+  const insufficientFunds = { status: 400, body: { error: { type: 'invalid_request_error', code: 'balance_insufficient', message: 'You have insufficient available funds in your Stripe account.' } } };
+
+  it('gives nothing back when Stripe refuses its transfer after another run took over: the claim stays for that run', async () => {
+    const org = await setupOrg('lease-lost-refused@example.com');
+    const conversion = await approved(org, 'llr-1');
+    await onboard(org);
+    const gated = gatedFirstTransfer(stripeProvider);
+    setProvider(gated.provider);
+    const run = runPayouts(system(org.id), { trigger: 'manual', runId: 'run_outlived_refused' });
+    await gated.reached;
+    await takeOver(org);
+    stripe.failNext('/v1/transfers', insufficientFunds);
+    gated.release();
+    await assert.rejects(run, /lost its lease/);
+    // Released now, the entry could be paid by the holder's own send of the same payout as well as by a later run.
+    assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => p.status), ['claimed']);
+    assert.deepEqual([(await entryOf(org, conversion)).status, await conversionStatus(org, conversion)], ['claimed', 'approved']);
+  });
+
+  it('still records a transfer Stripe accepted after another run took over: that money has moved', async () => {
+    const org = await setupOrg('lease-lost-paid@example.com');
+    const conversion = await approved(org, 'llp-1');
+    await onboard(org);
+    const gated = gatedFirstTransfer(stripeProvider);
+    setProvider(gated.provider);
+    const run = runPayouts(system(org.id), { trigger: 'manual', runId: 'run_outlived_paid' });
+    await gated.reached;
+    await takeOver(org);
+    gated.release();
+    await run;
+    const transfer = onlyTransfer(org, org.affiliate);
+    assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => [p.status, p.transferId]), [['paid', transfer.id]]);
+    assert.deepEqual([(await entryOf(org, conversion)).status, await conversionStatus(org, conversion)], ['paid', 'paid']);
+  });
+
+  it('sends nothing once its lease has run out, even a payout it has just looked up', async () => {
+    const org = await setupOrg('lease-lost-send@example.com');
+    const conversion = await approved(org, 'lls-1');
+    await onboard(org);
+    const { ledgerEntryId } = await import('../functions/services/conversion-lifecycle');
+    const scope = system(org.id);
+    const payoutId = 'po_kept_over_a_day';
+    const longAgo = new Date(Date.now() - 2 * 86_400_000).toISOString();
+    await scope.collection('payouts').doc(payoutId).create({
+      id: payoutId, runId: 'run_long_ago', affiliateId: org.affiliate, currency: 'USD', createdAt: longAgo, claimedAt: longAgo, simulated: false, transferId: null,
+      amount: 500, entryCount: 1, status: 'claimed', reason: null,
+    });
+    await scope.collection('ledger').doc(ledgerEntryId(conversion, 'commission')).update({ status: 'claimed', payoutId });
+    // Claimed over a day ago, so the run looks for an earlier transfer first; its lease runs out meanwhile (a
+    // throttled instance resumes long after), and the lock expires without anyone taking it yet.
+    let arrive!: () => void;
+    const reached = new Promise<void>((r) => (arrive = r));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    setProvider({ ...stripeProvider, findTransfer: async (q) => {
+      arrive();
+      await gate;
+      return stripeProvider.findTransfer(q);
+    } });
+    const run = runPayouts(scope, { trigger: 'manual', runId: 'run_outlived_lookup' });
+    await reached;
+    await scope.collection('locks').doc('payout-run').update({ expiresAt: Date.now() - 1000 });
+    release();
+    await assert.rejects(run, /lost its lease/);
+    assert.equal(transfersTo(org, org.affiliate).length, 0, 'no transfer sent');
+    assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => p.status), ['claimed']);
+  });
+});
+
 describe('recovery of a run that died', () => {
   it('pays a payout left `claiming` with its entries claimed, under its own id', async () => {
     const org = await setupOrg('claiming@example.com');

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { FieldPath, type DocumentData } from '@google-cloud/firestore';
+import { FieldPath, type DocumentData, type DocumentSnapshot, type Transaction } from '@google-cloud/firestore';
 import { minimumIn, planPayouts, type LedgerEntry, type PayoutMinimum } from '../../shared/domain/ledger';
 import { ApiError, conflict } from '../../shared/errors';
 import { deterministicId, newId } from '../../shared/ids';
@@ -10,7 +10,8 @@ import type { OrgScope } from './tenancy';
 
 /**
  * A payout run, exactly once in money:
- *  1. A lease per organisation keeps two runs from overlapping, two attempts of the same run included.
+ *  1. A lease per organisation keeps two runs from overlapping, two attempts of the same run included; a run that
+ *     outlives its lease stops before it claims, sends or gives back anything (see Lease).
  *  2. Payouts an earlier run left `claiming`, `claimed` or `releasing` are finished first, with their own ids. The
  *     hourly job also runs this step alone (finishUnsettledPayouts), so a kept payout does not wait for the
  *     organisation's next scheduled run.
@@ -53,12 +54,14 @@ export const toPayout = (d: DocumentData): PayoutSummary => ({
   transferId: d.transferId ?? null, simulated: d.simulated ?? false,
 });
 
+const lockRef = (scope: OrgScope) => scope.collection('locks').doc('payout-run');
+
 /**
  * The lease is held by one call, not by a run id: two attempts of the same run (a retried request, the scheduler
  * firing twice) would otherwise both pass it and claim and transfer side by side.
  */
 async function acquireLease(scope: OrgScope, runId: string): Promise<string> {
-  const ref = scope.collection('locks').doc('payout-run');
+  const ref = lockRef(scope);
   const token = randomBytes(16).toString('hex');
   await firestore().runTransaction(async (tx) => {
     const lock = await tx.get(ref);
@@ -71,25 +74,63 @@ async function acquireLease(scope: OrgScope, runId: string): Promise<string> {
 }
 
 async function renewLease(scope: OrgScope, token: string): Promise<void> {
-  const ref = scope.collection('locks').doc('payout-run');
   await firestore().runTransaction(async (tx) => {
-    if ((await tx.get(ref)).get('token') === token) tx.update(ref, { expiresAt: Date.now() + leaseMs });
+    if ((await tx.get(lockRef(scope))).get('token') === token) tx.update(lockRef(scope), { expiresAt: Date.now() + leaseMs });
   });
 }
 
 async function releaseLease(scope: OrgScope, token: string): Promise<void> {
-  const ref = scope.collection('locks').doc('payout-run');
   await firestore().runTransaction(async (tx) => {
-    if ((await tx.get(ref)).get('token') === token) tx.delete(ref);
+    if ((await tx.get(lockRef(scope))).get('token') === token) tx.delete(lockRef(scope));
   });
 }
 
+/**
+ * How long before its lease ends a holder stops calling Stripe: the longest a transfer call can take (stripe-node's
+ * 80 s timeout, its retries and their back-off), so that no send is still under way when another run may take over.
+ */
+const sendMarginMs = 5 * 60_000;
+
+/**
+ * A run's lease as it works under it. A holder can outlive its lease: its renewals fail for 15 minutes, or its
+ * instance's CPU is throttled once the request that started it has ended and it resumes much later. Another run
+ * or pass may then hold the lease and be finishing the same payouts. So the steps a stale holder would get wrong
+ * check the lease first: claiming (it would grow a payout another holder has already sent), giving entries back
+ * (another holder may be sending the same payout), and sending (another holder may have given its entries back).
+ * Recording a transfer Stripe accepted is never refused: that money has moved.
+ */
+interface Lease {
+  /** In a transaction, before its writes: throws LeaseLost unless the lock is still this holder's and unexpired. */
+  fence(tx: Transaction): Promise<void>;
+  /** Before a call to Stripe: the same, with sendMarginMs of the lease left. */
+  check(): Promise<void>;
+  release(): Promise<void>;
+}
+
+/** A 409: the run stopped where it was, and whoever holds the lease now (or the next run) finishes what it left. */
+class LeaseLost extends ApiError {
+  constructor(runId: string) {
+    super('conflict', `Payout run ${runId} lost its lease to another run; it stopped, and the payouts it left are finished by the next run`);
+  }
+}
+
+function heldBy(lock: DocumentSnapshot, token: string, marginMs: number): boolean {
+  return lock.exists && lock.get('token') === token && (lock.get('expiresAt') as number) > Date.now() + marginMs;
+}
+
 /** The lease, renewed while its holder works however long that takes; `release` gives it up. */
-async function holdLease(scope: OrgScope, runId: string): Promise<{ release(): Promise<void> }> {
+async function holdLease(scope: OrgScope, runId: string): Promise<Lease> {
   const token = await acquireLease(scope, runId);
-  const renewal = setInterval(() => void renewLease(scope, token).catch(() => undefined), leaseMs / 3);
+  // Renewed well within sendMarginMs, so one failed renewal does not stop a run.
+  const renewal = setInterval(() => void renewLease(scope, token).catch(() => undefined), leaseMs / 5);
   renewal.unref();
   return {
+    fence: async (tx) => {
+      if (!heldBy(await tx.get(lockRef(scope)), token, 0)) throw new LeaseLost(runId);
+    },
+    check: async () => {
+      if (!heldBy(await lockRef(scope).get(), token, sendMarginMs)) throw new LeaseLost(runId);
+    },
     release: async () => {
       clearInterval(renewal);
       await releaseLease(scope, token);
@@ -100,13 +141,14 @@ async function holdLease(scope: OrgScope, runId: string): Promise<{ release(): P
 /** Claims entries into the payout, chunk by chunk; returns what was actually claimed. */
 type ClaimedEntry = { id: string; type: string; conversionId: string };
 
-async function claim(scope: OrgScope, payoutRef: FirebaseFirestore.DocumentReference, entryIds: string[]): Promise<{ amount: number; entries: ClaimedEntry[] }> {
+async function claim(scope: OrgScope, lease: Lease, payoutRef: FirebaseFirestore.DocumentReference, entryIds: string[]): Promise<{ amount: number; entries: ClaimedEntry[] }> {
   const ledger = scope.collection('ledger');
   const claimed: ClaimedEntry[] = [];
   let total = 0;
   for (let i = 0; i < entryIds.length; i += claimChunk) {
     const chunk = entryIds.slice(i, i + claimChunk);
     await firestore().runTransaction(async (tx) => {
+      await lease.fence(tx);
       const snaps = await tx.getAll(...chunk.map((id) => ledger.doc(id)));
       const payout = await tx.get(payoutRef);
       let add = 0;
@@ -138,6 +180,8 @@ interface Outcome {
   payout: Record<string, unknown>;
   /** Written first when the outcome needs more than one transaction and a crash halfway must be found again. */
   interim?: Record<string, unknown>;
+  /** Whether a holder that lost its lease may still apply it: only a transfer Stripe accepted (that money moved). */
+  evenWithoutLease?: boolean;
 }
 
 const settleChunk = 200; // an entry and its conversion each: ~400 writes per transaction
@@ -148,16 +192,22 @@ const settleChunk = 200; // an entry and its conversion each: ~400 writes per tr
  * status the next run's recovery finishes. The entries come from the claim when this run made it; a payout
  * recovered from an earlier run finds them by query.
  */
-async function applyOutcome(scope: OrgScope, payoutId: string, outcome: Outcome, known?: ClaimedEntry[]): Promise<void> {
+async function applyOutcome(scope: OrgScope, lease: Lease, payoutId: string, outcome: Outcome, known?: ClaimedEntry[]): Promise<void> {
   const ledger = scope.collection('ledger');
   const payoutRef = scope.collection('payouts').doc(payoutId);
   const ids = known?.map((e) => e.id) ?? (await ledger.where('payoutId', '==', payoutId).where('status', '==', 'claimed').select().get()).docs.map((d) => d.id);
   const chunks: string[][] = [];
   for (let i = 0; i < ids.length; i += settleChunk) chunks.push(ids.slice(i, i + settleChunk));
   if (!chunks.length) chunks.push([]);
-  if (chunks.length > 1 && outcome.interim) await payoutRef.update(outcome.interim);
+  if (chunks.length > 1 && outcome.interim) {
+    await firestore().runTransaction(async (tx) => {
+      if (!outcome.evenWithoutLease) await lease.fence(tx);
+      tx.update(payoutRef, outcome.interim!);
+    });
+  }
   for (const [i, chunk] of chunks.entries()) {
     await firestore().runTransaction(async (tx) => {
+      if (!outcome.evenWithoutLease) await lease.fence(tx);
       const snaps = chunk.length ? await tx.getAll(...chunk.map((id) => ledger.doc(id))) : [];
       // Only entries this payout still holds: a retried transaction or an earlier attempt may have moved some.
       const held = snaps.filter((e) => e.exists && e.get('status') === 'claimed' && e.get('payoutId') === payoutId);
@@ -203,7 +253,7 @@ async function transferSentEarlier(payout: DocumentData): Promise<{ transferId: 
  * Sends a claimed payout to the provider and records the outcome. `maybeSent`: an earlier run may have sent it
  * already (it was left `claimed`: the run died after sending, or Stripe's answer was lost or rate limited).
  */
-async function settle(scope: OrgScope, payout: DocumentData, opts: { affiliate?: DocumentData | undefined; claimed?: ClaimedEntry[]; maybeSent: boolean }): Promise<void> {
+async function settle(scope: OrgScope, lease: Lease, payout: DocumentData, opts: { affiliate?: DocumentData | undefined; claimed?: ClaimedEntry[]; maybeSent: boolean }): Promise<void> {
   const ref = scope.collection('payouts').doc(payout.id as string);
   const affiliate = opts.affiliate ?? (await scope.collection('affiliates').doc(payout.affiliateId as string).get()).data();
   // The transfer may exist, or the same key may simply be sent again (rate_limited: shed before executing): keep
@@ -213,6 +263,7 @@ async function settle(scope: OrgScope, payout: DocumentData, opts: { affiliate?:
   // Neither sent again nor released while nobody can tell whether it was sent: the next run looks again.
   if (earlier === 'unknown') return keep('lookup_failed', 'claimed over 23 h ago, and the earlier transfer could not be looked up');
   const simulated = payoutProvider().kind === 'dry-run';
+  if (!earlier) await lease.check();
   const outcome: TransferOutcome = earlier ? { ok: true, transferId: earlier.transferId, simulated } : await payoutProvider().transfer({
     payoutId: payout.id, amount: payout.amount, currency: payout.currency, destinationAccountId: affiliate?.stripeAccountId,
     transferGroup: payout.runId, metadata: { orgId: scope.orgId, affiliateId: payout.affiliateId, payoutId: payout.id, runId: payout.runId },
@@ -221,9 +272,9 @@ async function settle(scope: OrgScope, payout: DocumentData, opts: { affiliate?:
   const at = new Date().toISOString();
   const paid = (transferId: string, simulated: boolean) =>
     // Entries first (or with the payout): a crash leaves the payout `claimed`, and recovery replays the same key.
-    applyOutcome(scope, payout.id, {
+    applyOutcome(scope, lease, payout.id, {
       entries: { status: 'paid', paidAt: at }, conversions: { from: 'approved', to: 'paid' },
-      payout: { status: 'paid', transferId, simulated, paidAt: at, reason: null },
+      payout: { status: 'paid', transferId, simulated, paidAt: at, reason: null }, evenWithoutLease: true,
     }, opts.claimed);
   if (outcome.ok) return paid(outcome.transferId, outcome.simulated);
   if (outcome.retryable) return keep(outcome.reason, outcome.message);
@@ -234,7 +285,7 @@ async function settle(scope: OrgScope, payout: DocumentData, opts: { affiliate?:
   }
   // A definite failure: the money goes back to the affiliate's balance, with the reason on the payout. Never
   // `claimed` with entries already released: a retry could then succeed and pay money the next run pays again.
-  await applyOutcome(scope, payout.id, {
+  await applyOutcome(scope, lease, payout.id, {
     entries: { status: 'approved', payoutId: null },
     payout: { status: 'failed', reason: outcome.reason, lastError: outcome.message, failedAt: at },
     interim: { status: 'releasing', releaseTo: 'failed', reason: outcome.reason, lastError: outcome.message },
@@ -271,16 +322,19 @@ function notPayable(amount: number, affiliate: DocumentData | undefined, currenc
 }
 
 /** Puts back what a payout that is not to be sent holds; the entries wait in the balance for a later run. */
-function cancel(scope: OrgScope, payoutId: string, reason: string, claimed?: ClaimedEntry[]): Promise<void> {
-  return applyOutcome(scope, payoutId, {
+function cancel(scope: OrgScope, lease: Lease, payoutId: string, reason: string, claimed?: ClaimedEntry[]): Promise<void> {
+  return applyOutcome(scope, lease, payoutId, {
     entries: { status: 'approved', payoutId: null }, payout: { status: 'cancelled', reason },
     interim: { status: 'releasing', releaseTo: 'cancelled', reason },
   }, claimed);
 }
 
 /** `claimed` from here on: the amount is final, and its age says when Stripe may have forgotten the key. */
-function markClaimed(scope: OrgScope, payoutId: string): Promise<unknown> {
-  return scope.collection('payouts').doc(payoutId).update({ status: 'claimed', claimedAt: new Date().toISOString() });
+function markClaimed(scope: OrgScope, lease: Lease, payoutId: string): Promise<unknown> {
+  return firestore().runTransaction(async (tx) => {
+    await lease.fence(tx);
+    tx.update(scope.collection('payouts').doc(payoutId), { status: 'claimed', claimedAt: new Date().toISOString() });
+  });
 }
 
 /**
@@ -288,18 +342,18 @@ function markClaimed(scope: OrgScope, payoutId: string): Promise<unknown> {
  * the stored amount is exactly what its claimed entries add up to (each claim transaction moves both), so it
  * is paid as claimed under its own id; a payout that netted to nothing gives its entries back.
  */
-async function recover(scope: OrgScope, payout: DocumentData): Promise<void> {
+async function recover(scope: OrgScope, lease: Lease, payout: DocumentData): Promise<void> {
   if (payout.status === 'releasing') {
     const status = (payout.releaseTo as string | undefined) ?? 'failed';
-    await applyOutcome(scope, payout.id, { entries: { status: 'approved', payoutId: null }, payout: { status, ...(status === 'failed' ? { failedAt: new Date().toISOString() } : {}) } });
+    await applyOutcome(scope, lease, payout.id, { entries: { status: 'approved', payoutId: null }, payout: { status, ...(status === 'failed' ? { failedAt: new Date().toISOString() } : {}) } });
     return;
   }
   const affiliate = (await scope.collection('affiliates').doc(payout.affiliateId as string).get()).data();
   if (payout.status === 'claiming') {
     // Never sent: an affiliate paused or blocked since gets its money back in its balance.
     const unpayable = inactiveReason(affiliate) ?? notPayable(payout.amount as number, affiliate, payout.currency as string);
-    if (unpayable) return cancel(scope, payout.id, unpayable);
-    await markClaimed(scope, payout.id);
+    if (unpayable) return cancel(scope, lease, payout.id, unpayable);
+    await markClaimed(scope, lease, payout.id);
   } else {
     // Left `claimed`, it may have been sent, so its money is not given back; but an affiliate paused or blocked
     // since is not sent it either. The claim stays, saying why, and a pass after the affiliate is active again
@@ -308,7 +362,7 @@ async function recover(scope: OrgScope, payout: DocumentData): Promise<void> {
     if (inactive) return void (await scope.collection('payouts').doc(payout.id as string).update({ reason: inactive }));
   }
   // Left `claimed`, it may have been sent; left `claiming`, it never was.
-  await settle(scope, { ...payout, status: 'claimed' }, { affiliate, maybeSent: payout.status === 'claimed' });
+  await settle(scope, lease, { ...payout, status: 'claimed' }, { affiliate, maybeSent: payout.status === 'claimed' });
 }
 
 /**
@@ -316,14 +370,15 @@ async function recover(scope: OrgScope, payout: DocumentData): Promise<void> {
  * was lost or rate limited), then applies reversals parked on payouts settled now or earlier. Answers the ids of
  * the payouts it found.
  */
-async function finishEarlierPayouts(scope: OrgScope): Promise<string[]> {
+async function finishEarlierPayouts(scope: OrgScope, lease: Lease): Promise<string[]> {
   const unfinished = await scope.collection('payouts').where('status', 'in', [...unsettledPayoutStatuses]).get();
   for (const d of unfinished.docs) {
     // One payout that cannot be finished now (its lookup or transfer fails) stays as it is for the next run;
-    // everyone else is still paid.
-    await recover(scope, d.data()).catch((err: unknown) =>
-      console.error(JSON.stringify({ severity: 'ERROR', message: 'payout run: an unfinished payout could not be recovered; left for the next run', orgId: scope.orgId, payoutId: d.id, error: String((err as Error)?.stack ?? err) })),
-    );
+    // everyone else is still paid. A lease lost stops the pass: every payout after it would meet the same.
+    await recover(scope, lease, d.data()).catch((err: unknown) => {
+      if (err instanceof LeaseLost) throw err;
+      console.error(JSON.stringify({ severity: 'ERROR', message: 'payout run: an unfinished payout could not be recovered; left for the next run', orgId: scope.orgId, payoutId: d.id, error: String((err as Error)?.stack ?? err) }));
+    });
   }
   await applyParkedReversals(scope);
   return unfinished.docs.map((d) => d.id);
@@ -342,7 +397,7 @@ export interface FinishResult {
  * the lease only; it makes no payout and no run record.
  */
 export async function finishUnsettledPayouts(scope: OrgScope, attemptId: string): Promise<FinishResult> {
-  let lease: { release(): Promise<void> };
+  let lease: Lease;
   try {
     lease = await holdLease(scope, attemptId);
   } catch (err) {
@@ -350,7 +405,7 @@ export async function finishUnsettledPayouts(scope: OrgScope, attemptId: string)
     throw err;
   }
   try {
-    const ids = await finishEarlierPayouts(scope);
+    const ids = await finishEarlierPayouts(scope, lease);
     return { status: 'finished', payouts: await payoutsOfRun(scope, ids) };
   } finally {
     await lease.release();
@@ -371,7 +426,7 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
     const existing = opts.dryRun ? undefined : await runRef.get();
     if (existing?.get('status') === 'completed') return completedRun(scope, existing.data()!);
     if (existing && !existing.exists) await runRef.create({ id: runId, status: 'running', trigger: opts.trigger, createdAt, completedAt: null, payoutIds: [] });
-    if (!opts.dryRun) await finishEarlierPayouts(scope);
+    if (lease) await finishEarlierPayouts(scope, lease);
     // Only the fields planning needs: at 200,000 entries whole documents would take ~380 MiB (measured).
     const approved = (await scope.collection('ledger').where('status', '==', 'approved').select('affiliateId', 'currency', 'amount', 'status', 'payoutId').get())
       .docs.map((d) => ({ ...d.data(), id: d.id }) as LedgerEntry);
@@ -393,6 +448,7 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
       };
     }
 
+    const held = lease!; // only a dry run has none, and it has returned
     const payoutIds = plan.map((p) => deterministicId('po', runId, p.affiliateId, p.currency));
     const payOne = async (p: (typeof plan)[number], id: string) => {
       const ref = payoutsCol.doc(id);
@@ -409,11 +465,11 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
         return;
       }
       await ref.create({ ...base, amount: 0, entryCount: 0, status: 'claiming', reason: null });
-      const claimed = await claim(scope, ref, p.entryIds);
+      const claimed = await claim(scope, held, ref, p.entryIds);
       const unpayable = notPayable(claimed.amount, affiliates.get(p.affiliateId), p.currency);
-      if (unpayable) return cancel(scope, id, unpayable, claimed.entries);
-      await markClaimed(scope, id);
-      await settle(scope, { ...base, amount: claimed.amount, status: 'claimed' }, { affiliate: affiliates.get(p.affiliateId), claimed: claimed.entries, maybeSent: false });
+      if (unpayable) return cancel(scope, held, id, unpayable, claimed.entries);
+      await markClaimed(scope, held, id);
+      await settle(scope, held, { ...base, amount: claimed.amount, status: 'claimed' }, { affiliate: affiliates.get(p.affiliateId), claimed: claimed.entries, maybeSent: false });
     };
     // Payouts are independent (own ids, own entries, transactional claims): several at a time.
     const queue = plan.map((p, i) => [p, payoutIds[i]!] as const);
@@ -425,7 +481,8 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
     }));
     // A reversal may have been parked on a payout while this run was between Stripe's answer and settling it.
     await applyParkedReversals(scope);
-    if (errors.length) throw errors[0];
+    // A lost lease first: it says why the others failed too, and that nothing is to be retried under this attempt.
+    if (errors.length) throw errors.find((e) => e instanceof LeaseLost) ?? errors[0];
     // A retried run also owns the payouts an earlier attempt made and recovery settled above: their entries are no
     // longer approved, so this attempt did not plan them.
     const planned = new Set(payoutIds);

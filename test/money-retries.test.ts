@@ -188,7 +188,33 @@ describe('a run that outlived its lease (its renewals failed, or its instance wa
     assert.deepEqual([(await entryOf(org, conversion)).status, await conversionStatus(org, conversion)], ['paid', 'paid']);
   });
 
-  it('sends nothing once its lease has run out, even a payout it has just looked up', async () => {
+  it('takes the entries back as paid when its transfer goes through after the holder gave the payout back', async () => {
+    const org = await setupOrg('lease-lost-late-send@example.com');
+    const conversion = await approved(org, 'lls-late');
+    await onboard(org);
+    const gated = gatedFirstTransfer(stripeProvider);
+    setProvider(gated.provider);
+    const run = runPayouts(system(org.id), { trigger: 'manual', runId: 'run_outlived_sent_late' });
+    await gated.reached;
+    // The run stalls after its last check; the holder's own send of the payout is refused before Stripe stores
+    // anything (it read a destination that has changed since), and it gives the payout's entries back.
+    await takeOver(org);
+    const [payout] = await payoutsOf(org, org.affiliate);
+    const { ledgerEntryId } = await import('../functions/services/conversion-lifecycle');
+    await system(org.id).collection('payouts').doc(payout!.id as string).update({ status: 'failed', reason: 'stripe_error', failedAt: new Date().toISOString() });
+    await system(org.id).collection('ledger').doc(ledgerEntryId(conversion, 'commission')).update({ status: 'approved', payoutId: null });
+    gated.release();
+    await run;
+    const transfer = onlyTransfer(org, org.affiliate);
+    assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => [p.status, p.transferId]), [['paid', transfer.id]]);
+    assert.deepEqual([(await entryOf(org, conversion)).status, await conversionStatus(org, conversion)], ['paid', 'paid']);
+    await system(org.id).collection('locks').doc('payout-run').delete();
+    await runPayouts(system(org.id), { trigger: 'manual' });
+    assert.equal(transfersTo(org, org.affiliate).length, 1, 'the money is not sent again');
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 500, available: 0 });
+  });
+
+  it('sends nothing with less than 5 minutes of its lease left, even a payout it has just looked up', async () => {
     const org = await setupOrg('lease-lost-send@example.com');
     const conversion = await approved(org, 'lls-1');
     await onboard(org);
@@ -201,8 +227,8 @@ describe('a run that outlived its lease (its renewals failed, or its instance wa
       amount: 500, entryCount: 1, status: 'claimed', reason: null,
     });
     await scope.collection('ledger').doc(ledgerEntryId(conversion, 'commission')).update({ status: 'claimed', payoutId });
-    // Claimed over a day ago, so the run looks for an earlier transfer first; its lease runs out meanwhile (a
-    // throttled instance resumes long after), and the lock expires without anyone taking it yet.
+    // Claimed over a day ago, so the run looks for an earlier transfer first; meanwhile its renewals fail (or its
+    // instance is throttled) until 2 minutes of the lease are left: too little for a send and stripe-node's retries.
     let arrive!: () => void;
     const reached = new Promise<void>((r) => (arrive = r));
     let release!: () => void;
@@ -214,7 +240,7 @@ describe('a run that outlived its lease (its renewals failed, or its instance wa
     } });
     const run = runPayouts(scope, { trigger: 'manual', runId: 'run_outlived_lookup' });
     await reached;
-    await scope.collection('locks').doc('payout-run').update({ expiresAt: Date.now() - 1000 });
+    await scope.collection('locks').doc('payout-run').update({ expiresAt: Date.now() + 2 * 60_000 });
     release();
     await assert.rejects(run, /lost its lease/);
     assert.equal(transfersTo(org, org.affiliate).length, 0, 'no transfer sent');
@@ -333,6 +359,23 @@ describe('a transfer whose answer was lost', () => {
       assert.equal(onlyTransfer(org, org.affiliate).id, transfer.id, 'nothing is sent again');
     });
   }
+
+  it('pays, not gives back, a first transfer whose answer was lost and whose resend by stripe-node was refused', async () => {
+    const org = await setupOrg('resend-refused@example.com');
+    const conversion = await approved(org, 'rr-1');
+    await onboard(org);
+    // Stripe makes the transfer and the connection drops before its answer arrives; stripe-node sends the request
+    // again by itself, and the API key was rotated meanwhile: a 401, from in front of the idempotency layer.
+    stripe.dropAnswerNext('/v1/transfers');
+    stripe.failNext('/v1/transfers', rotatedKey, 1);
+    const run = await runPayouts(system(org.id), { trigger: 'manual' });
+    const transfer = onlyTransfer(org, org.affiliate);
+    assert.deepEqual(run.payouts.map((p) => [p.status, p.transferId]), [['paid', transfer.id]]);
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 500, available: 0 });
+    assert.equal(await conversionStatus(org, conversion), 'paid');
+    await runPayouts(system(org.id), { trigger: 'manual' });
+    assert.equal(transfersTo(org, org.affiliate).length, 1, 'nothing is sent again');
+  });
 
   it('keeps the claim when the resend is refused and the transfer cannot be looked up either', async () => {
     const org = await setupOrg('lost-lookup@example.com');

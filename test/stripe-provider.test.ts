@@ -113,6 +113,17 @@ describe('Stripe payout provider against the Stripe stand-in', () => {
     assert.equal(standIn.transfers.size, before);
   });
 
+  it('reports a 409 (another request in progress under the same key) as retryable: that request may yet make the transfer', async () => {
+    const destination = await onboardedAccount();
+    const inProgress = { status: 409, body: { error: { type: 'idempotency_error', message: 'There is currently another in-progress request using this Idempotent Key (that probably means you submitted twice, and the other request is still going through). Please try again later.' } } };
+    standIn.failNext('/v1/transfers', inProgress, 3); // the request and stripe-node's two resends of a 409
+    const before = transferPosts().length;
+    const out = await provider.transfer(transferRequest(destination));
+    assert.ok(!out.ok);
+    assert.deepEqual([out.reason, out.retryable], ['indeterminate', true]);
+    assert.equal(transferPosts().length - before, 3, 'stripe-node sends a 409 again itself before giving up');
+  });
+
   it('reports balance_insufficient as a non-retryable outcome instead of throwing', async () => {
     const destination = await onboardedAccount();
     standIn.failNext('/v1/transfers', {

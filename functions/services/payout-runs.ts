@@ -20,8 +20,8 @@ import type { OrgScope } from './tenancy';
  *     entries are claimed in transactions that only move entries still `approved` and unclaimed.
  *  4. Each claimed payout is transferred; a crash after Stripe accepted it and before we recorded it is
  *     harmless, because the retry sends the same idempotency key and Stripe answers with the same transfer.
- *     A failure that may be retried (an answer lost, a 429) keeps the claim for step 2 of a later run or pass; a
- *     payout an earlier run may have sent is looked up at Stripe before any refusal of its resend releases its money.
+ *     A failure that may be retried (an answer lost, a 429, a 409) keeps the claim for step 2 of a later run or pass;
+ *     a refused payout is looked up at Stripe before its money goes back (an earlier attempt may have been made).
  *  5. Reversals Stripe reported before their payouts were settled are applied once they are (ledger-reversals.ts).
  *  6. A claim that ends below the affiliate's minimum (entries reversed since planning) is cancelled, not sent.
  */
@@ -110,7 +110,7 @@ interface Lease {
 /** A 409: the run stopped where it was, and whoever holds the lease now (or the next run) finishes what it left. */
 class LeaseLost extends ApiError {
   constructor(runId: string) {
-    super('conflict', `Payout run ${runId} lost its lease to another run; it stopped, and the payouts it left are finished by the next run`);
+    super('conflict', `Payout run ${runId} lost its lease (it ran out, or another run has taken it); it stopped, and the payouts it left are finished by the holder or the next run`);
   }
 }
 
@@ -122,7 +122,13 @@ function heldBy(lock: DocumentSnapshot, token: string, marginMs: number): boolea
 async function holdLease(scope: OrgScope, runId: string): Promise<Lease> {
   const token = await acquireLease(scope, runId);
   // Renewed well within sendMarginMs, so one failed renewal does not stop a run.
-  const renewal = setInterval(() => void renewLease(scope, token).catch(() => undefined), leaseMs / 5);
+  const renewal = setInterval(
+    () =>
+      void renewLease(scope, token).catch((err: unknown) =>
+        console.warn(JSON.stringify({ severity: 'WARNING', message: 'payout run: lease renewal failed; the run stops sending with 5 minutes of lease left', orgId: scope.orgId, runId, error: String(err) })),
+      ),
+    leaseMs / 5,
+  );
   renewal.unref();
   return {
     fence: async (tx) => {
@@ -180,8 +186,11 @@ interface Outcome {
   payout: Record<string, unknown>;
   /** Written first when the outcome needs more than one transaction and a crash halfway must be found again. */
   interim?: Record<string, unknown>;
-  /** Whether a holder that lost its lease may still apply it: only a transfer Stripe accepted (that money moved). */
-  evenWithoutLease?: boolean;
+  /**
+   * Set when the outcome records a transfer Stripe made: that money has moved, so it is recorded even by a holder
+   * that lost its lease, and never over what another holder settled since (see applyOutcome).
+   */
+  transferId?: string;
 }
 
 const settleChunk = 200; // an entry and its conversion each: ~400 writes per transaction
@@ -191,32 +200,61 @@ const settleChunk = 200; // an entry and its conversion each: ~400 writes per tr
  * chunk's transaction: a payout of one chunk moves at once, and a crash between chunks leaves the payout in a
  * status the next run's recovery finishes. The entries come from the claim when this run made it; a payout
  * recovered from an earlier run finds them by query.
+ *
+ * A transfer is recorded without the lease (the money moved), and so may arrive after another holder settled the
+ * payout: a stale run sent it after its last check, while the holder's own send of it was refused before Stripe
+ * stored anything and gave its entries back. The payout is then never overwritten blindly: the entries this run
+ * claimed and that are still unclaimed are taken back as paid with it; any claimed elsewhere since would be paid
+ * twice, which is logged as an ERROR for someone to reconcile.
  */
 async function applyOutcome(scope: OrgScope, lease: Lease, payoutId: string, outcome: Outcome, known?: ClaimedEntry[]): Promise<void> {
   const ledger = scope.collection('ledger');
   const payoutRef = scope.collection('payouts').doc(payoutId);
   const ids = known?.map((e) => e.id) ?? (await ledger.where('payoutId', '==', payoutId).where('status', '==', 'claimed').select().get()).docs.map((d) => d.id);
+  const recordsTransfer = outcome.transferId !== undefined;
+  const givenBackMeanwhile = recordsTransfer && ['failed', 'cancelled'].includes((await payoutRef.get()).get('status') as string);
   const chunks: string[][] = [];
   for (let i = 0; i < ids.length; i += settleChunk) chunks.push(ids.slice(i, i + settleChunk));
   if (!chunks.length) chunks.push([]);
   if (chunks.length > 1 && outcome.interim) {
     await firestore().runTransaction(async (tx) => {
-      if (!outcome.evenWithoutLease) await lease.fence(tx);
+      if (!recordsTransfer) await lease.fence(tx);
       tx.update(payoutRef, outcome.interim!);
     });
   }
+  let moved = 0;
+  let conflicting: { status: string; transferId: unknown } | undefined;
   for (const [i, chunk] of chunks.entries()) {
-    await firestore().runTransaction(async (tx) => {
-      if (!outcome.evenWithoutLease) await lease.fence(tx);
+    const last = i === chunks.length - 1;
+    const [count, payoutConflict] = await firestore().runTransaction(async (tx) => {
+      if (!recordsTransfer) await lease.fence(tx);
+      const payout = last ? await tx.get(payoutRef) : undefined;
       const snaps = chunk.length ? await tx.getAll(...chunk.map((id) => ledger.doc(id))) : [];
       // Only entries this payout still holds: a retried transaction or an earlier attempt may have moved some.
-      const held = snaps.filter((e) => e.exists && e.get('status') === 'claimed' && e.get('payoutId') === payoutId);
+      // After a give-back, also those it held that nobody has claimed since.
+      const held = snaps.filter((e) => e.exists && (e.get('status') === 'claimed' ? e.get('payoutId') === payoutId : givenBackMeanwhile && e.get('status') === 'approved' && !e.get('payoutId')));
       const conversionIds = [...new Set(held.filter((e) => e.get('type') === 'commission').map((e) => e.get('conversionId') as string))];
       const conversions = outcome.conversions && conversionIds.length ? await tx.getAll(...conversionIds.map((id) => scope.collection('conversions').doc(id))) : [];
-      for (const e of held) tx.update(e.ref, outcome.entries);
+      for (const e of held) tx.update(e.ref, { ...outcome.entries, ...(givenBackMeanwhile ? { payoutId } : {}) });
       for (const c of conversions) if (c.exists && c.get('status') === outcome.conversions!.from) tx.update(c.ref, { status: outcome.conversions!.to });
-      if (i === chunks.length - 1) tx.update(payoutRef, outcome.payout);
+      if (!payout) return [held.length, undefined] as const;
+      const status = payout.get('status') as string;
+      const open = unsettledPayoutStatuses.includes(status) || (givenBackMeanwhile && (status === 'failed' || status === 'cancelled'));
+      if (open) tx.update(payoutRef, outcome.payout);
+      // Settled otherwise since: the same transfer recorded already is nothing new; anything else is.
+      const differs = !open && recordsTransfer && payout.get('transferId') !== outcome.transferId;
+      if (differs) tx.update(payoutRef, { strayTransferId: outcome.transferId });
+      return [held.length, differs ? { status, transferId: payout.get('transferId') as unknown } : undefined] as const;
     });
+    moved += count;
+    conflicting ??= payoutConflict;
+  }
+  // A payout recovered from an earlier run has no list of what it held once given back: nothing was taken back.
+  if (conflicting || (givenBackMeanwhile && (known === undefined || moved < ids.length))) {
+    console.error(JSON.stringify({
+      severity: 'ERROR', message: 'payout run: a transfer was made for a payout another run had settled; its money may be paid twice, reconcile it',
+      orgId: scope.orgId, payoutId, transferId: outcome.transferId, payoutNow: conflicting, entriesNotTakenBack: known === undefined ? 'unknown' : ids.length - moved,
+    }));
   }
 }
 
@@ -250,10 +288,12 @@ async function transferSentEarlier(payout: DocumentData): Promise<{ transferId: 
 }
 
 /**
- * Sends a claimed payout to the provider and records the outcome. `maybeSent`: an earlier run may have sent it
- * already (it was left `claimed`: the run died after sending, or Stripe's answer was lost or rate limited).
+ * Sends a claimed payout to the provider and records the outcome. The payout may have been sent already, by an
+ * earlier run (it was left `claimed`: the run died after sending, or Stripe's answer was lost or rate limited) or
+ * by this very call: stripe-node sends a request again after a dropped connection, even with retries off, and the
+ * first attempt may have gone through while the second is refused (a 401 after a key rotation in between).
  */
-async function settle(scope: OrgScope, lease: Lease, payout: DocumentData, opts: { affiliate?: DocumentData | undefined; claimed?: ClaimedEntry[]; maybeSent: boolean }): Promise<void> {
+async function settle(scope: OrgScope, lease: Lease, payout: DocumentData, opts: { affiliate?: DocumentData | undefined; claimed?: ClaimedEntry[] }): Promise<void> {
   const ref = scope.collection('payouts').doc(payout.id as string);
   const affiliate = opts.affiliate ?? (await scope.collection('affiliates').doc(payout.affiliateId as string).get()).data();
   // The transfer may exist, or the same key may simply be sent again (rate_limited: shed before executing): keep
@@ -274,15 +314,14 @@ async function settle(scope: OrgScope, lease: Lease, payout: DocumentData, opts:
     // Entries first (or with the payout): a crash leaves the payout `claimed`, and recovery replays the same key.
     applyOutcome(scope, lease, payout.id, {
       entries: { status: 'paid', paidAt: at }, conversions: { from: 'approved', to: 'paid' },
-      payout: { status: 'paid', transferId, simulated, paidAt: at, reason: null }, evenWithoutLease: true,
+      payout: { status: 'paid', transferId, simulated, paidAt: at, reason: null }, transferId,
     }, opts.claimed);
   if (outcome.ok) return paid(outcome.transferId, outcome.simulated);
   if (outcome.retryable) return keep(outcome.reason, outcome.message);
-  if (opts.maybeSent) {
-    const found = await transferSentEarlier(payout);
-    if (found === 'unknown') return keep(outcome.reason, `${outcome.message} (and the transfer could not be looked up)`);
-    if (found) return paid(found.transferId, simulated);
-  }
+  // So no money goes back before Stripe has been asked whether the transfer exists: one lookup per refused payout.
+  const found = await transferSentEarlier(payout);
+  if (found === 'unknown') return keep(outcome.reason, `${outcome.message} (and the transfer could not be looked up)`);
+  if (found) return paid(found.transferId, simulated);
   // A definite failure: the money goes back to the affiliate's balance, with the reason on the payout. Never
   // `claimed` with entries already released: a retry could then succeed and pay money the next run pays again.
   await applyOutcome(scope, lease, payout.id, {
@@ -361,8 +400,7 @@ async function recover(scope: OrgScope, lease: Lease, payout: DocumentData): Pro
     const inactive = inactiveReason(affiliate);
     if (inactive) return void (await scope.collection('payouts').doc(payout.id as string).update({ reason: inactive }));
   }
-  // Left `claimed`, it may have been sent; left `claiming`, it never was.
-  await settle(scope, lease, { ...payout, status: 'claimed' }, { affiliate, maybeSent: payout.status === 'claimed' });
+  await settle(scope, lease, { ...payout, status: 'claimed' }, { affiliate });
 }
 
 /**
@@ -407,6 +445,10 @@ export async function finishUnsettledPayouts(scope: OrgScope, attemptId: string)
   try {
     const ids = await finishEarlierPayouts(scope, lease);
     return { status: 'finished', payouts: await payoutsOfRun(scope, ids) };
+  } catch (err) {
+    // Whoever holds the lease now finishes them, as when it was held from the start.
+    if (err instanceof LeaseLost) return { status: 'busy', payouts: [] };
+    throw err;
   } finally {
     await lease.release();
   }
@@ -469,7 +511,7 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
       const unpayable = notPayable(claimed.amount, affiliates.get(p.affiliateId), p.currency);
       if (unpayable) return cancel(scope, held, id, unpayable, claimed.entries);
       await markClaimed(scope, held, id);
-      await settle(scope, held, { ...base, amount: claimed.amount, status: 'claimed' }, { affiliate: affiliates.get(p.affiliateId), claimed: claimed.entries, maybeSent: false });
+      await settle(scope, held, { ...base, amount: claimed.amount, status: 'claimed' }, { affiliate: affiliates.get(p.affiliateId), claimed: claimed.entries });
     };
     // Payouts are independent (own ids, own entries, transactional claims): several at a time.
     const queue = plan.map((p, i) => [p, payoutIds[i]!] as const);
@@ -477,7 +519,10 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
     // payout of this run is still moving, and the run stays unfinished so a retry completes it.
     const errors: unknown[] = [];
     await Promise.all(Array.from({ length: Math.min(payoutConcurrency, queue.length) }, async () => {
-      for (let next = queue.shift(); next; next = queue.shift()) await payOne(...next).catch((err: unknown) => void errors.push(err));
+      // A lost lease ends the run: every payout after it would be created only to meet the same fence.
+      for (let next = queue.shift(); next && !errors.some((e) => e instanceof LeaseLost); next = queue.shift()) {
+        await payOne(...next).catch((err: unknown) => void errors.push(err));
+      }
     }));
     // A reversal may have been parked on a payout while this run was between Stripe's answer and settling it.
     await applyParkedReversals(scope);

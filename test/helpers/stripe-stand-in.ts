@@ -50,6 +50,11 @@ export interface StripeStandIn {
    * 429 is, since those come from layers in front of the idempotency layer.
    */
   failNext(path: string, response: QueuedResponse, times?: number, opts?: { stored?: boolean }): void;
+  /**
+   * The next request to `path` is executed (and its answer kept under its idempotency key), then the connection
+   * is closed before the answer is sent: a connection lost on the way back. Queued in order with failNext.
+   */
+  dropAnswerNext(path: string): void;
   /** What Stripe does to idempotency keys after 24 hours: the next request under one executes afresh. */
   forgetIdempotencyKeys(): void;
   /** Caps the platform's available balance in one currency; currencies never set are unlimited. */
@@ -68,6 +73,8 @@ interface Reply {
   headers?: Record<string, string>;
   /** Whether the endpoint began executing, which decides if Stripe keeps the reply under the idempotency key. */
   executed: boolean;
+  /** dropAnswerNext: execute the request, then close the connection instead of answering. */
+  dropAnswer?: boolean;
 }
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
@@ -343,8 +350,14 @@ export async function startStripeStandIn(opts: { secretKey?: string } = {}): Pro
       return send(saved.reply, { 'idempotent-replayed': 'true', 'original-request': saved.requestId });
     }
 
-    const reply = takeQueued(url.pathname, true) ?? route(method, url.pathname, body);
+    const queuedReply = takeQueued(url.pathname, true);
+    const reply = queuedReply && !queuedReply.dropAnswer ? queuedReply : route(method, url.pathname, body);
     if (key && reply.executed) idempotent.set(key, { fingerprint, reply, requestId });
+    if (queuedReply?.dropAnswer) {
+      entry.status = reply.status;
+      req.socket.destroy();
+      return;
+    }
     send(reply);
   }
 
@@ -371,6 +384,11 @@ export async function startStripeStandIn(opts: { secretKey?: string } = {}): Pro
       const stored = failOpts.stored ?? ![401, 409, 429].includes(response.status);
       const list = queued.get(path) ?? [];
       list.push({ reply: { ...response, executed: stored }, remaining: times });
+      queued.set(path, list);
+    },
+    dropAnswerNext(path) {
+      const list = queued.get(path) ?? [];
+      list.push({ reply: { status: 0, body: null, executed: true, dropAnswer: true }, remaining: 1 });
       queued.set(path, list);
     },
     forgetIdempotencyKeys() {

@@ -41,7 +41,10 @@ export function classifyStripeError(err: unknown): { reason: TransferFailureReas
     return fail('account_invalid', false);
   }
   if (err instanceof Stripe.errors.StripeAuthenticationError || err instanceof Stripe.errors.StripePermissionError) return fail('auth_failed', false);
-  // The request may have been executed: only a retry under the same idempotency key is safe.
+  // The request may have been executed: only a retry under the same idempotency key is safe. A 409 is a request
+  // that met another in progress under the same key (stripe-node's own resend after a dropped connection, while the
+  // first attempt still runs): that attempt may yet make the transfer. stripe-node raises StripeIdempotencyError
+  // only for a 400 or 404, so a 409 is never taken for the refusal above.
   if (err instanceof Stripe.errors.StripeConnectionError || (err.statusCode ?? 0) >= 500 || err.statusCode === 409) return fail('indeterminate', true);
   return fail('stripe_error', false);
 }

@@ -26,7 +26,7 @@
  *      in this one), and C' the same with the
  *      push subscriptions removed (the click function alone: nothing downstream runs). D, a diagnostic, is a
  *      bare Functions Framework function that awaits one publish (the click function's publisher, to a topic
- *      nobody subscribes to) and then redirects. A, B, D and C' run in alternating rounds (--rounds), pooled.
+ *      nobody subscribes to) and then redirects. A, D, B and C' run in alternating rounds (--rounds), pooled, in that order (see `alone`).
  *   2. Postbacks, closed loop: GET /postback with a unique txn_id and a valid click id per request (set per
  *      request by autocannon's setupRequest in the load worker), alone (P') and with the workers (P), against
  *      B at the same concurrency.
@@ -78,7 +78,7 @@ import { defaultRelayInFlight } from '../local/push-relay';
 const usage = `usage: npx tsx scripts/bench/tracking.ts [options]
   --connections N         click load: concurrent keep-alive connections (default 50)
   --duration S            click load: measured seconds per scenario and round (default 5)
-  --rounds N              click load: A, B, D and C' measured in N alternating rounds, pooled (default 3; C once, after them)
+  --rounds N              click load: A, D, B and C' measured in N alternating rounds, pooled (default 3; C once, after them)
   --warmup S              unmeasured seconds of load before each closed-loop scenario (default 1; 0 to skip)
   --prime S               unmeasured seconds of clicks through the click function before parts 1 and 2, so the Pub/Sub emulator's
                           JVM has compiled its publish path, as production Pub/Sub always has (default 30; 0 to skip). Without it
@@ -657,13 +657,16 @@ async function main(flags: Flags): Promise<number> {
     if (!flags['skip-clicks']) {
       const clickPath = `/c/${links.clicks}?sub1=bench`;
       const clickLoad = (url: string): ClosedLoopOptions => ({ url, path: clickPath, connections: flags.connections, seconds: flags.duration, expect: 302 });
-      // A, B, D and C' in alternating rounds, pooled; C once, after them (it needs the workers on).
+      // A, D, B and C' in alternating rounds, pooled; C once, after them (it needs the workers on).
       const alone = [
         { label: 'A  bare node:http 302', url: urls.bareRedirect! },
-        { label: 'B  bare Functions Framework redirect', url: urls.ffRedirect! },
         ...(flags['skip-diagnostics'] ? [] : [{ label: 'D  FF + awaited publish (diagnostic)', url: urls.publishRedirect! }]),
+        { label: 'B  bare Functions Framework redirect', url: urls.ffRedirect! },
         { label: "C' click function alone (no push subscriptions)", url: urls.clickFunction! },
       ];
+      // D and C' both load the Pub/Sub emulator, and measured back to back the second paid for the first: its JVM
+      // was still digesting D's publishes (C'/B 0.69x and 0.75x right after D, 0.82x in the same kind of run with
+      // B, which never publishes, measured in between; session 9). Each publisher follows a scenario that does not publish.
       const rounds: ClosedLoopResult[][] = alone.map(() => []);
       await workersOff();
       for (let round = 0; round < flags.rounds; round++) {

@@ -159,6 +159,14 @@ function methodTable(phases: Phase[]): string {
 
 const grpcCode: Record<number, string> = { 1: 'CANCELLED', 4: 'DEADLINE_EXCEEDED', 5: 'NOT_FOUND', 6: 'ALREADY_EXISTS', 9: 'FAILED_PRECONDITION', 10: 'ABORTED', 13: 'INTERNAL', 14: 'UNAVAILABLE' };
 
+/**
+ * A payout run's billed reads from its code path (N approved entries, A affiliates with entries, E entries claimed, P
+ * payouts): see the derivation printed with the table.
+ */
+function runReads(N: number, A: number, E: number, P: number): number {
+  return N + A + 3 * E + 7 * P + 1 + (P + 3) + 3;
+}
+
 function emulatorVersion(): string {
   try {
     const out = execFileSync('gcloud', ['version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 20_000 });
@@ -185,13 +193,24 @@ async function main(flags: Flags): Promise<number> {
   delete process.env.FIRESTORE_PREFER_REST; // the counting relay speaks gRPC
 
   let emulator: RunningEmulator | undefined;
+  let pubsubEmulator: RunningEmulator | undefined;
   let proxy: CountingProxy | undefined;
   let direct: Firestore | undefined;
   let closeProduct: (() => Promise<void>) | undefined;
+  let closePublisher: (() => Promise<void>) | undefined;
   let failed = false;
   try {
     progress(`Starting the Firestore emulator on a free port (project ${project})…`);
     emulator = await step(startEmulator('firestore', await freePort(), { project, logDir: join(dataDir, 'logs') }));
+    // The commissions job publishes each approval's analytics row: to a Pub/Sub emulator of its own, on a topic with
+    // no subscription (nothing downstream is measured). Without one the client looks for real credentials.
+    progress('Starting the Pub/Sub emulator on a free port…');
+    pubsubEmulator = await step(startEmulator('pubsub', await freePort(), { project, logDir: join(dataDir, 'logs') }));
+    process.env.PUBSUB_EMULATOR_HOST = pubsubEmulator.hostPort;
+    const { pubsub, closePubSub } = await import('../../functions/adapters/pubsub');
+    const { topics } = await import('../../shared/names');
+    await pubsub().createTopic(topics.trackingEvents);
+    closePublisher = closePubSub;
     proxy = await startCountingProxy(emulator.hostPort);
     // Seeding and the checks use a client of their own, straight to the emulator (not counted); the code under test
     // and the baselines go through the counting relay.
@@ -362,7 +381,7 @@ async function main(flags: Flags): Promise<number> {
       const E = paidEntries; // entries claimed, then paid, by the run's payouts
       expected.push(
         ['payout dry run', fmt(flags.conversions + A), fmt(billedReads(dryRun.ops)), '0', fmt(writes(dryRun.ops))],
-        ['payout run', fmt(flags.conversions + A + E + 2 * P + 1 + (P + 2) + 1), fmt(billedReads(payoutRun.ops)), fmt(3 * E + 4 * P + 4), fmt(writes(payoutRun.ops))],
+        ['payout run', fmt(runReads(flags.conversions, A, E, P)), fmt(billedReads(payoutRun.ops)), fmt(3 * E + 4 * P + 4), fmt(writes(payoutRun.ops))],
       );
     }
 
@@ -391,7 +410,7 @@ async function main(flags: Flags): Promise<number> {
       const M = flags.pending;
       const G = tierGroups.size;
       const pageQueries = Math.ceil(M / 500) + (M % 500 === 0 ? 1 : 0);
-      expected.push(['commissions job', fmt(4 * M + (M % 500 === 0 ? 1 : 0)), fmt(billedReads(commissions.ops)), fmt(4 * M), fmt(writes(commissions.ops))]);
+      expected.push(['commissions job', fmt(6 * M + (M % 500 === 0 ? 1 : 0)), fmt(billedReads(commissions.ops)), fmt(5 * M), fmt(writes(commissions.ops))]);
       checks.push(`commissions job spans ${fmt(G)} tier counters (campaign x affiliate x month) and ${fmt(pageQueries)} page queries of 500`);
     }
 
@@ -513,10 +532,13 @@ async function main(flags: Flags): Promise<number> {
         'measured vs derived from the code path (no contention; N approved entries, A affiliates with entries, P payouts, E entries claimed,',
         'M pending conversions):',
         '  dry run  billed reads N + A                                                    writes 0',
-        '  run      billed reads (N + A + E + 2P + 1) + (P + 2 missing) + (1 empty query)    writes 3E + 4P + 4',
-        '           (+1 read and +1 write per further claim chunk of 400 entries of one payout: none here)',
-        '  job      billed reads 4M: page queries, the conversion, its commission entry (by id), the tier counter (found or missing);',
-        '           +1 empty page query when M is a multiple of 500                                 writes 4M',
+        '  run      billed reads (N + A + 3E + 7P + 1) + (P + 3 missing) + (3 empty queries)    writes 3E + 4P + 4',
+        '           (E: claimed, then read again with its conversion when the transfer is recorded; 7P: the payout read in its claim,',
+        '           its summary, the lease checked in the claim, when marked claimed and before sending, the payout read twice when its',
+        '           transfer is recorded; +1 read and +1 write per further claim chunk of 400 entries of one payout: none here)',
+        '  job      billed reads 6M: page queries, the conversion, its affiliate\'s status, its commission entry (by id), the tier counter',
+        '           (found or missing), the analytics sweep\'s query of due versions; +1 empty page query when M is a multiple of 500',
+        '           writes 5M: the conversion, its entry, the tier counter, the audit record, the due mark cleared once published',
         table(['phase', 'billed reads (code)', 'billed reads (measured)', 'writes (code)', 'writes (measured)'], expected),
       );
     }
@@ -538,7 +560,7 @@ async function main(flags: Flags): Promise<number> {
         `  payout run, ${fmt(full.affiliates)} affiliates / ${fmt(full.conversions)} conversions: ~${fmt(byConv / 1000)} s linearly (scaled by conversions)` +
           (Math.abs(byAff - byConv) / byConv > 0.05 ? `, ~${fmt(byAff / 1000)} s (scaled by affiliates; this run's ratio differs from the full size's 20:1)` : '') +
           `; ~${fmt(emulatorFull(payoutRun, full.conversions / flags.conversions) / 1000)} s on this emulator with its queries costed at a ${fmt(fullLedgerDocs)}-entry ledger`,
-        `    Firestore ops from the code-path formula: ${fmt(E + P + E + 2 * P + 1 + P + 2 + 1)} billed reads, ${fmt(3 * E + 4 * P + 4)} writes`,
+        `    Firestore ops from the code-path formula: ${fmt(runReads(E, P, E, P))} billed reads, ${fmt(3 * E + 4 * P + 4)} writes`,
         `  payout dry run: ~${fmt((dryRun.ms * full.conversions) / flags.conversions / 1000)} s`,
       );
     }
@@ -555,7 +577,7 @@ async function main(flags: Flags): Promise<number> {
         `  commissions job, ${fmt(full.pending)} pending in ${fmt(flags.pendingGroups)} group(s): ~${fmt((commissions.ms * full.pending) / flags.pending / 1000)} s linearly, ` +
           `~${fmt(emulatorFull(commissions, full.pending / flags.pending) / 1000)} s on this emulator with its queries costed at a ${fmt(fullLedgerDocs)}-entry ledger` +
           `${commissionsCompleted ? '' : ' (from a run that did not complete: meaningless)'}`,
-        `    Firestore ops from the code-path formula: ${fmt(4 * full.pending)} billed reads, ${fmt(4 * full.pending)} writes`,
+        `    Firestore ops from the code-path formula: ${fmt(6 * full.pending)} billed reads, ${fmt(5 * full.pending)} writes`,
       );
     }
     if (flags.conversions === full.conversions && flags.affiliates === full.affiliates) ex.push('  (the payout figures in the tables above are this run\'s own measurements at the full size)');
@@ -609,13 +631,15 @@ async function main(flags: Flags): Promise<number> {
     process.on('unhandledRejection', () => undefined);
     // The emulator first: after Ctrl-C the code under test may still be waiting on it.
     await emulator?.stop().catch(() => undefined);
+    await pubsubEmulator?.stop().catch(() => undefined);
     const quietly = (p: Promise<unknown> | undefined) => Promise.race([p?.catch(() => undefined), new Promise((r) => setTimeout(r, 2000))]);
     await quietly(closeProduct?.());
+    await quietly(closePublisher?.());
     await quietly(direct?.terminate());
     await quietly(proxy?.close());
     if (failed && !signal.aborted) progress(`Emulator log kept in ${join(dataDir, 'logs')}`);
     else rmSync(dataDir, { recursive: true, force: true });
-    progress(`Stopped the Firestore emulator (${((Date.now() - t0) / 1000).toFixed(0)} s in all).`);
+    progress(`Stopped the emulators (${((Date.now() - t0) / 1000).toFixed(0)} s in all).`);
   }
 }
 

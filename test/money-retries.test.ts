@@ -155,17 +155,26 @@ describe('a run that outlived its lease (its renewals failed, or its instance wa
   };
   const insufficientFunds = { status: 400, body: { error: { type: 'invalid_request_error', code: 'balance_insufficient', message: 'You have insufficient available funds in your Stripe account.' } } };
 
-  it('gives nothing back when Stripe refuses its transfer after another run took over: the claim stays for that run', async () => {
-    const org = await setupOrg('lease-lost-refused@example.com');
-    const conversion = await approved(org, 'llr-1');
+  /**
+   * A run of one payout, held inside its transfer (past its last lease check) while another holder takes the
+   * lease over; `meanwhile` is what that holder does before the transfer goes on.
+   */
+  async function outlivedAtTransfer(name: string, meanwhile: (org: Org, conversion: string) => Promise<void>) {
+    const org = await setupOrg(`${name}@example.com`);
+    const conversion = await approved(org, `${name}-1`);
     await onboard(org);
     const gated = gatedFirstTransfer(stripeProvider);
     setProvider(gated.provider);
-    const run = runPayouts(system(org.id), { trigger: 'manual', runId: 'run_outlived_refused' });
+    const run = runPayouts(system(org.id), { trigger: 'manual', runId: `run_${name}` });
     await gated.reached;
     await takeOver(org);
-    stripe.failNext('/v1/transfers', insufficientFunds);
+    await meanwhile(org, conversion);
     gated.release();
+    return { org, conversion, run };
+  }
+
+  it('gives nothing back when Stripe refuses its transfer after another run took over: the claim stays for that run', async () => {
+    const { org, conversion, run } = await outlivedAtTransfer('lease-lost-refused', async () => stripe.failNext('/v1/transfers', insufficientFunds));
     await assert.rejects(run, /lost its lease/);
     // Released now, the entry could be paid by the holder's own send of the same payout as well as by a later run.
     assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => p.status), ['claimed']);
@@ -173,15 +182,7 @@ describe('a run that outlived its lease (its renewals failed, or its instance wa
   });
 
   it('still records a transfer Stripe accepted after another run took over: that money has moved', async () => {
-    const org = await setupOrg('lease-lost-paid@example.com');
-    const conversion = await approved(org, 'llp-1');
-    await onboard(org);
-    const gated = gatedFirstTransfer(stripeProvider);
-    setProvider(gated.provider);
-    const run = runPayouts(system(org.id), { trigger: 'manual', runId: 'run_outlived_paid' });
-    await gated.reached;
-    await takeOver(org);
-    gated.release();
+    const { org, conversion, run } = await outlivedAtTransfer('lease-lost-paid', async () => undefined);
     await run;
     const transfer = onlyTransfer(org, org.affiliate);
     assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => [p.status, p.transferId]), [['paid', transfer.id]]);
@@ -189,21 +190,14 @@ describe('a run that outlived its lease (its renewals failed, or its instance wa
   });
 
   it('takes the entries back as paid when its transfer goes through after the holder gave the payout back', async () => {
-    const org = await setupOrg('lease-lost-late-send@example.com');
-    const conversion = await approved(org, 'lls-late');
-    await onboard(org);
-    const gated = gatedFirstTransfer(stripeProvider);
-    setProvider(gated.provider);
-    const run = runPayouts(system(org.id), { trigger: 'manual', runId: 'run_outlived_sent_late' });
-    await gated.reached;
-    // The run stalls after its last check; the holder's own send of the payout is refused before Stripe stores
-    // anything (it read a destination that has changed since), and it gives the payout's entries back.
-    await takeOver(org);
-    const [payout] = await payoutsOf(org, org.affiliate);
-    const { ledgerEntryId } = await import('../functions/services/conversion-lifecycle');
-    await system(org.id).collection('payouts').doc(payout!.id as string).update({ status: 'failed', reason: 'stripe_error', failedAt: new Date().toISOString() });
-    await system(org.id).collection('ledger').doc(ledgerEntryId(conversion, 'commission')).update({ status: 'approved', payoutId: null });
-    gated.release();
+    // The holder's own send of the payout is refused before Stripe stores anything (it read a destination that
+    // has changed since), and it gives the payout's entries back.
+    const { org, conversion, run } = await outlivedAtTransfer('lease-lost-late-send', async (o, c) => {
+      const [payout] = await payoutsOf(o, o.affiliate);
+      const { ledgerEntryId } = await import('../functions/services/conversion-lifecycle');
+      await system(o.id).collection('payouts').doc(payout!.id as string).update({ status: 'failed', reason: 'stripe_error', failedAt: new Date().toISOString() });
+      await system(o.id).collection('ledger').doc(ledgerEntryId(c, 'commission')).update({ status: 'approved', payoutId: null });
+    });
     await run;
     const transfer = onlyTransfer(org, org.affiliate);
     assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => [p.status, p.transferId]), [['paid', transfer.id]]);

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, describe, it } from 'node:test';
+import { after, before, beforeEach, describe, it, mock } from 'node:test';
 import Stripe from 'stripe';
 import type { PayoutProvider } from '../functions/adapters/payouts';
 import type { OrgScope } from '../functions/services/tenancy';
@@ -189,23 +189,46 @@ describe('a run that outlived its lease (its renewals failed, or its instance wa
     assert.deepEqual([(await entryOf(org, conversion)).status, await conversionStatus(org, conversion)], ['paid', 'paid']);
   });
 
-  it('takes the entries back as paid when its transfer goes through after the holder gave the payout back', async () => {
+  it('does not overwrite a payout the holder gave back when its late transfer goes through: it flags it to reconcile', async () => {
     // The holder's own send of the payout is refused before Stripe stores anything (it read a destination that
-    // has changed since), and it gives the payout's entries back.
-    const { org, conversion, run } = await outlivedAtTransfer('lease-lost-late-send', async (o, c) => {
-      const [payout] = await payoutsOf(o, o.affiliate);
-      const { ledgerEntryId } = await import('../functions/services/conversion-lifecycle');
-      await system(o.id).collection('payouts').doc(payout!.id as string).update({ status: 'failed', reason: 'stripe_error', failedAt: new Date().toISOString() });
-      await system(o.id).collection('ledger').doc(ledgerEntryId(c, 'commission')).update({ status: 'approved', payoutId: null });
-    });
+    // has changed since), and it gives the payout's entries back before the stale run's send goes through.
+    const errors = mock.method(console, 'error', () => undefined);
+    try {
+      const { org, conversion, run } = await outlivedAtTransfer('lease-lost-late-send', async (o, c) => {
+        const [payout] = await payoutsOf(o, o.affiliate);
+        const { ledgerEntryId } = await import('../functions/services/conversion-lifecycle');
+        await system(o.id).collection('payouts').doc(payout!.id as string).update({ status: 'failed', reason: 'stripe_error', failedAt: new Date().toISOString() });
+        await system(o.id).collection('ledger').doc(ledgerEntryId(c, 'commission')).update({ status: 'approved', payoutId: null });
+      });
+      await run;
+      const transfer = onlyTransfer(org, org.affiliate);
+      assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => [p.status, p.strayTransferId]), [['failed', transfer.id]]);
+      assert.equal((await entryOf(org, conversion)).status, 'approved', 'given back by the holder, and left so');
+      const logged = errors.mock.calls.map((c) => String(c.arguments[0]));
+      assert.ok(logged.some((l) => l.includes('reconcile') && l.includes(String(transfer.id))), 'an ERROR names the transfer to reconcile');
+    } finally {
+      errors.mock.restore();
+    }
+  });
+
+  it('gives nothing back once a transfer was recorded for the payout meanwhile', async () => {
+    const org = await setupOrg('lease-holder-refused@example.com');
+    const conversion = await approved(org, 'lhr-1');
+    await onboard(org);
+    const gated = gatedFirstTransfer(stripeProvider);
+    setProvider(gated.provider);
+    const run = runPayouts(system(org.id), { trigger: 'manual', runId: 'run_holder_refused' });
+    await gated.reached;
+    // A stale run's transfer of the same payout is recorded while this run's own send is under way, and refused.
+    const [payout] = await payoutsOf(org, org.affiliate);
+    const { ledgerEntryId } = await import('../functions/services/conversion-lifecycle');
+    await system(org.id).collection('payouts').doc(payout!.id as string).update({ status: 'paid', transferId: 'tr_sent_by_the_stale_run', paidAt: new Date().toISOString() });
+    await system(org.id).collection('ledger').doc(ledgerEntryId(conversion, 'commission')).update({ status: 'paid' });
+    stripe.failNext('/v1/transfers', insufficientFunds);
+    gated.release();
     await run;
-    const transfer = onlyTransfer(org, org.affiliate);
-    assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => [p.status, p.transferId]), [['paid', transfer.id]]);
-    assert.deepEqual([(await entryOf(org, conversion)).status, await conversionStatus(org, conversion)], ['paid', 'paid']);
-    await system(org.id).collection('locks').doc('payout-run').delete();
-    await runPayouts(system(org.id), { trigger: 'manual' });
-    assert.equal(transfersTo(org, org.affiliate).length, 1, 'the money is not sent again');
-    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 500, available: 0 });
+    assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => [p.status, p.transferId]), [['paid', 'tr_sent_by_the_stale_run']]);
+    assert.equal((await entryOf(org, conversion)).status, 'paid');
   });
 
   it('sends nothing with less than 5 minutes of its lease left, even a payout it has just looked up', async () => {

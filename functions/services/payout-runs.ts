@@ -201,59 +201,68 @@ const settleChunk = 200; // an entry and its conversion each: ~400 writes per tr
  * status the next run's recovery finishes. The entries come from the claim when this run made it; a payout
  * recovered from an earlier run finds them by query.
  *
- * A transfer is recorded without the lease (the money moved), and so may arrive after another holder settled the
- * payout: a stale run sent it after its last check, while the holder's own send of it was refused before Stripe
- * stored anything and gave its entries back. The payout is then never overwritten blindly: the entries this run
- * claimed and that are still unclaimed are taken back as paid with it; any claimed elsewhere since would be paid
- * twice, which is logged as an ERROR for someone to reconcile.
+ * A transfer is recorded without the lease (the money moved), so two holders can meet here: a stale run whose send
+ * went through after its last check, and the holder giving the same payout's entries back after its own send was
+ * refused before Stripe stored anything. Every transaction reads the payout first. A give-back stops as soon as the
+ * payout is no longer unsettled (a transfer was recorded: its entries stay paid). A transfer moves the payout to
+ * `paid` only from `claiming` or `claimed`: one being given back, or settled otherwise since, is not overwritten; it
+ * gets `strayTransferId`, and an ERROR says its entries may be paid twice, for someone to reconcile.
  */
 async function applyOutcome(scope: OrgScope, lease: Lease, payoutId: string, outcome: Outcome, known?: ClaimedEntry[]): Promise<void> {
   const ledger = scope.collection('ledger');
   const payoutRef = scope.collection('payouts').doc(payoutId);
   const ids = known?.map((e) => e.id) ?? (await ledger.where('payoutId', '==', payoutId).where('status', '==', 'claimed').select().get()).docs.map((d) => d.id);
   const recordsTransfer = outcome.transferId !== undefined;
-  const givenBackMeanwhile = recordsTransfer && ['failed', 'cancelled'].includes((await payoutRef.get()).get('status') as string);
+  /** The payout as this transaction finds it; undefined when a give-back must stop. */
+  const readPayout = async (tx: Transaction) => {
+    if (!recordsTransfer) await lease.fence(tx);
+    const payout = await tx.get(payoutRef);
+    return recordsTransfer || unsettledPayoutStatuses.includes(payout.get('status') as string) ? payout : undefined;
+  };
   const chunks: string[][] = [];
   for (let i = 0; i < ids.length; i += settleChunk) chunks.push(ids.slice(i, i + settleChunk));
   if (!chunks.length) chunks.push([]);
+  let stopped: string | undefined;
   if (chunks.length > 1 && outcome.interim) {
-    await firestore().runTransaction(async (tx) => {
-      if (!recordsTransfer) await lease.fence(tx);
+    stopped = await firestore().runTransaction(async (tx) => {
+      if (!(await readPayout(tx))) return 'settled meanwhile';
       tx.update(payoutRef, outcome.interim!);
+      return undefined;
     });
   }
-  let moved = 0;
-  let conflicting: { status: string; transferId: unknown } | undefined;
+  let stray: { status: string; transferId: unknown } | undefined;
   for (const [i, chunk] of chunks.entries()) {
+    if (stopped) break;
     const last = i === chunks.length - 1;
-    const [count, payoutConflict] = await firestore().runTransaction(async (tx) => {
-      if (!recordsTransfer) await lease.fence(tx);
-      const payout = last ? await tx.get(payoutRef) : undefined;
+    [stopped, stray] = await firestore().runTransaction(async (tx) => {
+      const payout = await readPayout(tx);
+      if (!payout) return ['settled meanwhile', undefined] as const;
+      const status = payout.get('status') as string;
       const snaps = chunk.length ? await tx.getAll(...chunk.map((id) => ledger.doc(id))) : [];
       // Only entries this payout still holds: a retried transaction or an earlier attempt may have moved some.
-      // After a give-back, also those it held that nobody has claimed since.
-      const held = snaps.filter((e) => e.exists && (e.get('status') === 'claimed' ? e.get('payoutId') === payoutId : givenBackMeanwhile && e.get('status') === 'approved' && !e.get('payoutId')));
+      const held = snaps.filter((e) => e.exists && e.get('status') === 'claimed' && e.get('payoutId') === payoutId);
       const conversionIds = [...new Set(held.filter((e) => e.get('type') === 'commission').map((e) => e.get('conversionId') as string))];
       const conversions = outcome.conversions && conversionIds.length ? await tx.getAll(...conversionIds.map((id) => scope.collection('conversions').doc(id))) : [];
-      for (const e of held) tx.update(e.ref, { ...outcome.entries, ...(givenBackMeanwhile ? { payoutId } : {}) });
+      for (const e of held) tx.update(e.ref, outcome.entries);
       for (const c of conversions) if (c.exists && c.get('status') === outcome.conversions!.from) tx.update(c.ref, { status: outcome.conversions!.to });
-      if (!payout) return [held.length, undefined] as const;
-      const status = payout.get('status') as string;
-      const open = unsettledPayoutStatuses.includes(status) || (givenBackMeanwhile && (status === 'failed' || status === 'cancelled'));
-      if (open) tx.update(payoutRef, outcome.payout);
-      // Settled otherwise since: the same transfer recorded already is nothing new; anything else is.
-      const differs = !open && recordsTransfer && payout.get('transferId') !== outcome.transferId;
-      if (differs) tx.update(payoutRef, { strayTransferId: outcome.transferId });
-      return [held.length, differs ? { status, transferId: payout.get('transferId') as unknown } : undefined] as const;
+      if (!last) return [undefined, undefined] as const;
+      if (!recordsTransfer || status === 'claiming' || status === 'claimed') {
+        tx.update(payoutRef, outcome.payout);
+        return [undefined, undefined] as const;
+      }
+      // Recorded already (a retry of this step, or the holder found the same transfer): nothing new.
+      if (payout.get('transferId') === outcome.transferId) return [undefined, undefined] as const;
+      tx.update(payoutRef, { strayTransferId: outcome.transferId });
+      return [undefined, { status, transferId: payout.get('transferId') as unknown }] as const;
     });
-    moved += count;
-    conflicting ??= payoutConflict;
   }
-  // A payout recovered from an earlier run has no list of what it held once given back: nothing was taken back.
-  if (conflicting || (givenBackMeanwhile && (known === undefined || moved < ids.length))) {
+  if (stopped) {
+    console.warn(JSON.stringify({ severity: 'WARNING', message: 'payout run: not given back, a transfer was recorded for the payout meanwhile', orgId: scope.orgId, payoutId }));
+  }
+  if (stray) {
     console.error(JSON.stringify({
-      severity: 'ERROR', message: 'payout run: a transfer was made for a payout another run had settled; its money may be paid twice, reconcile it',
-      orgId: scope.orgId, payoutId, transferId: outcome.transferId, payoutNow: conflicting, entriesNotTakenBack: known === undefined ? 'unknown' : ids.length - moved,
+      severity: 'ERROR', message: 'payout run: a transfer was made for a payout that was being given back or settled otherwise; its entries may be paid twice, reconcile it',
+      orgId: scope.orgId, payoutId, transferId: outcome.transferId, payoutNow: stray,
     }));
   }
 }

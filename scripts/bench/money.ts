@@ -164,7 +164,7 @@ const grpcCode: Record<number, string> = { 1: 'CANCELLED', 4: 'DEADLINE_EXCEEDED
  * payouts): see the derivation printed with the table.
  */
 function runReads(N: number, A: number, E: number, P: number): number {
-  return N + A + 3 * E + 7 * P + 1 + (P + 3) + 3;
+  return N + A + 3 * E + 6 * P + 1 + (P + 3) + 3;
 }
 
 function emulatorVersion(): string {
@@ -532,10 +532,10 @@ async function main(flags: Flags): Promise<number> {
         'measured vs derived from the code path (no contention; N approved entries, A affiliates with entries, P payouts, E entries claimed,',
         'M pending conversions):',
         '  dry run  billed reads N + A                                                    writes 0',
-        '  run      billed reads (N + A + 3E + 7P + 1) + (P + 3 missing) + (3 empty queries)    writes 3E + 4P + 4',
-        '           (E: claimed, then read again with its conversion when the transfer is recorded; 7P: the payout read in its claim,',
-        '           its summary, the lease checked in the claim, when marked claimed and before sending, the payout read twice when its',
-        '           transfer is recorded; +1 read and +1 write per further claim chunk of 400 entries of one payout: none here)',
+        '  run      billed reads (N + A + 3E + 6P + 1) + (P + 3 missing) + (3 empty queries)    writes 3E + 4P + 4',
+        '           (E: claimed, then read again with its conversion when the transfer is recorded; 6P: the payout read in its claim,',
+        '           its summary, the lease checked in the claim, when marked claimed and before sending, the payout read again when',
+        '           its transfer is recorded; +1 read and +1 write per further claim chunk of 400 entries of one payout: none here)',
         '  job      billed reads 6M: page queries, the conversion, its affiliate\'s status, its commission entry (by id), the tier counter',
         '           (found or missing), the analytics sweep\'s query of due versions; +1 empty page query when M is a multiple of 500',
         '           writes 5M: the conversion, its entry, the tier counter, the audit record, the due mark cleared once published',

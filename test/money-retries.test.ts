@@ -382,7 +382,8 @@ describe('a transfer whose answer was lost', () => {
     const conversion = await approved(org, 'rr-1');
     await onboard(org);
     // Stripe makes the transfer and the connection drops before its answer arrives; stripe-node sends the request
-    // again by itself, and the API key was rotated meanwhile: a 401, from in front of the idempotency layer.
+    // again by itself, and that is refused with a 401 from in front of the idempotency layer (a key being rolled,
+    // live again for the lookup; after a real rotation the lookup fails too and the claim is kept, tested below).
     stripe.dropAnswerNext('/v1/transfers');
     stripe.failNext('/v1/transfers', rotatedKey, 1);
     const run = await runPayouts(system(org.id), { trigger: 'manual' });
@@ -392,6 +393,18 @@ describe('a transfer whose answer was lost', () => {
     assert.equal(await conversionStatus(org, conversion), 'paid');
     await runPayouts(system(org.id), { trigger: 'manual' });
     assert.equal(transfersTo(org, org.affiliate).length, 1, 'nothing is sent again');
+  });
+
+  it('gives back a payout refused for insufficient balance without looking it up: Stripe stores that refusal', async () => {
+    const org = await setupOrg('no-lookup-balance@example.com');
+    await approved(org, 'nlb-1');
+    await onboard(org);
+    const lookupsBefore = stripe.requests.filter((r) => r.method === 'GET' && r.path === '/v1/transfers').length;
+    stripe.failNext('/v1/transfers', { status: 400, body: { error: { type: 'invalid_request_error', code: 'balance_insufficient', message: 'You have insufficient available funds in your Stripe account.' } } });
+    const run = await runPayouts(system(org.id), { trigger: 'manual' });
+    assert.deepEqual(run.payouts.map((p) => [p.status, p.reason]), [['failed', 'balance_insufficient']]);
+    assert.equal(stripe.requests.filter((r) => r.method === 'GET' && r.path === '/v1/transfers').length, lookupsBefore, 'no transfer list');
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 500, paid: 0, available: 500 });
   });
 
   it('keeps the claim when the resend is refused and the transfer cannot be looked up either', async () => {

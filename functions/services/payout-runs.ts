@@ -327,10 +327,15 @@ async function settle(scope: OrgScope, lease: Lease, payout: DocumentData, opts:
     }, opts.claimed);
   if (outcome.ok) return paid(outcome.transferId, outcome.simulated);
   if (outcome.retryable) return keep(outcome.reason, outcome.message);
-  // So no money goes back before Stripe has been asked whether the transfer exists: one lookup per refused payout.
-  const found = await transferSentEarlier(payout);
-  if (found === 'unknown') return keep(outcome.reason, `${outcome.message} (and the transfer could not be looked up)`);
-  if (found) return paid(found.transferId, simulated);
+  // So no money goes back before Stripe has been asked whether the transfer exists, unless the refusal is one Stripe
+  // decides while executing and stores under the key (balance_insufficient): had any attempt gone through, that
+  // would have been the replayed success. Skipping the lookup there keeps a run whose platform balance ran out from
+  // listing its whole transfer group once per remaining payout.
+  if (outcome.reason !== 'balance_insufficient') {
+    const found = await transferSentEarlier(payout);
+    if (found === 'unknown') return keep(outcome.reason, `${outcome.message} (and the transfer could not be looked up)`);
+    if (found) return paid(found.transferId, simulated);
+  }
   // A definite failure: the money goes back to the affiliate's balance, with the reason on the payout. Never
   // `claimed` with entries already released: a retry could then succeed and pay money the next run pays again.
   await applyOutcome(scope, lease, payout.id, {

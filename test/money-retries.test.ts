@@ -51,6 +51,21 @@ const received = (org: Org, affiliate: string) => transfersTo(org, affiliate).re
 const rateLimit = { status: 429, body: { error: { type: 'invalid_request_error', code: 'rate_limit', message: 'Too many requests hit the API too quickly.' } } };
 const rotatedKey = { status: 401, body: { error: { type: 'invalid_request_error', message: 'Invalid API Key provided: sk_test_****old' } } };
 
+/**
+ * What a run two days ago left: a payout of 500 USD `claimed` under run_long_ago (so its Stripe key may be forgotten)
+ * holding the conversion's commission entry.
+ */
+async function claimedTwoDaysAgo(org: Org, conversion: string, payoutId: string): Promise<void> {
+  const { ledgerEntryId } = await import('../functions/services/conversion-lifecycle');
+  const scope = system(org.id);
+  const longAgo = new Date(Date.now() - 2 * 86_400_000).toISOString();
+  await scope.collection('payouts').doc(payoutId).create({
+    id: payoutId, runId: 'run_long_ago', affiliateId: org.affiliate, currency: 'USD', createdAt: longAgo, claimedAt: longAgo, simulated: false, transferId: null,
+    amount: 500, entryCount: 1, status: 'claimed', reason: null,
+  });
+  await scope.collection('ledger').doc(ledgerEntryId(conversion, 'commission')).update({ status: 'claimed', payoutId });
+}
+
 const stripeLib = new Stripe('sk_test_unused');
 /** Posts a signed Stripe event to the webhook; answers its outcome (any status but 200 fails the test). */
 const deliver = async (event: Row) => {
@@ -235,15 +250,8 @@ describe('a run that outlived its lease (its renewals failed, or its instance wa
     const org = await setupOrg('lease-lost-send@example.com');
     const conversion = await approved(org, 'lls-1');
     await onboard(org);
-    const { ledgerEntryId } = await import('../functions/services/conversion-lifecycle');
     const scope = system(org.id);
-    const payoutId = 'po_kept_over_a_day';
-    const longAgo = new Date(Date.now() - 2 * 86_400_000).toISOString();
-    await scope.collection('payouts').doc(payoutId).create({
-      id: payoutId, runId: 'run_long_ago', affiliateId: org.affiliate, currency: 'USD', createdAt: longAgo, claimedAt: longAgo, simulated: false, transferId: null,
-      amount: 500, entryCount: 1, status: 'claimed', reason: null,
-    });
-    await scope.collection('ledger').doc(ledgerEntryId(conversion, 'commission')).update({ status: 'claimed', payoutId });
+    await claimedTwoDaysAgo(org, conversion, 'po_kept_over_a_day');
     // Claimed over a day ago, so the run looks for an earlier transfer first; meanwhile its renewals fail (or its
     // instance is throttled) until 2 minutes of the lease are left: too little for a send and stripe-node's retries.
     let arrive!: () => void;
@@ -291,15 +299,9 @@ describe('recovery of a run that died', () => {
     const org = await setupOrg('old-claim@example.com');
     const conversion = await approved(org, 'oc-1');
     const account = await onboard(org);
-    const { ledgerEntryId } = await import('../functions/services/conversion-lifecycle');
     const scope = system(org.id);
     const payoutId = 'po_claimed_long_ago';
-    const longAgo = new Date(Date.now() - 2 * 86_400_000).toISOString();
-    await scope.collection('payouts').doc(payoutId).create({
-      id: payoutId, runId: 'run_long_ago', affiliateId: org.affiliate, currency: 'USD', createdAt: longAgo, claimedAt: longAgo, simulated: false, transferId: null,
-      amount: 500, entryCount: 1, status: 'claimed', reason: null,
-    });
-    await scope.collection('ledger').doc(ledgerEntryId(conversion, 'commission')).update({ status: 'claimed', payoutId });
+    await claimedTwoDaysAgo(org, conversion, payoutId);
     // The attempt whose answer was lost, two days ago; Stripe has since dropped its idempotency key.
     const sent = await stripeProvider.transfer({
       payoutId, amount: 500, currency: 'USD', destinationAccountId: account, transferGroup: 'run_long_ago',

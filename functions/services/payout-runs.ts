@@ -257,7 +257,7 @@ async function applyOutcome(scope: OrgScope, lease: Lease, payoutId: string, out
     });
   }
   if (stopped) {
-    console.warn(JSON.stringify({ severity: 'WARNING', message: 'payout run: not given back, a transfer was recorded for the payout meanwhile', orgId: scope.orgId, payoutId }));
+    console.warn(JSON.stringify({ severity: 'WARNING', message: 'payout run: not given back, the payout was settled meanwhile (a transfer recorded, or given back elsewhere)', orgId: scope.orgId, payoutId }));
   }
   if (stray) {
     console.error(JSON.stringify({

@@ -92,7 +92,7 @@ export const moneyRoutes = [
   orgRoute(
     {
       method: 'POST', path: '/v1/orgs/:orgId/payout-runs', tag: 'Money', permission: 'payouts:write', body: z.object({ dryRun: z.boolean().default(false) }).strict(), response: payoutRunResource, status: 201, idempotent: true,
-      summary: 'Pay every affiliate who is due (dryRun: only show what would be paid). A retry with the same Idempotency-Key returns the same run, finishing it if it stopped halfway (409 while it is still running); a dry run creates nothing and ignores the key',
+      summary: 'Pay every affiliate who is due (dryRun: only show what would be paid). A retry with the same Idempotency-Key returns the same run, finishing it if it stopped halfway (409 while it is still running, or if it lost its lease to another run part-way: the holder or the next run finishes what it left); a dry run creates nothing and ignores the key',
     },
     async ({ scope, body, principal, idempotency }) => {
       // The run id is derived from the key, scoped like createOnce's records (organisation, caller, key), so another

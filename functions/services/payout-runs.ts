@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { FieldPath, type DocumentData, type DocumentSnapshot, type Transaction } from '@google-cloud/firestore';
+import { FieldPath, type DocumentData, type DocumentReference, type DocumentSnapshot, type Transaction } from '@google-cloud/firestore';
 import { minimumIn, planPayouts, type LedgerEntry, type PayoutMinimum } from '../../shared/domain/ledger';
 import { ApiError, conflict } from '../../shared/errors';
 import { deterministicId, newId } from '../../shared/ids';
@@ -100,8 +100,12 @@ const sendMarginMs = 5 * 60_000;
  * Recording a transfer Stripe accepted is never refused: that money has moved.
  */
 interface Lease {
-  /** In a transaction, before its writes: throws LeaseLost unless the lock is still this holder's and unexpired. */
-  fence(tx: Transaction): Promise<void>;
+  /**
+   * In a transaction, before its writes: reads the lock with `others` in one round trip, throws LeaseLost unless it
+   * is still this holder's and unexpired, and answers the others' snapshots (each checked transaction would
+   * otherwise pay a round trip of its own for the lock: at 10,000 payouts, minutes of a run).
+   */
+  fence(tx: Transaction, ...others: DocumentReference[]): Promise<DocumentSnapshot[]>;
   /** Before a call to Stripe: the same, with sendMarginMs of the lease left. */
   check(): Promise<void>;
   release(): Promise<void>;
@@ -131,8 +135,10 @@ async function holdLease(scope: OrgScope, runId: string): Promise<Lease> {
   );
   renewal.unref();
   return {
-    fence: async (tx) => {
-      if (!heldBy(await tx.get(lockRef(scope)), token, 0)) throw new LeaseLost(runId);
+    fence: async (tx, ...others) => {
+      const [lock, ...snaps] = await tx.getAll(lockRef(scope), ...others);
+      if (!heldBy(lock!, token, 0)) throw new LeaseLost(runId);
+      return snaps;
     },
     check: async () => {
       if (!heldBy(await lockRef(scope).get(), token, sendMarginMs)) throw new LeaseLost(runId);
@@ -154,9 +160,7 @@ async function claim(scope: OrgScope, lease: Lease, payoutRef: FirebaseFirestore
   for (let i = 0; i < entryIds.length; i += claimChunk) {
     const chunk = entryIds.slice(i, i + claimChunk);
     await firestore().runTransaction(async (tx) => {
-      await lease.fence(tx);
-      const snaps = await tx.getAll(...chunk.map((id) => ledger.doc(id)));
-      const payout = await tx.get(payoutRef);
+      const [payout, ...snaps] = await lease.fence(tx, payoutRef, ...chunk.map((id) => ledger.doc(id)));
       let add = 0;
       const ids: ClaimedEntry[] = [];
       for (const s of snaps) {
@@ -166,8 +170,8 @@ async function claim(scope: OrgScope, lease: Lease, payoutRef: FirebaseFirestore
         add += s.get('amount') as number;
         ids.push({ id: s.id, type: s.get('type') as string, conversionId: s.get('conversionId') as string });
       }
-      const amount = (payout.get('amount') as number) + add;
-      tx.update(payoutRef, { amount, entryCount: (payout.get('entryCount') as number) + ids.length });
+      const amount = (payout!.get('amount') as number) + add;
+      tx.update(payoutRef, { amount, entryCount: (payout!.get('entryCount') as number) + ids.length });
       return { amount, ids };
     }).then(({ amount, ids }) => {
       // Assigned after the commit: a retried transaction must not count its entries twice.
@@ -213,11 +217,14 @@ async function applyOutcome(scope: OrgScope, lease: Lease, payoutId: string, out
   const payoutRef = scope.collection('payouts').doc(payoutId);
   const ids = known?.map((e) => e.id) ?? (await ledger.where('payoutId', '==', payoutId).where('status', '==', 'claimed').select().get()).docs.map((d) => d.id);
   const recordsTransfer = outcome.transferId !== undefined;
-  /** The payout as this transaction finds it; undefined when a give-back must stop. */
-  const readPayout = async (tx: Transaction) => {
-    if (!recordsTransfer) await lease.fence(tx);
-    const payout = await tx.get(payoutRef);
-    return recordsTransfer || unsettledPayoutStatuses.includes(payout.get('status') as string) ? payout : undefined;
+  /**
+   * The payout and `entries` as this transaction finds them, in one round trip with the lease check of a give-back;
+   * no payout when a give-back must stop.
+   */
+  const readPayout = async (tx: Transaction, entries: DocumentReference[] = []) => {
+    const [payout, ...snaps] = recordsTransfer ? await tx.getAll(payoutRef, ...entries) : await lease.fence(tx, payoutRef, ...entries);
+    const open = recordsTransfer || unsettledPayoutStatuses.includes(payout!.get('status') as string);
+    return { payout: open ? payout : undefined, snaps };
   };
   const chunks: string[][] = [];
   for (let i = 0; i < ids.length; i += settleChunk) chunks.push(ids.slice(i, i + settleChunk));
@@ -225,7 +232,7 @@ async function applyOutcome(scope: OrgScope, lease: Lease, payoutId: string, out
   let stopped: string | undefined;
   if (chunks.length > 1 && outcome.interim) {
     stopped = await firestore().runTransaction(async (tx) => {
-      if (!(await readPayout(tx))) return 'settled meanwhile';
+      if (!(await readPayout(tx)).payout) return 'settled meanwhile';
       tx.update(payoutRef, outcome.interim!);
       return undefined;
     });
@@ -235,10 +242,9 @@ async function applyOutcome(scope: OrgScope, lease: Lease, payoutId: string, out
     if (stopped) break;
     const last = i === chunks.length - 1;
     [stopped, stray] = await firestore().runTransaction(async (tx) => {
-      const payout = await readPayout(tx);
+      const { payout, snaps } = await readPayout(tx, chunk.map((id) => ledger.doc(id)));
       if (!payout) return ['settled meanwhile', undefined] as const;
       const status = payout.get('status') as string;
-      const snaps = chunk.length ? await tx.getAll(...chunk.map((id) => ledger.doc(id))) : [];
       // Only entries this payout still holds: a retried transaction or an earlier attempt may have moved some.
       const held = snaps.filter((e) => e.exists && e.get('status') === 'claimed' && e.get('payoutId') === payoutId);
       const conversionIds = [...new Set(held.filter((e) => e.get('type') === 'commission').map((e) => e.get('conversionId') as string))];

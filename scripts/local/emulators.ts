@@ -53,6 +53,28 @@ async function answersOk(hostPort: string): Promise<boolean> {
   }
 }
 
+/**
+ * The process groups of the emulators this process started and has not stopped. They run in groups of their own, so
+ * that Ctrl-C reaches only this process, which then stops them in order; should it die instead (an uncaught error, a
+ * rejection nobody handled), they would outlive it with their ports taken. Its last act kills them.
+ */
+const runningGroups = new Set<number>();
+let exitHookInstalled = false;
+function killGroupsOnExit(pid: number): void {
+  runningGroups.add(pid);
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const group of runningGroups) {
+      try {
+        process.kill(-group, 'SIGKILL');
+      } catch {
+        /* gone already */
+      }
+    }
+  });
+}
+
 export async function startEmulator(name: 'pubsub' | 'firestore', port: number, opts: { project: string; logDir: string }): Promise<RunningEmulator> {
   const hostPort = `127.0.0.1:${port}`;
   if (await portInUse(port)) {
@@ -64,6 +86,7 @@ export async function startEmulator(name: 'pubsub' | 'firestore', port: number, 
     ? ['beta', 'emulators', 'pubsub', 'start', `--host-port=${hostPort}`, `--project=${opts.project}`, '--quiet']
     : ['emulators', 'firestore', 'start', `--host-port=${hostPort}`, '--quiet'];
   const child: ChildProcess = spawn('gcloud', args, { detached: true, stdio: ['ignore', log, log], env: { ...process.env, CLOUDSDK_CORE_DISABLE_PROMPTS: '1' } });
+  if (child.pid !== undefined) killGroupsOnExit(child.pid);
   let exited = false;
   child.once('exit', () => (exited = true));
   child.once('error', () => (exited = true));
@@ -87,11 +110,13 @@ export async function startEmulator(name: 'pubsub' | 'firestore', port: number, 
       }
       try {
         await waitUntil(async () => !groupAlive() && !(await portInUse(port)), signal === 'SIGTERM' ? 5000 : 10000, `${name} emulator to stop`);
-        return;
+        break;
       } catch {
         /* escalate */
       }
     }
+    // Only now: a group that would not stop is still killed when this process exits.
+    if (!groupAlive()) runningGroups.delete(child.pid);
   };
   try {
     await waitUntil(async () => {

@@ -210,7 +210,9 @@ const settleChunk = 200; // an entry and its conversion each: ~400 writes per tr
  * refused before Stripe stored anything. Every transaction reads the payout first. A give-back stops as soon as the
  * payout is no longer unsettled (a transfer was recorded: its entries stay paid). A transfer moves the payout to
  * `paid` only from `claiming` or `claimed`: one being given back, or settled otherwise since, is not overwritten; it
- * gets `strayTransferId`, and an ERROR says its entries may be paid twice, for someone to reconcile.
+ * gets `strayTransferId`, and an ERROR says its entries may be paid twice, for someone to reconcile. (Met halfway
+ * through a give-back, the transfer still marks the entries it finds claimed as paid, since that money moved: the
+ * payout then ends `failed` with some entries paid, which the ERROR covers.)
  */
 async function applyOutcome(scope: OrgScope, lease: Lease, payoutId: string, outcome: Outcome, known?: ClaimedEntry[]): Promise<void> {
   const ledger = scope.collection('ledger');

@@ -58,9 +58,9 @@ export function resolveLinkNow(linkId: string): ResolvedLink | undefined | Promi
   const hit = cache.get(linkId);
   if (hit && now - hit.at < ttl) return hit.resolved ? hit.resolved.link : hit.value;
   // Past its TTL, a link already looked up is still answered from memory, for at most one more TTL, while one lookup
-  // refreshes it: otherwise every click on a busy link would wait for Firestore each time the entry expired (a
-  // fixed-rate run saw clicks queue for up to a second behind such a lookup on the emulator). A change to the link's
-  // campaign still shows within the TTL plus one lookup.
+  // refreshes it: otherwise every click on a busy link waits for Firestore each time the entry expires, and at a
+  // steady rate they pile up behind that lookup. A change to the link's campaign still shows within the TTL plus one
+  // lookup.
   if (hit?.resolved && now - hit.at < 2 * ttl) {
     if (!hit.refreshing) refresh(linkId, hit);
     return hit.resolved.link;

@@ -64,6 +64,7 @@ import { performance } from 'node:perf_hooks';
 import { failureCode, parseFlags, runMain, UsageError } from './lib/cli';
 import { browserUserAgent, closedLoop, closedLoopRatios, closedLoopTable, poolRounds, type ClosedLoopOptions, type ClosedLoopResult } from './lib/closed-loop';
 import { cpuMeter, formatCpuList, usableCores } from './lib/cpu';
+import { fixedRate, type FixedRateResult } from './lib/fixed-rate';
 import { startHitServer, type HitServerProcess } from './lib/hit-process';
 import { oneVcpuNodeOptions } from '../../shared/runtime-flags';
 import type { TrackingEvent } from '../../shared/domain/events';
@@ -83,6 +84,8 @@ const usage = `usage: npx tsx scripts/bench/tracking.ts [options]
   --prime S               unmeasured seconds of clicks through the click function before parts 1 and 2, so the Pub/Sub emulator's
                           JVM has compiled its publish path, as production Pub/Sub always has (default 30; 0 to skip). Without it
                           the emulator used 27-29% of a core to take C''s publishes and C'/B read 0.65-0.76x; primed, 5-8% and 0.75-0.90x (session 8)
+  --fixed-rate P          part 1b: B and C' in an open loop at P% of B's closed-loop throughput, the latency at a load an
+                          autoscaled instance runs at (default 50; 0 to skip)
   --postback-connections N  postback load: connections (default 20)
   --postback-duration S   postback load: measured seconds (default 8)
   --rate N                end to end: events per second sent, open loop (default 500)
@@ -121,6 +124,7 @@ const intSpec = {
   rounds: { default: 3, min: 1, max: 20 },
   warmup: { default: 1, min: 0, max: 600 },
   prime: { default: 30, min: 0, max: 600 },
+  'fixed-rate': { default: 50, min: 0, max: 100 },
   'postback-connections': { default: 20, min: 1, max: 1000 },
   'postback-duration': { default: 8, min: 1, max: 600 },
   rate: { default: 500, min: 1, max: 20_000 },
@@ -510,7 +514,7 @@ async function main(flags: Flags): Promise<number> {
     }
 
     const configLines = [
-      `configuration: --connections ${flags.connections} --duration ${flags.duration} --rounds ${flags.rounds} --warmup ${flags.warmup} --prime ${flags.prime} --postback-connections ${flags['postback-connections']} --postback-duration ${flags['postback-duration']}`,
+      `configuration: --connections ${flags.connections} --duration ${flags.duration} --rounds ${flags.rounds} --warmup ${flags.warmup} --prime ${flags.prime} --fixed-rate ${flags['fixed-rate']} --postback-connections ${flags['postback-connections']} --postback-duration ${flags['postback-duration']}`,
       `               --rate ${flags.rate}${flags.rates.length > 1 || flags.rates[0] !== flags.rate ? ` --rates ${flags.rates.join(',')}` : ''} --e2e-seconds ${flags['e2e-seconds']} --e2e-warmup ${flags['e2e-warmup']} --clicks-per-postback ${flags['clicks-per-postback']} --sample-clicks ${flags['sample-clicks']} --sample-postbacks ${flags['sample-postbacks']}`,
       `               --poll-ms ${flags['poll-ms']} --poll-budget ${flags['poll-budget'] || `${Math.max(20, Math.round(flags.rate / 10))} (10% of rate)`} --settle ${flags.settle} --drain ${flags.drain} --drain-timeout ${flags['drain-timeout']} --drain-in-flight ${flags['drain-in-flight']} ${flags.pin ? '--pin' : '--no-pin'}${flags['pin-e2e'] ? ' --pin-e2e' : ''}${boolFlags.filter((b) => flags[b]).map((b) => ` --${b}`).join('')}`,
       `click function publisher (functions/adapters/pubsub.ts): ${describeBatching(batching)}; LINK_CACHE_TTL_SECONDS ${process.env.LINK_CACHE_TTL_SECONDS ?? '10 (default)'}`,
@@ -653,6 +657,7 @@ async function main(flags: Flags): Promise<number> {
 
     // ---- 1. Clicks, closed loop.
     const clickRows: ClosedLoopResult[] = [];
+    const fixedRows: FixedRateResult[] = [];
     let duringC: { before: Counts; after: Counts; seconds: number; answered: number } | undefined;
     if (!flags['skip-clicks']) {
       const clickPath = `/c/${links.clicks}?sub1=bench`;
@@ -677,6 +682,20 @@ async function main(flags: Flags): Promise<number> {
         }
       }
       clickRows.push(...rounds.map(poolRounds));
+      // 1b. B and C' at a fixed share of B's closed-loop throughput: the load a production instance runs at.
+      const bRate = clickRows.find((r) => r.label.startsWith('B '))?.okPerSec ?? 0;
+      if (flags['fixed-rate'] > 0 && bRate > 0) {
+        const fixed = Math.round((bRate * flags['fixed-rate']) / 100);
+        // D too when it runs: it shows what the awaited publish alone does to the tail.
+        for (const s of ['B ', 'D ', "C' "].flatMap((k) => alone.filter((x) => x.label.startsWith(k)))) {
+          // A pause first: the servers measured before share the core, and a collection they run once their load stops
+          // would land in this measurement.
+          await sleep(3000);
+          await fixedRate(s.label, { url: s.url, path: clickPath, rate: fixed, seconds: 1 }, signal); // warm-up
+          progress(`  measure  ${s.label} at ${fixed}/s, open loop (${flags.duration} s)`);
+          fixedRows.push(await fixedRate(s.label, { url: s.url, path: clickPath, rate: fixed, seconds: flags.duration }, signal));
+        }
+      }
       const cLabel = 'C  click function, workers running (see below)';
       await workersFresh();
       const before = await counts('clicks');
@@ -912,6 +931,21 @@ async function main(flags: Flags): Promise<number> {
         out.push(
           `  while C ran (${seconds.toFixed(0)} s incl. warm-up, ${answered} clicks answered) the workers got ${after.statsClicks - before.statsClicks} into the Firestore counters (${rate((after.statsClicks - before.statsClicks) / seconds)}/s)`,
           `  and ${after.reportClicks - before.reportClicks} into the report (${rate((after.reportClicks - before.reportClicks) / seconds)}/s); the rest was dropped before part 2.`,
+        );
+      }
+      const fb = fixedRows.find((r) => r.label.startsWith('B '));
+      const fc = fixedRows.find((r) => r.label.startsWith("C' "));
+      if (fb && fc) {
+        out.push(
+          '',
+          `1b. Clicks at a fixed rate, open loop: ${fb.rate}/s (${flags['fixed-rate']}% of B's closed-loop throughput above), ${flags.duration} s each after 1 s`,
+          '   warm-up, each request sent at its scheduled time over keep-alive connections and timed from that time (a server that falls',
+          '   behind is charged for the wait); a production instance is autoscaled to run well below saturation, where part 1 measures',
+          table(
+            ['scenario', 'rate/s', 'answered 302', 'errors', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'sender late p99 / max ms'],
+            fixedRows.map((r) => [r.label, String(r.rate), `${r.ok}/${r.sent}`, String(r.errors), ms(r.p50), ms(r.p90), ms(r.p99), ms(r.max), `${ms(r.lagP99)} / ${ms(r.lagMax)}`]),
+          ),
+          `   C'/B at ${fb.rate}/s: p50 ${ratio(fc.p50 / fb.p50)}, p99 ${ratio(fc.p99 / fb.p99)} (the goal, p99 < 20 ms, is set at 50 connections: part 1)`,
         );
       }
       out.push(...cpuNotes(layout));

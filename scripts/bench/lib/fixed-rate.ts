@@ -1,0 +1,84 @@
+/**
+ * The tracking benchmark's clicks at a fixed rate (part 1b): an open loop of GETs to one server, each sent at its
+ * scheduled time whatever the answers, over keep-alive node:http connections on a worker thread. A production
+ * instance is autoscaled to run well below its saturation, where the closed loop of part 1 measures; this is the
+ * latency a click sees there. Each latency runs from the request's scheduled time, so a server that falls behind
+ * is charged for the wait (no coordinated omission).
+ */
+import { browserUserAgent } from './closed-loop';
+import { latencySummary } from './load';
+import { runWorker } from './worker';
+
+const fixedRateWorker = `
+const http = require('node:http');
+const { performance } = require('node:perf_hooks');
+const { parentPort, workerData: d } = require('node:worker_threads');
+const target = new URL(d.url);
+const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
+const ipOf = (i) => '198.' + (18 + ((i >>> 16) & 1)) + '.' + ((i >>> 8) & 255) + '.' + (i & 255);
+const total = Math.max(1, Math.round(d.rate * d.seconds));
+const latencies = new Float64Array(total);
+const lag = new Float64Array(total);
+const statusCodes = {};
+let answered = 0;
+let errors = 0;
+let sent = 0;
+const t0 = performance.now() + 50;
+function send(i) {
+  const scheduled = t0 + (i * 1000) / d.rate;
+  lag[i] = performance.now() - scheduled;
+  const req = http.request({ host: target.hostname, port: target.port, path: d.path, method: 'GET', agent,
+    headers: { 'user-agent': d.userAgent, 'x-forwarded-for': ipOf(d.ipStart + i) } }, (res) => {
+    res.resume();
+    res.on('end', () => {
+      latencies[answered++] = performance.now() - scheduled;
+      statusCodes[res.statusCode] = (statusCodes[res.statusCode] || 0) + 1;
+      if (answered + errors === total) finish();
+    });
+  });
+  req.setTimeout(10000, () => req.destroy(new Error('timeout')));
+  req.on('error', () => { errors++; if (answered + errors === total) finish(); });
+  req.end();
+}
+function tick() {
+  const due = Math.min(total, Math.floor(((performance.now() - t0) * d.rate) / 1000) + 1);
+  while (sent < due) send(sent++);
+  if (sent < total) setTimeout(tick, 1);
+}
+function finish() {
+  const out = latencies.slice(0, answered);
+  parentPort.postMessage({ latencies: out, lag, statusCodes, errors, seconds: (performance.now() - t0) / 1000 }, [out.buffer, lag.buffer]);
+}
+setTimeout(tick, 50);
+`;
+
+export interface FixedRateResult {
+  label: string;
+  rate: number;
+  sent: number;
+  ok: number;
+  errors: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+  /** How late the sender itself was (ms after each request's scheduled time): part of every latency above. */
+  lagP99: number;
+  lagMax: number;
+}
+
+let ipCounter = 1 << 22;
+
+/** `rate` GETs of `path` per second to `url` for `seconds`; 302 counts as success. */
+export async function fixedRate(label: string, o: { url: string; path: string; rate: number; seconds: number }, signal: AbortSignal): Promise<FixedRateResult> {
+  const ipStart = ipCounter;
+  ipCounter += 1 << 20;
+  const reply = await runWorker<{ latencies: Float64Array; lag: Float64Array; statusCodes: Record<string, number>; errors: number }>(
+    fixedRateWorker,
+    { url: o.url, path: o.path, rate: o.rate, seconds: o.seconds, userAgent: browserUserAgent, ipStart },
+    signal,
+  );
+  const sorted = Float64Array.from(reply.latencies).sort();
+  const lag = latencySummary(Float64Array.from(reply.lag).sort());
+  return { label, rate: o.rate, sent: Math.max(1, Math.round(o.rate * o.seconds)), ok: reply.statusCodes['302'] ?? 0, errors: reply.errors, ...latencySummary(sorted), lagP99: lag.p99, lagMax: lag.max };
+}

@@ -27,6 +27,9 @@
  *      push subscriptions removed (the click function alone: nothing downstream runs). D, a diagnostic, is a
  *      bare Functions Framework function that awaits one publish (the click function's publisher, to a topic
  *      nobody subscribes to) and then redirects. A, D, B and C' run in alternating rounds (--rounds), pooled, in that order (see `alone`).
+ *   1b. Clicks at a fixed rate, open loop (lib/fixed-rate.ts): B, D and C' at --fixed-rate % of B's closed-loop
+ *      throughput, each request timed from its scheduled send time: the latency at a load an autoscaled instance runs at,
+ *      and the stalls a closed loop hides (its connections stop sending while they wait).
  *   2. Postbacks, closed loop: GET /postback with a unique txn_id and a valid click id per request (set per
  *      request by autocannon's setupRequest in the load worker), alone (P') and with the workers (P), against
  *      B at the same concurrency.

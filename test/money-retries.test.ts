@@ -92,10 +92,7 @@ const onlyTransfer = (org: Org, affiliate: string) => {
 
 before(async () => {
   money = await startMoneyStack();
-  ({ s, stripe, stripeProvider, setProvider } = money);
-  const { OrgScope } = await import('../functions/services/tenancy');
-  runPayouts = (await import('../functions/services/payout-runs')).runPayouts;
-  system = (orgId) => OrgScope.system(orgId, 'test');
+  ({ s, stripe, stripeProvider, setProvider, system, runPayouts } = money);
 });
 beforeEach(() => setProvider(stripeProvider));
 after(() => money.close());

@@ -67,11 +67,8 @@ async function keptAfter429(org: Org): Promise<Row> {
 
 before(async () => {
   money = await startMoneyStack();
-  ({ s, stripe, stripeProvider, setProvider } = money);
-  const { OrgScope } = await import('../functions/services/tenancy');
-  runPayouts = (await import('../functions/services/payout-runs')).runPayouts;
+  ({ s, stripe, stripeProvider, setProvider, system, runPayouts } = money);
   tick = (await import('../functions/services/payouts-job')).runDueScheduledPayouts;
-  system = (orgId) => OrgScope.system(orgId, 'test');
 });
 beforeEach(() => setProvider(stripeProvider));
 after(() => money.close());

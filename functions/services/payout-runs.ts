@@ -512,7 +512,7 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
       };
     }
 
-    const held = lease!; // only a dry run has none, and it has returned
+    const runLease = lease!; // only a dry run has none, and it has returned
     const payoutIds = plan.map((p) => deterministicId('po', runId, p.affiliateId, p.currency));
     const payOne = async (p: (typeof plan)[number], id: string) => {
       const ref = payoutsCol.doc(id);
@@ -529,11 +529,11 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
         return;
       }
       await ref.create({ ...base, amount: 0, entryCount: 0, status: 'claiming', reason: null });
-      const claimed = await claim(scope, held, ref, p.entryIds);
+      const claimed = await claim(scope, runLease, ref, p.entryIds);
       const unpayable = notPayable(claimed.amount, affiliates.get(p.affiliateId), p.currency);
-      if (unpayable) return cancel(scope, held, id, unpayable, claimed.entries);
-      await markClaimed(scope, held, id);
-      await settle(scope, held, { ...base, amount: claimed.amount, status: 'claimed' }, { affiliate: affiliates.get(p.affiliateId), claimed: claimed.entries });
+      if (unpayable) return cancel(scope, runLease, id, unpayable, claimed.entries);
+      await markClaimed(scope, runLease, id);
+      await settle(scope, runLease, { ...base, amount: claimed.amount, status: 'claimed' }, { affiliate: affiliates.get(p.affiliateId), claimed: claimed.entries });
     };
     // Payouts are independent (own ids, own entries, transactional claims): several at a time.
     const queue = plan.map((p, i) => [p, payoutIds[i]!] as const);

@@ -87,8 +87,8 @@ const usage = `usage: npx tsx scripts/bench/tracking.ts [options]
   --prime S               unmeasured seconds of clicks through the click function before parts 1 and 2, so the Pub/Sub emulator's
                           JVM has compiled its publish path, as production Pub/Sub always has (default 30; 0 to skip). Without it
                           the emulator used 27-29% of a core to take C''s publishes and C'/B read 0.65-0.76x; primed, 5-8% and 0.75-0.90x (session 8)
-  --fixed-rate P          part 1b: B and C' in an open loop at P% of B's closed-loop throughput, the latency at a load an
-                          autoscaled instance runs at (default 50; 0 to skip)
+  --fixed-rate P          part 1b: B, D (unless --skip-diagnostics) and C' in an open loop at P% of B's closed-loop
+                          throughput, the latency at a load an autoscaled instance runs at (default 50; 0 to skip)
   --postback-connections N  postback load: connections (default 20)
   --postback-duration S   postback load: measured seconds (default 8)
   --rate N                end to end: events per second sent, open loop (default 500)
@@ -685,7 +685,7 @@ async function main(flags: Flags): Promise<number> {
         }
       }
       clickRows.push(...rounds.map(poolRounds));
-      // 1b. B and C' at a fixed share of B's closed-loop throughput: the load a production instance runs at.
+      // 1b. B, D and C' at a fixed share of B's closed-loop throughput: the load a production instance runs at.
       const bRate = clickRows.find((r) => r.label.startsWith('B '))?.okPerSec ?? 0;
       if (flags['fixed-rate'] > 0 && bRate > 0) {
         const fixed = Math.round((bRate * flags['fixed-rate']) / 100);

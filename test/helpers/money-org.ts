@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import type { PayoutProvider } from '../../functions/adapters/payouts';
+import type { OrgScope } from '../../functions/services/tenancy';
 import { campaignBody, newOrg, startTestStack, type TestStack } from './stack';
 import { startStripeStandIn, type StripeStandIn } from './stripe-stand-in';
 import { eventually } from './wait';
@@ -14,6 +15,10 @@ export interface MoneyStack {
   stripeProvider: PayoutProvider;
   /** Replaces the payout provider the stack uses (undefined: the configured one, the dry run here). */
   setProvider(p: PayoutProvider | undefined): void;
+  /** An organisation's scope as the jobs use it (no user), for calling services and reading documents directly. */
+  system(orgId: string): OrgScope;
+  /** The payout run service itself, for tests that need a fixed run id or a state only a crash leaves. */
+  runPayouts: typeof import('../../functions/services/payout-runs').runPayouts;
   close(): Promise<void>;
 }
 
@@ -25,8 +30,11 @@ export async function startMoneyStack(): Promise<MoneyStack> {
   const { createStripeProvider } = await import('../../functions/adapters/payouts/stripe-provider');
   const stripeProvider = createStripeProvider({ secretKey: 'sk_test_abp_local', host: stripe.host, port: stripe.port, protocol: 'http', maxNetworkRetries: 1 });
   const setProvider = payouts.setPayoutProviderForTests;
+  const { OrgScope } = await import('../../functions/services/tenancy');
+  const { runPayouts } = await import('../../functions/services/payout-runs');
   return {
-    s, stripe, stripeProvider, setProvider,
+    s, stripe, stripeProvider, setProvider, runPayouts,
+    system: (orgId) => OrgScope.system(orgId, 'test'),
     close: async () => {
       setProvider(undefined);
       await s.close();

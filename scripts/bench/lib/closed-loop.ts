@@ -13,6 +13,12 @@ export const browserUserAgent = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) Apple
 // TypeScript loader; see worker.ts), so that it never shares an event loop with the bench driver or the stack.
 
 /**
+ * Worker source (plain JavaScript, spliced into each load generator's) for the i-th request's X-Forwarded-For: an
+ * address in 198.18.0.0/15, the benchmarking range, so every request is a visitor of its own.
+ */
+export const visitorIpSource = `const ipOf = (i) => '198.' + (18 + ((i >>> 16) & 1)) + '.' + ((i >>> 8) & 255) + '.' + (i & 255);`;
+
+/**
  * Closed loop with autocannon (keep-alive, pipelining 1), like load.ts, plus what that one cannot do:
  * a distinct X-Forwarded-For per request (198.18.0.0/15, the benchmarking range: every click is a new
  * visitor, so the state worker's per-visitor documents do not turn into one hot document) and, for
@@ -26,7 +32,7 @@ let latencies = new Float64Array(1 << 16);
 let n = 0;
 let seq = 0;
 const statusCodes = {};
-const ipOf = (i) => '198.' + (18 + ((i >>> 16) & 1)) + '.' + ((i >>> 8) & 255) + '.' + (i & 255);
+${visitorIpSource}
 function setupRequest(req) {
   const i = d.seqStart + seq++;
   req.headers['x-forwarded-for'] = ipOf(i);

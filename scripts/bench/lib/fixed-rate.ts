@@ -5,7 +5,7 @@
  * latency a click sees there. Each latency runs from the request's scheduled time, so a server that falls behind
  * is charged for the wait (no coordinated omission).
  */
-import { browserUserAgent } from './closed-loop';
+import { browserUserAgent, visitorIpSource } from './closed-loop';
 import { latencySummary } from './load';
 import { runWorker } from './worker';
 
@@ -15,7 +15,7 @@ const { performance } = require('node:perf_hooks');
 const { parentPort, workerData: d } = require('node:worker_threads');
 const target = new URL(d.url);
 const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
-const ipOf = (i) => '198.' + (18 + ((i >>> 16) & 1)) + '.' + ((i >>> 8) & 255) + '.' + (i & 255);
+${visitorIpSource}
 const total = Math.max(1, Math.round(d.rate * d.seconds));
 const latencies = new Float64Array(total);
 const lag = new Float64Array(total);
@@ -47,7 +47,7 @@ function tick() {
 }
 function finish() {
   const out = latencies.slice(0, answered);
-  parentPort.postMessage({ latencies: out, lag, statusCodes, errors, seconds: (performance.now() - t0) / 1000 }, [out.buffer, lag.buffer]);
+  parentPort.postMessage({ latencies: out, lag, statusCodes, errors, sent: total }, [out.buffer, lag.buffer]);
 }
 setTimeout(tick, 50);
 `;
@@ -73,12 +73,12 @@ let ipCounter = 1 << 22;
 export async function fixedRate(label: string, o: { url: string; path: string; rate: number; seconds: number }, signal: AbortSignal): Promise<FixedRateResult> {
   const ipStart = ipCounter;
   ipCounter += 1 << 20;
-  const reply = await runWorker<{ latencies: Float64Array; lag: Float64Array; statusCodes: Record<string, number>; errors: number }>(
+  const reply = await runWorker<{ latencies: Float64Array; lag: Float64Array; statusCodes: Record<string, number>; errors: number; sent: number }>(
     fixedRateWorker,
     { url: o.url, path: o.path, rate: o.rate, seconds: o.seconds, userAgent: browserUserAgent, ipStart },
     signal,
   );
   const sorted = Float64Array.from(reply.latencies).sort();
   const lag = latencySummary(Float64Array.from(reply.lag).sort());
-  return { label, rate: o.rate, sent: Math.max(1, Math.round(o.rate * o.seconds)), ok: reply.statusCodes['302'] ?? 0, errors: reply.errors, ...latencySummary(sorted), lagP99: lag.p99, lagMax: lag.max };
+  return { label, rate: o.rate, sent: reply.sent, ok: reply.statusCodes['302'] ?? 0, errors: reply.errors, ...latencySummary(sorted), lagP99: lag.p99, lagMax: lag.max };
 }

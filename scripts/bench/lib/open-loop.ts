@@ -3,7 +3,7 @@
  * functions, and a sample of them followed through the API until each is visible.
  */
 import { latencySummary } from './load';
-import { browserUserAgent } from './closed-loop';
+import { browserUserAgent, visitorIpSource } from './closed-loop';
 import { runWorker } from './worker';
 
 /**
@@ -22,7 +22,7 @@ const sendAgent = new http.Agent({ keepAlive: true, maxSockets: 2048 });
 const pollAgent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 const now = () => performance.now();
 const sleep = (t) => new Promise((r) => setTimeout(r, t));
-const ipOf = (i) => '198.' + (18 + ((i >>> 16) & 1)) + '.' + ((i >>> 8) & 255) + '.' + (i & 255);
+${visitorIpSource}
 const auth = { authorization: 'Bearer ' + d.token };
 
 function get(target, agent, path, headers, timeoutMs) {

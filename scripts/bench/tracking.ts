@@ -29,7 +29,7 @@
  *      nobody subscribes to) and then redirects. A, D, B and C' run in alternating rounds (--rounds), pooled, in that order (see `alone`).
  *   1b. Clicks at a fixed rate, open loop (lib/fixed-rate.ts): B, D and C' at --fixed-rate % of B's closed-loop
  *      throughput, each request timed from its scheduled send time: the latency at a load an autoscaled instance runs at,
- *      and the stalls a closed loop hides (its connections stop sending while they wait).
+ *      and the stalls a closed loop hides (its connections stop sending while they wait). --fixed-rate-rounds rounds, pooled.
  *   2. Postbacks, closed loop: GET /postback with a unique txn_id and a valid click id per request (set per
  *      request by autocannon's setupRequest in the load worker), alone (P') and with the workers (P), against
  *      B at the same concurrency.
@@ -67,7 +67,7 @@ import { performance } from 'node:perf_hooks';
 import { failureCode, parseFlags, runMain, UsageError } from './lib/cli';
 import { browserUserAgent, closedLoop, closedLoopRatios, closedLoopTable, poolRounds, type ClosedLoopOptions, type ClosedLoopResult } from './lib/closed-loop';
 import { cpuMeter, formatCpuList, usableCores } from './lib/cpu';
-import { fixedRate, type FixedRateResult } from './lib/fixed-rate';
+import { fixedRate, poolFixedRate, type FixedRateResult } from './lib/fixed-rate';
 import { startHitServer, type HitServerProcess } from './lib/hit-process';
 import { oneVcpuNodeOptions } from '../../shared/runtime-flags';
 import type { TrackingEvent } from '../../shared/domain/events';
@@ -89,6 +89,7 @@ const usage = `usage: npx tsx scripts/bench/tracking.ts [options]
                           the emulator used 27-29% of a core to take C''s publishes and C'/B read 0.65-0.76x; primed, 5-8% and 0.75-0.90x (session 8)
   --fixed-rate P          part 1b: B, D (unless --skip-diagnostics) and C' in an open loop at P% of B's closed-loop
                           throughput, the latency at a load an autoscaled instance runs at (default 50; 0 to skip)
+  --fixed-rate-rounds N   part 1b: rounds of B, D and C' at the fixed rate, --duration s each, pooled (default 3)
   --postback-connections N  postback load: connections (default 20)
   --postback-duration S   postback load: measured seconds (default 8)
   --rate N                end to end: events per second sent, open loop (default 500)
@@ -128,6 +129,7 @@ const intSpec = {
   warmup: { default: 1, min: 0, max: 600 },
   prime: { default: 30, min: 0, max: 600 },
   'fixed-rate': { default: 50, min: 0, max: 100 },
+  'fixed-rate-rounds': { default: 3, min: 1, max: 20 },
   'postback-connections': { default: 20, min: 1, max: 1000 },
   'postback-duration': { default: 8, min: 1, max: 600 },
   rate: { default: 500, min: 1, max: 20_000 },
@@ -517,7 +519,7 @@ async function main(flags: Flags): Promise<number> {
     }
 
     const configLines = [
-      `configuration: --connections ${flags.connections} --duration ${flags.duration} --rounds ${flags.rounds} --warmup ${flags.warmup} --prime ${flags.prime} --fixed-rate ${flags['fixed-rate']} --postback-connections ${flags['postback-connections']} --postback-duration ${flags['postback-duration']}`,
+      `configuration: --connections ${flags.connections} --duration ${flags.duration} --rounds ${flags.rounds} --warmup ${flags.warmup} --prime ${flags.prime} --fixed-rate ${flags['fixed-rate']} --fixed-rate-rounds ${flags['fixed-rate-rounds']} --postback-connections ${flags['postback-connections']} --postback-duration ${flags['postback-duration']}`,
       `               --rate ${flags.rate}${flags.rates.length > 1 || flags.rates[0] !== flags.rate ? ` --rates ${flags.rates.join(',')}` : ''} --e2e-seconds ${flags['e2e-seconds']} --e2e-warmup ${flags['e2e-warmup']} --clicks-per-postback ${flags['clicks-per-postback']} --sample-clicks ${flags['sample-clicks']} --sample-postbacks ${flags['sample-postbacks']}`,
       `               --poll-ms ${flags['poll-ms']} --poll-budget ${flags['poll-budget'] || `${Math.max(20, Math.round(flags.rate / 10))} (10% of rate)`} --settle ${flags.settle} --drain ${flags.drain} --drain-timeout ${flags['drain-timeout']} --drain-in-flight ${flags['drain-in-flight']} ${flags.pin ? '--pin' : '--no-pin'}${flags['pin-e2e'] ? ' --pin-e2e' : ''}${boolFlags.filter((b) => flags[b]).map((b) => ` --${b}`).join('')}`,
       `click function publisher (functions/adapters/pubsub.ts): ${describeBatching(batching)}; LINK_CACHE_TTL_SECONDS ${process.env.LINK_CACHE_TTL_SECONDS ?? '10 (default)'}`,
@@ -661,6 +663,8 @@ async function main(flags: Flags): Promise<number> {
     // ---- 1. Clicks, closed loop.
     const clickRows: ClosedLoopResult[] = [];
     const fixedRows: FixedRateResult[] = [];
+    /** Each fixed-rate server's p99 round by round, in fixedRows' order: the spread the pooled figure hides. */
+    const fixedP99s: number[][] = [];
     let duringC: { before: Counts; after: Counts; seconds: number; answered: number } | undefined;
     if (!flags['skip-clicks']) {
       const clickPath = `/c/${links.clicks}?sub1=bench`;
@@ -690,14 +694,20 @@ async function main(flags: Flags): Promise<number> {
       if (flags['fixed-rate'] > 0 && bRate > 0) {
         const fixed = Math.round((bRate * flags['fixed-rate']) / 100);
         // D too when it runs: it shows what the awaited publish alone does to the tail.
-        for (const s of ['B ', 'D ', "C' "].flatMap((k) => alone.filter((x) => x.label.startsWith(k)))) {
-          // A pause first: the servers measured before share the core, and a collection they run once their load stops
-          // would land in this measurement.
-          await sleep(3000);
-          await fixedRate(s.label, { url: s.url, path: clickPath, rate: fixed, seconds: 1 }, signal); // warm-up
-          progress(`  measure  ${s.label} at ${fixed}/s, open loop (${flags.duration} s)`);
-          fixedRows.push(await fixedRate(s.label, { url: s.url, path: clickPath, rate: fixed, seconds: flags.duration }, signal));
+        const servers = ['B ', 'D ', "C' "].flatMap((k) => alone.filter((x) => x.label.startsWith(k)));
+        const fixedRounds: FixedRateResult[][] = servers.map(() => []);
+        for (let round = 0; round < flags['fixed-rate-rounds']; round++) {
+          for (const [i, s] of servers.entries()) {
+            // A pause first: the servers measured before share the core, and a collection they run once their load
+            // stops would land in this measurement.
+            await sleep(3000);
+            await fixedRate(s.label, { url: s.url, path: clickPath, rate: fixed, seconds: 1 }, signal); // warm-up
+            progress(`  measure  ${s.label} at ${fixed}/s, open loop (${flags.duration} s, round ${round + 1}/${flags['fixed-rate-rounds']})`);
+            fixedRounds[i]!.push(await fixedRate(s.label, { url: s.url, path: clickPath, rate: fixed, seconds: flags.duration }, signal));
+          }
         }
+        fixedRows.push(...fixedRounds.map(poolFixedRate));
+        fixedP99s.push(...fixedRounds.map((rs) => rs.map((r) => r.p99)));
       }
       const cLabel = 'C  click function, workers running (see below)';
       await workersFresh();
@@ -941,12 +951,12 @@ async function main(flags: Flags): Promise<number> {
       if (fb && fc) {
         out.push(
           '',
-          `1b. Clicks at a fixed rate, open loop: ${fb.rate}/s (${flags['fixed-rate']}% of B's closed-loop throughput above), ${flags.duration} s each after 1 s`,
+          `1b. Clicks at a fixed rate, open loop: ${fb.rate}/s (${flags['fixed-rate']}% of B's closed-loop throughput above), ${fb.rounds} round(s) of ${flags.duration} s each after 1 s, pooled;`,
           '   warm-up, each request sent at its scheduled time over keep-alive connections and timed from that time (a server that falls',
           '   behind is charged for the wait); a production instance is autoscaled to run well below saturation, where part 1 measures',
           table(
-            ['scenario', 'rate/s', 'answered 302', 'errors', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'sender late p99 / max ms'],
-            fixedRows.map((r) => [r.label, String(r.rate), `${r.ok}/${r.sent}`, String(r.errors), ms(r.p50), ms(r.p90), ms(r.p99), ms(r.max), `${ms(r.lagP99)} / ${ms(r.lagMax)}`]),
+            ['scenario', 'rate/s', 'answered 302', 'errors', 'p50 ms', 'p90 ms', 'p99 ms', 'p99 by round', 'max ms', 'sender late p99 / max ms'],
+            fixedRows.map((r, i) => [r.label, String(r.rate), `${r.ok}/${r.sent}`, String(r.errors), ms(r.p50), ms(r.p90), ms(r.p99), (fixedP99s[i] ?? []).map(ms).join(' / '), ms(r.max), `${ms(r.lagP99)} / ${ms(r.lagMax)}`]),
           ),
           `   C'/B at ${fb.rate}/s: p50 ${ratio(fc.p50 / fb.p50)}, p99 ${ratio(fc.p99 / fb.p99)} (the goal, p99 < 20 ms, is set at 50 connections: part 1)`,
         );

@@ -4,6 +4,7 @@
  */
 import { resolve } from 'node:path';
 import { config } from '../shared/config';
+import { recordRunningStack } from '../functions/adapters/dev-identity';
 import { startEmulators, type RunningEmulator } from './local/emulators';
 import { startLocalStack, type LocalStack } from './local/stack';
 
@@ -40,6 +41,8 @@ async function main(): Promise<void> {
     return;
   }
   const b = stack.baseUrl;
+  // So that `npm run token` signs for this stack's port without being told it.
+  if (!c.SUPABASE_URL) recordRunningStack(c.supabaseUrl);
   console.log(`
 ABP is running at ${b}
   health        ${b}/healthz

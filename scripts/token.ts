@@ -1,11 +1,12 @@
 /**
  * Prints a local access token, alone on stdout: `npm run --silent token -- --email alice@example.com`.
  * The same email always gets the same user id. Tokens are signed with the local stack's key (ABP_DATA_DIR),
- * whose public half `npm start` serves as the JWKS.
+ * whose public half `npm start` serves as the JWKS, and issued for the stack `npm start` last started with that
+ * data directory (whatever its PORT), unless HOST, PORT or SUPABASE_URL is given here.
  */
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { mintDevToken } from '../functions/adapters/dev-identity';
+import { mintDevToken, runningStackAuthBase } from '../functions/adapters/dev-identity';
 
 const { values } = parseArgs({ options: { email: { type: 'string' }, ttl: { type: 'string', default: '86400' } } });
 const email = z.email().safeParse(values.email);
@@ -14,4 +15,6 @@ if (!email.success || !ttl.success) {
   console.error('usage: npm run --silent token -- --email alice@example.com [--ttl seconds]');
   process.exit(2);
 }
-process.stdout.write(`${mintDevToken(email.data, { ttlSeconds: ttl.data })}\n`);
+const told = ['HOST', 'PORT', 'SUPABASE_URL'].some((k) => process.env[k]);
+const issuerBase = told ? undefined : runningStackAuthBase();
+process.stdout.write(`${mintDevToken(email.data, { ttlSeconds: ttl.data, issuerBase })}\n`);

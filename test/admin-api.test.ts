@@ -1,4 +1,8 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { collections } from '../shared/names';
 import { campaignBody, newOrg, startTestStack, type TestStack } from './helpers/stack';
@@ -19,6 +23,30 @@ describe('identity', () => {
       assert.equal(r.body.error.code, 'unauthorized');
     }
     assert.equal((await s.call('GET', '/v1/orgs', { auth: good })).status, 200);
+  });
+
+  it('says why a well-signed token is refused when it was issued for another stack', async () => {
+    const elsewhere = s.token('eve@example.com', { issuerBase: 'http://127.0.0.1:1' });
+    const r = await s.call('GET', '/v1/orgs', { auth: elsewhere });
+    assert.equal(r.status, 401);
+    assert.match(r.body.error.message, /issued by http:\/\/127\.0\.0\.1:1\/auth\/v1, not by this deployment's auth \(http:\/\/127\.0\.0\.1:\d+\/auth\/v1\)/);
+  });
+
+  it('mints `npm run token` tokens for the port `npm start` last ran on, unless told one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'abp-token-'));
+    try {
+      writeFileSync(join(dir, 'running-stack.json'), JSON.stringify({ authBaseUrl: 'http://127.0.0.1:18080' }));
+      const issuer = (extra: Record<string, string>) => {
+        const env: NodeJS.ProcessEnv = { ...process.env, ABP_DATA_DIR: dir, ...extra };
+        for (const k of ['HOST', 'PORT', 'SUPABASE_URL']) if (!(k in extra)) delete env[k];
+        const out = execFileSync(process.execPath, ['--import', 'tsx', 'scripts/token.ts', '--email', 'eve@example.com'], { env, encoding: 'utf8' });
+        return JSON.parse(Buffer.from(out.trim().split('.')[1]!, 'base64url').toString()).iss as string;
+      };
+      assert.equal(issuer({}), 'http://127.0.0.1:18080/auth/v1');
+      assert.equal(issuer({ PORT: '9090' }), 'http://127.0.0.1:9090/auth/v1');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('stops admitting a token at its expiry, though it was admitted a moment before', async () => {

@@ -1,4 +1,6 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, type JsonWebKey } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { config } from '../../shared/config';
 import { localJsonFile } from './local-secrets';
 
@@ -33,14 +35,36 @@ export function devUserId(email: string): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
-export function mintDevToken(email: string, opts: { ttlSeconds?: number; now?: number } = {}): string {
+/**
+ * The running local stack's auth base URL, kept beside the signing key by `npm start`: the issuer a dev token must
+ * carry is the stack's own URL, which PORT and HOST change, and the token command is run without them.
+ */
+const runningStackFile = () => join(config().ABP_DATA_DIR, 'running-stack.json');
+
+export function recordRunningStack(authBaseUrl: string): void {
+  mkdirSync(config().ABP_DATA_DIR, { recursive: true });
+  writeFileSync(runningStackFile(), JSON.stringify({ authBaseUrl }, null, 2));
+}
+
+/** The auth base URL `npm start` recorded last in this data directory; undefined if it never ran here. */
+export function runningStackAuthBase(): string | undefined {
+  try {
+    const { authBaseUrl } = JSON.parse(readFileSync(runningStackFile(), 'utf8')) as { authBaseUrl?: unknown };
+    return typeof authBaseUrl === 'string' ? authBaseUrl : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `issuerBase`: the auth base URL to sign for (default: this process's configured one). */
+export function mintDevToken(email: string, opts: { ttlSeconds?: number; now?: number; issuerBase?: string } = {}): string {
   const { kid, privateJwk } = key();
   const c = config();
   const now = Math.floor((opts.now ?? Date.now()) / 1000);
   const normalized = email.trim().toLowerCase();
   const header = { alg: 'ES256', typ: 'JWT', kid };
   const payload = {
-    iss: `${c.supabaseUrl}/auth/v1`,
+    iss: `${opts.issuerBase ?? c.supabaseUrl}/auth/v1`,
     aud: c.SUPABASE_JWT_AUDIENCE,
     sub: devUserId(normalized),
     email: normalized,

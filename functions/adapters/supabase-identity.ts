@@ -37,29 +37,39 @@ const verified = new Map<string, { user: VerifiedUser; until: number }>();
 const verifiedFor = 60_000;
 const maxVerified = 10_000;
 
+/** Why a token was not admitted, said to its caller: every reason names only what the token itself claims. */
+export interface RefusedToken {
+  refused: string;
+}
+
 /**
  * Verifies a Supabase access token with supabase-js against the project's JWKS (cached by the library).
- * getClaims checks the signature and expiry; issuer and audience are ours to check.
+ * getClaims checks the signature and expiry; issuer and audience are ours to check. A token with a good
+ * signature refused for its issuer or audience says so: locally that is a dev token minted for another port or
+ * data directory, and "invalid" alone sent people looking at the token instead of at the two commands.
  */
-export async function verifyAccessToken(token: string): Promise<VerifiedUser | undefined> {
+export async function verifyAccessToken(token: string): Promise<VerifiedUser | RefusedToken> {
   const now = Date.now();
   const hit = verified.get(token);
   if (hit && hit.until > now) return hit.user;
   const c = config();
   // Outside the try: a missing key is our misconfiguration, to be reported, not a token to refuse.
   const auth = authClient();
+  const invalid = { refused: 'Invalid or expired access token' };
   let result: Awaited<ReturnType<Auth['getClaims']>>;
   try {
     result = await auth.getClaims(token);
   } catch {
-    return undefined; // malformed tokens throw before verification
+    return invalid; // malformed tokens throw before verification
   }
   const claims = result.data?.claims;
-  if (result.error || !claims) return undefined;
+  if (result.error || !claims) return invalid;
+  const issuer = `${c.supabaseUrl}/auth/v1`;
+  if (claims.iss !== issuer) return { refused: `Access token issued by ${String(claims.iss)}, not by this deployment's auth (${issuer})` };
   const audiences = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
-  if (claims.iss !== `${c.supabaseUrl}/auth/v1` || !audiences.includes(c.SUPABASE_JWT_AUDIENCE)) return undefined;
+  if (!audiences.includes(c.SUPABASE_JWT_AUDIENCE)) return { refused: `Access token is not for audience ${c.SUPABASE_JWT_AUDIENCE}` };
   const signedIn = signedInUserClaims.safeParse(claims);
-  if (!signedIn.success) return undefined;
+  if (!signedIn.success) return { refused: 'Access token is not a signed-in user\'s with an email (anonymous, or a project key)' };
   const user: VerifiedUser = Object.freeze({ userId: signedIn.data.sub, email: signedIn.data.email.toLowerCase() });
   const until = Math.min(now + verifiedFor, typeof claims.exp === 'number' ? claims.exp * 1000 : now);
   if (until > now && signedAsymmetrically(token)) {

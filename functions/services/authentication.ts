@@ -27,6 +27,6 @@ export async function authenticate(authorization: string | undefined): Promise<P
     return { kind: 'apiKey', keyId: d.keyId, orgId: d.orgId, role: d.role, name: d.name };
   }
   const user = await verifyAccessToken(credential);
-  if (!user) throw unauthorized('Invalid or expired access token');
+  if ('refused' in user) throw unauthorized(user.refused);
   return { kind: 'user', ...user };
 }

@@ -12,7 +12,7 @@ import type { LocalStack } from '../../scripts/local/stack';
 export interface TestStack {
   baseUrl: string;
   stack: LocalStack;
-  token(email: string, opts?: { ttlSeconds?: number; now?: number }): string;
+  token(email: string, opts?: Parameters<typeof import('../../functions/adapters/dev-identity').mintDevToken>[1]): string;
   userId(email: string): string;
   call(method: string, path: string, opts?: { auth?: string; body?: unknown; rawBody?: string; headers?: Record<string, string> }): Promise<Reply>;
   close(): Promise<void>;

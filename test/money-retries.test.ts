@@ -444,15 +444,21 @@ describe('a transfer whose answer was lost', () => {
 });
 
 describe('minimum payout', () => {
-  it('holds back only the payout currency below the minimum, and pays other currencies', async () => {
+  it('holds back only the payout currency below the minimum, pays other currencies, and says what it held back', async () => {
     const org = await setupOrg('minimum@example.com', { minimumPayout: 5000 });
     const eur = (await s.call('POST', `/v1/orgs/${org.id}/campaigns`, { auth: org.token, body: campaignBody({ name: 'Euro sale', currency: 'EUR', payout: { type: 'cpa', amount: 500 }, holdDays: 0 }) })).body.id;
     const eurLink = (await s.call('POST', `/v1/orgs/${org.id}/links`, { auth: org.token, body: { campaignId: eur, affiliateId: org.affiliate } })).body.id;
     await approved(org, 'mn-1');
     await approved(org, 'mn-2', eurLink);
     await onboard(org);
-    const r = await runPayouts(system(org.id), { trigger: 'manual' });
-    assert.deepEqual(r.payouts.map((p) => [p.currency, p.amount, p.status]), [['EUR', 500, 'paid']]);
+    const heldBack = [{ affiliateId: org.affiliate, currency: 'USD', amount: 500, minimum: 5000 }];
+    const dry = await s.call('POST', `/v1/orgs/${org.id}/payout-runs`, { auth: org.token, body: { dryRun: true } });
+    assert.deepEqual([dry.body.payouts.map((p: { currency: string; status: string }) => [p.currency, p.status]), dry.body.belowMinimum], [[['EUR', 'would_pay']], heldBack]);
+    const run = await s.call('POST', `/v1/orgs/${org.id}/payout-runs`, { auth: org.token, body: {} });
+    assert.equal(run.status, 201, run.text);
+    assert.deepEqual(run.body.payouts.map((p: { currency: string; amount: number; status: string }) => [p.currency, p.amount, p.status]), [['EUR', 500, 'paid']]);
+    assert.deepEqual(run.body.belowMinimum, heldBack);
+    assert.deepEqual((await s.call('GET', `/v1/orgs/${org.id}/payout-runs/${run.body.id}`, { auth: org.token })).body.belowMinimum, heldBack, 'kept with the run');
     assert.equal((await balance(org)).available, 500, 'USD stays below its minimum of 5000');
   });
 

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { FieldPath, type DocumentData, type DocumentReference, type DocumentSnapshot, type Transaction } from '@google-cloud/firestore';
-import { minimumIn, planPayouts, type LedgerEntry, type PayoutMinimum } from '../../shared/domain/ledger';
+import { minimumIn, planPayouts, type BelowMinimum, type LedgerEntry, type PayoutMinimum } from '../../shared/domain/ledger';
 import { ApiError, conflict } from '../../shared/errors';
 import { deterministicId, newId } from '../../shared/ids';
 import { firestore } from '../adapters/firestore';
@@ -47,6 +47,8 @@ export interface PayoutRunResult {
   createdAt: string;
   completedAt: string | null;
   payouts: PayoutSummary[];
+  /** Balances the run left for a later one, under their affiliate's minimum payout (none recorded before 2026-11-24). */
+  belowMinimum: BelowMinimum[];
 }
 
 export const toPayout = (d: DocumentData): PayoutSummary => ({
@@ -482,13 +484,13 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
   const payoutsCol = scope.collection('payouts');
   const runRef = scope.collection('payoutRuns').doc(runId);
   const finished = opts.dryRun ? undefined : await runRef.get();
-  if (finished?.get('status') === 'completed') return completedRun(scope, finished.data()!);
+  if (finished?.get('status') === 'completed') return storedRun(scope, finished.data()!);
   // The lease comes before reading balances, so a second run sees what the first one left.
   const lease = opts.dryRun ? undefined : await holdLease(scope, runId);
   try {
     // Read again under the lease: another attempt of this run may have completed it while this one waited.
     const existing = opts.dryRun ? undefined : await runRef.get();
-    if (existing?.get('status') === 'completed') return completedRun(scope, existing.data()!);
+    if (existing?.get('status') === 'completed') return storedRun(scope, existing.data()!);
     if (existing && !existing.exists) await runRef.create({ id: runId, status: 'running', trigger: opts.trigger, createdAt, completedAt: null, payoutIds: [] });
     if (lease) await finishEarlierPayouts(scope, lease);
     // Only the fields planning needs: at 200,000 entries whole documents would take ~380 MiB (measured).
@@ -501,7 +503,7 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
       const snaps = await db.getAll(...affiliateIds.slice(i, i + 300).map((id) => scope.collection('affiliates').doc(id)));
       for (const s of snaps) if (s.exists) affiliates.set(s.id, s.data()!);
     }
-    const plan = planPayouts(approved, (id) => payoutMinimumOf(affiliates.get(id)));
+    const { pay: plan, belowMinimum } = planPayouts(approved, (id) => payoutMinimumOf(affiliates.get(id)));
     const blockedBy = (affiliateId: string) => whyNotPaid(affiliates.get(affiliateId));
     const payable = (affiliateId: string) => !blockedBy(affiliateId);
 
@@ -509,6 +511,7 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
       return {
         id: runId, status: 'dry_run', trigger: opts.trigger, createdAt, completedAt: null,
         payouts: plan.map((p) => ({ id: deterministicId('po', runId, p.affiliateId, p.currency), affiliateId: p.affiliateId, amount: p.amount, currency: p.currency, status: payable(p.affiliateId) ? 'would_pay' : 'blocked', reason: blockedBy(p.affiliateId) ?? null, transferId: null, simulated: false })),
+        belowMinimum,
       };
     }
 
@@ -556,17 +559,17 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
     const earlier = existing?.exists ? (await payoutsCol.where('runId', '==', runId).select().get()).docs.map((d) => d.id).filter((id) => !planned.has(id)) : [];
     const runPayoutIds = [...payoutIds, ...earlier];
     const completedAt = new Date().toISOString();
-    await runRef.update({ status: 'completed', completedAt, payoutIds: runPayoutIds });
-    return { id: runId, status: 'completed', trigger: opts.trigger, createdAt: existing?.get('createdAt') ?? createdAt, completedAt, payouts: await payoutsOfRun(scope, runPayoutIds) };
+    await runRef.update({ status: 'completed', completedAt, payoutIds: runPayoutIds, belowMinimum });
+    return { id: runId, status: 'completed', trigger: opts.trigger, createdAt: existing?.get('createdAt') ?? createdAt, completedAt, payouts: await payoutsOfRun(scope, runPayoutIds), belowMinimum };
   } finally {
     await lease?.release();
   }
 }
 
-/** A run an earlier attempt completed, answered as GET /payout-runs/:id shows it: with its payouts as they are now, not their ids. */
-async function completedRun(scope: OrgScope, stored: DocumentData): Promise<PayoutRunResult> {
-  const { payoutIds, ...run } = stored;
-  return { ...(run as Omit<PayoutRunResult, 'payouts'>), payouts: await payoutsOfRun(scope, payoutIds as string[]) };
+/** A run as recorded (an earlier attempt completed it, or GET /payout-runs/:id asks), with its payouts as they are now, not their ids. */
+export async function storedRun(scope: OrgScope, stored: DocumentData): Promise<PayoutRunResult> {
+  const { payoutIds, belowMinimum, ...run } = stored;
+  return { ...(run as Omit<PayoutRunResult, 'payouts' | 'belowMinimum'>), payouts: await payoutsOfRun(scope, payoutIds as string[]), belowMinimum: (belowMinimum as BelowMinimum[] | undefined) ?? [] };
 }
 
 export async function payoutsOfRun(scope: OrgScope, payoutIds: string[]): Promise<PayoutSummary[]> {

@@ -86,11 +86,20 @@ export function minimumIn(currency: string, minimum: PayoutMinimum | undefined):
   return minimum && minimum.currency === currency ? minimum.amount : 0;
 }
 
+/** A positive balance a run leaves where it is because it is under the affiliate's minimum payout. */
+export interface BelowMinimum {
+  affiliateId: string;
+  currency: string;
+  amount: number;
+  minimum: number;
+}
+
 /**
  * Which affiliates a run pays: per affiliate and currency, the net of approved unclaimed entries, when it
- * reaches the affiliate's minimum. Smaller and negative nets are carried forward untouched.
+ * reaches the affiliate's minimum. Smaller and negative nets are carried forward untouched; the positive ones are
+ * named in `belowMinimum`, so a run that pays nobody says why.
  */
-export function planPayouts(entries: LedgerEntry[], minimumFor: (affiliateId: string) => PayoutMinimum | undefined): PayoutCandidate[] {
+export function planPayouts(entries: LedgerEntry[], minimumFor: (affiliateId: string) => PayoutMinimum | undefined): { pay: PayoutCandidate[]; belowMinimum: BelowMinimum[] } {
   const groups = new Map<string, PayoutCandidate>();
   for (const e of entries) {
     if (e.status !== 'approved' || e.payoutId) continue;
@@ -100,9 +109,16 @@ export function planPayouts(entries: LedgerEntry[], minimumFor: (affiliateId: st
     g.entryIds.push(e.id);
     groups.set(key, g);
   }
-  return [...groups.values()]
-    .filter((g) => g.amount > 0 && g.amount >= minimumIn(g.currency, minimumFor(g.affiliateId)))
-    .sort((a, b) => a.affiliateId.localeCompare(b.affiliateId) || a.currency.localeCompare(b.currency));
+  const pay: PayoutCandidate[] = [];
+  const belowMinimum: BelowMinimum[] = [];
+  const sorted = [...groups.values()].sort((a, b) => a.affiliateId.localeCompare(b.affiliateId) || a.currency.localeCompare(b.currency));
+  for (const g of sorted) {
+    if (g.amount <= 0) continue;
+    const minimum = minimumIn(g.currency, minimumFor(g.affiliateId));
+    if (g.amount >= minimum) pay.push(g);
+    else belowMinimum.push({ affiliateId: g.affiliateId, currency: g.currency, amount: g.amount, minimum });
+  }
+  return { pay, belowMinimum };
 }
 
 /** UTC calendar month of a timestamp, the period volume tiers count in. */

@@ -10,7 +10,7 @@ import { formatMinor } from '../../../shared/money';
 import { collections } from '../../../shared/names';
 import { PayoutProviderError, payoutProvider } from '../../adapters/payouts';
 import { transitionConversion } from '../../services/conversion-lifecycle';
-import { payoutsOfRun, runPayouts, toPayout } from '../../services/payout-runs';
+import { storedRun, runPayouts, toPayout } from '../../services/payout-runs';
 import { actorOf } from '../../services/principal';
 import { globalIndexDoc } from '../../services/tenancy';
 import { created, ok, orgRoute } from '../router';
@@ -34,8 +34,16 @@ const payoutRunFields = {
   createdAt: z.string(),
   completedAt: z.string().nullable(),
 };
+const belowMinimumResource = z
+  .object({ affiliateId: z.string(), currency: z.string(), amount: z.number().describe('Minor units: the approved balance left for a later run'), minimum: z.number().describe("The affiliate's minimum payout in this currency, minor units") })
+  .meta({ id: 'BelowMinimum' });
 const payoutRunResource = z
-  .object({ ...payoutRunFields, status: z.enum(['running', 'completed', 'dry_run']).describe('running: in progress, or stopped before it completed; dry_run: only what would be paid, nothing recorded'), payouts: z.array(payoutResource) })
+  .object({
+    ...payoutRunFields,
+    status: z.enum(['running', 'completed', 'dry_run']).describe('running: in progress, or stopped before it completed; dry_run: only what would be paid, nothing recorded'),
+    payouts: z.array(payoutResource),
+    belowMinimum: z.array(belowMinimumResource).describe("Approved balances the run did not pay because they are under the affiliate's minimum payout (PATCH the affiliate's minimumPayout to change it); a running run lists none yet"),
+  })
   .meta({ id: 'PayoutRun' });
 /** A run as the list shows it: without its payouts (GET …/payout-runs/{id} has them). Dry runs are not recorded. */
 const payoutRunSummaryResource = z
@@ -114,8 +122,7 @@ export const moneyRoutes = [
   orgRoute(
     { method: 'GET', path: '/v1/orgs/:orgId/payout-runs/:id', summary: 'A payout run with its payouts', tag: 'Money', permission: 'payouts:read', response: payoutRunResource },
     async ({ scope, params }) => {
-      const { payoutIds, ...run } = await scope.getOrThrow<DocumentData>('payoutRuns', params.id!, 'Payout run');
-      return ok({ ...run, payouts: await payoutsOfRun(scope, payoutIds as string[]) });
+      return ok(await storedRun(scope, await scope.getOrThrow<DocumentData>('payoutRuns', params.id!, 'Payout run')));
     },
   ),
   orgRoute(

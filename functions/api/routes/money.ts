@@ -116,7 +116,7 @@ export const moneyRoutes = [
     { method: 'GET', path: '/v1/orgs/:orgId/payout-runs', summary: 'Payout runs, newest first', tag: 'Money', permission: 'payouts:read', query: z.object({ limit: z.coerce.number().int().min(1).max(200).default(50), cursor: z.string().optional() }), response: z.object({ items: z.array(payoutRunSummaryResource), nextCursor: z.string().nullable() }) },
     async ({ scope, query }) => {
       const p = await scope.list<DocumentData>('payoutRuns', { ...query, newestFirstBy: 'createdAt' });
-      return ok({ items: p.items.map(({ payoutIds: _ids, ...run }) => run), nextCursor: p.nextCursor });
+      return ok({ items: p.items.map((r) => ({ id: r.id, trigger: r.trigger, createdAt: r.createdAt, completedAt: r.completedAt, status: r.status })), nextCursor: p.nextCursor });
     },
   ),
   orgRoute(

@@ -446,6 +446,24 @@ describe('postback function', () => {
     for (const id of [clickId, mistyped]) assert.equal((await postback({ click_id: id, txn_id: 'retyped-1', amount: '10.00' })).body.status, 'duplicate');
   });
 
+  it('keeps a sale a person rejected, whatever reason they typed, when it is sent again with another click', async () => {
+    const { clickId } = await click(org.link, '?sub1=decided');
+    const sale = await postback({ click_id: clickId, txn_id: 'decided-1', amount: '10.00' });
+    await eventually(async () => ((await api(`/conversions/${sale.body.conversionId}`)).body?.status === 'pending' ? true : undefined), 'sale booked');
+    // The reason a person typed reads like the one the intake gives a mistyped click id.
+    const rejected = await s.call('PATCH', `/v1/orgs/${org.id}/conversions/${sale.body.conversionId}`, { auth: org.token, body: { status: 'rejected', reason: 'unknown_click' } });
+    assert.equal(rejected.status, 200, rejected.text);
+    const { clickId: another } = await click(org.link, '?sub1=decided-again');
+    // Delivered straight to the state worker, which answers once it has handled it: handled, not failed (a failure
+    // is redelivered until the dead-letter topic takes it).
+    const delivered = await deliverToStateWorker(postbackEvent({ orgId: org.id, txnId: 'decided-1', clickId: another }), 'decided-again');
+    assert.equal(delivered.ok, true);
+    const again = await postback({ click_id: another, txn_id: 'decided-1', amount: '10.00' });
+    assert.deepEqual([again.body.conversionId, again.body.status], [sale.body.conversionId, 'duplicate']);
+    const now = (await api(`/conversions/${sale.body.conversionId}`)).body;
+    assert.deepEqual([now.status, now.clickId, now.reasons.at(-1)], ['rejected', clickId, 'unknown_click']);
+  });
+
   it('rejects bad input with 4xx naming the field', async () => {
     assert.equal((await s.call('GET', '/postback?click_id=x')).status, 401);
     assert.equal((await postback({ click_id: 'x' }).then((r) => r.status)), 200);

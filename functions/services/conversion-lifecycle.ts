@@ -135,7 +135,8 @@ export async function applyTransition(
   }
 
   const next = {
-    ...conv, status: change.status, payout, updatedAt: at,
+    // decidedAt: a status set after booking, which no postback re-books (shared/domain/rebooking.ts).
+    ...conv, status: change.status, payout, updatedAt: at, decidedAt: at,
     // The report counts the conversion as this version says once it is published (conversion-analytics.ts).
     analytics: transitionVersion(conversionId, change.status, conv.revenue as number, payout, recordedAfter(conv, at)), analyticsDue: true,
     reasons: change.reason ? [...(conv.reasons as string[]), change.reason] : conv.reasons,

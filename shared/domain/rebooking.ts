@@ -7,8 +7,12 @@ const clickIdReasons = new Set(['invalid_click_id', 'unknown_click', 'foreign_cl
  * minted (`clickIdIsOurs`, asked last: it costs an HMAC; two bad ids would only take turns): the conversion id
  * is the transaction's, so otherwise a mistyped or forged click id sent first would keep the real sale from
  * ever being credited. Nothing had been credited or counted for it.
+ *
+ * Only a rejection made at booking: one a person decided later (`decidedAt`) stands, even if the reason they
+ * typed reads like a click-id reason. That conversion was booked and credited once; booking it again would
+ * meet its own commission entry and fail on every delivery.
  */
-export function rebooks(existing: { status?: unknown; clickId?: unknown; reasons?: unknown }, clickId: string, clickIdIsOurs: () => boolean): boolean {
+export function rebooks(existing: { status?: unknown; clickId?: unknown; reasons?: unknown; decidedAt?: unknown }, clickId: string, clickIdIsOurs: () => boolean): boolean {
   const reasons = Array.isArray(existing.reasons) ? (existing.reasons as string[]) : [];
-  return existing.status === 'rejected' && existing.clickId !== clickId && reasons.some((r) => clickIdReasons.has(r)) && clickIdIsOurs();
+  return existing.status === 'rejected' && existing.decidedAt === undefined && existing.clickId !== clickId && reasons.some((r) => clickIdReasons.has(r)) && clickIdIsOurs();
 }

@@ -11,7 +11,7 @@ import type { Domain } from 'node:domain';
  * `maxConcurrent` groups are in flight; otherwise it waits for the next free slot, together with everything
  * else that arrived meanwhile. So a lone event is not delayed, and under load groups grow by themselves.
  */
-export interface GroupCommitOptions {
+export interface GroupCommitOptions<T = unknown> {
   /** The most items one commit takes (e.g. what fits in one Firestore batch). */
   maxItems: number;
   /** Groups committed at the same time. */
@@ -22,6 +22,13 @@ export interface GroupCommitOptions {
    * itself may still land, which callers must tolerate (every write here is idempotent).
    */
   timeoutMs?: number;
+  /**
+   * Documents an item writes with a precondition (a visitor's recent clicks): two groups in flight that hold
+   * the same one would fail each other's commit, and a flood of clicks from one visitor would then fail
+   * deliveries by the hundred. An item whose key a group in flight holds waits for the next group, with every
+   * other item of that key, so each key is written by one commit at a time and a burst of one key shares one.
+   */
+  exclusiveKeysOf?(item: T): readonly string[];
 }
 
 /** One item's outcome, in Promise.allSettled's shape: one bad item need not fail the rest of its group. */
@@ -30,6 +37,7 @@ export type Settled<R> = PromiseSettledResult<R>;
 interface Waiting<T, R> {
   item: T;
   settle(result: Settled<R>): void;
+  keys?: readonly string[];
 }
 
 /**
@@ -42,11 +50,13 @@ interface Waiting<T, R> {
  */
 export function groupCommitCallbacks<T, R>(
   commit: (items: T[], finish: (results: Settled<R>[]) => void) => void,
-  opts: GroupCommitOptions,
+  opts: GroupCommitOptions<T>,
 ): (item: T, settle: (result: Settled<R>) => void) => void {
-  const waiting: Waiting<T, R>[] = [];
+  let waiting: Waiting<T, R>[] = [];
   let inFlight = 0;
   let scheduled = false;
+  /** Exclusive keys held by groups in flight. */
+  const held = new Set<string>();
 
   const run = (group: Waiting<T, R>[]) => {
     let finished = false;
@@ -56,6 +66,7 @@ export function groupCommitCallbacks<T, R>(
       finished = true;
       if (timer) clearTimeout(timer);
       inFlight--;
+      for (const w of group) for (const k of w.keys ?? []) held.delete(k);
       const broken = results.length === group.length ? undefined : new Error(`group commit returned ${results.length} results for ${group.length} items`);
       group.forEach((w, i) => {
         try {
@@ -90,9 +101,24 @@ export function groupCommitCallbacks<T, R>(
 
   function pump(): void {
     while (inFlight < opts.maxConcurrent && waiting.length) {
+      const group = held.size ? takeFree() : waiting.splice(0, opts.maxItems);
+      if (!group.length) return; // every waiting item's key is in flight: its group's finish pumps again
+      for (const w of group) for (const k of w.keys ?? []) held.add(k);
       inFlight++;
-      run(waiting.splice(0, opts.maxItems));
+      run(group);
     }
+  }
+
+  /** The first items, in order, whose keys no group in flight holds. */
+  function takeFree(): Waiting<T, R>[] {
+    const group: Waiting<T, R>[] = [];
+    const left: Waiting<T, R>[] = [];
+    for (const w of waiting) {
+      if (group.length < opts.maxItems && !(w.keys ?? []).some((k) => held.has(k))) group.push(w);
+      else left.push(w);
+    }
+    waiting = left;
+    return group;
   }
 
   const pumpNextTurn = () => {
@@ -101,7 +127,7 @@ export function groupCommitCallbacks<T, R>(
   };
 
   return (item: T, settle: (result: Settled<R>) => void) => {
-    waiting.push({ item, settle });
+    waiting.push(opts.exclusiveKeysOf ? { item, settle, keys: opts.exclusiveKeysOf(item) } : { item, settle });
     if (scheduled) return;
     scheduled = true;
     // Deliveries parsed in the same turn of the event loop go out together.
@@ -121,7 +147,7 @@ export function promised<T, R>(submit: (item: T, settle: (result: Settled<R>) =>
 }
 
 /** The promise form, for the workers: `commit` resolves to one result per item. */
-export function groupCommit<T, R>(commit: (items: T[]) => Promise<Settled<R>[]>, opts: GroupCommitOptions): (item: T) => Promise<R> {
+export function groupCommit<T, R>(commit: (items: T[]) => Promise<Settled<R>[]>, opts: GroupCommitOptions<T>): (item: T) => Promise<R> {
   return promised(
     groupCommitCallbacks<T, R>((items, finish) => {
       commit(items).then(finish, (err: unknown) => finish(items.map(() => ({ status: 'rejected', reason: err }))));

@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { create as createDomain } from 'node:domain';
 import { describe, it } from 'node:test';
 import { groupCommit, groupCommitCallbacks } from '../shared/group-commit';
-import { groupedWrites } from '../functions/services/grouped-writes';
+import { groupedWrites, settleEach } from '../functions/services/grouped-writes';
 
 /** The workers' group commit: items that arrive together are written together, each caller gets its own answer. */
-function recorder(opts: { maxItems: number; maxConcurrent: number }, fail: (n: number) => boolean = () => false) {
+function recorder(opts: { maxItems: number; maxConcurrent: number; exclusiveKeysOf?: (n: number) => readonly string[] }, fail: (n: number) => boolean = () => false) {
   const groups: number[][] = [];
   let running = 0;
   let mostRunning = 0;
@@ -57,6 +57,36 @@ describe('group commit', () => {
     await Promise.all(all);
     assert.deepEqual(g.groups, [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]);
     assert.equal(g.mostRunning(), 2);
+  });
+
+  it('never has two groups in flight holding one exclusive key, and sends the other items meanwhile', async () => {
+    // Items 0-5 write document "v" (a visitor's, say); 10 and 11 write nothing shared.
+    const g = recorder({ maxItems: 3, maxConcurrent: 3, exclusiveKeysOf: (n) => (n < 10 ? ['v'] : []) });
+    const all = [0, 1, 10, 2, 3, 11, 4, 5].map((n) => g.add(n));
+    await tick();
+    // The first group holds "v": the rest of "v" waits, though slots are free, and 11 goes out on its own.
+    assert.deepEqual(g.groups, [[0, 1, 10], [11]]);
+    g.releaseAll();
+    await tick();
+    assert.deepEqual(g.groups.slice(2), [[2, 3, 4]]);
+    g.releaseAll();
+    await tick();
+    assert.deepEqual(g.groups.slice(3), [[5]]);
+    g.releaseAll();
+    assert.deepEqual(await Promise.all(all), ['ok 0', 'ok 1', 'ok 10', 'ok 2', 'ok 3', 'ok 11', 'ok 4', 'ok 5']);
+  });
+
+  it('goes on with items of other keys while one key waits for its group', async () => {
+    const g = recorder({ maxItems: 2, maxConcurrent: 2, exclusiveKeysOf: (n) => [n < 10 ? 'v' : `w${n}`] });
+    const all = [0, 1, 2, 10, 11].map((n) => g.add(n));
+    await tick();
+    // [0, 1] holds "v"; 2 waits for it, and 10 and 11, which need nothing held, fill the second slot.
+    assert.deepEqual(g.groups, [[0, 1], [10, 11]]);
+    g.releaseAll();
+    await tick();
+    assert.deepEqual(g.groups.slice(2), [[2]]);
+    g.releaseAll();
+    await Promise.all(all);
   });
 
   it('fails only the items that failed, and a thrown commit fails its whole group', async () => {
@@ -188,6 +218,24 @@ describe('grouped writes (the workers\' Firestore groups)', () => {
     assert.deepEqual([once.groups, once.alone], [[['a', 'b'], ['a', 'b']], []]);
     const twice = writes([() => ({ code: 6 }), () => ({ code: 9 })]);
     assert.deepEqual(await settle(['a', 'b'].map(twice.write)), ['alone:a', 'alone:b']);
+  });
+
+  it('writes items sharing an exclusive key one after another when it writes them alone, the others side by side', async () => {
+    let running = 0;
+    const runningOf = new Map<string, number>();
+    const most = { any: 0, sameKey: 0 };
+    const key = (x: string) => x.slice(0, 1);
+    const results = await settleEach(['a1', 'a2', 'a3', 'b1', 'c1', 'a4'], async (x) => {
+      most.any = Math.max(most.any, ++running);
+      runningOf.set(key(x), (runningOf.get(key(x)) ?? 0) + 1);
+      most.sameKey = Math.max(most.sameKey, runningOf.get(key(x))!);
+      await new Promise((r) => setTimeout(r, 5));
+      running--;
+      runningOf.set(key(x), runningOf.get(key(x))! - 1);
+      return x;
+    }, (x) => [key(x)]);
+    assert.deepEqual(results.map((r) => (r.status === 'fulfilled' ? r.value : 'failed')), ['a1', 'a2', 'a3', 'b1', 'c1', 'a4']);
+    assert.deepEqual(most, { any: 3, sameKey: 1 });
   });
 
   it('splits a group refused for a lasting reason, so a poison item fails only its own write', async () => {

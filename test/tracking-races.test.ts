@@ -282,3 +282,37 @@ describe('a pixel and a postback of one sale sent together', () => {
     await assertCreditedOnce(org, sales, { report: true });
   });
 });
+
+describe('a flood of clicks from one visitor on one link', () => {
+  it('records every click at its first delivery, one of them unique, however many arrive at once', async () => {
+    const org = await setUpOrg('race-flood@example.com');
+    const { mintClickId } = await import('../shared/domain/click-id');
+    const { secrets } = await import('../functions/adapters/local-secrets');
+    const key = secrets().clickSigningKey;
+    // A bot with a browser's user agent, from one address: every click writes the same visitor document.
+    const n = 300;
+    const start = Date.now() - 60_000;
+    const clicks = Array.from({ length: n }, (_, i) => {
+      const at = start + i;
+      return {
+        type: 'click', eventId: mintClickId(key, org.link, at), orgId: org.id, linkId: org.link, campaignId: org.campaign, affiliateId: org.affiliate,
+        occurredAt: new Date(at).toISOString(), attributionWindowDays: 30, sub1: 'flood', sub2: null, sub3: null, sub4: null, sub5: null,
+        visitorHash: 'one-visitor-hash-000000', ipHash: 'one-ip-hash', ipPrefix: '198.18.0.0/24', country: null, device: 'desktop', os: null, browser: null,
+        referrer: null, isBot: false, botReason: null,
+      };
+    });
+    // Straight to the state worker, all at once, each once: a failed delivery would be Pub/Sub's to retry, and
+    // after five the dead-letter topic's, counted in neither the live counters nor the stats.
+    const answers = await Promise.all(clicks.map(async (c, i) => {
+      const r = await fetch(`${s.baseUrl}/_push/state-writer/projects/${process.env.GOOGLE_CLOUD_PROJECT}/topics/tracking-events`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ subscription: 'projects/p/subscriptions/s', message: { data: Buffer.from(JSON.stringify(c)).toString('base64'), messageId: `flood-${i}`, attributes: {} } }),
+      });
+      await r.arrayBuffer();
+      return r.status;
+    }));
+    assert.deepEqual(answers.filter((status) => status >= 300), [], 'every delivery handled the first time');
+    const stats = (await s.call('GET', `/v1/orgs/${org.id}/stats?from=${since()}&to=${today()}`, { auth: org.token })).body.totals;
+    assert.deepEqual([stats.clicks, stats.uniqueClicks], [n, 1]);
+  });
+});

@@ -37,10 +37,18 @@ export interface ClickApplied {
   created: boolean;
 }
 
+/** The visitor document a click changes, as a key: its organisation, link and visitor. */
+const visitorKeyOf = (e: ClickEvent) => `${e.orgId}/${e.linkId}_${e.visitorHash}`;
+
 const commitClicks = groupedWrites(
   async (events: ClickEvent[]) => (await writeOnce(events)).map((value): Settled<ClickApplied> => ({ status: 'fulfilled', value })),
   applyAlone,
-  { maxItems: maxClicksPerCommit, maxConcurrent: concurrentCommits, keyOf: (e) => `${e.orgId}/${e.eventId}` },
+  {
+    maxItems: maxClicksPerCommit, maxConcurrent: concurrentCommits, keyOf: (e) => `${e.orgId}/${e.eventId}`,
+    // The visitor document, written with a precondition: one commit at a time may hold it (a flood of one
+    // visitor's clicks failed most of its deliveries on each other's writes before).
+    exclusiveKeysOf: (e) => (e.isBot ? [] : [visitorKeyOf(e)]),
+  },
 );
 
 /** Resolves once the click is in Firestore (or was already there: `created: false`). */
@@ -107,7 +115,6 @@ async function writeOnce(events: ClickEvent[]): Promise<ClickApplied[]> {
   const scopes = new Map<string, OrgScope>();
   const scopeOf = (orgId: string) => scopes.get(orgId) ?? scopes.set(orgId, OrgScope.system(orgId, 'state-writer')).get(orgId)!;
   const clickRefOf = (e: ClickEvent) => scopeOf(e.orgId).collection('clicks').doc(e.eventId);
-  const visitorKeyOf = (e: ClickEvent) => `${e.orgId}/${e.linkId}_${e.visitorHash}`;
 
   const clickRefs = new Map<string, DocumentReference>();
   const visitorRefs = new Map<string, DocumentReference>();

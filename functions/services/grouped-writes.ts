@@ -16,7 +16,7 @@ import { groupCommit, type GroupCommitOptions, type Settled } from '../../shared
  * - The same item delivered twice while the first is still being written (Pub/Sub redelivers on a short
  *   ack deadline) waits for the first one's outcome instead of racing it into a conflict.
  */
-export interface GroupedWritesOptions<T> extends GroupCommitOptions {
+export interface GroupedWritesOptions<T> extends GroupCommitOptions<T> {
   /**
    * Items with the same key are the same delivery: one arriving while another is being written shares its
    * outcome. Different items may still write the same document (two postbacks of one sale naming different
@@ -46,7 +46,7 @@ export function groupedWrites<T, R>(
           if (isTransient(again)) throw again;
         }
       }
-      return settleEach(items, writeAlone);
+      return settleEach(items, writeAlone, opts.exclusiveKeysOf);
     }
   }, opts);
 
@@ -61,21 +61,34 @@ export function groupedWrites<T, R>(
   };
 }
 
-/** Writes each item on its own, a few at a time, each with its own outcome. */
-export async function settleEach<T, R>(items: T[], write: (item: T) => Promise<R>): Promise<Settled<R>[]> {
+/**
+ * Writes each item on its own, a few at a time, each with its own outcome. Items sharing an exclusive key (see
+ * GroupCommitOptions) go one after another: written side by side they would only fail each other's precondition.
+ */
+export async function settleEach<T, R>(items: T[], write: (item: T) => Promise<R>, exclusiveKeysOf?: (item: T) => readonly string[]): Promise<Settled<R>[]> {
   const results: Settled<R>[] = new Array(items.length);
+  const chains: number[][] = [];
+  const chainOf = new Map<string, number[]>();
+  items.forEach((item, i) => {
+    const key = exclusiveKeysOf?.(item)[0];
+    const chain = key === undefined ? undefined : chainOf.get(key);
+    if (chain) return void chain.push(i);
+    chains.push([i]);
+    if (key !== undefined) chainOf.set(key, chains[chains.length - 1]!);
+  });
   let next = 0;
   const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      try {
-        results[i] = { status: 'fulfilled', value: await write(items[i]!) };
-      } catch (reason) {
-        results[i] = { status: 'rejected', reason };
+    while (next < chains.length) {
+      for (const i of chains[next++]!) {
+        try {
+          results[i] = { status: 'fulfilled', value: await write(items[i]!) };
+        } catch (reason) {
+          results[i] = { status: 'rejected', reason };
+        }
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(aloneConcurrency, items.length) }, worker));
+  await Promise.all(Array.from({ length: Math.min(aloneConcurrency, chains.length) }, worker));
   return results;
 }
 

@@ -113,6 +113,8 @@ const usage = `usage: npx tsx scripts/bench/tracking.ts [options]
                           get the backlog into Firestore and the report; hit server and load generator idle (default 15000; 0 to skip)
   --drain-timeout S       drain: give up after S seconds, or after 30 s without progress (default 300)
   --drain-in-flight N     drain: messages each relay keeps in flight (default ${defaultRelayInFlight}, what the stack's relays keep in the open loop)
+  --drain-visitors N      drain: the clicks come from N visitors in turn (same user agent, N addresses); 0: each click a visitor of
+                          its own (default). 1 is a flood from one address on one link, whose repeat clicks all write one visitor document
   --pin, --no-pin         pin the servers under test (A, B, D, the click function's server and the hit server) to the
                           last core and this process and the emulators to the others, with taskset (also --pin 1, --pin 0;
                           default: on with 2 or more usable cores)
@@ -144,6 +146,7 @@ const intSpec = {
   drain: { default: 15_000, min: 0, max: 1_000_000 },
   'drain-timeout': { default: 300, min: 10, max: 3600 },
   'drain-in-flight': { default: defaultRelayInFlight, min: 1, max: 10_000 },
+  'drain-visitors': { default: 0, min: 0, max: 1_000_000 },
 } as const;
 const boolFlags = ['skip-clicks', 'skip-postbacks', 'skip-e2e', 'skip-diagnostics'] as const;
 type Flags = Record<keyof typeof intSpec, number> & Record<(typeof boolFlags)[number] | 'pin' | 'pin-e2e', boolean> & { rates: number[] };
@@ -521,7 +524,7 @@ async function main(flags: Flags): Promise<number> {
     const configLines = [
       `configuration: --connections ${flags.connections} --duration ${flags.duration} --rounds ${flags.rounds} --warmup ${flags.warmup} --prime ${flags.prime} --fixed-rate ${flags['fixed-rate']} --fixed-rate-rounds ${flags['fixed-rate-rounds']} --postback-connections ${flags['postback-connections']} --postback-duration ${flags['postback-duration']}`,
       `               --rate ${flags.rate}${flags.rates.length > 1 || flags.rates[0] !== flags.rate ? ` --rates ${flags.rates.join(',')}` : ''} --e2e-seconds ${flags['e2e-seconds']} --e2e-warmup ${flags['e2e-warmup']} --clicks-per-postback ${flags['clicks-per-postback']} --sample-clicks ${flags['sample-clicks']} --sample-postbacks ${flags['sample-postbacks']}`,
-      `               --poll-ms ${flags['poll-ms']} --poll-budget ${flags['poll-budget'] || `${Math.max(20, Math.round(flags.rate / 10))} (10% of rate)`} --settle ${flags.settle} --drain ${flags.drain} --drain-timeout ${flags['drain-timeout']} --drain-in-flight ${flags['drain-in-flight']} ${flags.pin ? '--pin' : '--no-pin'}${flags['pin-e2e'] ? ' --pin-e2e' : ''}${boolFlags.filter((b) => flags[b]).map((b) => ` --${b}`).join('')}`,
+      `               --poll-ms ${flags['poll-ms']} --poll-budget ${flags['poll-budget'] || `${Math.max(20, Math.round(flags.rate / 10))} (10% of rate)`} --settle ${flags.settle} --drain ${flags.drain} --drain-timeout ${flags['drain-timeout']} --drain-in-flight ${flags['drain-in-flight']} --drain-visitors ${flags['drain-visitors']} ${flags.pin ? '--pin' : '--no-pin'}${flags['pin-e2e'] ? ' --pin-e2e' : ''}${boolFlags.filter((b) => flags[b]).map((b) => ` --${b}`).join('')}`,
       `click function publisher (functions/adapters/pubsub.ts): ${describeBatching(batching)}; LINK_CACHE_TTL_SECONDS ${process.env.LINK_CACHE_TTL_SECONDS ?? '10 (default)'}`,
       `node flags of the servers under test (the state worker: the first ones only): ${[...oneVcpuNodeOptions, ...(process.env.ABP_BENCH_HIT_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)].join(' ')} (shared/runtime-flags.ts: what infra/ sets as NODE_OPTIONS on one-vCPU functions)`,
     ];
@@ -831,7 +834,7 @@ async function main(flags: Flags): Promise<number> {
       relays = drainSetup;
       const campaignId = await campaign('Bench drain');
       const linkId = await link(campaignId);
-      // The events the click and postback functions publish: N clicks (distinct visitors, click ids minted
+      // The events the click and postback functions publish: N clicks (distinct visitors, or --drain-visitors in turn; click ids minted
       // with the local signing key 60 s in the past) and after every --clicks-per-postback clicks a postback
       // for the click just before it, with a unique txn_id.
       const n = flags.drain;
@@ -843,7 +846,8 @@ async function main(flags: Flags): Promise<number> {
       for (let i = 0; i < n; i++) {
         const clickedAt = Date.now() - 60_000;
         const clickId = mintClickId(signingKey, linkId, clickedAt);
-        const ip = `198.${18 + ((i >>> 16) & 1)}.${(i >>> 8) & 255}.${i & 255}`;
+        const v = flags['drain-visitors'] > 0 ? i % flags['drain-visitors'] : i;
+        const ip = `198.${18 + ((v >>> 16) & 1)}.${(v >>> 8) & 255}.${v & 255}`;
         events.push({
           type: 'click', eventId: clickId, orgId, linkId, campaignId, affiliateId, occurredAt: new Date(clickedAt).toISOString(),
           sub1: 'drain', sub2: null, sub3: null, sub4: null, sub5: null,

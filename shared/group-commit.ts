@@ -23,12 +23,13 @@ export interface GroupCommitOptions<T = unknown> {
    */
   timeoutMs?: number;
   /**
-   * Documents an item writes with a precondition (a visitor's recent clicks): two groups in flight that hold
-   * the same one would fail each other's commit, and a flood of clicks from one visitor would then fail
-   * deliveries by the hundred. An item whose key a group in flight holds waits for the next group, with every
-   * other item of that key, so each key is written by one commit at a time and a burst of one key shares one.
+   * The document an item writes with a precondition (a visitor's recent clicks), if any: two groups in flight
+   * that hold the same one would fail each other's commit, and a flood of clicks from one visitor would then
+   * fail deliveries by the hundred. An item whose key a commit still running holds waits for the next group,
+   * with every other item of that key, so each key is written by one commit at a time (in this process) and a
+   * burst of one key shares one. A group that timed out keeps its keys until its commit really ends.
    */
-  exclusiveKeysOf?(item: T): readonly string[];
+  exclusiveKeyOf?(item: T): string | undefined;
 }
 
 /** One item's outcome, in Promise.allSettled's shape: one bad item need not fail the rest of its group. */
@@ -37,7 +38,7 @@ export type Settled<R> = PromiseSettledResult<R>;
 interface Waiting<T, R> {
   item: T;
   settle(result: Settled<R>): void;
-  keys?: readonly string[];
+  key?: string | undefined;
 }
 
 /**
@@ -60,13 +61,21 @@ export function groupCommitCallbacks<T, R>(
 
   const run = (group: Waiting<T, R>[]) => {
     let finished = false;
+    let committed = false;
     let timer: NodeJS.Timeout | undefined;
+    /** The commit's own end (a timeout is not one): only then may another commit write its keys. */
+    const commitEnded = (results: Settled<R>[]) => {
+      if (committed) return;
+      committed = true;
+      for (const w of group) if (w.key !== undefined) held.delete(w.key);
+      if (finished) pump();
+      else finish(results);
+    };
     const finish = (results: Settled<R>[]) => {
       if (finished) return;
       finished = true;
       if (timer) clearTimeout(timer);
       inFlight--;
-      for (const w of group) for (const k of w.keys ?? []) held.delete(k);
       const broken = results.length === group.length ? undefined : new Error(`group commit returned ${results.length} results for ${group.length} items`);
       group.forEach((w, i) => {
         try {
@@ -90,10 +99,10 @@ export function groupCommitCallbacks<T, R>(
       }
       commit(
         group.map((w) => w.item),
-        finish,
+        commitEnded,
       );
     } catch (err) {
-      finish(group.map(() => ({ status: 'rejected', reason: err })));
+      commitEnded(group.map(() => ({ status: 'rejected', reason: err })));
     } finally {
       domain?.enter();
     }
@@ -102,8 +111,8 @@ export function groupCommitCallbacks<T, R>(
   function pump(): void {
     while (inFlight < opts.maxConcurrent && waiting.length) {
       const group = held.size ? takeFree() : waiting.splice(0, opts.maxItems);
-      if (!group.length) return; // every waiting item's key is in flight: its group's finish pumps again
-      for (const w of group) for (const k of w.keys ?? []) held.add(k);
+      if (!group.length) return; // every waiting item's key is held: the commit holding it pumps again as it ends
+      for (const w of group) if (w.key !== undefined) held.add(w.key);
       inFlight++;
       run(group);
     }
@@ -114,7 +123,7 @@ export function groupCommitCallbacks<T, R>(
     const group: Waiting<T, R>[] = [];
     const left: Waiting<T, R>[] = [];
     for (const w of waiting) {
-      if (group.length < opts.maxItems && !(w.keys ?? []).some((k) => held.has(k))) group.push(w);
+      if (group.length < opts.maxItems && (w.key === undefined || !held.has(w.key))) group.push(w);
       else left.push(w);
     }
     waiting = left;
@@ -127,7 +136,7 @@ export function groupCommitCallbacks<T, R>(
   };
 
   return (item: T, settle: (result: Settled<R>) => void) => {
-    waiting.push(opts.exclusiveKeysOf ? { item, settle, keys: opts.exclusiveKeysOf(item) } : { item, settle });
+    waiting.push(opts.exclusiveKeyOf ? { item, settle, key: opts.exclusiveKeyOf(item) } : { item, settle });
     if (scheduled) return;
     scheduled = true;
     // Deliveries parsed in the same turn of the event loop go out together.

@@ -5,7 +5,7 @@ import { groupCommit, groupCommitCallbacks } from '../shared/group-commit';
 import { groupedWrites, settleEach } from '../functions/services/grouped-writes';
 
 /** The workers' group commit: items that arrive together are written together, each caller gets its own answer. */
-function recorder(opts: { maxItems: number; maxConcurrent: number; exclusiveKeysOf?: (n: number) => readonly string[] }, fail: (n: number) => boolean = () => false) {
+function recorder(opts: { maxItems: number; maxConcurrent: number; exclusiveKeyOf?: (n: number) => string | undefined }, fail: (n: number) => boolean = () => false) {
   const groups: number[][] = [];
   let running = 0;
   let mostRunning = 0;
@@ -61,7 +61,7 @@ describe('group commit', () => {
 
   it('never has two groups in flight holding one exclusive key, and sends the other items meanwhile', async () => {
     // Items 0-5 write document "v" (a visitor's, say); 10 and 11 write nothing shared.
-    const g = recorder({ maxItems: 3, maxConcurrent: 3, exclusiveKeysOf: (n) => (n < 10 ? ['v'] : []) });
+    const g = recorder({ maxItems: 3, maxConcurrent: 3, exclusiveKeyOf: (n) => (n < 10 ? 'v' : undefined) });
     const all = [0, 1, 10, 2, 3, 11, 4, 5].map((n) => g.add(n));
     await tick();
     // The first group holds "v": the rest of "v" waits, though slots are free, and 11 goes out on its own.
@@ -77,7 +77,7 @@ describe('group commit', () => {
   });
 
   it('goes on with items of other keys while one key waits for its group', async () => {
-    const g = recorder({ maxItems: 2, maxConcurrent: 2, exclusiveKeysOf: (n) => [n < 10 ? 'v' : `w${n}`] });
+    const g = recorder({ maxItems: 2, maxConcurrent: 2, exclusiveKeyOf: (n) => (n < 10 ? 'v' : `w${n}`) });
     const all = [0, 1, 2, 10, 11].map((n) => g.add(n));
     await tick();
     // [0, 1] holds "v"; 2 waits for it, and 10 and 11, which need nothing held, fill the second slot.
@@ -186,6 +186,23 @@ describe('group commit with a deadline', () => {
     finishers[0]!([{ status: 'fulfilled', value: 1 }]); // late: nobody hears it, nothing breaks
     assert.deepEqual(await settle(3), { status: 'fulfilled', value: 3 });
   });
+
+  it('keeps a timed-out group\'s exclusive keys until its commit really ends', async () => {
+    const finishers: ((results: PromiseSettledResult<number>[]) => void)[] = [];
+    const sent: number[][] = [];
+    const submit = groupCommitCallbacks<number, number>((items, finish) => {
+      sent.push(items);
+      if (items.includes(1)) finishers.push(finish); // still writing "v" long after its callers gave up
+      else finish(items.map((n) => ({ status: 'fulfilled', value: n })));
+    }, { maxItems: 10, maxConcurrent: 2, timeoutMs: 50, exclusiveKeyOf: (n) => (n < 10 ? 'v' : undefined) });
+    const settle = (n: number) => new Promise<PromiseSettledResult<number>>((done) => submit(n, done));
+    assert.equal((await settle(1)).status, 'rejected');
+    const sameKey = settle(2);
+    assert.deepEqual(await settle(10), { status: 'fulfilled', value: 10 }, 'other items go on');
+    assert.deepEqual(sent, [[1], [10]], '2 waits: the stuck commit may still write "v"');
+    finishers[0]!([{ status: 'fulfilled', value: 1 }]);
+    assert.deepEqual(await sameKey, { status: 'fulfilled', value: 2 });
+  });
 });
 
 describe('grouped writes (the workers\' Firestore groups)', () => {
@@ -233,7 +250,7 @@ describe('grouped writes (the workers\' Firestore groups)', () => {
       running--;
       runningOf.set(key(x), runningOf.get(key(x))! - 1);
       return x;
-    }, (x) => [key(x)]);
+    }, key);
     assert.deepEqual(results.map((r) => (r.status === 'fulfilled' ? r.value : 'failed')), ['a1', 'a2', 'a3', 'b1', 'c1', 'a4']);
     assert.deepEqual(most, { any: 3, sameKey: 1 });
   });

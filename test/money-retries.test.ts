@@ -459,7 +459,26 @@ describe('minimum payout', () => {
     assert.deepEqual(run.body.payouts.map((p: { currency: string; amount: number; status: string }) => [p.currency, p.amount, p.status]), [['EUR', 500, 'paid']]);
     assert.deepEqual(run.body.belowMinimum, heldBack);
     assert.deepEqual((await s.call('GET', `/v1/orgs/${org.id}/payout-runs/${run.body.id}`, { auth: org.token })).body.belowMinimum, heldBack, 'kept with the run');
+    assert.equal(run.body.belowMinimumCount, 1);
     assert.equal((await balance(org)).available, 500, 'USD stays below its minimum of 5000');
+  });
+
+  it('lists the first 100 balances it held back and counts them all, so a long tail of small earners cannot outgrow the run', async () => {
+    const org = await setupOrg('minimum-tail@example.com');
+    const scope = system(org.id);
+    const { firestore } = await import('../functions/adapters/firestore');
+    const batch = firestore().batch();
+    const ids = Array.from({ length: 101 }, (_, i) => `aff_tail${String(i).padStart(3, '0')}`);
+    for (const id of ids) {
+      batch.set(scope.collection('affiliates').doc(id), { id, name: id, email: `${id}@pub.example`, status: 'active', payoutCurrency: 'USD', minimumPayout: 5000, createdAt: new Date().toISOString() });
+      batch.set(scope.collection('ledger').doc(`le_${id}`), { id: `le_${id}`, affiliateId: id, conversionId: null, campaignId: null, type: 'commission', amount: 100, currency: 'USD', status: 'approved', payoutId: null, createdAt: new Date().toISOString() });
+    }
+    await batch.commit();
+    const run = await s.call('POST', `/v1/orgs/${org.id}/payout-runs`, { auth: org.token, body: {} });
+    assert.equal(run.status, 201, run.text);
+    assert.deepEqual([run.body.belowMinimum.length, run.body.belowMinimumCount, run.body.belowMinimum[0]], [100, 101, { affiliateId: ids[0], currency: 'USD', amount: 100, minimum: 5000 }]);
+    const stored = await s.call('GET', `/v1/orgs/${org.id}/payout-runs/${run.body.id}`, { auth: org.token });
+    assert.deepEqual([stored.body.status, stored.body.belowMinimum.length, stored.body.belowMinimumCount], ['completed', 100, 101]);
   });
 
   it('cancels a payout whose claim ends below the minimum because an entry was reversed after planning', async () => {

@@ -47,7 +47,7 @@ const commitClicks = groupedWrites(
     maxItems: maxClicksPerCommit, maxConcurrent: concurrentCommits, keyOf: (e) => `${e.orgId}/${e.eventId}`,
     // The visitor document, written with a precondition: one commit at a time may hold it (a flood of one
     // visitor's clicks failed most of its deliveries on each other's writes before).
-    exclusiveKeysOf: (e) => (e.isBot ? [] : [visitorKeyOf(e)]),
+    exclusiveKeyOf: (e) => (e.isBot ? undefined : visitorKeyOf(e)),
   },
 );
 

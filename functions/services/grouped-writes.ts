@@ -46,7 +46,7 @@ export function groupedWrites<T, R>(
           if (isTransient(again)) throw again;
         }
       }
-      return settleEach(items, writeAlone, opts.exclusiveKeysOf);
+      return settleEach(items, writeAlone, opts.exclusiveKeyOf);
     }
   }, opts);
 
@@ -65,12 +65,12 @@ export function groupedWrites<T, R>(
  * Writes each item on its own, a few at a time, each with its own outcome. Items sharing an exclusive key (see
  * GroupCommitOptions) go one after another: written side by side they would only fail each other's precondition.
  */
-export async function settleEach<T, R>(items: T[], write: (item: T) => Promise<R>, exclusiveKeysOf?: (item: T) => readonly string[]): Promise<Settled<R>[]> {
+export async function settleEach<T, R>(items: T[], write: (item: T) => Promise<R>, exclusiveKeyOf?: (item: T) => string | undefined): Promise<Settled<R>[]> {
   const results: Settled<R>[] = new Array(items.length);
   const chains: number[][] = [];
   const chainOf = new Map<string, number[]>();
   items.forEach((item, i) => {
-    const key = exclusiveKeysOf?.(item)[0];
+    const key = exclusiveKeyOf?.(item);
     const chain = key === undefined ? undefined : chainOf.get(key);
     if (chain) return void chain.push(i);
     chains.push([i]);

@@ -47,9 +47,17 @@ export interface PayoutRunResult {
   createdAt: string;
   completedAt: string | null;
   payouts: PayoutSummary[];
-  /** Balances the run left for a later one, under their affiliate's minimum payout (none recorded before 2026-11-24). */
+  /** Balances the run left for a later one, under their affiliate's minimum payout: the first `belowMinimumListed`. */
   belowMinimum: BelowMinimum[];
+  /** How many there were in all (runs completed before 2026-11-24 recorded none). */
+  belowMinimumCount: number;
 }
+
+/**
+ * The held-back balances a run lists. A programme's long tail of small earners would otherwise grow the run's
+ * document past Firestore's 1 MiB (about 10,000 of them) and the run could never be marked completed.
+ */
+export const belowMinimumListed = 100;
 
 export const toPayout = (d: DocumentData): PayoutSummary => ({
   id: d.id, affiliateId: d.affiliateId, amount: d.amount, currency: d.currency, status: d.status, reason: d.reason ?? null,
@@ -504,6 +512,7 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
       for (const s of snaps) if (s.exists) affiliates.set(s.id, s.data()!);
     }
     const { pay: plan, belowMinimum } = planPayouts(approved, (id) => payoutMinimumOf(affiliates.get(id)));
+    const held = { belowMinimum: belowMinimum.slice(0, belowMinimumListed), belowMinimumCount: belowMinimum.length };
     const blockedBy = (affiliateId: string) => whyNotPaid(affiliates.get(affiliateId));
     const payable = (affiliateId: string) => !blockedBy(affiliateId);
 
@@ -511,7 +520,7 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
       return {
         id: runId, status: 'dry_run', trigger: opts.trigger, createdAt, completedAt: null,
         payouts: plan.map((p) => ({ id: deterministicId('po', runId, p.affiliateId, p.currency), affiliateId: p.affiliateId, amount: p.amount, currency: p.currency, status: payable(p.affiliateId) ? 'would_pay' : 'blocked', reason: blockedBy(p.affiliateId) ?? null, transferId: null, simulated: false })),
-        belowMinimum,
+        ...held,
       };
     }
 
@@ -559,8 +568,8 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
     const earlier = existing?.exists ? (await payoutsCol.where('runId', '==', runId).select().get()).docs.map((d) => d.id).filter((id) => !planned.has(id)) : [];
     const runPayoutIds = [...payoutIds, ...earlier];
     const completedAt = new Date().toISOString();
-    await runRef.update({ status: 'completed', completedAt, payoutIds: runPayoutIds, belowMinimum });
-    return { id: runId, status: 'completed', trigger: opts.trigger, createdAt: existing?.get('createdAt') ?? createdAt, completedAt, payouts: await payoutsOfRun(scope, runPayoutIds), belowMinimum };
+    await runRef.update({ status: 'completed', completedAt, payoutIds: runPayoutIds, ...held });
+    return { id: runId, status: 'completed', trigger: opts.trigger, createdAt: existing?.get('createdAt') ?? createdAt, completedAt, payouts: await payoutsOfRun(scope, runPayoutIds), ...held };
   } finally {
     await lease?.release();
   }
@@ -568,8 +577,12 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
 
 /** A run as recorded (an earlier attempt completed it, or GET /payout-runs/:id asks), with its payouts as they are now, not their ids. */
 export async function storedRun(scope: OrgScope, stored: DocumentData): Promise<PayoutRunResult> {
-  const { payoutIds, belowMinimum, ...run } = stored;
-  return { ...(run as Omit<PayoutRunResult, 'payouts' | 'belowMinimum'>), payouts: await payoutsOfRun(scope, payoutIds as string[]), belowMinimum: (belowMinimum as BelowMinimum[] | undefined) ?? [] };
+  const { payoutIds, belowMinimum, belowMinimumCount, ...run } = stored;
+  const listed = (belowMinimum as BelowMinimum[] | undefined) ?? [];
+  return {
+    ...(run as Omit<PayoutRunResult, 'payouts' | 'belowMinimum' | 'belowMinimumCount'>), payouts: await payoutsOfRun(scope, payoutIds as string[]),
+    belowMinimum: listed, belowMinimumCount: (belowMinimumCount as number | undefined) ?? listed.length,
+  };
 }
 
 export async function payoutsOfRun(scope: OrgScope, payoutIds: string[]): Promise<PayoutSummary[]> {

@@ -42,7 +42,8 @@ const payoutRunResource = z
     ...payoutRunFields,
     status: z.enum(['running', 'completed', 'dry_run']).describe('running: in progress, or stopped before it completed; dry_run: only what would be paid, nothing recorded'),
     payouts: z.array(payoutResource),
-    belowMinimum: z.array(belowMinimumResource).describe("Approved balances the run did not pay because they are under the affiliate's minimum payout (PATCH the affiliate's minimumPayout to change it); a running run lists none yet"),
+    belowMinimum: z.array(belowMinimumResource).describe("Approved balances the run did not pay because they are under the affiliate's minimum payout (PATCH the affiliate's minimumPayout to change it), the first 100 by affiliate id; a running run lists none yet, nor do runs completed before 2026-11-24"),
+    belowMinimumCount: z.number().int().describe('How many balances were held back in all'),
   })
   .meta({ id: 'PayoutRun' });
 /** A run as the list shows it: without its payouts (GET …/payout-runs/{id} has them). Dry runs are not recorded. */

@@ -5,12 +5,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BigQuery } from '@google-cloud/bigquery';
 import { analyticsRow, type AnalyticsRow } from '../shared/analytics/schema';
-import { compileReport, quoteTable, reportQuerySchema, type ReportQuery, type ReportRow, type ScopedReportQuery } from '../shared/analytics/report';
+import { compileReport, maxReportRows, quoteTable, reportQuerySchema, type ReportQuery, type ReportRow, type ScopedReportQuery } from '../shared/analytics/report';
 
 /** The store's own tests stand in for OrgScope.reportQuery, which makes the only queries the port takes. */
 const scoped = (q: ReportQuery) => q as ScopedReportQuery;
 import { resetConfigForTests } from '../shared/config';
 import { DuckDbAnalyticsStore } from '../functions/adapters/analytics/duckdb';
+import { reportCsv } from '../functions/api/routes/reports';
 import { BigQueryAnalyticsStore, type BigQueryClient } from '../functions/adapters/analytics/bigquery';
 import { analyticsStore, closeAnalyticsStore } from '../functions/adapters/analytics/index';
 
@@ -242,6 +243,31 @@ describe('analytics on DuckDB', () => {
       store.insert(extra.slice(250, 750)),
     ]);
     assert.deepEqual((await store.report(scoped({ orgId: 'org_load', from: '2024-06-01', to: '2024-06-01', groupBy: [] }))).totals, metrics(1000, 1000, 0, 0));
+  });
+
+  it('refuses, naming groupBy, a report of more rows than it answers, and answers one of exactly that many', async () => {
+    // A sub id filled per click (a gclid, say): a row per click.
+    const perClick = (n: number, org: string) => Array.from({ length: n }, (_, i) => click(org, `${org}-g-${i}`, '2024-07-01T10:00', { ...links.L1, visitor_hash: `G${i}`, sub1: `gclid-${i}` }));
+    await store.insert(perClick(maxReportRows + 1, 'org_tail'));
+    await store.insert(perClick(maxReportRows, 'org_full'));
+    const q = { from: '2024-07-01', to: '2024-07-01', groupBy: ['sub1' as const] };
+    await assert.rejects(store.report(scoped({ orgId: 'org_tail', ...q })), (err: { code?: string; details?: { field: string }[] }) => err.code === 'bad_request' && err.details?.[0]?.field === 'groupBy');
+    assert.equal((await store.report(scoped({ orgId: 'org_full', ...q }))).rows.length, maxReportRows);
+    assert.equal((await store.report(scoped({ orgId: 'org_tail', from: q.from, to: q.to, groupBy: ['day'] }))).totals.clicks, maxReportRows + 1, 'grouped by day it is one row');
+  });
+});
+
+describe('report as CSV', () => {
+  it('quotes and defuses what visitors typed, keeps negative amounts numbers, and writes each currency in its own units', () => {
+    const row = (sub1: string, payout: Record<string, number>) => ({ sub1, ...metrics(1, 1, 0, 1, {}, payout) });
+    const csv = reportCsv({ rows: [row('=HYPERLINK("x")', { USD: -500 }), row('a,"b"', { JPY: 1200 }), row('-not-a-number', { KWD: 1234 })], totals: metrics(3, 3, 0, 3, {}, {}) }, ['sub1']);
+    assert.equal(csv, [
+      'sub1,clicks,uniqueClicks,botClicks,conversions,revenue_JPY,payout_JPY,revenue_KWD,payout_KWD,revenue_USD,payout_USD',
+      `"'=HYPERLINK(""x"")",1,1,0,1,0,0,0.000,0.000,0.00,-5.00`,
+      '"a,""b""",1,1,0,1,0,1200,0.000,0.000,0.00,0.00',
+      "'-not-a-number,1,1,0,1,0,0,0.000,1.234,0.00,0.00",
+      '',
+    ].join('\r\n'));
   });
 });
 

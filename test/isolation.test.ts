@@ -123,6 +123,15 @@ describe('tenant isolation, from the outside', () => {
       return r.body.totals.conversions === 1 ? r.body : undefined;
     }, 'affiliate report');
     assert.deepEqual(myReport.rows.map((r: { affiliate: string }) => r.affiliate), [A.affX]);
+    // Asking for another affiliate narrows to nothing; the owner's filter picks that affiliate out.
+    const report = (auth: string, affiliateId: string) => s.call('GET', `/v1/orgs/${A.orgId}/reports?from=${since()}&to=${today()}&groupBy=affiliate&affiliateId=${affiliateId}`, { auth });
+    assert.deepEqual((await report(A.affUser, A.affY)).body.rows, []);
+    assert.deepEqual((await report(A.affUser, A.affX)).body.rows.map((r: { affiliate: string }) => r.affiliate), [A.affX]);
+    assert.deepEqual((await report(A.owner, A.affY)).body.rows.map((r: { affiliate: string; conversions: number }) => [r.affiliate, r.conversions]), [[A.affY, 1]]);
+    // A filter the report does not know is refused, not ignored (the whole organisation's totals would pass for it).
+    const typo = await s.call('GET', `/v1/orgs/${A.orgId}/reports?from=${since()}&to=${today()}&affiliate_id=${A.affY}`, { auth: A.owner });
+    assert.equal(typo.status, 400, typo.text);
+    assert.match(JSON.stringify(typo.body.error), /affiliate_id/);
     // The live counters too: the organisation has two clicks and two sales, the affiliate sees its own one of each.
     const stats = (auth: string) => s.call('GET', `/v1/orgs/${A.orgId}/stats?from=${since()}&to=${today()}`, { auth });
     await eventually(async () => ((await stats(A.owner)).body.totals.conversions === 2 ? true : undefined), 'both sales counted');

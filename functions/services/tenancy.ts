@@ -107,8 +107,11 @@ export class OrgScope {
    * organisation's id, and for an affiliate user its own affiliates' ids; the analytics port takes no other. The
    * request is validated here (a 400 naming each field), so callers may hand it over as the client sent it.
    */
-  reportQuery(request: { [K in keyof ReportRequest]?: unknown }): ScopedReportQuery {
-    const q = reportQuerySchema.safeParse({ ...request, orgId: this.orgId, affiliateIds: this.affiliateIds ? [...this.affiliateIds] : undefined });
+  reportQuery(request: { [K in keyof ReportRequest]?: unknown }, affiliateId?: string): ScopedReportQuery {
+    // One affiliate asked for narrows what this caller sees; it never widens it.
+    const mine = this.affiliateIds ? [...this.affiliateIds] : undefined;
+    const affiliateIds = affiliateId === undefined ? mine : mine ? mine.filter((id) => id === affiliateId) : [affiliateId];
+    const q = reportQuerySchema.safeParse({ ...request, orgId: this.orgId, affiliateIds });
     if (!q.success) throw badRequest('The report query is invalid', zodDetails(q.error));
     return q.data as ScopedReportQuery;
   }

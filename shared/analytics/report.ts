@@ -32,9 +32,11 @@
  *   one row per event id.
  *
  * Safety: every value from the query is bound as a named parameter. The only text spliced into the SQL is
- * the table name (checked against a strict pattern) and column names from the fixed tables below.
+ * the table name (checked against a strict pattern), column names from the fixed tables below, and the row
+ * limit, a constant.
  */
 import { z } from 'zod';
+import { badRequest } from '../errors';
 import { analyticsColumns } from './schema';
 
 export const reportDimensions = ['day', 'campaign', 'affiliate', 'link', 'sub1', 'sub2', 'sub3', 'sub4', 'sub5', 'country', 'device'] as const;
@@ -43,6 +45,11 @@ export type SqlDialect = 'duckdb' | 'bigquery';
 
 /** Inclusive day count: a whole leap year fits. */
 export const maxReportDays = 366;
+/**
+ * The most rows (groups by currency) a report answers. Grouped by a sub id that affiliates fill per click (a
+ * gclid, say), a year's report would have a row per click: a clear 400 instead of a reply too big to hold.
+ */
+export const maxReportRows = 20_000;
 export const uniqueClickWindowMinutes = 60;
 /** Currency key for conversions recorded without one (ISO 4217 "no currency"); conversion events always carry one. */
 export const noCurrency = 'XXX';
@@ -255,7 +262,8 @@ SELECT ${groups},
   CAST(SUM(payout) AS INT64) AS payout
 FROM facts
 GROUP BY ${groups}
-ORDER BY ${order}`;
+ORDER BY ${order}
+LIMIT ${maxReportRows + 1}`;
   return { sql, params, types };
 }
 
@@ -303,6 +311,9 @@ function addInto(target: ReportMetrics, m: ReportMetrics): void {
  * this folds them into one row per group with per-currency maps, in the query's order, plus the totals.
  */
 export function foldReport(groupBy: readonly ReportDimension[], raw: ReadonlyArray<Record<string, unknown>>): ReportResult {
+  if (raw.length > maxReportRows) {
+    throw badRequest(`The report has more than ${maxReportRows} rows: ask for a shorter range or fewer groupBy dimensions`, [{ field: 'groupBy', message: `gives more than ${maxReportRows} rows for this range` }]);
+  }
   const byGroup = new Map<string, ReportRow>();
   const totals = emptyMetrics();
   for (const r of raw) {

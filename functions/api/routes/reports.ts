@@ -21,13 +21,15 @@ const reportHttpQuery = z.object({
   to: z.string().describe('YYYY-MM-DD, inclusive, UTC; at most 366 days from from'),
   groupBy: z.string().optional().describe(`Comma-separated: ${reportDimensions.join(', ')}`),
   campaignId: documentId.optional(),
+  affiliateId: documentId.optional().describe("Only this affiliate's rows (an affiliate user: one of its own, else none)"),
   format: z.enum(['json', 'csv']).default('json'),
-});
+}).strict();
 
 function csvCell(v: unknown): string {
   const s = v === null || v === undefined ? '' : String(v);
-  // Quote when needed, and defuse spreadsheet formulas in values that came from visitors (sub ids).
-  const safe = /^[=+\-@\t\r]/.test(s) ? `'${s}` : s;
+  // Quote when needed, and defuse spreadsheet formulas in values that came from visitors (sub ids). A plain
+  // number is no formula: a negative amount stays a number (-5.00), not text.
+  const safe = /^[=+\-@\t\r]/.test(s) && !/^-\d+(\.\d+)?$/.test(s) ? `'${s}` : s;
   return /[",\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
 }
 
@@ -50,7 +52,7 @@ export const reportRoutes = [
     { method: 'GET', path: '/v1/orgs/:orgId/reports', summary: 'Clicks, unique and bot clicks, conversions, revenue and payout, grouped; money per currency in minor units', tag: 'Reports', permission: 'reports:read', query: reportHttpQuery, response: { json: reportResponse, csv: reportCsvDoc } },
     async ({ scope, query }): Promise<Reply> => {
       const groupBy = query.groupBy ? query.groupBy.split(',').map((g) => g.trim()).filter(Boolean) : [];
-      const full = await analyticsStore().report(scope.reportQuery({ from: query.from, to: query.to, groupBy, campaignId: query.campaignId }));
+      const full = await analyticsStore().report(scope.reportQuery({ from: query.from, to: query.to, groupBy, campaignId: query.campaignId }, query.affiliateId));
       const result = { rows: full.rows.map((r) => withoutRevenueFor(scope, r)), totals: withoutRevenueFor(scope, full.totals) };
       if (query.format === 'csv') {
         return { status: 200, contentType: 'text/csv; charset=utf-8', body: reportCsv(result, groupBy), headers: { 'Content-Disposition': `attachment; filename="report-${query.from}-${query.to}.csv"` } };

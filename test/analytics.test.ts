@@ -245,6 +245,16 @@ describe('analytics on DuckDB', () => {
     assert.deepEqual((await store.report(scoped({ orgId: 'org_load', from: '2024-06-01', to: '2024-06-01', groupBy: [] }))).totals, metrics(1000, 1000, 0, 0));
   });
 
+  it("takes a conversion's country from its click a few minutes later, past the range's end (clock skew)", async () => {
+    const E = 'org_skew';
+    await store.insert([
+      click(E, 'skew-k', '2024-08-02T00:01', { ...links.L1, visitor_hash: 'S1', country: 'FR' }),
+      conversion(E, 'skew-v', '2024-08-01T23:58', 'skew-k', { ...links.L1, currency: 'USD', revenue: 100, payout: 10 }),
+    ]);
+    const r = await store.report(scoped({ orgId: E, from: '2024-08-01', to: '2024-08-01', groupBy: ['country'] }));
+    assert.deepEqual(r.rows.map((x) => [x.country, x.conversions, x.clicks]), [['FR', 1, 0]]);
+  });
+
   it('refuses, naming groupBy, a report of more rows than it answers, and answers one of exactly that many', async () => {
     // A sub id filled per click (a gclid, say): a row per click.
     const perClick = (n: number, org: string) => Array.from({ length: n }, (_, i) => click(org, `${org}-g-${i}`, '2024-07-01T10:00', { ...links.L1, visitor_hash: `G${i}`, sub1: `gclid-${i}` }));
@@ -279,10 +289,14 @@ describe('report definition and SQL', () => {
   it('compiles BigQuery SQL with @named parameters and the backticked table, and no value from the query', () => {
     const { sql, params, types } = compileReport(secret, 'bigquery', 'my-project.abp_analytics.tracking_events');
     assert.ok(sql.includes('FROM `my-project.abp_analytics.tracking_events`'));
-    for (const p of ['@orgId', '@fromDate', '@toDate', '@lookbackDate', '@campaignId', 'IN UNNEST(@affiliateIds)']) assert.ok(sql.includes(p), p);
-    for (const v of ['org-secret-42', 'aff-secret', 'camp-secret', '2031']) assert.ok(!sql.includes(v), `${v} is not in the SQL`);
+    for (const p of ['@orgId', '@fromDate', '@toDate', '@lookbackDate', '@attributedFromDate', '@attributedToDate', '@campaignId', 'IN UNNEST(@affiliateIds)']) assert.ok(sql.includes(p), p);
+    for (const v of ['org-secret-42', 'aff-secret', 'camp-secret', '2031', '2030']) assert.ok(!sql.includes(v), `${v} is not in the SQL`);
     assert.ok(!sql.includes('$'));
-    assert.deepEqual(params, { orgId: 'org-secret-42', fromDate: '2031-07-15', toDate: '2031-07-20', lookbackDate: '2031-07-14', affiliateIds: ['aff-secret'], campaignId: 'camp-secret' });
+    assert.deepEqual(params, {
+      orgId: 'org-secret-42', fromDate: '2031-07-15', toDate: '2031-07-20', lookbackDate: '2031-07-14', affiliateIds: ['aff-secret'], campaignId: 'camp-secret',
+      // A conversion's click is looked for from a year and a day before the range to a day after it.
+      attributedFromDate: '2030-07-14', attributedToDate: '2031-07-21',
+    });
     assert.equal(types.affiliateIds, 'ARRAY<STRING>');
   });
 

@@ -37,6 +37,7 @@
  */
 import { z } from 'zod';
 import { badRequest } from '../errors';
+import { maxAttributionWindowDays } from '../domain/schemas';
 import { analyticsColumns } from './schema';
 
 export const reportDimensions = ['day', 'campaign', 'affiliate', 'link', 'sub1', 'sub2', 'sub3', 'sub4', 'sub5', 'country', 'device'] as const;
@@ -225,13 +226,18 @@ export function compileReport(query: ReportQuery, dialect: SqlDialect, table: st
 )`,
   ];
   if (attributed.length) {
-    // A conversion's click may predate the range; it cannot postdate it. Only the clicks of the conversions
-    // reported are looked up.
+    // A conversion's click may predate the range by up to the longest attribution window, and postdate its
+    // conversion by the few minutes of clock skew the state worker accepts (flagged for review): one day either
+    // side. Bounded so that BigQuery prunes date partitions instead of reading the organisation's every click.
+    params.attributedFromDate = addDays(q.from, -(maxAttributionWindowDays + 1));
+    params.attributedToDate = addDays(q.to, 1);
+    types.attributedFromDate = 'STRING';
+    types.attributedToDate = 'STRING';
     ctes.push(`attributed_clicks AS (
   SELECT ${distinct(['event_id', ...attributed.map((d) => d.column)])}
   FROM ${t}
   WHERE org_id = ${p('orgId')} AND event_type = 'click'
-    AND event_date <= CAST(${p('toDate')} AS DATE)
+    AND event_date BETWEEN CAST(${p('attributedFromDate')} AS DATE) AND CAST(${p('attributedToDate')} AS DATE)
     AND event_id IN (SELECT click_id FROM conversion_rows)
   ${keepOnePerEvent(dialect)}
 )`);

@@ -126,6 +126,9 @@ export const destinationUrl = z
     if (/\{[a-z0-9_]+\}/.test(value.split('/').slice(0, 3).join('/'))) ctx.addIssue({ code: 'custom', message: 'macros may not appear in the scheme or host' });
   });
 
+/** The longest attribution window a campaign may have: also how far back a report looks for a conversion's click. */
+export const maxAttributionWindowDays = 365;
+
 const campaignFields = {
   name,
   destinationUrl,
@@ -133,7 +136,7 @@ const campaignFields = {
   currency: currencySchema,
   payout: payoutRule,
   revenue: revenueRule,
-  attributionWindowDays: z.number().int().min(1).max(365),
+  attributionWindowDays: z.number().int().min(1).max(maxAttributionWindowDays),
   holdDays: z.number().int().min(0).max(365),
   caps: capsSchema,
   targeting: targetingSchema,

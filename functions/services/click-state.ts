@@ -32,6 +32,8 @@ const maxClicksPerCommit = 150;
 const concurrentCommits = 4;
 /** A click whose documents keep changing under it is retried this often before its delivery fails. */
 const maxSingleAttempts = 5;
+/** The longest pause after a click's first conflict, growing with each attempt (jittered). */
+const conflictBackoffMs = 25;
 
 export interface ClickApplied {
   created: boolean;
@@ -62,6 +64,9 @@ async function applyAlone(e: ClickEvent): Promise<ClickApplied> {
       return (await writeOnce([e]))[0]!;
     } catch (err) {
       if (!isConflict(err) || attempt >= maxSingleAttempts) throw err;
+      // What conflicts here is another instance writing the same visitor (this one writes each visitor from one
+      // commit at a time): retried at once, the same instances would meet again.
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * conflictBackoffMs * attempt));
     }
   }
 }

@@ -12,7 +12,10 @@ const clickIdReasons = new Set(['invalid_click_id', 'unknown_click', 'foreign_cl
  * typed reads like a click-id reason. That conversion was booked and credited once; booking it again would
  * meet its own commission entry and fail on every delivery.
  */
-export function rebooks(existing: { status?: unknown; clickId?: unknown; reasons?: unknown; decidedAt?: unknown }, clickId: string, clickIdIsOurs: () => boolean): boolean {
+export function rebooks(existing: { status?: unknown; clickId?: unknown; reasons?: unknown; decidedAt?: unknown; approvableAt?: unknown }, clickId: string, clickIdIsOurs: () => boolean): boolean {
   const reasons = Array.isArray(existing.reasons) ? (existing.reasons as string[]) : [];
-  return existing.status === 'rejected' && existing.decidedAt === undefined && existing.clickId !== clickId && reasons.some((r) => clickIdReasons.has(r)) && clickIdIsOurs();
+  // approvableAt: a conversion rejected at booking never had one; one rejected from pending keeps it (this also
+  // tells the two apart in documents written before decidedAt was).
+  const rejectedAtBooking = existing.decidedAt === undefined && (existing.approvableAt ?? null) === null;
+  return existing.status === 'rejected' && rejectedAtBooking && existing.clickId !== clickId && reasons.some((r) => clickIdReasons.has(r)) && clickIdIsOurs();
 }

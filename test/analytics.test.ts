@@ -264,6 +264,16 @@ describe('analytics on DuckDB', () => {
     await assert.rejects(store.report(scoped({ orgId: 'org_tail', ...q })), (err: { code?: string; details?: { field: string }[] }) => err.code === 'bad_request' && err.details?.[0]?.field === 'groupBy');
     assert.equal((await store.report(scoped({ orgId: 'org_full', ...q }))).rows.length, maxReportRows);
     assert.equal((await store.report(scoped({ orgId: 'org_tail', from: q.from, to: q.to, groupBy: ['day'] }))).totals.clicks, maxReportRows + 1, 'grouped by day it is one row');
+    // Rows are groups, whatever the query returns for them: a group with clicks and sales in two currencies is one.
+    const mixed = 'org_mixed';
+    const n = Math.ceil(maxReportRows / 2) + 1;
+    await store.insert(Array.from({ length: n }, (_, i) => [
+      click(mixed, `${mixed}-k${i}`, '2024-07-01T10:00', { ...links.L1, visitor_hash: `M${i}`, sub1: `s-${i}` }),
+      conversion(mixed, `${mixed}-u${i}`, '2024-07-01T10:05', `${mixed}-k${i}`, { ...links.L1, sub1: `s-${i}`, currency: 'USD', revenue: 100, payout: 10 }),
+      conversion(mixed, `${mixed}-e${i}`, '2024-07-01T10:06', `${mixed}-k${i}`, { ...links.L1, sub1: `s-${i}`, currency: 'EUR', revenue: 100, payout: 10 }),
+    ]).flat());
+    const mixedReport = await store.report(scoped({ orgId: mixed, ...q }));
+    assert.deepEqual([mixedReport.rows.length, mixedReport.totals.clicks, mixedReport.totals.conversions], [n, n, 2 * n]);
   });
 });
 

@@ -19,9 +19,11 @@ const orgRoutes = apiRoutes.filter((r) => r.path.startsWith('/v1/orgs/:orgId'));
 const since = () => new Date(Date.now() - 86_400_000).toISOString().slice(0, 10);
 const today = () => new Date().toISOString().slice(0, 10);
 
-/** Real ids for every path parameter, and a query every GET accepts (extra parameters are ignored). */
+/** Real ids for every path parameter, and for a GET a range and groupBy where it takes them (it refuses others). */
 function fill(path: string, ids: { affiliate: string; link: string; click: string; conversion: string }, method = 'GET'): string {
-  const query = method === 'GET' ? `?from=${since()}&to=${today()}&groupBy=affiliate,link` : '';
+  const takes = new Set(Object.keys((orgRoutes.find((r) => r.path === path && r.method === method)?.query as { shape?: object } | undefined)?.shape ?? {}));
+  const params = new URLSearchParams(Object.entries({ from: since(), to: today(), groupBy: 'affiliate,link' }).filter(([k]) => takes.has(k)));
+  const query = method === 'GET' && params.size ? `?${params}` : '';
   return path
     .replace(':orgId', A.orgId)
     .replace(/campaigns\/:id/, `campaigns/${A.campaign}`)
@@ -129,9 +131,11 @@ describe('tenant isolation, from the outside', () => {
     assert.deepEqual((await report(A.affUser, A.affX)).body.rows.map((r: { affiliate: string }) => r.affiliate), [A.affX]);
     assert.deepEqual((await report(A.owner, A.affY)).body.rows.map((r: { affiliate: string; conversions: number }) => [r.affiliate, r.conversions]), [[A.affY, 1]]);
     // A filter the report does not know is refused, not ignored (the whole organisation's totals would pass for it).
-    const typo = await s.call('GET', `/v1/orgs/${A.orgId}/reports?from=${since()}&to=${today()}&affiliate_id=${A.affY}`, { auth: A.owner });
-    assert.equal(typo.status, 400, typo.text);
-    assert.match(JSON.stringify(typo.body.error), /affiliate_id/);
+    for (const route of ['reports', 'stats', 'conversions']) {
+      const typo = await s.call('GET', `/v1/orgs/${A.orgId}/${route}?from=${since()}&to=${today()}&affiliate_id=${A.affY}`, { auth: A.owner });
+      assert.equal(typo.status, 400, `${route}: ${typo.text}`);
+      assert.deepEqual(typo.body.error.details.map((d: { field: string }) => d.field), ['affiliate_id'], route);
+    }
     // The live counters too: the organisation has two clicks and two sales, the affiliate sees its own one of each.
     const stats = (auth: string) => s.call('GET', `/v1/orgs/${A.orgId}/stats?from=${since()}&to=${today()}`, { auth });
     await eventually(async () => ((await stats(A.owner)).body.totals.conversions === 2 ? true : undefined), 'both sales counted');

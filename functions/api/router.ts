@@ -110,6 +110,16 @@ function parse<T>(schema: z.ZodType<T> | undefined, value: unknown, where: 'body
   if (where === 'body' && (value === null || typeof value !== 'object' || Buffer.isBuffer(value) || Array.isArray(value))) {
     throw badRequest('The request body must be a JSON object sent with Content-Type: application/json', [{ field: '(body)', message: 'expected a JSON object' }]);
   }
+  const shape = (schema as unknown) instanceof z.ZodObject ? (schema as unknown as z.ZodObject).shape : undefined;
+  if (where === 'query' && shape && value && typeof value === 'object') {
+    // A filter this route does not have, if ignored, answers as if unfiltered: the whole organisation's numbers
+    // passed off as one affiliate's (`affiliate_id` for `affiliateId`).
+    const known = Object.keys(shape);
+    const unknown = Object.keys(value).filter((k) => !known.includes(k));
+    if (unknown.length) {
+      throw badRequest('The query string is invalid', unknown.map((k) => ({ field: k, message: `is not a parameter of this route (it takes ${known.join(', ')})` })));
+    }
+  }
   const r = schema.safeParse(value);
   if (!r.success) throw badRequest(where === 'body' ? 'The request body is invalid' : 'The query string is invalid', zodDetails(r.error));
   return r.data;

@@ -51,6 +51,11 @@ export const maxReportDays = 366;
  * gclid, say), a year's report would have a row per click: a clear 400 instead of a reply too big to hold.
  */
 export const maxReportRows = 20_000;
+/**
+ * The query answers a row per group and currency (clicks under no currency, conversions under theirs): it may
+ * return this many before the report is refused, whatever its groups.
+ */
+const maxQueryRows = maxReportRows * 4;
 export const uniqueClickWindowMinutes = 60;
 /** Currency key for conversions recorded without one (ISO 4217 "no currency"); conversion events always carry one. */
 export const noCurrency = 'XXX';
@@ -269,7 +274,7 @@ SELECT ${groups},
 FROM facts
 GROUP BY ${groups}
 ORDER BY ${order}
-LIMIT ${maxReportRows + 1}`;
+LIMIT ${maxQueryRows + 1}`;
   return { sql, params, types };
 }
 
@@ -317,9 +322,9 @@ function addInto(target: ReportMetrics, m: ReportMetrics): void {
  * this folds them into one row per group with per-currency maps, in the query's order, plus the totals.
  */
 export function foldReport(groupBy: readonly ReportDimension[], raw: ReadonlyArray<Record<string, unknown>>): ReportResult {
-  if (raw.length > maxReportRows) {
-    throw badRequest(`The report has more than ${maxReportRows} rows: ask for a shorter range or fewer groupBy dimensions`, [{ field: 'groupBy', message: `gives more than ${maxReportRows} rows for this range` }]);
-  }
+  const tooLarge = () =>
+    badRequest(`The report has more than ${maxReportRows} rows: ask for a shorter range or fewer groupBy dimensions`, [{ field: 'groupBy', message: `gives more than ${maxReportRows} rows for this range` }]);
+  if (raw.length > maxQueryRows) throw tooLarge();
   const byGroup = new Map<string, ReportRow>();
   const totals = emptyMetrics();
   for (const r of raw) {
@@ -345,6 +350,7 @@ export function foldReport(groupBy: readonly ReportDimension[], raw: ReadonlyArr
     const key = JSON.stringify(groupBy.map((d) => dims[d]));
     let row = byGroup.get(key);
     if (!row) {
+      if (byGroup.size === maxReportRows) throw tooLarge();
       row = { ...dims, ...emptyMetrics() };
       byGroup.set(key, row);
     }

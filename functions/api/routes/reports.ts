@@ -23,7 +23,7 @@ const reportHttpQuery = z.object({
   campaignId: documentId.optional(),
   affiliateId: documentId.optional().describe("Only this affiliate's rows (an affiliate user: one of its own, else none)"),
   format: z.enum(['json', 'csv']).default('json'),
-}).strict();
+});
 
 function csvCell(v: unknown): string {
   const s = v === null || v === undefined ? '' : String(v);

@@ -56,7 +56,7 @@ export function groupCommitCallbacks<T, R>(
   let waiting: Waiting<T, R>[] = [];
   let inFlight = 0;
   let scheduled = false;
-  /** Exclusive keys held by groups in flight. */
+  /** Exclusive keys of commits still running (a group that timed out holds its keys until its commit ends). */
   const held = new Set<string>();
 
   const run = (group: Waiting<T, R>[]) => {

@@ -45,8 +45,8 @@ export interface RefusedToken {
 /**
  * Verifies a Supabase access token with supabase-js against the project's JWKS (cached by the library).
  * getClaims checks the signature and expiry; issuer and audience are ours to check. A token with a good
- * signature refused for its issuer or audience says so: locally that is a dev token minted for another port or
- * data directory, and "invalid" alone sent people looking at the token instead of at the two commands.
+ * signature refused for its issuer or audience says so: locally that is a dev token minted for another port,
+ * and "invalid" alone sent people looking at the token instead of at the two commands.
  */
 export async function verifyAccessToken(token: string): Promise<VerifiedUser | RefusedToken> {
   const now = Date.now();

@@ -47,7 +47,7 @@ export type SqlDialect = 'duckdb' | 'bigquery';
 /** Inclusive day count: a whole leap year fits. */
 export const maxReportDays = 366;
 /**
- * The most rows (groups by currency) a report answers. Grouped by a sub id that affiliates fill per click (a
+ * The most rows (groups) a report answers. Grouped by a sub id that affiliates fill per click (a
  * gclid, say), a year's report would have a row per click: a clear 400 instead of a reply too big to hold.
  */
 export const maxReportRows = 20_000;

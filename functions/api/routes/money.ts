@@ -10,7 +10,7 @@ import { formatMinor } from '../../../shared/money';
 import { collections } from '../../../shared/names';
 import { PayoutProviderError, payoutProvider } from '../../adapters/payouts';
 import { transitionConversion } from '../../services/conversion-lifecycle';
-import { storedRun, runPayouts, toPayout } from '../../services/payout-runs';
+import { belowMinimumListed, storedRun, runPayouts, toPayout } from '../../services/payout-runs';
 import { actorOf } from '../../services/principal';
 import { globalIndexDoc } from '../../services/tenancy';
 import { created, ok, orgRoute } from '../router';
@@ -42,7 +42,7 @@ const payoutRunResource = z
     ...payoutRunFields,
     status: z.enum(['running', 'completed', 'dry_run']).describe('running: in progress, or stopped before it completed; dry_run: only what would be paid, nothing recorded'),
     payouts: z.array(payoutResource),
-    belowMinimum: z.array(belowMinimumResource).describe("Approved balances the run did not pay because they are under the affiliate's minimum payout (PATCH the affiliate's minimumPayout to change it), the first 100 by affiliate id; a running run lists none yet, nor do runs completed before 2026-11-24"),
+    belowMinimum: z.array(belowMinimumResource).describe(`Approved balances the run did not pay because they are under the affiliate's minimum payout (PATCH the affiliate's minimumPayout to change it), the first ${belowMinimumListed} by affiliate id; a running run lists none yet, nor do runs completed before 2026-11-24`),
     belowMinimumCount: z.number().int().describe('How many balances were held back in all'),
   })
   .meta({ id: 'PayoutRun' });

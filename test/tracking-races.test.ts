@@ -179,7 +179,7 @@ describe('a pixel and a postback of one sale sent together', () => {
     // The postback's delivery ends with the conversion booked on its click, whichever was handled first (the
     // pixel's, handled first, may end with its own rejection, which the postback's then replaces).
     assert.deepEqual(
-      outcomes.map((pair, i) => pair.filter((c, k) => sales[i]!.pair[k]!.via === 'postback').map((c) => `${c.status} ${c.clickId === sales[i]!.good ? 'right' : 'wrong'} click`)),
+      outcomes.map((pair, i) => pair.filter((c, k) => sales[i]!.pair[k]!.via === 'postback').map((c) => `${c?.status} ${c?.clickId === sales[i]!.good ? 'right' : 'wrong'} click`)),
       sales.map(() => ['pending right click']),
     );
     // The second delivery of a sale in the one group is booked after it, on its own: the group still commits
@@ -314,5 +314,48 @@ describe('a flood of clicks from one visitor on one link', () => {
     assert.deepEqual(answers.filter((status) => status >= 300), [], 'every delivery handled the first time');
     const stats = (await s.call('GET', `/v1/orgs/${org.id}/stats?from=${since()}&to=${today()}`, { auth: org.token })).body.totals;
     assert.deepEqual([stats.clicks, stats.uniqueClicks], [n, 1]);
+  });
+});
+
+describe('repeats of one sale with different amounts', () => {
+  it('book the amount of the request answered accepted, even when a repeat answered duplicate reaches the state worker first', async () => {
+    const org = await setUpOrg('race-amounts@example.com');
+    const ids = await clickIds(org);
+    const click = ids.good();
+    const conversionId = deterministicId('cnv', org.id, 'txn', 'amounts-1');
+    // As the intake leaves it once the first request (amount 20.00) has published and written its receipt; the
+    // repeat (amount 999.00, same click) was answered duplicate, and its event is the first to be delivered.
+    const { firestore } = await import('../functions/adapters/firestore');
+    await firestore().doc(`orgs/${org.id}/postbackReceipts/${conversionId}`).create({ at: new Date().toISOString(), via: 'postback', clickId: click, intakeId: 'in_first' });
+    const event = (intakeId: string, amount: number) => ({ ...postbackEvent({ orgId: org.id, txnId: 'amounts-1', clickId: click, via: 'postback', occurredAt: new Date().toISOString() }), amount, intakeId });
+    const repeat = await deliverToStateWorker(event('in_repeat', 99_900), 'amounts-repeat');
+    assert.equal(repeat.ok, true, 'handled: nothing to retry');
+    const api = (path: string) => s.call('GET', `/v1/orgs/${org.id}${path}`, { auth: org.token });
+    assert.equal((await api(`/conversions/${conversionId}`)).status, 404, 'the repeat booked nothing');
+    assert.equal((await deliverToStateWorker(event('in_first', 2_000), 'amounts-first')).ok, true);
+    assert.equal((await deliverToStateWorker(event('in_repeat', 99_900), 'amounts-repeat-again')).ok, true);
+    const booked = (await api(`/conversions/${conversionId}`)).body;
+    assert.deepEqual([booked.status, booked.amount, booked.clickId], ['pending', 2_000, click]);
+  });
+
+  it('through the intake: the receipt names the request answered accepted, and the sale carries its amount', async () => {
+    const org = await setUpOrg('race-amounts-http@example.com');
+    const ids = await clickIds(org);
+    const postback = (txnId: string, click: string, amount: string) => s.call('GET', `/postback?${new URLSearchParams({ token: org.postbackToken, click_id: click, txn_id: txnId, amount })}`);
+    const sales = Array.from({ length: 10 }, (_, i) => ({ txnId: `amounts-http-${i}`, click: ids.good() }));
+    // Each sale sent twice at once with different amounts: whichever is answered accepted is the one booked.
+    const answers = await Promise.all(sales.map(async (sale) => {
+      const [a, b] = await Promise.all([postback(sale.txnId, sale.click, '10.00'), postback(sale.txnId, sale.click, '77.00')]);
+      assert.deepEqual([a.body.status, b.body.status].sort(), ['accepted', 'duplicate'], sale.txnId);
+      return a.body.status === 'accepted' ? 1_000 : 7_700;
+    }));
+    for (const [i, sale] of sales.entries()) {
+      const id = deterministicId('cnv', org.id, 'txn', sale.txnId);
+      const booked = await eventually(async () => {
+        const r = await s.call('GET', `/v1/orgs/${org.id}/conversions/${id}`, { auth: org.token });
+        return r.status === 200 ? r.body : undefined;
+      }, `${sale.txnId} booked`);
+      assert.equal(booked.amount, answers[i], `${sale.txnId}: the accepted request's amount`);
+    }
   });
 });

@@ -95,6 +95,23 @@ function isFinal(existing: DocumentSnapshot, e: PostbackEvent): boolean {
   return existing.exists && !rebooks(existing.data()!, e.clickId, () => verifyClickId(secrets().clickSigningKey, e.clickId) !== undefined);
 }
 
+/**
+ * Whether this postback's request was answered `duplicate` by a request naming the same click (a retry with
+ * another amount, a pixel beside the postback): the receipt names that other request, whose event went out
+ * before its receipt was written, so it books the conversion and this one books nothing. Per click the receipt
+ * only ever names one request (the intake moves it only to another click, and never back), so that request's
+ * own event is never skipped. Between different clicks the re-booking rule decides, whatever the receipt says
+ * now: it may still move. A receipt not written yet, or an event or receipt from before requests were named,
+ * cannot tell: the event is booked as it comes.
+ */
+function superseded(receipt: DocumentSnapshot | undefined, e: PostbackEvent): boolean {
+  if (!receipt?.exists || e.intakeId === undefined) return false;
+  const named: unknown = receipt.get('intakeId');
+  return typeof named === 'string' && named !== e.intakeId && receipt.get('clickId') === e.clickId;
+}
+
+const receiptRef = (scope: OrgScope, e: PostbackEvent) => scope.collection('postbackReceipts').doc(e.eventId);
+
 /** Whether booking this conversion must read its campaign's cap usage first (in a transaction). */
 function needsCapCheck(a: Attribution): boolean {
   return a.reasons.length === 0 && cappedWindows(a.campaign?.caps).length > 0;
@@ -205,23 +222,26 @@ const commitConversions = groupedWrites(bookGroup, bookAlone, {
   maxConcurrent: concurrentCommits,
   // The same delivery, not just the same conversion: a pixel and a postback of one sale (one conversion id) may
   // name different click ids, and each must be booked on its own terms (shared/domain/rebooking.ts), not be
-  // handed the other's outcome.
-  keyOf: (e: PostbackEvent) => `${e.orgId}/${e.eventId}/${e.clickId}`,
+  // handed the other's outcome; two requests naming the same click are told apart by their intake ids (only
+  // the one the receipt names is booked).
+  keyOf: (e: PostbackEvent) => `${e.orgId}/${e.eventId}/${e.clickId}/${e.intakeId ?? ''}`,
 });
 
 /**
  * Attributes a postback and books the conversion with its commission as pending. Returns the conversion
- * event for analytics; on redelivery, the already booked conversion (so analytics still gets it once).
+ * event for analytics; on redelivery, the already booked conversion (so analytics still gets it once); null
+ * when another request's event books it (superseded).
  */
-export async function applyPostback(e: PostbackEvent): Promise<ConversionEvent> {
-  return conversionEventOf(e.orgId, await commitConversions(e));
+export async function applyPostback(e: PostbackEvent): Promise<ConversionEvent | null> {
+  const doc = await commitConversions(e);
+  return doc ? conversionEventOf(e.orgId, doc) : null;
 }
 
 /**
  * One postback in a transaction of its own: the careful path, for a group that could not be committed whole.
  * It reads again what the group read, so that the conversion's existence is checked where it is written.
  */
-async function bookAlone(e: PostbackEvent): Promise<ConversionDoc> {
+async function bookAlone(e: PostbackEvent): Promise<ConversionDoc | null> {
   return (await firestore().runTransaction((tx) => bookTogether(tx, [e])))[0]!;
 }
 
@@ -231,15 +251,16 @@ async function bookAlone(e: PostbackEvent): Promise<ConversionDoc> {
  * left, and each usage document is written once, however many of them it counts: it is the one document every
  * conversion of a busy capped campaign writes, and Firestore sustains about one write a second on a document.
  */
-async function bookTogether(tx: Transaction, events: PostbackEvent[]): Promise<ConversionDoc[]> {
+async function bookTogether(tx: Transaction, events: PostbackEvent[]): Promise<(ConversionDoc | null)[]> {
   const scope = OrgScope.system(events[0]!.orgId, 'state-writer');
   const links = events.map(linkOf);
-  const first = await readAll(tx, events.map((e, i) => [scope.collection('conversions').doc(e.eventId), links[i]?.ref]));
+  const first = await readAll(tx, events.map((e, i) => [scope.collection('conversions').doc(e.eventId), links[i]?.ref, receiptRef(scope, e)]));
   const final = events.map((e, i) => isFinal(first.get(i, 0)!, e));
-  const detailed = events.map((e, i) => (final[i] ? undefined : detailRefs(scope, e, first.get(i, 1))));
+  const skipped = events.map((e, i) => !final[i] && superseded(first.get(i, 2), e));
+  const detailed = events.map((e, i) => (final[i] || skipped[i] ? undefined : detailRefs(scope, e, first.get(i, 1))));
   const second = await readAll(tx, detailed.map((refs) => refs ?? []));
   const attributions = events.map((e, i) =>
-    final[i] ? undefined : attribute(scope, e, links[i]?.parts, first.get(i, 1), detailed[i]?.map((_, j) => second.get(i, j)!)),
+    final[i] || skipped[i] ? undefined : attribute(scope, e, links[i]?.parts, first.get(i, 1), detailed[i]?.map((_, j) => second.get(i, j)!)),
   );
   const windows = events.map((e, i) => (attributions[i] && needsCapCheck(attributions[i]) ? capUsageRefs(scope, e, attributions[i]) : []));
   const usageSnaps = await readAll(tx, windows.map((ws) => ws.map((w) => w.ref)));
@@ -251,6 +272,7 @@ async function bookTogether(tx: Transaction, events: PostbackEvent[]): Promise<C
 
   const writes = new BookingWrites();
   const docs = events.map((e, i) => {
+    if (skipped[i]) return null;
     const a = attributions[i];
     if (!a) return first.get(i, 0)!.data()!;
     const usage = windows[i]!.length ? (Object.fromEntries(windows[i]!.map((w) => [w.window, { ...used.get(w.ref.path)! }])) as Usage) : undefined;
@@ -310,9 +332,9 @@ class BookingWrites {
  * that cannot be prepared (an id Firestore refuses, a campaign whose payout rule does not price) is rejected
  * on its own and left out of the batch.
  */
-async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc>[]> {
+async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc | null>[]> {
   const db = firestore();
-  const results: (Settled<ConversionDoc> | undefined)[] = new Array(events.length);
+  const results: (Settled<ConversionDoc | null> | undefined)[] = new Array(events.length);
   const attempt = <V>(i: number, f: () => V): V | undefined => {
     try {
       return f();
@@ -323,11 +345,11 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
   };
   const scopes = new Map<string, OrgScope>();
   const scopeOf = (orgId: string) => scopes.get(orgId) ?? scopes.set(orgId, OrgScope.system(orgId, 'state-writer')).get(orgId)!;
-  const plans = events.map((e, i) => attempt(i, () => ({ conversion: scopeOf(e.orgId).collection('conversions').doc(e.eventId), link: linkOf(e) })));
-  const firstRead = await readAll(db, plans.map((p) => (p ? [p.conversion, p.link?.ref] : [])));
+  const plans = events.map((e, i) => attempt(i, () => ({ conversion: scopeOf(e.orgId).collection('conversions').doc(e.eventId), link: linkOf(e), receipt: receiptRef(scopeOf(e.orgId), e) })));
+  const firstRead = await readAll(db, plans.map((p) => (p ? [p.conversion, p.link?.ref, p.receipt] : [])));
   const detailed = events.map((e, i) => {
     const existing = firstRead.get(i, 0);
-    return existing && !existing.exists ? attempt(i, () => detailRefs(scopeOf(e.orgId), e, firstRead.get(i, 1))) : undefined;
+    return existing && !existing.exists && !superseded(firstRead.get(i, 2), e) ? attempt(i, () => detailRefs(scopeOf(e.orgId), e, firstRead.get(i, 1))) : undefined;
   });
   const secondRead = await readAll(db, detailed.map((refs) => refs ?? []));
 
@@ -362,6 +384,10 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
     const existing = firstRead.get(i, 0)!;
     if (isFinal(existing, e)) {
       results[i] = { status: 'fulfilled', value: existing.data()! };
+      return;
+    }
+    if (superseded(firstRead.get(i, 2), e)) {
+      results[i] = { status: 'fulfilled', value: null };
       return;
     }
     if (existing.exists) {

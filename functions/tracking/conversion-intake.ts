@@ -4,7 +4,7 @@ import { verifyClickId } from '../../shared/domain/click-id';
 import { rebooks } from '../../shared/domain/rebooking';
 import type { PostbackEvent } from '../../shared/domain/events';
 import { badRequest, unauthorized, zodDetails } from '../../shared/errors';
-import { deterministicId } from '../../shared/ids';
+import { deterministicId, newId } from '../../shared/ids';
 import { currencySchema, parseMajorAmount } from '../../shared/money';
 import { collections } from '../../shared/names';
 import { firestore } from '../adapters/firestore';
@@ -110,9 +110,10 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
   }
 
   const conversionId = p.txn_id ? deterministicId('cnv', orgId, 'txn', p.txn_id) : deterministicId('cnv', orgId, 'click', p.click_id, p.event);
+  const intakeId = newId('in');
   const event: PostbackEvent = {
     type: 'postback', eventId: conversionId, orgId, clickId: p.click_id, txnId: p.txn_id ?? null, event: p.event,
-    amount, currency, occurredAt: new Date().toISOString(), via,
+    amount, currency, occurredAt: new Date().toISOString(), via, intakeId,
   };
   // Publish before recording the receipt: if we fail in between, the advertiser's retry publishes again
   // (the state worker is idempotent on the id) rather than being told "duplicate" for a lost conversion.
@@ -120,12 +121,12 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
   const scope = OrgScope.system(orgId, via);
   const receipt = scope.collection('postbackReceipts').doc(conversionId);
   try {
-    await receipt.create({ at: event.occurredAt, via, clickId: p.click_id });
+    await receipt.create({ at: event.occurredAt, via, clickId: p.click_id, intakeId });
     return { conversionId, status: 'accepted' };
   } catch (err) {
     if ((err as { code?: number }).code !== 6 /* ALREADY_EXISTS */) throw err;
   }
-  return { conversionId, status: (await rebooked(scope, conversionId, p.click_id)) ? 'accepted' : 'duplicate' };
+  return { conversionId, status: (await rebooked(scope, conversionId, p.click_id, intakeId)) ? 'accepted' : 'duplicate' };
 }
 
 /**
@@ -141,8 +142,12 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
  * its click id is one of the organisation's own links and the receipt's is not (a forged, unknown or other
  * organisation's click id, whose conversion will be rejected for it): the state worker books this one over it,
  * whichever it handles first. Two of the organisation's own click ids: the first booked stands, as it would.
+ *
+ * The receipt names the request whose event stands (`intakeId`): the state worker books no other request's
+ * event while the conversion is not booked for good, so a repeat answered `duplicate` never books its own
+ * amount, whichever event Pub/Sub delivers first.
  */
-async function rebooked(scope: OrgScope, conversionId: string, clickId: string): Promise<boolean> {
+async function rebooked(scope: OrgScope, conversionId: string, clickId: string, intakeId: string): Promise<boolean> {
   const receiptRef = scope.collection('postbackReceipts').doc(conversionId);
   const conversionRef = scope.collection('conversions').doc(conversionId);
   const isOurs = async (id: string) => (await orgLinkOf(scope.orgId, id)) !== undefined; // links are cached
@@ -162,7 +167,7 @@ async function rebooked(scope: OrgScope, conversionId: string, clickId: string):
       const overruled = typeof received === 'string' && rebooks(doc, received, signed(received));
       accepted = (doc.clickId === clickId && !overruled) || rebooks(doc, clickId, signed(clickId));
     }
-    if (accepted) tx.update(receiptRef, { clickId });
+    if (accepted) tx.update(receiptRef, { clickId, intakeId });
     return accepted;
   });
 }

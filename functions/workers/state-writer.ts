@@ -15,6 +15,7 @@ export async function writeState(ce: functions.CloudEvent<unknown>): Promise<voi
     await applyClick(event);
   } else if (event.type === 'postback') {
     const conversion = await applyPostback(event);
+    if (!conversion) return; // another request's event books it (the receipt names that one)
     // Published on every delivery, not just the first: if we crashed after booking and before publishing,
     // the redelivery still gets it out, and analytics ignores the copy it already has. A failed publish also
     // marks the version due, for the commissions job's sweep: the redeliveries may all fail as well.

@@ -46,6 +46,12 @@ export const postbackEvent = z.object({
   currency: z.string().nullable(),
   occurredAt: z.iso.datetime(),
   via: z.enum(['postback', 'pixel']),
+  /**
+   * The intake request that published it. Repeats of one conversion each publish their own event; the receipt
+   * names the request that was answered `accepted`, and the state worker books only that one's (events without
+   * it, from before it was kept, are booked as they come).
+   */
+  intakeId: z.string().optional(),
 });
 export type PostbackEvent = z.infer<typeof postbackEvent>;
 

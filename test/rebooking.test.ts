@@ -19,3 +19,16 @@ describe('re-booking a conversion under another click id', () => {
     assert.equal(rebooks(byPerson, 'good', ours), false, 'an older document: it had been pending, so it has an approvableAt');
   });
 });
+
+describe("a receipt's named requests", () => {
+  it('names the first request accepted for each click, and keeps it when the receipt comes back to that click', async () => {
+    const { namedRequest, withNamed } = await import('../shared/domain/receipt');
+    let named = withNamed(undefined, 'click-a', 'in_y');
+    named = withNamed(named, 'click-b', 'in_w'); // moved to another click
+    named = withNamed(named, 'click-a', 'in_z'); // and back: in_y's event may still be on its way
+    assert.deepEqual([namedRequest(named, 'click-a'), namedRequest(named, 'click-b'), namedRequest(named, 'click-c')], ['in_y', 'in_w', undefined]);
+    // A forged click id is any text: it is only ever a hashed key.
+    assert.equal(namedRequest(withNamed({}, '__name__', 'in_x'), '__name__'), 'in_x');
+    assert.deepEqual(Object.keys(withNamed({}, '__name__.x/y', 'in_x')).map((k) => /^[0-9a-f]{32}$/.test(k)), [true]);
+  });
+});

@@ -326,7 +326,8 @@ describe('repeats of one sale with different amounts', () => {
     // As the intake leaves it once the first request (amount 20.00) has published and written its receipt; the
     // repeat (amount 999.00, same click) was answered duplicate, and its event is the first to be delivered.
     const { firestore } = await import('../functions/adapters/firestore');
-    await firestore().doc(`orgs/${org.id}/postbackReceipts/${conversionId}`).create({ at: new Date().toISOString(), via: 'postback', clickId: click, intakeId: 'in_first' });
+    const { withNamed } = await import('../shared/domain/receipt');
+    await firestore().doc(`orgs/${org.id}/postbackReceipts/${conversionId}`).create({ at: new Date().toISOString(), via: 'postback', clickId: click, named: withNamed(undefined, click, 'in_first') });
     const event = (intakeId: string, amount: number) => ({ ...postbackEvent({ orgId: org.id, txnId: 'amounts-1', clickId: click, via: 'postback', occurredAt: new Date().toISOString() }), amount, intakeId });
     const repeat = await deliverToStateWorker(event('in_repeat', 99_900), 'amounts-repeat');
     assert.equal(repeat.ok, true, 'handled: nothing to retry');

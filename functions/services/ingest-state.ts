@@ -1,6 +1,7 @@
 import { FieldValue, Timestamp, type DocumentData, type DocumentReference, type DocumentSnapshot, type Transaction } from '@google-cloud/firestore';
 import { capPeriod, cappedWindows, capsBroken, type CapUsage, type CapWindow } from '../../shared/domain/caps';
 import { verifyClickId, type ClickIdParts } from '../../shared/domain/click-id';
+import { namedRequest } from '../../shared/domain/receipt';
 import { rebooks } from '../../shared/domain/rebooking';
 import { payoutFor, revenueFor } from '../../shared/domain/commission';
 import type { ConversionEvent, PostbackEvent } from '../../shared/domain/events';
@@ -96,18 +97,18 @@ function isFinal(existing: DocumentSnapshot, e: PostbackEvent): boolean {
 }
 
 /**
- * Whether this postback's request was answered `duplicate` by a request naming the same click (a retry with
- * another amount, a pixel beside the postback): the receipt names that other request, whose event went out
- * before its receipt was written, so it books the conversion and this one books nothing. Per click the receipt
- * only ever names one request (the intake moves it only to another click, and never back), so that request's
- * own event is never skipped. Between different clicks the re-booking rule decides, whatever the receipt says
- * now: it may still move. A receipt not written yet, or an event or receipt from before requests were named,
- * cannot tell: the event is booked as it comes.
+ * Whether this postback's request was answered `duplicate` by an earlier request naming the same click (a retry
+ * with another amount, a pixel beside the postback): the receipt names that request for the click, whose event
+ * went out before its name was written, so it books the conversion and this one books nothing. A click's name
+ * never changes once written (shared/domain/receipt.ts), so the named request's own event is never skipped.
+ * Between different clicks the re-booking rule decides. A receipt not written yet (the few milliseconds between
+ * the first request's publish and its receipt), or an event from before requests were named, cannot tell: the
+ * event is booked as it comes.
  */
 function superseded(receipt: DocumentSnapshot | undefined, e: PostbackEvent): boolean {
   if (!receipt?.exists || e.intakeId === undefined) return false;
-  const named: unknown = receipt.get('intakeId');
-  return typeof named === 'string' && named !== e.intakeId && receipt.get('clickId') === e.clickId;
+  const named = namedRequest(receipt.get('named'), e.clickId);
+  return named !== undefined && named !== e.intakeId;
 }
 
 const receiptRef = (scope: OrgScope, e: PostbackEvent) => scope.collection('postbackReceipts').doc(e.eventId);

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { config } from '../../shared/config';
 import { verifyClickId } from '../../shared/domain/click-id';
+import { namedRequest, withNamed } from '../../shared/domain/receipt';
 import { rebooks } from '../../shared/domain/rebooking';
 import type { PostbackEvent } from '../../shared/domain/events';
 import { badRequest, unauthorized, zodDetails } from '../../shared/errors';
@@ -121,7 +122,7 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
   const scope = OrgScope.system(orgId, via);
   const receipt = scope.collection('postbackReceipts').doc(conversionId);
   try {
-    await receipt.create({ at: event.occurredAt, via, clickId: p.click_id, intakeId });
+    await receipt.create({ at: event.occurredAt, via, clickId: p.click_id, named: withNamed(undefined, p.click_id, intakeId) });
     return { conversionId, status: 'accepted' };
   } catch (err) {
     if ((err as { code?: number }).code !== 6 /* ALREADY_EXISTS */) throw err;
@@ -143,9 +144,9 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
  * organisation's click id, whose conversion will be rejected for it): the state worker books this one over it,
  * whichever it handles first. Two of the organisation's own click ids: the first booked stands, as it would.
  *
- * The receipt names the request whose event stands (`intakeId`): the state worker books no other request's
- * event while the conversion is not booked for good, so a repeat answered `duplicate` never books its own
- * amount, whichever event Pub/Sub delivers first.
+ * The receipt names, per click, the first request accepted with it (shared/domain/receipt.ts): the state worker
+ * books no other request's event for that click. A request the receipt already names (its own create was
+ * retried by the client after a lost answer) is accepted.
  */
 async function rebooked(scope: OrgScope, conversionId: string, clickId: string, intakeId: string): Promise<boolean> {
   const receiptRef = scope.collection('postbackReceipts').doc(conversionId);
@@ -154,6 +155,7 @@ async function rebooked(scope: OrgScope, conversionId: string, clickId: string, 
   const signed = (id: string) => () => verifyClickId(secrets().clickSigningKey, id) !== undefined;
   return firestore().runTransaction(async (tx) => {
     const receipt = await tx.get(receiptRef);
+    if (namedRequest(receipt.get('named'), clickId) === intakeId) return true;
     const received: unknown = receipt.get('clickId');
     if (received === clickId) return false;
     const conversion = await tx.get(conversionRef);
@@ -167,7 +169,7 @@ async function rebooked(scope: OrgScope, conversionId: string, clickId: string, 
       const overruled = typeof received === 'string' && rebooks(doc, received, signed(received));
       accepted = (doc.clickId === clickId && !overruled) || rebooks(doc, clickId, signed(clickId));
     }
-    if (accepted) tx.update(receiptRef, { clickId, intakeId });
+    if (accepted) tx.update(receiptRef, { clickId, named: withNamed(receipt.get('named'), clickId, intakeId) });
     return accepted;
   });
 }

@@ -339,6 +339,21 @@ describe('repeats of one sale with different amounts', () => {
     assert.deepEqual([booked.status, booked.amount, booked.clickId], ['pending', 2_000, click]);
   });
 
+  it('answer duplicate to a request whose sale another request\'s event booked before either wrote the receipt', async () => {
+    const org = await setUpOrg('race-amounts-early@example.com');
+    const ids = await clickIds(org);
+    const click = ids.good();
+    const conversionId = deterministicId('cnv', org.id, 'txn', 'amounts-early');
+    // The repeat's event is handled while the first request is still between its publish and its receipt.
+    const early = { ...postbackEvent({ orgId: org.id, txnId: 'amounts-early', clickId: click, via: 'postback', occurredAt: new Date().toISOString() }), amount: 99_900, intakeId: 'in_early' };
+    assert.equal((await deliverToStateWorker(early, 'amounts-early')).ok, true);
+    const late = await s.call('GET', `/postback?${new URLSearchParams({ token: org.postbackToken, click_id: click, txn_id: 'amounts-early', amount: '10.00' })}`);
+    assert.deepEqual([late.body.conversionId, late.body.status], [conversionId, 'duplicate'], 'told what happened: another request booked the sale');
+    await new Promise((r) => setTimeout(r, 500)); // its event reaches the state worker, and books nothing
+    const booked = (await s.call('GET', `/v1/orgs/${org.id}/conversions/${conversionId}`, { auth: org.token })).body;
+    assert.deepEqual([booked.status, booked.amount], ['pending', 99_900]);
+  });
+
   it('through the intake: the receipt names the request answered accepted, and the sale carries its amount', async () => {
     const org = await setUpOrg('race-amounts-http@example.com');
     const ids = await clickIds(org);

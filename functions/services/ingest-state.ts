@@ -1,7 +1,7 @@
 import { FieldValue, Timestamp, type DocumentData, type DocumentReference, type DocumentSnapshot, type Transaction } from '@google-cloud/firestore';
 import { capPeriod, cappedWindows, capsBroken, type CapUsage, type CapWindow } from '../../shared/domain/caps';
 import { verifyClickId, type ClickIdParts } from '../../shared/domain/click-id';
-import { namedRequest } from '../../shared/domain/receipt';
+import { namedRequest, withNamed } from '../../shared/domain/receipt';
 import { rebooks } from '../../shared/domain/rebooking';
 import { payoutFor, revenueFor } from '../../shared/domain/commission';
 import type { ConversionEvent, PostbackEvent } from '../../shared/domain/events';
@@ -75,6 +75,8 @@ interface Booking {
   replaces?: boolean;
   /** The campaign's cap usage documents it counts in, and the payout it adds to each. */
   capUsage?: { ref: DocumentReference; base: DocumentData; payout: number }[];
+  /** The receipt, when this event is booked before its request wrote one (see receiptToCreate). */
+  receipt?: { ref: DocumentReference; data: DocumentData };
 }
 
 type Usage = Partial<Record<CapWindow, CapUsage>>;
@@ -112,6 +114,17 @@ function superseded(receipt: DocumentSnapshot | undefined, e: PostbackEvent): bo
 }
 
 const receiptRef = (scope: OrgScope, e: PostbackEvent) => scope.collection('postbackReceipts').doc(e.eventId);
+
+/**
+ * An event booked before any request wrote the receipt (its own request, or a repeat, is still between publish
+ * and receipt) writes the receipt itself, naming its request, in the booking's own commit and only if there is
+ * still none: the request that gets there later finds it and is answered `duplicate` (or `accepted`, if it is
+ * this event's), so the answer always matches what was booked. Events from before requests were named cannot.
+ */
+function receiptToCreate(scope: OrgScope, e: PostbackEvent, receipt: DocumentSnapshot | undefined): Booking['receipt'] {
+  if (receipt?.exists || e.intakeId === undefined) return undefined;
+  return { ref: receiptRef(scope, e), data: { at: e.occurredAt, via: e.via, clickId: e.clickId, named: withNamed(undefined, e.clickId, e.intakeId) } };
+}
 
 /** Whether booking this conversion must read its campaign's cap usage first (in a transaction). */
 function needsCapCheck(a: Attribution): boolean {
@@ -278,6 +291,7 @@ async function bookTogether(tx: Transaction, events: PostbackEvent[]): Promise<(
     if (!a) return first.get(i, 0)!.data()!;
     const usage = windows[i]!.length ? (Object.fromEntries(windows[i]!.map((w) => [w.window, { ...used.get(w.ref.path)! }])) as Usage) : undefined;
     const b = book(scope, e, a, usage, first.get(i, 0)!.exists ? first.get(i, 0)!.data() : undefined);
+    b.receipt = receiptToCreate(scope, e, first.get(i, 2));
     for (const u of b.capUsage ?? []) {
       const now = used.get(u.ref.path)!;
       used.set(u.ref.path, { conversions: now.conversions + 1, payout: now.payout + u.payout });
@@ -304,6 +318,7 @@ class BookingWrites {
     if (b.replaces) this.replaces.push({ ref: b.ref, data: b.conversion });
     else this.creates.push({ ref: b.ref, data: b.conversion });
     if (b.commission) this.creates.push(b.commission);
+    if (b.receipt) this.creates.push(b.receipt);
     if (b.counter) {
       const path = b.counter.ref.path;
       const c = this.counters.get(path) ?? this.counters.set(path, { ref: b.counter.ref, base: b.counter.base, parts: [] }).get(path)!;
@@ -404,7 +419,7 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
       cappedByCampaign.set(key, [...(cappedByCampaign.get(key) ?? []), i]);
       return;
     }
-    const b = attempt(i, () => book(scope, e, a));
+    const b = attempt(i, () => ({ ...book(scope, e, a), receipt: receiptToCreate(scope, e, firstRead.get(i, 2)) }));
     if (!b) return;
     writes.add(b);
     results[i] = { status: 'fulfilled', value: b.conversion };

@@ -354,6 +354,29 @@ describe('repeats of one sale with different amounts', () => {
     assert.deepEqual([booked.status, booked.amount], ['pending', 99_900]);
   });
 
+  it('answer duplicate to a repeat of a click whose event re-booked the sale before its own request wrote the receipt', async () => {
+    const org = await setUpOrg('race-amounts-rebooked@example.com');
+    const ids = await clickIds(org);
+    const [click, bad] = [ids.good(), ids.bad(1).id];
+    const conversionId = deterministicId('cnv', org.id, 'txn', 'amounts-rebooked');
+    const postback = (clickId: string, amount: string) => s.call('GET', `/postback?${new URLSearchParams({ token: org.postbackToken, click_id: clickId, txn_id: 'amounts-rebooked', amount })}`);
+    const conversion = async (status: string) => eventually(async () => {
+      const r = await s.call('GET', `/v1/orgs/${org.id}/conversions/${conversionId}`, { auth: org.token });
+      return r.body?.status === status ? r.body : undefined;
+    }, `conversion ${status}`);
+    // A mistyped click first: booked rejected, and the receipt is that request's.
+    assert.equal((await postback(bad, '20.00')).body.status, 'accepted');
+    await conversion('rejected');
+    // The right click's event re-books the sale before its request has reached the receipt...
+    const early = { ...postbackEvent({ orgId: org.id, txnId: 'amounts-rebooked', clickId: click, via: 'postback', occurredAt: new Date().toISOString() }), amount: 2_000, intakeId: 'in_early' };
+    assert.equal((await deliverToStateWorker(early, 'amounts-rebooked-early')).ok, true);
+    assert.equal((await conversion('pending')).amount, 2_000);
+    // ...so a repeat of that click, with another amount, is a duplicate and books nothing.
+    assert.equal((await postback(click, '25.00')).body.status, 'duplicate');
+    await new Promise((r) => setTimeout(r, 500));
+    assert.deepEqual([(await conversion('pending')).amount, (await conversion('pending')).clickId], [2_000, click]);
+  });
+
   it('through the intake: the receipt names the request answered accepted, and the sale carries its amount', async () => {
     const org = await setUpOrg('race-amounts-http@example.com');
     const ids = await clickIds(org);

@@ -75,8 +75,8 @@ interface Booking {
   replaces?: boolean;
   /** The campaign's cap usage documents it counts in, and the payout it adds to each. */
   capUsage?: { ref: DocumentReference; base: DocumentData; payout: number }[];
-  /** The receipt, when this event is booked before its request wrote one (see receiptToCreate). */
-  receipt?: { ref: DocumentReference; data: DocumentData };
+  /** The receipt naming this event's request, when it does not yet (see receiptNaming). */
+  receipt?: ReceiptWrite;
 }
 
 type Usage = Partial<Record<CapWindow, CapUsage>>;
@@ -115,15 +115,22 @@ function superseded(receipt: DocumentSnapshot | undefined, e: PostbackEvent): bo
 
 const receiptRef = (scope: OrgScope, e: PostbackEvent) => scope.collection('postbackReceipts').doc(e.eventId);
 
+/** A receipt written with a booking: created if there was none, else updated only if unchanged since it was read. */
+type ReceiptWrite = { ref: DocumentReference; data: DocumentData; create: true } | { ref: DocumentReference; data: DocumentData; create: false; lastUpdateTime: Timestamp };
+
 /**
- * An event booked before any request wrote the receipt (its own request, or a repeat, is still between publish
- * and receipt) writes the receipt itself, naming its request, in the booking's own commit and only if there is
- * still none: the request that gets there later finds it and is answered `duplicate` (or `accepted`, if it is
- * this event's), so the answer always matches what was booked. Events from before requests were named cannot.
+ * The receipt names, per click, the request whose event booked the conversion under that click, in the booking's
+ * own commit: an event handled before its request (or a repeat) has written the receipt, or before its click
+ * has a name, names its own request, created if there is no receipt and otherwise only if the receipt is still
+ * as read. The request that reaches the receipt later is then answered as booked: `accepted` if it is that
+ * event's, `duplicate` if not. Events from before requests were named cannot.
  */
-function receiptToCreate(scope: OrgScope, e: PostbackEvent, receipt: DocumentSnapshot | undefined): Booking['receipt'] {
-  if (receipt?.exists || e.intakeId === undefined) return undefined;
-  return { ref: receiptRef(scope, e), data: { at: e.occurredAt, via: e.via, clickId: e.clickId, named: withNamed(undefined, e.clickId, e.intakeId) } };
+function receiptNaming(scope: OrgScope, e: PostbackEvent, receipt: DocumentSnapshot | undefined): ReceiptWrite | undefined {
+  if (e.intakeId === undefined) return undefined;
+  const ref = receiptRef(scope, e);
+  if (!receipt?.exists) return { ref, create: true, data: { at: e.occurredAt, via: e.via, clickId: e.clickId, named: withNamed(undefined, e.clickId, e.intakeId) } };
+  if (namedRequest(receipt.get('named'), e.clickId) !== undefined) return undefined; // this request's (others are superseded)
+  return { ref, create: false, lastUpdateTime: receipt.updateTime!, data: { clickId: e.clickId, named: withNamed(receipt.get('named'), e.clickId, e.intakeId) } };
 }
 
 /** Whether booking this conversion must read its campaign's cap usage first (in a transaction). */
@@ -291,7 +298,7 @@ async function bookTogether(tx: Transaction, events: PostbackEvent[]): Promise<(
     if (!a) return first.get(i, 0)!.data()!;
     const usage = windows[i]!.length ? (Object.fromEntries(windows[i]!.map((w) => [w.window, { ...used.get(w.ref.path)! }])) as Usage) : undefined;
     const b = book(scope, e, a, usage, first.get(i, 0)!.exists ? first.get(i, 0)!.data() : undefined);
-    b.receipt = receiptToCreate(scope, e, first.get(i, 2));
+    b.receipt = receiptNaming(scope, e, first.get(i, 2));
     for (const u of b.capUsage ?? []) {
       const now = used.get(u.ref.path)!;
       used.set(u.ref.path, { conversions: now.conversions + 1, payout: now.payout + u.payout });
@@ -311,6 +318,8 @@ class BookingWrites {
   private readonly creates: { ref: DocumentReference; data: DocumentData }[] = [];
   /** Conversions booked again over a rejection (isFinal): only ever inside the transaction that read them. */
   private readonly replaces: { ref: DocumentReference; data: DocumentData }[] = [];
+  /** Receipts naming a request for one more click: only if unchanged since read (a batch has no other guard). */
+  private readonly updates: { ref: DocumentReference; data: DocumentData; lastUpdateTime: Timestamp }[] = [];
   private readonly counters = new Map<string, { ref: DocumentReference; base: Record<string, string>; parts: NonNullable<Booking['counter']>[] }>();
   private readonly usage = new Map<string, { ref: DocumentReference; base: DocumentData; conversions: number; payout: number }>();
 
@@ -318,7 +327,8 @@ class BookingWrites {
     if (b.replaces) this.replaces.push({ ref: b.ref, data: b.conversion });
     else this.creates.push({ ref: b.ref, data: b.conversion });
     if (b.commission) this.creates.push(b.commission);
-    if (b.receipt) this.creates.push(b.receipt);
+    if (b.receipt?.create) this.creates.push(b.receipt);
+    else if (b.receipt) this.updates.push(b.receipt);
     if (b.counter) {
       const path = b.counter.ref.path;
       const c = this.counters.get(path) ?? this.counters.set(path, { ref: b.counter.ref, base: b.counter.base, parts: [] }).get(path)!;
@@ -335,9 +345,14 @@ class BookingWrites {
     return this.creates.length + this.replaces.length;
   }
 
-  writeTo(w: { create(ref: DocumentReference, data: DocumentData): unknown; set(ref: DocumentReference, data: DocumentData, options?: { merge: true }): unknown }): void {
+  writeTo(w: {
+    create(ref: DocumentReference, data: DocumentData): unknown;
+    set(ref: DocumentReference, data: DocumentData, options?: { merge: true }): unknown;
+    update(ref: DocumentReference, data: DocumentData, precondition: { lastUpdateTime: Timestamp }): unknown;
+  }): void {
     for (const c of this.creates) w.create(c.ref, c.data);
     for (const c of this.replaces) w.set(c.ref, c.data);
+    for (const u of this.updates) w.update(u.ref, u.data, { lastUpdateTime: u.lastUpdateTime });
     for (const c of this.counters.values()) w.set(c.ref, counterFields(c.base, c.parts), { merge: true });
     for (const u of this.usage.values()) w.set(u.ref, { ...u.base, conversions: FieldValue.increment(u.conversions), payout: FieldValue.increment(u.payout) }, { merge: true });
   }
@@ -419,7 +434,7 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
       cappedByCampaign.set(key, [...(cappedByCampaign.get(key) ?? []), i]);
       return;
     }
-    const b = attempt(i, () => ({ ...book(scope, e, a), receipt: receiptToCreate(scope, e, firstRead.get(i, 2)) }));
+    const b = attempt(i, () => ({ ...book(scope, e, a), receipt: receiptNaming(scope, e, firstRead.get(i, 2)) }));
     if (!b) return;
     writes.add(b);
     results[i] = { status: 'fulfilled', value: b.conversion };

@@ -144,9 +144,9 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
  * organisation's click id, whose conversion will be rejected for it): the state worker books this one over it,
  * whichever it handles first. Two of the organisation's own click ids: the first booked stands, as it would.
  *
- * The receipt names, per click, the first request accepted with it (shared/domain/receipt.ts): the state worker
- * books no other request's event for that click. A request the receipt already names (its own create was
- * retried by the client after a lost answer) is accepted.
+ * The receipt names, per click, the request whose event books the conversion under it (shared/domain/receipt.ts):
+ * the first accepted with it here, or the one whose event the state worker booked first. The worker books no other
+ * request's event for that click, so a repeat of a named click is a duplicate, and the named request accepted.
  */
 async function rebooked(scope: OrgScope, conversionId: string, clickId: string, intakeId: string): Promise<boolean> {
   const receiptRef = scope.collection('postbackReceipts').doc(conversionId);
@@ -155,8 +155,14 @@ async function rebooked(scope: OrgScope, conversionId: string, clickId: string, 
   const signed = (id: string) => () => verifyClickId(secrets().clickSigningKey, id) !== undefined;
   return firestore().runTransaction(async (tx) => {
     const receipt = await tx.get(receiptRef);
-    if (namedRequest(receipt.get('named'), clickId) === intakeId) return true;
     const received: unknown = receipt.get('clickId');
+    // A click already named stands for its request: this one is that request (the worker booked its event before
+    // it got here, or the client retried its create), or a repeat of it.
+    const named = namedRequest(receipt.get('named'), clickId);
+    if (named !== undefined) {
+      if (named === intakeId && received !== clickId) tx.update(receiptRef, { clickId });
+      return named === intakeId;
+    }
     if (received === clickId) return false;
     const conversion = await tx.get(conversionRef);
     let accepted: boolean;

@@ -265,15 +265,17 @@ describe('a pixel and a postback of one sale sent together', () => {
     for (const round of [0, 1, 2]) {
       const sale = { txnId: `answers-postback-first-${round}`, good: ids.good(), bad: ids.bad(round) };
       sales.push(sale);
-      await receipt(sale.txnId).create({ at: new Date().toISOString(), via: 'postback', clickId: sale.good });
+      // As the intake writes them: the receipt names the postback's request for its click, each event its request.
+      const { withNamed } = await import('../shared/domain/receipt');
+      await receipt(sale.txnId).create({ at: new Date().toISOString(), via: 'postback', clickId: sale.good, named: withNamed(undefined, sale.good, `in_pb_${round}`) });
       const at = new Date().toISOString();
-      const pixelEvent = postbackEvent({ orgId: org.id, txnId: sale.txnId, clickId: sale.bad.id, via: 'pixel', occurredAt: at });
+      const pixelEvent = { ...postbackEvent({ orgId: org.id, txnId: sale.txnId, clickId: sale.bad.id, via: 'pixel', occurredAt: at }), intakeId: `in_px_${round}` };
       assert.equal((await deliverToStateWorker(pixelEvent, `${sale.txnId}-pixel`)).ok, true);
       const rejected = (await s.call('GET', `/v1/orgs/${org.id}/conversions/${conversionId(sale.txnId)}`, { auth: org.token })).body;
       assert.deepEqual([rejected.status, rejected.reasons], ['rejected', [sale.bad.kind]]);
       assert.equal(await pixel(sale.txnId, sale.bad.id), 'duplicate', `${sale.txnId}: the pixel`);
       assert.equal((await receipt(sale.txnId).get()).get('clickId'), sale.good, `${sale.txnId}: the receipt keeps the right click`);
-      const postbackEventOf = postbackEvent({ orgId: org.id, txnId: sale.txnId, clickId: sale.good, via: 'postback', occurredAt: at });
+      const postbackEventOf = { ...postbackEvent({ orgId: org.id, txnId: sale.txnId, clickId: sale.good, via: 'postback', occurredAt: at }), intakeId: `in_pb_${round}` };
       assert.equal((await deliverToStateWorker(postbackEventOf, `${sale.txnId}-postback`)).ok, true);
       assert.equal(await postback(sale.txnId, sale.good), 'duplicate', `${sale.txnId}: the postback again`);
       assert.equal(await pixel(sale.txnId, sale.bad.id), 'duplicate', `${sale.txnId}: the pixel again`);

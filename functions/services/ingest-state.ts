@@ -2,7 +2,7 @@ import { FieldValue, Timestamp, type DocumentData, type DocumentReference, type 
 import { capPeriod, cappedWindows, capsBroken, type CapUsage, type CapWindow } from '../../shared/domain/caps';
 import { verifyClickId, type ClickIdParts } from '../../shared/domain/click-id';
 import { namedRequest, withNamed } from '../../shared/domain/receipt';
-import { rebooks } from '../../shared/domain/rebooking';
+import { rebooks, rejectedForItsClick } from '../../shared/domain/rebooking';
 import { payoutFor, revenueFor } from '../../shared/domain/commission';
 import type { ConversionEvent, PostbackEvent } from '../../shared/domain/events';
 import type { Affiliate, Campaign } from '../../shared/domain/schemas';
@@ -125,11 +125,14 @@ type ReceiptWrite = { ref: DocumentReference; data: DocumentData; create: true }
  * as read. The request that reaches the receipt later is then answered as booked: `accepted` if it is that
  * event's, `duplicate` if not. Events from before requests were named cannot.
  */
-function receiptNaming(scope: OrgScope, e: PostbackEvent, receipt: DocumentSnapshot | undefined): ReceiptWrite | undefined {
+function receiptNaming(scope: OrgScope, e: PostbackEvent, receipt: DocumentSnapshot | undefined, booked: ConversionDoc): ReceiptWrite | undefined {
   if (e.intakeId === undefined) return undefined;
   const ref = receiptRef(scope, e);
   if (!receipt?.exists) return { ref, create: true, data: { at: e.occurredAt, via: e.via, clickId: e.clickId, named: withNamed(undefined, e.clickId, e.intakeId) } };
   if (namedRequest(receipt.get('named'), e.clickId) !== undefined) return undefined; // this request's (others are superseded)
+  // Rejected for its click while another click holds the receipt: that one stands and keeps it (its event books over
+  // this one), and this request is answered duplicate by the re-booking rules.
+  if (rejectedForItsClick(booked)) return undefined;
   return { ref, create: false, lastUpdateTime: receipt.updateTime!, data: { clickId: e.clickId, named: withNamed(receipt.get('named'), e.clickId, e.intakeId) } };
 }
 
@@ -298,7 +301,7 @@ async function bookTogether(tx: Transaction, events: PostbackEvent[]): Promise<(
     if (!a) return first.get(i, 0)!.data()!;
     const usage = windows[i]!.length ? (Object.fromEntries(windows[i]!.map((w) => [w.window, { ...used.get(w.ref.path)! }])) as Usage) : undefined;
     const b = book(scope, e, a, usage, first.get(i, 0)!.exists ? first.get(i, 0)!.data() : undefined);
-    b.receipt = receiptNaming(scope, e, first.get(i, 2));
+    b.receipt = receiptNaming(scope, e, first.get(i, 2), b.conversion);
     for (const u of b.capUsage ?? []) {
       const now = used.get(u.ref.path)!;
       used.set(u.ref.path, { conversions: now.conversions + 1, payout: now.payout + u.payout });
@@ -434,7 +437,10 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
       cappedByCampaign.set(key, [...(cappedByCampaign.get(key) ?? []), i]);
       return;
     }
-    const b = attempt(i, () => ({ ...book(scope, e, a), receipt: receiptNaming(scope, e, firstRead.get(i, 2)) }));
+    const b = attempt(i, () => {
+      const booking = book(scope, e, a);
+      return { ...booking, receipt: receiptNaming(scope, e, firstRead.get(i, 2), booking.conversion) };
+    });
     if (!b) return;
     writes.add(b);
     results[i] = { status: 'fulfilled', value: b.conversion };

@@ -159,10 +159,7 @@ async function rebooked(scope: OrgScope, conversionId: string, clickId: string, 
     // A click already named stands for its request: this one is that request (the worker booked its event before
     // it got here, or the client retried its create), or a repeat of it.
     const named = namedRequest(receipt.get('named'), clickId);
-    if (named !== undefined) {
-      if (named === intakeId && received !== clickId) tx.update(receiptRef, { clickId });
-      return named === intakeId;
-    }
+    if (named !== undefined) return named === intakeId;
     if (received === clickId) return false;
     const conversion = await tx.get(conversionRef);
     let accepted: boolean;

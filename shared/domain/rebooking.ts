@@ -1,6 +1,11 @@
 /** Rejections that say the click id was wrong, not the sale: the advertiser may send the sale again with the right one. */
 const clickIdReasons = new Set(['invalid_click_id', 'unknown_click', 'foreign_click']);
 
+/** Whether a booked conversion was rejected for its click id, which a later postback naming one of ours re-books. */
+export function rejectedForItsClick(doc: { status?: unknown; reasons?: unknown }): boolean {
+  return doc.status === 'rejected' && Array.isArray(doc.reasons) && (doc.reasons as unknown[]).some((r) => typeof r === 'string' && clickIdReasons.has(r));
+}
+
 /**
  * Whether a postback naming `clickId` books again a conversion already booked under its id. A conversion
  * rejected only because its click id was wrong is re-booked when the postback names another click, one we
@@ -13,9 +18,8 @@ const clickIdReasons = new Set(['invalid_click_id', 'unknown_click', 'foreign_cl
  * meet its own commission entry and fail on every delivery.
  */
 export function rebooks(existing: { status?: unknown; clickId?: unknown; reasons?: unknown; decidedAt?: unknown; approvableAt?: unknown }, clickId: string, clickIdIsOurs: () => boolean): boolean {
-  const reasons = Array.isArray(existing.reasons) ? (existing.reasons as string[]) : [];
   // approvableAt: a conversion rejected at booking never had one; one rejected from pending keeps it (this also
   // tells the two apart in documents written before decidedAt was).
   const rejectedAtBooking = existing.decidedAt === undefined && (existing.approvableAt ?? null) === null;
-  return existing.status === 'rejected' && rejectedAtBooking && existing.clickId !== clickId && reasons.some((r) => clickIdReasons.has(r)) && clickIdIsOurs();
+  return rejectedForItsClick(existing) && rejectedAtBooking && existing.clickId !== clickId && clickIdIsOurs();
 }

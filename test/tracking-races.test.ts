@@ -379,6 +379,23 @@ describe('repeats of one sale with different amounts', () => {
     assert.deepEqual([(await conversion('pending')).amount, (await conversion('pending')).clickId], [2_000, click]);
   });
 
+  it('answer as booked for repeats of a bad click too: the request whose event was booked, not the first to ask', async () => {
+    const org = await setUpOrg('race-amounts-bad@example.com');
+    const ids = await clickIds(org);
+    const [first, bad] = [ids.bad(1).id, ids.bad(4).id]; // two click ids that fail their signature
+    const conversionId = deterministicId('cnv', org.id, 'txn', 'amounts-bad');
+    const postback = (clickId: string, amount: string) => s.call('GET', `/postback?${new URLSearchParams({ token: org.postbackToken, click_id: clickId, txn_id: 'amounts-bad', amount })}`);
+    assert.equal((await postback(first, '5.00')).body.status, 'accepted');
+    // A repeat naming another bad click: its event is booked (rejected) before its request reaches the receipt...
+    const early = { ...postbackEvent({ orgId: org.id, txnId: 'amounts-bad', clickId: bad, via: 'postback', occurredAt: new Date().toISOString() }), amount: null, intakeId: 'in_booked' };
+    assert.equal((await deliverToStateWorker(early, 'amounts-bad-early')).ok, true);
+    // ...so another request naming that click is a duplicate: the booked one is not its.
+    assert.equal((await postback(bad, '22.22')).body.status, 'duplicate');
+    await new Promise((r) => setTimeout(r, 500));
+    const booked = (await s.call('GET', `/v1/orgs/${org.id}/conversions/${conversionId}`, { auth: org.token })).body;
+    assert.deepEqual([booked.status, booked.clickId, booked.amount], ['rejected', bad, null]);
+  });
+
   it('through the intake: the receipt names the request answered accepted, and the sale carries its amount', async () => {
     const org = await setUpOrg('race-amounts-http@example.com');
     const ids = await clickIds(org);

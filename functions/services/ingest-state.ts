@@ -103,9 +103,9 @@ function isFinal(existing: DocumentSnapshot, e: PostbackEvent): boolean {
  * with another amount, a pixel beside the postback): the receipt names that request for the click, whose event
  * went out before its name was written, so it books the conversion and this one books nothing. A click's name
  * never changes once written (shared/domain/receipt.ts), so the named request's own event is never skipped.
- * Between different clicks the re-booking rule decides. A receipt not written yet (the few milliseconds between
- * the first request's publish and its receipt), or an event from before requests were named, cannot tell: the
- * event is booked as it comes.
+ * Between different clicks the re-booking rule decides. A click without a name yet (no receipt: the milliseconds
+ * between the first request's publish and its receipt), or an event from before requests were named, cannot tell:
+ * the event is booked as it comes, and names its own request (receiptNaming).
  */
 function superseded(receipt: DocumentSnapshot | undefined, e: PostbackEvent): boolean {
   if (!receipt?.exists || e.intakeId === undefined) return false;
@@ -210,6 +210,8 @@ function book(scope: OrgScope, e: PostbackEvent, a: Attribution, usage?: Usage, 
       // was received first (a pixel and a postback of one sale, sent together): the report counts the latest.
       analytics: { eventId: previous ? deterministicId('cnv', e.eventId, 'click', e.clickId) : e.eventId, status, revenue, payout, recordedAt: previous ? recordedAfter(previous, e.occurredAt) : e.occurredAt } satisfies AnalyticsVersion,
       via: e.via, createdAt: e.occurredAt, approvableAt: rejected ? null : approvableAt, updatedAt: e.occurredAt,
+      // The request whose event this is: the intake answers a repeat of the click by it (conversion-intake.ts).
+      ...(e.intakeId !== undefined ? { intakeId: e.intakeId } : {}),
       // The rule it was booked under: approval prices the volume tier with this rule, not with a later edit.
       payoutRule: rejected ? null : (override ?? a.campaign?.payout ?? null),
     },

@@ -170,7 +170,9 @@ async function rebooked(scope: OrgScope, conversionId: string, clickId: string, 
       // Under this click, but rejected for it while the receipt's click books over it (both sent at once, this
       // one's event handled first): that one stands, and keeps the receipt.
       const overruled = typeof received === 'string' && rebooks(doc, received, signed(received));
-      accepted = (doc.clickId === clickId && !overruled) || rebooks(doc, clickId, signed(clickId));
+      // Booked under this click by another request's event (a repeat whose event came first): that one stands.
+      const anotherRequests = typeof doc.intakeId === 'string' && doc.intakeId !== intakeId;
+      accepted = (doc.clickId === clickId && !overruled && !anotherRequests) || rebooks(doc, clickId, signed(clickId));
     }
     if (accepted) tx.update(receiptRef, { clickId, named: withNamed(receipt.get('named'), clickId, intakeId) });
     return accepted;

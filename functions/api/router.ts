@@ -110,8 +110,8 @@ function parse<T>(schema: z.ZodType<T> | undefined, value: unknown, where: 'body
   if (where === 'body' && (value === null || typeof value !== 'object' || Buffer.isBuffer(value) || Array.isArray(value))) {
     throw badRequest('The request body must be a JSON object sent with Content-Type: application/json', [{ field: '(body)', message: 'expected a JSON object' }]);
   }
-  const shape = (schema as unknown) instanceof z.ZodObject ? (schema as unknown as z.ZodObject).shape : undefined;
-  if (where === 'query' && shape && value && typeof value === 'object') {
+  const shape = where === 'query' && (schema as unknown) instanceof z.ZodObject ? (schema as unknown as z.ZodObject).shape : undefined;
+  if (shape && value && typeof value === 'object') {
     // A filter this route does not have, if ignored, answers as if unfiltered: the whole organisation's numbers
     // passed off as one affiliate's (`affiliate_id` for `affiliateId`).
     const known = Object.keys(shape);

@@ -439,11 +439,9 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
       cappedByCampaign.set(key, [...(cappedByCampaign.get(key) ?? []), i]);
       return;
     }
-    const b = attempt(i, () => {
-      const booking = book(scope, e, a);
-      return { ...booking, receipt: receiptNaming(scope, e, firstRead.get(i, 2), booking.conversion) };
-    });
+    const b = attempt(i, () => book(scope, e, a));
     if (!b) return;
+    b.receipt = receiptNaming(scope, e, firstRead.get(i, 2), b.conversion);
     writes.add(b);
     results[i] = { status: 'fulfilled', value: b.conversion };
   });

@@ -131,6 +131,11 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
 }
 
 /**
+ * Whether a repeat of a conversion (its receipt exists) is accepted. The receipt names, per click, the request whose
+ * event books the conversion under it (shared/domain/receipt.ts): the first accepted with it here, or the one whose
+ * event the state worker booked first. The worker books no other request's event for that click, so a repeat of a
+ * named click is a duplicate, and the named request accepted.
+ *
  * A repeat of a sale whose conversion was rejected for its click id, now with one of our click ids, is booked
  * again by the state worker (shared/domain/rebooking.ts): the advertiser is told it was accepted, not that it
  * changed nothing. Read only on a repeat that names another click than the receipt's. The state worker may
@@ -143,10 +148,6 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
  * its click id is one of the organisation's own links and the receipt's is not (a forged, unknown or other
  * organisation's click id, whose conversion will be rejected for it): the state worker books this one over it,
  * whichever it handles first. Two of the organisation's own click ids: the first booked stands, as it would.
- *
- * The receipt names, per click, the request whose event books the conversion under it (shared/domain/receipt.ts):
- * the first accepted with it here, or the one whose event the state worker booked first. The worker books no other
- * request's event for that click, so a repeat of a named click is a duplicate, and the named request accepted.
  */
 async function rebooked(scope: OrgScope, conversionId: string, clickId: string, intakeId: string): Promise<boolean> {
   const receiptRef = scope.collection('postbackReceipts').doc(conversionId);
@@ -171,8 +172,8 @@ async function rebooked(scope: OrgScope, conversionId: string, clickId: string, 
       // one's event handled first): that one stands, and keeps the receipt.
       const overruled = typeof received === 'string' && rebooks(doc, received, signed(received));
       // Booked under this click by another request's event (a repeat whose event came first): that one stands.
-      const anotherRequests = typeof doc.intakeId === 'string' && doc.intakeId !== intakeId;
-      accepted = (doc.clickId === clickId && !overruled && !anotherRequests) || rebooks(doc, clickId, signed(clickId));
+      const bookedByAnother = typeof doc.intakeId === 'string' && doc.intakeId !== intakeId;
+      accepted = (doc.clickId === clickId && !overruled && !bookedByAnother) || rebooks(doc, clickId, signed(clickId));
     }
     if (accepted) tx.update(receiptRef, { clickId, named: withNamed(receipt.get('named'), clickId, intakeId) });
     return accepted;

@@ -70,6 +70,8 @@ export interface FixedRateResult {
   lagSorted: Float64Array;
   /** Rounds pooled into this result (1 for one measurement). */
   rounds: number;
+  /** Each round's p99, in order: the spread the pooled figure hides. */
+  roundP99s: number[];
 }
 
 let ipCounter = 1 << 22;
@@ -86,7 +88,8 @@ export async function fixedRate(label: string, o: { url: string; path: string; r
   const sorted = Float64Array.from(reply.latencies).sort();
   const lagSorted = Float64Array.from(reply.lag).sort();
   const lag = latencySummary(lagSorted);
-  return { label, rate: o.rate, sent: reply.sent, ok: reply.statusCodes['302'] ?? 0, errors: reply.errors, ...latencySummary(sorted), lagP99: lag.p99, lagMax: lag.max, sorted, lagSorted, rounds: 1 };
+  const summary = latencySummary(sorted);
+  return { label, rate: o.rate, sent: reply.sent, ok: reply.statusCodes['302'] ?? 0, errors: reply.errors, ...summary, lagP99: lag.p99, lagMax: lag.max, sorted, lagSorted, rounds: 1, roundP99s: [summary.p99] };
 }
 
 /**
@@ -110,5 +113,6 @@ export function poolFixedRate(rounds: FixedRateResult[]): FixedRateResult {
     sorted,
     lagSorted,
     rounds: rounds.length,
+    roundP99s: rounds.map((r) => r.p99),
   };
 }

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BigQuery } from '@google-cloud/bigquery';
 import { analyticsRow, type AnalyticsRow } from '../shared/analytics/schema';
-import { compileReport, maxReportRows, quoteTable, reportQuerySchema, type ReportQuery, type ReportRow, type ScopedReportQuery } from '../shared/analytics/report';
+import { parse as parseSql } from 'sql-parser-cst';
+import { compileEventLookup, compileReport, maxReportRows, quoteTable, reportDimensions, reportQuerySchema, type ReportQuery, type ReportRow, type ScopedReportQuery } from '../shared/analytics/report';
 
 /** The store's own tests stand in for OrgScope.reportQuery, which makes the only queries the port takes. */
 const scoped = (q: ReportQuery) => q as ScopedReportQuery;
@@ -16,7 +17,7 @@ import { BigQueryAnalyticsStore, type BigQueryClient } from '../functions/adapte
 import { analyticsStore, closeAnalyticsStore } from '../functions/adapters/analytics/index';
 
 /*
- * Analytics on the embedded DuckDB store (BigQuery has no emulator; its SQL is checked as text, and its
+ * Analytics on the embedded DuckDB store (BigQuery has no emulator; its SQL is checked as text and parsed by a GoogleSQL grammar, and its
  * adapter against a fake client). Organisation A's fixture, reported over 2024-03-01..2024-03-02:
  *   L1 (campaign C1, affiliate A1), visitor V1: k1 10:00, k2 10:30 (30 min: not unique), bot 11:00,
  *     k3 11:31 (61 min after k2: unique; the bot click in between does not count)
@@ -353,6 +354,37 @@ describe('report definition and SQL', () => {
     assert.deepEqual(issues({ ...range, groupBy: ['day', 'day'] }).map((i) => i.path), ['groupBy']);
     assert.deepEqual(issues({ ...range, groupBy: ['hour'] }).map((i) => i.path), ['groupBy.0']);
     assert.deepEqual(reportQuerySchema.parse({ orgId: A, ...range }).groupBy, []);
+  });
+
+  /*
+   * BigQuery has no emulator, so the SQL it would run is at least parsed by a GoogleSQL grammar
+   * (sql-parser-cst, a test-only dependency, never bundled). Its grammar lacks `NULLS FIRST|LAST`, which
+   * BigQuery documents for ORDER BY, so those two words are checked on every ORDER BY item and taken out before
+   * parsing.
+   */
+  const parseAsGoogleSql = (sql: string) => {
+    const orderBy = /\nORDER BY (.*)\n/.exec(sql)?.[1];
+    if (orderBy && sql.includes('NULLS')) for (const item of orderBy.split(', ')) assert.match(item, / (ASC|DESC) NULLS (FIRST|LAST)$/, item);
+    parseSql(sql.replace(/ NULLS (FIRST|LAST)\b/g, ''), { dialect: 'bigquery', paramTypes: ['@name'] });
+  };
+
+  it('compiles to SQL that parses as GoogleSQL, for every dimension and filter', () => {
+    const queries: ReportQuery[] = [
+      { ...secret, groupBy: [] },
+      { ...secret, groupBy: [...reportDimensions] },
+      { ...secret, groupBy: [], affiliateIds: undefined, campaignId: undefined },
+      { ...secret, groupBy: ['country', 'day'], affiliateIds: [] },
+      ...reportDimensions.map((d): ReportQuery => ({ ...secret, groupBy: [d] })),
+    ];
+    for (const q of queries) {
+      const { sql } = compileReport(q, 'bigquery', 'my-project.abp_analytics.tracking_events');
+      assert.doesNotThrow(() => parseAsGoogleSql(sql), `groupBy ${q.groupBy.join(',') || '(none)'}`);
+    }
+    assert.doesNotThrow(() => parseAsGoogleSql(compileEventLookup('bigquery', 'p.d.t', 'org', ['e1', 'e2']).sql));
+    // The grammar is GoogleSQL's, not any SQL: the same report in DuckDB's dialect, or with a unit BigQuery spells otherwise, is refused.
+    const { sql } = compileReport({ ...secret, groupBy: ['day'] }, 'bigquery', 'p.d.t');
+    assert.throws(() => parseAsGoogleSql(compileReport({ ...secret, groupBy: ['day'] }, 'duckdb', 't').sql), /Syntax Error/);
+    assert.throws(() => parseAsGoogleSql(sql.replace('INTERVAL 60 MINUTE', 'INTERVAL 60 MINUTES')), /Syntax Error/);
   });
 });
 

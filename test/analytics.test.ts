@@ -17,8 +17,8 @@ import { BigQueryAnalyticsStore, type BigQueryClient } from '../functions/adapte
 import { analyticsStore, closeAnalyticsStore } from '../functions/adapters/analytics/index';
 
 /*
- * Analytics on the embedded DuckDB store (BigQuery has no emulator; its SQL is checked as text and parsed by a GoogleSQL grammar, and its
- * adapter against a fake client). Organisation A's fixture, reported over 2024-03-01..2024-03-02:
+ * Analytics on the embedded DuckDB store (BigQuery has no emulator; its SQL is checked as text and parsed by a
+ * GoogleSQL grammar, and its adapter against a fake client). Organisation A's fixture, reported over 2024-03-01..2024-03-02:
  *   L1 (campaign C1, affiliate A1), visitor V1: k1 10:00, k2 10:30 (30 min: not unique), bot 11:00,
  *     k3 11:31 (61 min after k2: unique; the bot click in between does not count)
  *   L2 (C1, A1), visitor V2: k5 02-29 23:50 (before the range), k6 03-01 00:10 (not unique: cross-midnight)

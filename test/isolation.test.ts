@@ -147,4 +147,46 @@ describe('tenant isolation, from the outside', () => {
     assert.equal((await s.call('POST', `/v1/orgs/${A.orgId}/links`, { auth: A.affUser, body: { campaignId: A.campaign, affiliateId: A.affX } })).status, 201);
     assert.equal((await s.call('POST', `/v1/orgs/${A.orgId}/links`, { auth: A.affUser, body: { campaignId: A.campaign, affiliateId: A.affY } })).status, 404);
   });
+
+  it('shows an affiliate user linked to more affiliates than one Firestore `in` takes all of them, page by page, and no one else', async () => {
+    const call = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${A.orgId}${path}`, { auth: A.owner, body });
+    await call('/members', { email: 'nina@a.example', role: 'affiliate' });
+    const nina = s.token('nina@a.example');
+    const hers: string[] = [];
+    for (let i = 0; i < 32; i++) hers.push((await call('/affiliates', { name: `Nina ${i}`, email: `n${i}@n.example`, userIds: [s.userId('nina@a.example')] })).body.id);
+    const pages = async (path: string, limit: number) => {
+      const ids: string[] = [];
+      for (let cursor: string | null = null, n = 0; n === 0 || cursor; n++) {
+        const r = await s.call('GET', `/v1/orgs/${A.orgId}/${path}${path.includes('?') ? '&' : '?'}limit=${limit}${cursor ? `&cursor=${cursor}` : ''}`, { auth: nina });
+        assert.equal(r.status, 200, r.text);
+        assert.ok(r.body.items.length <= limit);
+        ids.push(...r.body.items.map((x: { id: string }) => x.id));
+        cursor = r.body.nextCursor;
+      }
+      return ids;
+    };
+    // In the order the owner sees them, without repeats or gaps across the pages.
+    const ownerOrder = (await s.call('GET', `/v1/orgs/${A.orgId}/affiliates?limit=200`, { auth: A.owner })).body.items.map((x: { id: string }) => x.id);
+    assert.deepEqual(await pages('affiliates', 7), ownerOrder.filter((id: string) => hers.includes(id)));
+    // A sale on her first affiliate and one on her last (beyond the first 30): both listed, newest first, and counted.
+    const [first, last] = [hers[0]!, hers[31]!];
+    const sale = async (affiliateId: string, txnId: string) => (await trackConversion((await call('/links', { campaignId: A.campaign, affiliateId })).body.id, txnId)).conversionId;
+    const early = await sale(first, 'tx-nina-1');
+    const late = await sale(last, 'tx-nina-32');
+    assert.deepEqual(await pages('conversions', 1), [late, early]);
+    assert.deepEqual(await pages(`conversions?affiliateId=${last}`, 5), [late]);
+    assert.deepEqual(await pages(`conversions?affiliateId=${A.affY}`, 5), []);
+    assert.equal((await pages('links', 50)).length, 2);
+    const balance = await s.call('GET', `/v1/orgs/${A.orgId}/affiliates/${last}/balance`, { auth: nina });
+    assert.equal(balance.status, 200, balance.text);
+    assert.equal(balance.body.balances.length, 1);
+    assert.ok(balance.body.balances[0].pending > 0, balance.text);
+    const stats = await eventually(async () => {
+      const r = await s.call('GET', `/v1/orgs/${A.orgId}/stats?from=${since()}&to=${today()}`, { auth: nina });
+      return r.body.totals.conversions === 2 ? r.body.totals : undefined;
+    }, 'her two sales counted');
+    assert.equal(stats.clicks, 2);
+    const lastOnly = await s.call('GET', `/v1/orgs/${A.orgId}/stats?from=${since()}&to=${today()}&affiliateId=${last}`, { auth: nina });
+    assert.equal(lastOnly.body.totals.conversions, 1);
+  });
 });

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { FieldPath, type CollectionReference, type DocumentData, type DocumentReference, type Query, type Transaction, type WhereFilterOp } from '@google-cloud/firestore';
+import { FieldPath, type CollectionReference, type DocumentData, type DocumentReference, type Query, type QueryDocumentSnapshot, type Transaction, type WhereFilterOp } from '@google-cloud/firestore';
 import { collections } from '../../shared/names';
 import { can, type Permission, type Role } from '../../shared/domain/roles';
 import { documentIdPattern } from '../../shared/domain/schemas';
@@ -28,6 +28,12 @@ const affiliateOwnership: Partial<Record<OrgCollection, string>> = {
   counters: 'affiliateId',
   payouts: 'affiliateId',
 };
+
+/** Firestore's `in` filter takes at most this many values. */
+const maxInValues = 30;
+
+/** Sort order of list keys (ids are ASCII, sort values ISO strings or numbers), as Firestore orders them. */
+const compare = (a: string | number, b: string | number) => (a < b ? -1 : a > b ? 1 : 0);
 
 /** Collections an affiliate may not read at all, whatever its permissions. */
 const hiddenFromAffiliates = new Set<OrgCollection>(['members', 'apiKeys', 'auditLog', 'idempotencyKeys', 'postbackReceipts', 'visitors', 'payoutRuns', 'tierCounters', 'capUsage', 'locks']);
@@ -150,50 +156,60 @@ export class OrgScope {
 
   /** Newest first (ids sort that way, see shared/ids.ts); the cursor is the last id of the page. */
   async list<T>(name: OrgCollection, opts: ListOptions): Promise<Page<T>> {
-    let q: Query = this.narrow(name, this.collection(name));
+    let q: Query = this.collection(name);
     for (const [field, value] of Object.entries(opts.equals ?? {})) if (value !== undefined) q = q.where(field, '==', value);
     for (const [field, op, value] of opts.where ?? []) q = q.where(field, op, value);
     const invalidCursor = () => badRequest('Invalid cursor', [{ field: 'cursor', message: 'is not a cursor from a previous page' }]);
-    if (opts.newestFirstBy) {
-      q = q.orderBy(opts.newestFirstBy, 'desc').orderBy(FieldPath.documentId());
-      if (opts.cursor) {
-        let after: unknown;
-        try {
-          after = JSON.parse(Buffer.from(opts.cursor, 'base64url').toString());
-        } catch {
-          throw invalidCursor();
-        }
-        if (!isSortCursor(after)) throw invalidCursor();
-        q = q.startAfter(...after);
+    const sortBy = opts.newestFirstBy;
+    let after: unknown[] = [];
+    if (opts.cursor && sortBy) {
+      try {
+        after = JSON.parse(Buffer.from(opts.cursor, 'base64url').toString());
+      } catch {
+        throw invalidCursor();
       }
-    } else {
-      q = q.orderBy(FieldPath.documentId());
-      if (opts.cursor) {
-        // An id (reserved ones like __x__ included) Firestore would refuse is a client's mistake, not a 500.
-        if (!documentIdPattern.test(opts.cursor)) throw invalidCursor();
-        q = q.startAfter(opts.cursor);
-      }
+      if (!isSortCursor(after)) throw invalidCursor();
+    } else if (opts.cursor) {
+      // An id (reserved ones like __x__ included) Firestore would refuse is a client's mistake, not a 500.
+      if (!documentIdPattern.test(opts.cursor)) throw invalidCursor();
+      after = [opts.cursor];
     }
-    const snap = await q.limit(opts.limit + 1).get();
-    const docs = snap.docs.slice(0, opts.limit);
+    const page = (part: Query) => {
+      const ordered = sortBy ? part.orderBy(sortBy, 'desc').orderBy(FieldPath.documentId()) : part.orderBy(FieldPath.documentId());
+      return (after.length ? ordered.startAfter(...after) : ordered).limit(opts.limit + 1).get();
+    };
+    // Each narrowed query is ordered and bounded alike, so the page is the first of their results merged.
+    const snaps = await Promise.all(this.narrow(name, q, opts.equals).map(page));
+    const sortValue = (d: QueryDocumentSnapshot) => d.get(sortBy!) as string | number;
+    const order = (a: QueryDocumentSnapshot, b: QueryDocumentSnapshot) =>
+      (sortBy ? compare(sortValue(b), sortValue(a)) : 0) || compare(a.id, b.id);
+    const found = snaps.length === 1 ? snaps[0]!.docs : snaps.flatMap((snap) => snap.docs).sort(order);
+    const docs = found.slice(0, opts.limit);
     const last = docs[docs.length - 1];
-    const cursorOf = (d: NonNullable<typeof last>) =>
-      opts.newestFirstBy ? Buffer.from(JSON.stringify([d.get(opts.newestFirstBy), d.id])).toString('base64url') : d.id;
+    const cursorOf = (d: QueryDocumentSnapshot) => (sortBy ? Buffer.from(JSON.stringify([sortValue(d), d.id])).toString('base64url') : d.id);
     return {
       items: docs.map((d) => d.data() as T),
-      nextCursor: snap.docs.length > opts.limit && last ? cursorOf(last) : null,
+      nextCursor: found.length > opts.limit && last ? cursorOf(last) : null,
     };
   }
 
-  /** Applies the affiliate narrowing to a query on one of this organisation's collections. */
-  narrow(name: OrgCollection, q: Query): Query {
-    if (this.affiliateIds === undefined) return q;
+  /**
+   * Applies the affiliate narrowing to a query on one of this organisation's collections. For an affiliate user
+   * that is one query per 30 of its affiliates (Firestore's `in` takes at most 30 values), whose results together
+   * are what it may see; none when it may see nothing. `equals`: the query's equality filters, so that a query
+   * already for one affiliate is narrowed to that one alone.
+   */
+  narrow(name: OrgCollection, q: Query, equals?: Record<string, string | undefined>): Query[] {
+    if (this.affiliateIds === undefined) return [q];
     if (hiddenFromAffiliates.has(name)) throw forbidden('The affiliate role may not read this');
     const field = affiliateOwnership[name];
-    if (!field) return q;
-    // Firestore's `in` takes at most 30 values; an affiliate user acts for a handful of affiliates at most.
-    const ids = this.affiliateIds.length ? this.affiliateIds.slice(0, 30) : ['\u0000none'];
-    return q.where(field === '__id__' ? FieldPath.documentId() : field, 'in', ids);
+    if (!field) return [q];
+    const only = field === '__id__' ? undefined : equals?.[field];
+    const ids = only === undefined ? this.affiliateIds : this.affiliateIds.filter((id) => id === only);
+    const path = field === '__id__' ? FieldPath.documentId() : field;
+    const parts: Query[] = [];
+    for (let i = 0; i < ids.length; i += maxInValues) parts.push(q.where(path, 'in', ids.slice(i, i + maxInValues)));
+    return parts;
   }
 
   /** Runs a read-modify-write on this organisation's documents, with an audit record committed alongside. */

@@ -86,8 +86,9 @@ export const moneyRoutes = [
     { method: 'GET', path: '/v1/orgs/:orgId/affiliates/:id/balance', summary: "An affiliate's balance per currency: pending, approved, paid and available", tag: 'Money', permission: 'payouts:read', response: balanceResource },
     async ({ scope, params }) => {
       await scope.getOrThrow('affiliates', params.id!, 'Affiliate');
-      const entries = await scope.narrow('ledger', scope.collection('ledger')).where('affiliateId', '==', params.id).select('amount', 'currency', 'status').get();
-      return ok({ affiliateId: params.id, balances: balances(entries.docs.map((d) => d.data() as LedgerEntry)) });
+      const mine = scope.narrow('ledger', scope.collection('ledger').where('affiliateId', '==', params.id).select('amount', 'currency', 'status'), { affiliateId: params.id });
+      const entries = (await Promise.all(mine.map((part) => part.get()))).flatMap((snap) => snap.docs);
+      return ok({ affiliateId: params.id, balances: balances(entries.map((d) => d.data() as LedgerEntry)) });
     },
   ),
   orgRoute(

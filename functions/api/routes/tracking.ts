@@ -1,4 +1,4 @@
-import type { DocumentData, Timestamp } from '@google-cloud/firestore';
+import type { DocumentData, Query, Timestamp } from '@google-cloud/firestore';
 import { z } from 'zod';
 import { checkRange } from '../../../shared/analytics/report';
 import { conversionStatuses } from '../../../shared/domain/events';
@@ -85,13 +85,13 @@ export const trackingRoutes = [
   orgRoute(
     { method: 'GET', path: '/v1/orgs/:orgId/stats', summary: 'Live counters by day from operational state (seconds behind); reports are the analytical view', tag: 'Tracking', permission: 'tracking:read', query: statsQuery, response: z.object({ days: z.array(metricsResource.extend({ day: z.string() })), totals: metricsResource }) },
     async ({ scope, query }) => {
-      let q = scope.narrow('counters', scope.collection('counters')).where('day', '>=', query.from).where('day', '<=', query.to);
+      let q: Query = scope.collection('counters').where('day', '>=', query.from).where('day', '<=', query.to);
       if (query.campaignId) q = q.where('campaignId', '==', query.campaignId);
       if (query.affiliateId) q = q.where('affiliateId', '==', query.affiliateId);
-      const snap = await q.get();
+      const snaps = await Promise.all(scope.narrow('counters', q, { affiliateId: query.affiliateId }).map((part) => part.get()));
       const byDay = new Map<string, DayStats>();
       const totals = emptyStats();
-      for (const doc of snap.docs) {
+      for (const doc of snaps.flatMap((snap) => snap.docs)) {
         const d = doc.data();
         const entry = byDay.get(d.day) ?? emptyStats();
         addInto(entry, d);

@@ -81,7 +81,7 @@ export function deployFunctions(
         case 'project':
           return new ProjectIamMember(scope, gid, { project: c.project, role: g.role, member, dependsOn: [c.apis.resourceManager!] });
         case 'trackingTopic':
-          return new PubsubTopicIamMember(scope, gid, { topic: targets.trackingTopic.name, role: g.role, member });
+          return new PubsubTopicIamMember(scope, gid, { topic: targets.trackingTopic.id, role: g.role, member });
         case 'analyticsTable':
           return new BigqueryTableIamMember(scope, gid, { datasetId: targets.analyticsTable.datasetId, tableId: targets.analyticsTable.tableId, role: g.role, member });
       }
@@ -153,8 +153,19 @@ export function deployFunctions(
 
     if (spec.trigger.kind === 'http' && spec.trigger.access === 'public') {
       // Public endpoints: the click, postback and pixel answer anyone; the API and the Stripe webhook authenticate in code.
-      new CloudRunV2ServiceIamMember(scope, `${id}_public_invoker`, { name: fn.name, location: c.region, role: 'roles/run.invoker', member: 'allUsers' });
+      new CloudRunV2ServiceIamMember(scope, `${id}_public_invoker`, { name: runServiceOf(fn), location: c.region, role: 'roles/run.invoker', member: 'allUsers' });
     }
   }
   return { functions, publicBaseUrl };
+}
+
+/**
+ * The Cloud Run service behind a function, for its invoker grants. Not the function's name: that is fixed in the
+ * configuration, so a grant on it would outlive a replaced function (`terraform apply -replace`, or a change that
+ * forces one) in the plan, while the new service starts with no grants at all and answers 403 to everyone until a
+ * second apply. The service's full name is only known once the function exists, so a grant on it is replaced
+ * with the function.
+ */
+export function runServiceOf(fn: Cloudfunctions2Function): string {
+  return fn.serviceConfig.service;
 }

@@ -8,6 +8,7 @@ import { ServiceAccount } from '@cdktf/provider-google/lib/service-account';
 import { ServiceAccountIamMember } from '@cdktf/provider-google/lib/service-account-iam-member';
 import type { Construct } from 'constructs';
 import { functionNames, maxDeliveryAttempts, subscriptions, topics } from '../shared/names';
+import { runServiceOf } from './cloud-functions';
 import { functionKeys, kebab, snake, type FunctionKey } from './entries';
 import type { StackContext } from './stack';
 
@@ -47,7 +48,7 @@ export function eventBus(scope: Construct, c: StackContext): EventBus {
   const trackingTopic = new PubsubTopic(scope, 'tracking_events', { name: topics.trackingEvents, dependsOn });
   const deadLetterTopic = new PubsubTopic(scope, 'tracking_dead_letter', { name: topics.trackingDeadLetter, dependsOn });
   // Dead-lettering publishes as the Pub/Sub service agent, which needs to be allowed to.
-  new PubsubTopicIamMember(scope, 'dead_letter_publisher', { topic: deadLetterTopic.name, role: 'roles/pubsub.publisher', member: pubsubServiceAgent(c) });
+  new PubsubTopicIamMember(scope, 'dead_letter_publisher', { topic: deadLetterTopic.id, role: 'roles/pubsub.publisher', member: pubsubServiceAgent(c) });
   return { trackingTopic, deadLetterTopic };
 }
 
@@ -79,7 +80,7 @@ export function workerSubscriptions(scope: Construct, c: StackContext, bus: Even
       dependsOn: [c.apis.iam!],
     });
     const invoker = new CloudRunV2ServiceIamMember(scope, `push_${id}_invoker`, {
-      name: fn.name, location: c.region, role: 'roles/run.invoker', member: `serviceAccount:${pusher.email}`,
+      name: runServiceOf(fn), location: c.region, role: 'roles/run.invoker', member: `serviceAccount:${pusher.email}`,
     });
     // Needed to mint the OIDC token in projects created before April 2021; harmless in newer ones.
     new ServiceAccountIamMember(scope, `push_${id}_token_creator`, {
@@ -103,8 +104,9 @@ export function workerSubscriptions(scope: Construct, c: StackContext, bus: Even
       },
       dependsOn: [invoker],
     });
-    // Dead-lettering acknowledges the message on the source subscription as the service agent.
-    new PubsubSubscriptionIamMember(scope, `sub_${id}_dead_letter_subscriber`, { subscription: sub.name, role: 'roles/pubsub.subscriber', member: pubsubServiceAgent(c) });
+    // Dead-lettering acknowledges the message on the source subscription as the service agent. By id, not name, as
+    // the grants above: a replaced subscription (a new filter) gets the grant anew instead of losing it.
+    new PubsubSubscriptionIamMember(scope, `sub_${id}_dead_letter_subscriber`, { subscription: sub.id, role: 'roles/pubsub.subscriber', member: pubsubServiceAgent(c) });
     bySubscription[spec.trigger.subscription] = sub;
   }
   for (const name of [subscriptions.stateWriter, subscriptions.analyticsWriter]) {

@@ -4,6 +4,7 @@ import type { Cloudfunctions2Function } from '@cdktf/provider-google/lib/cloudfu
 import { ServiceAccount } from '@cdktf/provider-google/lib/service-account';
 import type { Construct } from 'constructs';
 import { functionNames } from '../shared/names';
+import { runServiceOf } from './cloud-functions';
 import { functionKeys, kebab, snake, type FunctionKey } from './entries';
 import type { StackContext } from './stack';
 
@@ -28,7 +29,7 @@ export function scheduledJobs(scope: Construct, c: StackContext, functions: Reco
     const fn = functions[key];
     const id = snake(key);
     const invoker = new CloudRunV2ServiceIamMember(scope, `${id}_scheduler_invoker`, {
-      name: fn.name, location: c.region, role: 'roles/run.invoker', member: `serviceAccount:${scheduler.email}`,
+      name: runServiceOf(fn), location: c.region, role: 'roles/run.invoker', member: `serviceAccount:${scheduler.email}`,
     });
     const url = fn.serviceConfig.uri;
     jobs.push(

@@ -15,7 +15,7 @@
  * A missing entry file fails the build with its name; nothing is skipped.
  */
 import { build, type Metafile } from 'esbuild';
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { bundleDir, defaultBundleRoot, functionEntries, functionKeys, kebab, repoRoot, type FunctionKey } from '../infra/entries';
 import { functionNames } from '../shared/names';
@@ -107,12 +107,18 @@ export async function buildFunctions(options: BuildOptions = {}): Promise<BuiltF
       dependencies,
     };
     writeFileSync(join(dir, 'package.json'), `${JSON.stringify(pkg, null, 2)}\n`);
+    // The zip cdktf uploads stores each file's time: a fixed one makes an unchanged bundle the same bytes, so that
+    // Terraform, which replaces a source object whose MD5 differs from the local file's, leaves it alone.
+    for (const path of [join(dir, 'index.js'), join(dir, 'package.json'), dir]) utimesSync(path, bundleTime, bundleTime);
     const bytes = statSync(join(dir, 'index.js')).size;
     results.push({ key, dir, bytes, inputs: inputsOf(result.metafile) });
     if (!options.quiet) console.log(`  ${functionNames[key].padEnd(16)} ${kib(bytes).padStart(12)}  ${relative(repoRoot, dir)}/index.js`);
   }
   return results;
 }
+
+/** The earliest time a zip entry can hold (1980-01-01 UTC), for every file of every bundle. */
+const bundleTime = new Date(Date.UTC(1980, 0, 1));
 
 function inputsOf(metafile: Metafile | undefined): string[] {
   return Object.keys(metafile?.inputs ?? {}).sort();

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -99,6 +99,8 @@ const ref = (type: string, id: string, attr: string) => `\${${type}.${id}.${attr
 const fnId = (key: FunctionKey) => `fn_${snake(key)}`;
 const fnUri = (key: FunctionKey) => ref('google_cloudfunctions2_function', fnId(key), 'service_config[0].uri');
 const fnName = (key: FunctionKey) => ref('google_cloudfunctions2_function', fnId(key), 'name');
+/** The Cloud Run service behind a function, which its invoker grants name (infra/cloud-functions.ts runServiceOf). */
+const fnService = (key: FunctionKey) => ref('google_cloudfunctions2_function', fnId(key), 'service_config[0].service');
 const saMember = (saId: string) => `serviceAccount:${ref('google_service_account', saId, 'email')}`;
 const pubsubAgent = `serviceAccount:service-${ref('data.google_project', 'project', 'number')}@gcp-sa-pubsub.iam.gserviceaccount.com`;
 
@@ -106,7 +108,9 @@ const pubsubAgent = `serviceAccount:service-${ref('data.google_project', 'projec
 function deref(tf: TfJson, value: unknown): unknown {
   const m = typeof value === 'string' ? /^\$\{([a-z0-9_]+)\.([A-Za-z0-9_-]+)\.([a-z_]+)\}$/.exec(value) : null;
   if (!m) return value;
-  return at(resource(tf, m[1]!, m[2]!), m[3]!);
+  const target = resource(tf, m[1]!, m[2]!);
+  // A topic's or subscription's id is known only once it exists (projects/P/topics/NAME): read its name.
+  return m[3] === 'id' && (m[1] === 'google_pubsub_topic' || m[1] === 'google_pubsub_subscription') ? target.name : at(target, m[3]!);
 }
 
 const iamTypes = [
@@ -168,6 +172,12 @@ describe('build (scripts/build.ts)', () => {
       const code = readFileSync(join(dir, 'index.js'), 'utf8');
       assert.match(code, /require\("@google-cloud\/functions-framework"\)/);
       assert.ok(built.get(key)!.inputs.length > 0);
+    }
+    // The files carry a fixed time, so the zip uploaded for an unchanged bundle is the same bytes: Terraform replaces a
+    // source object whose local MD5 differs from the stored one, so a time that changed would replace all nine on
+    // every apply after a build.
+    for (const key of functionKeys) {
+      for (const file of ['index.js', 'package.json']) assert.equal(statSync(join(bundleRoot, functionNames[key], file)).mtime.toISOString(), '1980-01-01T00:00:00.000Z', `${key}/${file}`);
     }
     // The click bundle carries none of the admin API, the analytics store or Stripe.
     const clickInputs = built.get('click')!.inputs.join('\n');
@@ -259,7 +269,7 @@ describe('functions', () => {
   it('HTTP functions are public or scheduler-only; workers are pushed to by Pub/Sub with OIDC', () => {
     const specs = functionSpecs({ ABP_CLICK_MIN_INSTANCES: 1 });
     const invokers = Object.values(resources(plain, 'google_cloud_run_v2_service_iam_member'));
-    const invokersOf = (key: FunctionKey) => invokers.filter((i) => i.name === fnName(key) && i.role === 'roles/run.invoker').map((i) => String(i.member));
+    const invokersOf = (key: FunctionKey) => invokers.filter((i) => i.name === fnService(key) && i.role === 'roles/run.invoker').map((i) => String(i.member));
     const subs = Object.values(resources(plain, 'google_pubsub_subscription'));
     const jobs = Object.values(resources(plain, 'google_cloud_scheduler_job'));
     for (const key of functionKeys) {
@@ -299,6 +309,14 @@ describe('Pub/Sub', () => {
     for (const t of used) assert.ok(topicNames.includes(topics[t as keyof typeof topics]), `topic ${t}`);
     const subNames = Object.values(resources(plain, 'google_pubsub_subscription')).map((s) => s.name).sort();
     assert.deepEqual(subNames, Object.values(subscriptions).sort());
+  });
+
+  it('grants on a function, topic or subscription follow it when it is replaced', () => {
+    // Each names its target by what is known only once the target exists, so Terraform replaces the grant with it;
+    // by a fixed name, the plan would keep the grant while the new target starts without it (403s, no dead letters).
+    for (const r of Object.values(resources(plain, 'google_cloud_run_v2_service_iam_member'))) assert.match(String(r.name), /^\$\{google_cloudfunctions2_function\.\w+\.service_config\[0\]\.service\}$/);
+    for (const r of Object.values(resources(plain, 'google_pubsub_topic_iam_member'))) assert.match(String(r.topic), /^\$\{google_pubsub_topic\.\w+\.id\}$/);
+    for (const r of Object.values(resources(plain, 'google_pubsub_subscription_iam_member'))) assert.match(String(r.subscription), /^\$\{google_pubsub_subscription\.\w+\.id\}$/);
   });
 
   it('worker subscriptions retry and dead-letter after maxDeliveryAttempts; the service agent may dead-letter', () => {
@@ -452,9 +470,9 @@ describe('least privilege', () => {
     assert.deepEqual(grantsOf(plain, saMember('sa_build')), ['project:roles/cloudbuild.builds.builder']);
     const invokerOnly = (saId: string) =>
       Object.entries(resources(plain, 'google_cloud_run_v2_service_iam_member')).filter(([, r]) => r.member === saMember(saId)).map(([, r]) => `${String(r.name)} ${String(r.role)}`).sort();
-    assert.deepEqual(invokerOnly('sa_scheduler'), [`${fnName('commissionsJob')} roles/run.invoker`, `${fnName('payoutsJob')} roles/run.invoker`]);
-    assert.deepEqual(invokerOnly('push_state_writer'), [`${fnName('stateWriter')} roles/run.invoker`]);
-    assert.deepEqual(invokerOnly('push_analytics_writer'), [`${fnName('analyticsWriter')} roles/run.invoker`]);
+    assert.deepEqual(invokerOnly('sa_scheduler'), [`${fnService('commissionsJob')} roles/run.invoker`, `${fnService('payoutsJob')} roles/run.invoker`]);
+    assert.deepEqual(invokerOnly('push_state_writer'), [`${fnService('stateWriter')} roles/run.invoker`]);
+    assert.deepEqual(invokerOnly('push_analytics_writer'), [`${fnService('analyticsWriter')} roles/run.invoker`]);
   });
 });
 

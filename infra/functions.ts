@@ -10,7 +10,7 @@ import type { FunctionKey } from './entries';
  */
 
 /** Secret Manager secrets; each is exposed to a function as the environment variable of the same name. */
-export const secretNames = ['ABP_HASH_KEY', 'ABP_CLICK_SIGNING_KEY', 'STRIPE_SECRET_KEY', 'STRIPE_WEBHOOK_SECRET', 'SUPABASE_SERVICE_ROLE_KEY'] as const satisfies readonly (keyof typeof configSchema.shape)[];
+export const secretNames = ['ABP_HASH_KEY', 'ABP_CLICK_SIGNING_KEY', 'STRIPE_SECRET_KEY', 'STRIPE_WEBHOOK_SECRET', 'STRIPE_CONNECT_WEBHOOK_SECRET', 'SUPABASE_SERVICE_ROLE_KEY'] as const satisfies readonly (keyof typeof configSchema.shape)[];
 export type SecretName = (typeof secretNames)[number];
 
 /**
@@ -150,7 +150,7 @@ export function functionSpecs(c: Pick<InfraConfig, 'ABP_CLICK_MIN_INSTANCES'>): 
       memory: '512Mi', cpu: '1', concurrency: 20, minInstances: 0, maxInstances: 10, timeoutSeconds: 60,
       sizing: 'Stripe retries failed deliveries for days, so cold starts are harmless; low volume.',
       grants: [firestoreReadWrite],
-      secrets: ['STRIPE_WEBHOOK_SECRET'],
+      secrets: ['STRIPE_WEBHOOK_SECRET', 'STRIPE_CONNECT_WEBHOOK_SECRET'],
       configOnlySecrets: onlyForConfig([]),
     },
   };

@@ -48,7 +48,7 @@ ABP is running at ${b}
   health        ${b}/healthz
   admin API     ${b}/v1/…   (OpenAPI: ${b}/v1/openapi.json)
   tracking      ${b}/c/{linkId}?sub1=…   ${b}/postback?token=…   ${b}/pixel?token=…
-  webhooks      ${b}/webhooks/stripe   (${c.STRIPE_WEBHOOK_SECRET ? 'signature checked with STRIPE_WEBHOOK_SECRET' : 'answers 503 until STRIPE_WEBHOOK_SECRET is set'})
+  webhooks      ${b}/webhooks/stripe   (${c.STRIPE_WEBHOOK_SECRET || c.STRIPE_CONNECT_WEBHOOK_SECRET ? 'signature checked with STRIPE_WEBHOOK_SECRET / STRIPE_CONNECT_WEBHOOK_SECRET' : 'answers 503 until STRIPE_WEBHOOK_SECRET or STRIPE_CONNECT_WEBHOOK_SECRET is set'})
   tokens        ${c.SUPABASE_URL ? `Supabase access tokens of ${c.SUPABASE_URL}` : `dev tokens (npm run token) signed with a local key, JWKS at ${b}/auth/v1/.well-known/jwks.json`}
   jobs          commissions every ${c.COMMISSIONS_JOB_MINUTES} min, payouts every ${c.PAYOUTS_JOB_MINUTES} min (POST ${b}/_jobs/commissions or /_jobs/payouts to run now)
   payouts       ${c.STRIPE_SECRET_KEY ? 'Stripe (test mode key)' : 'dry-run provider: transfers are simulated, nothing leaves this machine'}

@@ -28,7 +28,13 @@ export const configSchema = z.object({
    */
   BIGQUERY_QUERY_TIMEOUT_SECONDS: z.coerce.number().min(1).max(50).default(30),
   STRIPE_SECRET_KEY: z.string().optional(),
+  /**
+   * Signing secrets of the two Stripe webhook endpoints the platform needs: one for events on the platform's own
+   * account (transfer.reversed), one for events on the affiliates' connected accounts (account.updated, payout.*).
+   * Stripe sends an endpoint one kind or the other, never both, and signs each endpoint with its own secret.
+   */
   STRIPE_WEBHOOK_SECRET: z.string().optional(),
+  STRIPE_CONNECT_WEBHOOK_SECRET: z.string().optional(),
   /** HMAC key for hashing visitor IPs and API keys. Required in production. */
   ABP_HASH_KEY: z.string().min(16).optional(),
   /** HMAC key that signs click ids so forged ones are rejected. Required in production. */

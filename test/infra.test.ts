@@ -30,6 +30,7 @@ const domain = 'track.example.com';
 const fakeSecrets = {
   STRIPE_SECRET_KEY: 'sk_live_FAKEFAKEFAKEdoNotLeak0123456789',
   STRIPE_WEBHOOK_SECRET: 'whsec_FAKEdoNotLeak0123456789',
+  STRIPE_CONNECT_WEBHOOK_SECRET: 'whsec_FAKEconnectDoNotLeak0123456789',
   ABP_HASH_KEY: 'fake-hash-key-doNotLeak-0123456789',
   ABP_CLICK_SIGNING_KEY: 'fake-click-key-doNotLeak-0123456789',
   SUPABASE_SERVICE_ROLE_KEY: 'eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.doNotLeakSignature',
@@ -427,7 +428,7 @@ describe('least privilege', () => {
     analyticsWriter: [`table:${analyticsTables.events}:roles/bigquery.dataEditor`, ...hmac],
     commissionsJob: ['project:roles/datastore.user', publish, ...hmac],
     payoutsJob: ['project:roles/datastore.user', ...hmac, secret('STRIPE_SECRET_KEY')],
-    stripeWebhook: ['project:roles/datastore.user', ...hmac, secret('STRIPE_WEBHOOK_SECRET')],
+    stripeWebhook: ['project:roles/datastore.user', ...hmac, secret('STRIPE_CONNECT_WEBHOOK_SECRET'), secret('STRIPE_WEBHOOK_SECRET')],
   };
 
   it('each function runs as its own service account holding exactly its expected roles', () => {

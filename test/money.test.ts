@@ -5,7 +5,7 @@ import { percentOf } from '../shared/domain/commission';
 import { mulDivHalfEven } from '../shared/money';
 import type { PayoutProvider } from '../functions/adapters/payouts';
 import type { TestStack } from './helpers/stack';
-import { moneyOrgs, startMoneyStack, webhookSecret, type MoneyOrg, type MoneyStack } from './helpers/money-org';
+import { moneyOrgs, startMoneyStack, connectWebhookSecret, webhookSecret, type MoneyOrg, type MoneyStack } from './helpers/money-org';
 import type { StripeStandIn } from './helpers/stripe-stand-in';
 import { eventually } from './helpers/wait';
 
@@ -352,6 +352,22 @@ describe('Stripe webhooks', () => {
     await s.call('PATCH', `/v1/orgs/${org.id}/affiliates/${org.affiliate}`, { auth: org.token, body: { status: 'paused' } });
     const replay = await send(payload, signed(payload));
     assert.deepEqual(await replay.json(), { received: true, outcome: 'duplicate' });
+  });
+
+  it("takes events from both of Stripe's endpoints, each signed with its own secret, and no other", async () => {
+    const org = await setupOrg('two-endpoints@example.com');
+    const account = (await onboard(org)).body.affiliate.stripeAccountId as string;
+    // The connected accounts' endpoint: an event on the affiliate's account, as Stripe sends it there.
+    const connect = JSON.stringify({ id: 'evt_connect_1', object: 'event', type: 'account.updated', account, created: Math.floor(Date.now() / 1000), data: { object: { id: account, object: 'account', payouts_enabled: true } } });
+    const other = await send(connect, stripeLib.webhooks.generateTestHeaderString({ payload: connect, secret: 'whsec_someone_else' }));
+    assert.equal(other.status, 400);
+    const viaConnect = await send(connect, stripeLib.webhooks.generateTestHeaderString({ payload: connect, secret: connectWebhookSecret }));
+    assert.deepEqual(await viaConnect.json(), { received: true, outcome: 'applied' });
+    assert.equal((await s.call('GET', `/v1/orgs/${org.id}/affiliates/${org.affiliate}`, { auth: org.token })).body.payoutsEnabled, true);
+    // The platform's endpoint: a reversal of one of its transfers (none of ours here: taken, and ignored).
+    const platform = JSON.stringify({ id: 'evt_platform_1', object: 'event', type: 'transfer.reversed', created: Math.floor(Date.now() / 1000), data: { object: { id: 'tr_unknown', object: 'transfer', amount: 100, amount_reversed: 100, currency: 'usd', reversed: true, metadata: {} } } });
+    const viaPlatform = await send(platform, signed(platform));
+    assert.equal(viaPlatform.status, 200, await viaPlatform.clone().text());
   });
 
   it('returns a reversed transfer to the affiliate\'s balance', async () => {

@@ -7,11 +7,15 @@ import { answerFrameworkErrors } from '../framework-errors';
 
 /** POST /webhooks/stripe: signature-verified against the raw body, each event applied once. */
 export async function handleStripeWebhook(req: functions.Request, res: functions.Response): Promise<void> {
-  const secret = config().STRIPE_WEBHOOK_SECRET;
+  // Both endpoints (the platform's events and the connected accounts') may post here: an event is taken when it is
+  // signed with either one's secret.
+  const secrets = [config().STRIPE_WEBHOOK_SECRET, config().STRIPE_CONNECT_WEBHOOK_SECRET].filter((s): s is string => !!s);
   if (req.method !== 'POST') return void res.status(405).json({ error: { code: 'method_not_allowed', message: 'Use POST', details: [] } });
-  if (!secret) return void res.status(503).json({ error: { code: 'unavailable', message: 'STRIPE_WEBHOOK_SECRET is not configured', details: [] } });
+  if (!secrets.length) return void res.status(503).json({ error: { code: 'unavailable', message: 'Neither STRIPE_WEBHOOK_SECRET nor STRIPE_CONNECT_WEBHOOK_SECRET is configured', details: [] } });
   const raw = (req as functions.Request & { rawBody?: Buffer }).rawBody ?? Buffer.from('');
-  const parsed = parseStripeWebhook(raw, req.headers['stripe-signature'] as string | undefined, secret);
+  const signature = req.headers['stripe-signature'] as string | undefined;
+  const attempts = secrets.map((secret) => parseStripeWebhook(raw, signature, secret));
+  const parsed = attempts.find((a) => a.ok) ?? attempts[0]!;
   if (!parsed.ok) return void res.status(400).json({ error: { code: 'bad_request', message: parsed.message, details: [{ field: 'stripe-signature', message: 'does not match the payload' }] } });
   try {
     const outcome = await applyStripeEvent(parsed.event);
@@ -23,7 +27,7 @@ export async function handleStripeWebhook(req: functions.Request, res: functions
   }
 }
 
-// Locally the webhook answers 503 until a secret is set; a production deploy without one fails here instead.
-requireInProduction(['STRIPE_WEBHOOK_SECRET']);
+// Locally the webhook answers 503 until a secret is set; a production deploy without both fails here instead.
+requireInProduction(['STRIPE_WEBHOOK_SECRET', 'STRIPE_CONNECT_WEBHOOK_SECRET']);
 answerFrameworkErrors();
 functions.http(functionNames.stripeWebhook, handleStripeWebhook);

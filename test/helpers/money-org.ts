@@ -5,8 +5,10 @@ import { campaignBody, newOrg, startTestStack, type TestStack } from './stack';
 import { startStripeStandIn, type StripeStandIn } from './stripe-stand-in';
 import { eventually } from './wait';
 
-/** The signing secret of the money tests' Stripe webhooks. */
+/** The signing secret of the money tests' Stripe webhooks: the platform account's endpoint. */
 export const webhookSecret = 'whsec_local_test_secret';
+/** The connected accounts' endpoint's signing secret (account.updated, payout.* on an affiliate's account). */
+export const connectWebhookSecret = 'whsec_local_test_connect_secret';
 
 export interface MoneyStack {
   s: TestStack;
@@ -25,7 +27,7 @@ export interface MoneyStack {
 /** The stack with webhooks on, a Stripe stand-in and a provider for it: what every money test file starts. */
 export async function startMoneyStack(): Promise<MoneyStack> {
   const stripe = await startStripeStandIn();
-  const s = await startTestStack({ STRIPE_WEBHOOK_SECRET: webhookSecret });
+  const s = await startTestStack({ STRIPE_WEBHOOK_SECRET: webhookSecret, STRIPE_CONNECT_WEBHOOK_SECRET: connectWebhookSecret });
   const payouts = await import('../../functions/adapters/payouts');
   const { createStripeProvider } = await import('../../functions/adapters/payouts/stripe-provider');
   const stripeProvider = createStripeProvider({ secretKey: 'sk_test_abp_local', host: stripe.host, port: stripe.port, protocol: 'http', maxNetworkRetries: 1 });

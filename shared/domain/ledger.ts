@@ -67,6 +67,12 @@ export interface PayoutCandidate {
   affiliateId: string;
   currency: string;
   amount: number;
+  /**
+   * In the order a run claims them: offsets (clawbacks, downward adjustments) first. A run that stops between two
+   * claim transactions leaves its payout at what it claimed so far, and a later run sends that amount; claimed
+   * offsets first, no part of the entries ever adds up to more than the whole, so the affiliate is never sent more
+   * than it is owed.
+   */
   entryIds: string[];
 }
 
@@ -100,22 +106,23 @@ export interface BelowMinimum {
  * named in `belowMinimum`, so a run that pays nobody says why.
  */
 export function planPayouts(entries: LedgerEntry[], minimumFor: (affiliateId: string) => PayoutMinimum | undefined): { pay: PayoutCandidate[]; belowMinimum: BelowMinimum[] } {
-  const groups = new Map<string, PayoutCandidate>();
+  const groups = new Map<string, PayoutCandidate & { earnings: string[] }>();
   for (const e of entries) {
     if (e.status !== 'approved' || e.payoutId) continue;
     const key = `${e.affiliateId}\u0000${e.currency}`;
-    const g = groups.get(key) ?? { affiliateId: e.affiliateId, currency: e.currency, amount: 0, entryIds: [] };
+    const g = groups.get(key) ?? { affiliateId: e.affiliateId, currency: e.currency, amount: 0, entryIds: [], earnings: [] };
     g.amount += e.amount;
-    g.entryIds.push(e.id);
+    (e.amount < 0 ? g.entryIds : g.earnings).push(e.id);
     groups.set(key, g);
   }
+  for (const g of groups.values()) g.entryIds.push(...g.earnings);
   const pay: PayoutCandidate[] = [];
   const belowMinimum: BelowMinimum[] = [];
   const sorted = [...groups.values()].sort((a, b) => a.affiliateId.localeCompare(b.affiliateId) || a.currency.localeCompare(b.currency));
   for (const g of sorted) {
     if (g.amount <= 0) continue;
     const minimum = minimumIn(g.currency, minimumFor(g.affiliateId));
-    if (g.amount >= minimum) pay.push(g);
+    if (g.amount >= minimum) pay.push({ affiliateId: g.affiliateId, currency: g.currency, amount: g.amount, entryIds: g.entryIds });
     else belowMinimum.push({ affiliateId: g.affiliateId, currency: g.currency, amount: g.amount, minimum });
   }
   return { pay, belowMinimum };

@@ -158,6 +158,41 @@ describe('a payout run retried under the same id', () => {
   });
 });
 
+describe('an affiliate changed while a run pays others', () => {
+  it('is not paid once blocked, though the run had planned its payout', async () => {
+    const org = await setupOrg('blocked-mid-run@example.com');
+    // Nine affiliates: a run pays eight at a time, so the ninth waits for a turn while the first eight's transfers are held.
+    const all = [{ affiliate: org.affiliate, link: org.link }];
+    for (let i = 1; i < 9; i++) all.push(await addAffiliate(org, `mid${i}`));
+    for (const [i, a] of all.entries()) {
+      await onboard(org, a.affiliate);
+      await approved(org, `mid-${i}`, a.link);
+    }
+    const last = all.map((a) => a.affiliate).sort().at(-1)!;
+    let arrived = 0;
+    let eightArrived!: () => void;
+    const eight = new Promise<void>((resolve) => (eightArrived = resolve));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    setProvider({ ...stripeProvider, transfer: async (req) => {
+      if (++arrived === 8) eightArrived();
+      await gate;
+      return stripeProvider.transfer(req);
+    } });
+    const run = runPayouts(system(org.id), { trigger: 'manual' });
+    await eight;
+    assert.equal(transfersTo(org, last).length, 0);
+    assert.equal((await s.call('PATCH', `/v1/orgs/${org.id}/affiliates/${last}`, { auth: org.token, body: { status: 'blocked' } })).status, 200);
+    release();
+    const result = await run;
+    const byAffiliate = new Map(result.payouts.map((p) => [p.affiliateId, p]));
+    assert.deepEqual([byAffiliate.get(last)?.status, byAffiliate.get(last)?.reason], ['blocked', 'affiliate_blocked']);
+    assert.equal(transferred(org, last), 0);
+    assert.equal((await balance(org, last)).available, 500, 'its money waits in its balance');
+    for (const { affiliate } of all.filter((a) => a.affiliate !== last)) assert.equal(transferred(org, affiliate), 500, affiliate);
+  });
+});
+
 describe('a run that outlived its lease (its renewals failed, or its instance was throttled after the request)', () => {
   /** What a run or pass that found the lease expired writes: the lock is another holder's now. */
   const takeOver = (org: Org) => system(org.id).collection('locks').doc('payout-run').set({ runId: 'run_took_over', token: 'someone-else', expiresAt: Date.now() + 60_000 });

@@ -534,7 +534,10 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
       // amount and pay the sum, or pay a paid payout again. What it did not take stays approved for the next
       // run, whose ids differ.
       if ((await ref.get()).exists) return;
-      const blocked = blockedBy(p.affiliateId);
+      // A run with many payouts takes minutes: an affiliate paused or blocked since planning (fraud found, say) or
+      // whose Stripe account was disabled is read as it is now, before its money moves and again once it is claimed.
+      const current = async () => (await scope.collection('affiliates').doc(p.affiliateId).get()).data();
+      const blocked = whyNotPaid(await current());
       if (blocked) {
         // The money waits in the balance; the payout records why it did not move.
         await ref.create({ ...base, amount: p.amount, entryCount: 0, status: 'blocked', reason: blocked });
@@ -542,10 +545,11 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
       }
       await ref.create({ ...base, amount: 0, entryCount: 0, status: 'claiming', reason: null });
       const claimed = await claim(scope, runLease, ref, p.entryIds);
-      const unpayable = notPayable(claimed.amount, affiliates.get(p.affiliateId), p.currency);
+      const affiliate = await current();
+      const unpayable = whyNotPaid(affiliate) ?? notPayable(claimed.amount, affiliate, p.currency);
       if (unpayable) return cancel(scope, runLease, id, unpayable, claimed.entries);
       await markClaimed(scope, runLease, id);
-      await settle(scope, runLease, { ...base, amount: claimed.amount, status: 'claimed' }, { affiliate: affiliates.get(p.affiliateId), claimed: claimed.entries });
+      await settle(scope, runLease, { ...base, amount: claimed.amount, status: 'claimed' }, { affiliate, claimed: claimed.entries });
     };
     // Payouts are independent (own ids, own entries, transactional claims): several at a time.
     const queue = plan.map((p, i) => [p, payoutIds[i]!] as const);

@@ -354,6 +354,17 @@ describe('Stripe webhooks', () => {
     assert.deepEqual(await replay.json(), { received: true, outcome: 'duplicate' });
   });
 
+  it('keeps what onboarding read of the account over an older account.updated delivered late', async () => {
+    const org = await setupOrg('late-account-event@example.com');
+    const account = (await onboard(org)).body.affiliate.stripeAccountId as string;
+    stripe.completeOnboarding(account, { payoutsEnabled: true });
+    assert.equal((await onboard(org)).body.affiliate.payoutsEnabled, true);
+    // Stripe sent this a minute before onboarding read the account; it arrives now.
+    const late = JSON.stringify({ id: 'evt_late_1', object: 'event', type: 'account.updated', account, created: Math.floor(Date.now() / 1000) - 60, data: { object: { id: account, object: 'account', payouts_enabled: false } } });
+    assert.deepEqual(await (await send(late, stripeLib.webhooks.generateTestHeaderString({ payload: late, secret: connectWebhookSecret }))).json(), { received: true, outcome: 'ignored' });
+    assert.equal((await s.call('GET', `/v1/orgs/${org.id}/affiliates/${org.affiliate}`, { auth: org.token })).body.payoutsEnabled, true);
+  });
+
   it("takes events from both of Stripe's endpoints, each signed with its own secret, and no other", async () => {
     const org = await setupOrg('two-endpoints@example.com');
     const account = (await onboard(org)).body.affiliate.stripeAccountId as string;

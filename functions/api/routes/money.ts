@@ -164,8 +164,15 @@ export const moneyRoutes = [
           audit({ action: 'affiliate.stripe_account', target: { type: 'affiliate', id: params.id! }, changes: { stripeAccountId: accountId } });
         });
       }
+      const readAt = Math.floor(Date.now() / 1000);
       const account = await fromProvider(provider.getAccount(accountId));
-      await scope.collection('affiliates').doc(params.id!).update({ payoutsEnabled: account.payoutsEnabled });
+      // The account as read now stands like an account.updated event of this second: an older event delivered late
+      // must not undo it, and a newer one applied meanwhile must not be undone by it (functions/services/stripe-events.ts).
+      const affiliateRef = scope.collection('affiliates').doc(params.id!);
+      await scope.transact(async (tx) => {
+        const seen = ((await tx.get(affiliateRef)).get('stripeAccountEventCreated') as number | undefined) ?? 0;
+        if (seen <= readAt) tx.update(affiliateRef, { payoutsEnabled: account.payoutsEnabled, stripeAccountEventCreated: readAt });
+      });
       const back = `${config().publicBaseUrl}/v1/orgs/${scope.orgId}/affiliates/${params.id}`;
       const link = await fromProvider(provider.createOnboardingLink({ accountId, refreshUrl: back, returnUrl: back }));
       const updated = await scope.get<DocumentData>('affiliates', params.id!);

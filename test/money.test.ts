@@ -354,6 +354,24 @@ describe('Stripe webhooks', () => {
     assert.deepEqual(await replay.json(), { received: true, outcome: 'duplicate' });
   });
 
+  it("sends the affiliate back to the app's own pages after onboarding, when it names them", async () => {
+    const org = await setupOrg('onboarding-pages@example.com');
+    const links = () => stripe.requests.filter((r) => r.path === '/v1/account_links').map((r) => [r.body.return_url, r.body.refresh_url]);
+    const before = links().length;
+    const ask = (body?: unknown) => s.call('POST', `/v1/orgs/${org.id}/affiliates/${org.affiliate}/stripe/onboarding`, { auth: org.token, body });
+    assert.equal((await ask({ returnUrl: 'https://app.example.com/payouts/done', refreshUrl: 'https://app.example.com/payouts/again' })).status, 200);
+    assert.equal((await ask({ returnUrl: 'https://app.example.com/payouts/done' })).status, 200);
+    assert.equal((await ask()).status, 200, 'no body: the defaults');
+    assert.deepEqual(links().slice(before), [
+      ['https://app.example.com/payouts/done', 'https://app.example.com/payouts/again'],
+      ['https://app.example.com/payouts/done', 'https://app.example.com/payouts/done'],
+      [`${s.baseUrl}/v1/orgs/${org.id}/affiliates/${org.affiliate}`, `${s.baseUrl}/v1/orgs/${org.id}/affiliates/${org.affiliate}`],
+    ]);
+    const bad = await ask({ returnUrl: 'javascript:alert(1)' });
+    assert.equal(bad.status, 400);
+    assert.deepEqual(bad.body.error.details.map((d: { field: string }) => d.field), ['returnUrl']);
+  });
+
   it('keeps what onboarding read of the account over an older account.updated delivered late', async () => {
     const org = await setupOrg('late-account-event@example.com');
     const account = (await onboard(org)).body.affiliate.stripeAccountId as string;

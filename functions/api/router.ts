@@ -107,6 +107,8 @@ function compile(path: string): { pattern: RegExp; paramNames: string[] } {
 
 function parse<T>(schema: z.ZodType<T> | undefined, value: unknown, where: 'body' | 'query'): T {
   if (!schema) return undefined as T;
+  // A POST without a body (no Content-Type either) is an empty object where the route's fields are all optional.
+  if (where === 'body' && value === undefined && schema.safeParse({}).success) value = {};
   if (where === 'body' && (value === null || typeof value !== 'object' || Buffer.isBuffer(value) || Array.isArray(value))) {
     throw badRequest('The request body must be a JSON object sent with Content-Type: application/json', [{ field: '(body)', message: 'expected a JSON object' }]);
   }

@@ -1,6 +1,6 @@
 import type { DocumentData } from '@google-cloud/firestore';
 import { z } from 'zod';
-import { affiliateResource, balanceResource, documentId } from '../../../shared/domain/schemas';
+import { affiliateResource, balanceResource, documentId, httpUrl } from '../../../shared/domain/schemas';
 import { config } from '../../../shared/config';
 import { balances, ledgerStatuses, payoutStatuses, type LedgerEntry } from '../../../shared/domain/ledger';
 import { can } from '../../../shared/domain/roles';
@@ -147,8 +147,14 @@ export const moneyRoutes = [
     },
   ),
   orgRoute(
-    { method: 'POST', path: '/v1/orgs/:orgId/affiliates/:id/stripe/onboarding', summary: "Create the affiliate's Stripe Express account if needed and return an onboarding link", tag: 'Money', permission: 'affiliates:read', response: onboardingResource },
-    async ({ scope, params }) => {
+    {
+      method: 'POST', path: '/v1/orgs/:orgId/affiliates/:id/stripe/onboarding', summary: "Create the affiliate's Stripe Express account if needed and return an onboarding link", tag: 'Money', permission: 'affiliates:read', response: onboardingResource,
+      body: z.object({
+        returnUrl: httpUrl.optional().describe('Where Stripe sends the affiliate back once onboarding is done: a page of your app, which may ask this route again to see payoutsEnabled. Default: this affiliate in the API, which a browser cannot read without a token'),
+        refreshUrl: httpUrl.optional().describe('Where Stripe sends the affiliate when the link has expired or was used: a page of your app that asks this route for a new link. Default: as returnUrl'),
+      }).strict(),
+    },
+    async ({ scope, params, body }) => {
       // The affiliate onboards itself; otherwise only those who may edit affiliates.
       if (scope.role === 'affiliate') scope.assertActsFor(params.id!);
       else if (!can(scope.role, 'affiliates:write')) throw forbidden(`The ${scope.role} role may not change affiliates`);
@@ -173,8 +179,8 @@ export const moneyRoutes = [
         const seen = ((await tx.get(affiliateRef)).get('stripeAccountEventCreated') as number | undefined) ?? 0;
         if (seen <= readAt) tx.update(affiliateRef, { payoutsEnabled: account.payoutsEnabled, stripeAccountEventCreated: readAt });
       });
-      const back = `${config().publicBaseUrl}/v1/orgs/${scope.orgId}/affiliates/${params.id}`;
-      const link = await fromProvider(provider.createOnboardingLink({ accountId, refreshUrl: back, returnUrl: back }));
+      const returnUrl = body.returnUrl ?? `${config().publicBaseUrl}/v1/orgs/${scope.orgId}/affiliates/${params.id}`;
+      const link = await fromProvider(provider.createOnboardingLink({ accountId, refreshUrl: body.refreshUrl ?? returnUrl, returnUrl }));
       const updated = await scope.get<DocumentData>('affiliates', params.id!);
       return ok({ url: link.url, expiresAt: link.expiresAt, affiliate: toAffiliate(updated!) });
     },

@@ -93,6 +93,8 @@ interface Def<Q, B> {
 /** An interface, not an intersection: tsc then says which property a route lacks (its response) instead of misreading its query. */
 interface OrgDef<Q, B> extends Def<Q, B> {
   permission: Permission;
+  /** A check beyond the permission that needs the caller's scope (an affiliate user acting for itself), run, like it, before the input is validated. */
+  authorize?: (scope: OrgScope, params: Record<string, string>) => void;
 }
 
 function compile(path: string): { pattern: RegExp; paramNames: string[] } {
@@ -204,6 +206,7 @@ export function orgRoute<Q extends z.ZodType | undefined = undefined, B extends 
     const principal = await authenticate(header(req, 'authorization'));
     // Authorise before validating, so a non-member learns nothing, not even which fields are wrong.
     const scope = await OrgScope.open(principal, params.orgId!, def.permission);
+    def.authorize?.(scope, params);
     return handler({ ...base(def, req, params), principal, scope });
   });
 }

@@ -153,11 +153,13 @@ export const moneyRoutes = [
         returnUrl: httpUrl.optional().describe('Where Stripe sends the affiliate back once onboarding is done: a page of your app, which may ask this route again to see payoutsEnabled. Default: this affiliate in the API, which a browser cannot read without a token'),
         refreshUrl: httpUrl.optional().describe('Where Stripe sends the affiliate when the link has expired or was used: a page of your app that asks this route for a new link. Default: as returnUrl'),
       }).strict(),
+      // The affiliate onboards itself; otherwise only those who may edit affiliates.
+      authorize: (scope, params) => {
+        if (scope.role === 'affiliate') scope.assertActsFor(params.id!);
+        else if (!can(scope.role, 'affiliates:write')) throw forbidden(`The ${scope.role} role may not change affiliates`);
+      },
     },
     async ({ scope, params, body }) => {
-      // The affiliate onboards itself; otherwise only those who may edit affiliates.
-      if (scope.role === 'affiliate') scope.assertActsFor(params.id!);
-      else if (!can(scope.role, 'affiliates:write')) throw forbidden(`The ${scope.role} role may not change affiliates`);
       const affiliate = await scope.get<DocumentData>('affiliates', params.id!);
       if (!affiliate) throw notFound('Affiliate');
       const provider = payoutProvider();

@@ -210,6 +210,16 @@ describe('oversized and reserved values', () => {
     const devices = await s.call('POST', orgPath('/campaigns'), { auth: O.owner, body: campaignBody({ name: 'Many devices', targeting: { devices: Array(1000).fill('desktop') } }) });
     assert.equal(devices.status, 400, devices.text);
     assert.ok(devices.body.error.details.some((d: { field: string }) => d.field.startsWith('targeting.devices')), devices.text);
+    // A URL past 2048 characters would grow the organisation's document and its audit record past Firestore's limit.
+    assertClientError(await s.call('PATCH', orgPath(''), { auth: O.owner, body: { fallbackUrl: `https://a.example/${'a'.repeat(1_100_000)}` } }), 400, 'fallbackUrl');
+    const sortCursor = Buffer.from(JSON.stringify([long, 'cnv_x'])).toString('base64url');
+    for (const path of ['/payouts', '/payout-runs', `/affiliates/${O.affY}/ledger`]) assertClientError(await s.call('GET', orgPath(`${path}?cursor=${sortCursor}`), { auth: O.owner }), 400, 'cursor');
+  });
+
+  it('refuses a payout run asked for without a body, rather than take it for a real one', async () => {
+    const r = await s.call('POST', orgPath('/payout-runs'), { auth: O.owner });
+    assertClientError(r, 400, '(body)');
+    assert.deepEqual((await s.call('GET', orgPath('/payout-runs'), { auth: O.owner })).body.items, []);
   });
 });
 

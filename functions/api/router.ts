@@ -88,6 +88,11 @@ interface Def<Q, B> {
   response: ResponseDef;
   status?: number;
   idempotent?: boolean;
+  /**
+   * A POST without any body takes the body's defaults. Only where that is harmless: a payout run asked for without
+   * a body is refused rather than taken as a real one.
+   */
+  bodyOptional?: boolean;
 }
 
 /** An interface, not an intersection: tsc then says which property a route lacks (its response) instead of misreading its query. */
@@ -107,10 +112,10 @@ function compile(path: string): { pattern: RegExp; paramNames: string[] } {
 }
 
 
-function parse<T>(schema: z.ZodType<T> | undefined, value: unknown, where: 'body' | 'query'): T {
+function parse<T>(schema: z.ZodType<T> | undefined, value: unknown, where: 'body' | 'query', bodyOptional = false): T {
   if (!schema) return undefined as T;
-  // A POST without a body (no Content-Type either) is an empty object where the route's fields are all optional.
-  if (where === 'body' && value === undefined && schema.safeParse({}).success) value = {};
+  // A POST without a body (no Content-Type either) on a route that allows one: its defaults.
+  if (where === 'body' && value === undefined && bodyOptional) value = {};
   if (where === 'body' && (value === null || typeof value !== 'object' || Buffer.isBuffer(value) || Array.isArray(value))) {
     throw badRequest('The request body must be a JSON object sent with Content-Type: application/json', [{ field: '(body)', message: 'expected a JSON object' }]);
   }
@@ -175,7 +180,7 @@ function pathParam(name: string, raw: string): string {
 
 function base<Q, B>(def: Def<Q, B>, req: Request, params: Record<string, string>): BaseCtx<Infer<Q>, Infer<B>> {
   const query = parse(def.query as z.ZodType | undefined, req.query, 'query') as Infer<Q>;
-  const body = parse(def.body as z.ZodType | undefined, req.body, 'body') as Infer<B>;
+  const body = parse(def.body as z.ZodType | undefined, req.body, 'body', def.bodyOptional) as Infer<B>;
   return { req, params, query, body, idempotency: idempotencyOf(req, body) };
 }
 

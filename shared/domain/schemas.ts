@@ -17,7 +17,7 @@ const name = z.string().trim().min(1, 'must not be empty').max(200);
  */
 export const documentIdPattern = /^(?!\.\.?$)(?!__.*__$)[A-Za-z0-9._-]{1,128}$/;
 export const documentId = z.string().regex(documentIdPattern, "must be an id: 1-128 letters, digits, '.', '_' or '-'");
-export const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
+export const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).max(2048, { error: 'must be at most 2048 characters' });
 
 export const createOrgBody = z
   .object({ name, type: z.enum(orgTypes), plan: z.enum(plans).default('starter') })

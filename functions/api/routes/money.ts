@@ -1,6 +1,6 @@
 import type { DocumentData } from '@google-cloud/firestore';
 import { z } from 'zod';
-import { affiliateResource, balanceResource, documentId, httpUrl } from '../../../shared/domain/schemas';
+import { affiliateResource, balanceResource, documentId, httpUrl, listQuery } from '../../../shared/domain/schemas';
 import { config } from '../../../shared/config';
 import { balances, ledgerStatuses, payoutStatuses, type LedgerEntry } from '../../../shared/domain/ledger';
 import { can } from '../../../shared/domain/roles';
@@ -92,7 +92,7 @@ export const moneyRoutes = [
     },
   ),
   orgRoute(
-    { method: 'GET', path: '/v1/orgs/:orgId/affiliates/:id/ledger', summary: "An affiliate's ledger entries", tag: 'Money', permission: 'payouts:read', query: z.object({ limit: z.coerce.number().int().min(1).max(200).default(50), cursor: z.string().optional() }), response: z.object({ items: z.array(ledgerEntryResource), nextCursor: z.string().nullable() }) },
+    { method: 'GET', path: '/v1/orgs/:orgId/affiliates/:id/ledger', summary: "An affiliate's ledger entries", tag: 'Money', permission: 'payouts:read', query: listQuery, response: z.object({ items: z.array(ledgerEntryResource), nextCursor: z.string().nullable() }) },
     async ({ scope, params, query }) => {
       await scope.getOrThrow('affiliates', params.id!, 'Affiliate');
       const p = await scope.list<DocumentData>('ledger', { ...query, equals: { affiliateId: params.id }, newestFirstBy: 'createdAt' });
@@ -115,7 +115,7 @@ export const moneyRoutes = [
     },
   ),
   orgRoute(
-    { method: 'GET', path: '/v1/orgs/:orgId/payout-runs', summary: 'Payout runs, newest first', tag: 'Money', permission: 'payouts:read', query: z.object({ limit: z.coerce.number().int().min(1).max(200).default(50), cursor: z.string().optional() }), response: z.object({ items: z.array(payoutRunSummaryResource), nextCursor: z.string().nullable() }) },
+    { method: 'GET', path: '/v1/orgs/:orgId/payout-runs', summary: 'Payout runs, newest first', tag: 'Money', permission: 'payouts:read', query: listQuery, response: z.object({ items: z.array(payoutRunSummaryResource), nextCursor: z.string().nullable() }) },
     async ({ scope, query }) => {
       const p = await scope.list<DocumentData>('payoutRuns', { ...query, newestFirstBy: 'createdAt' });
       return ok({ items: p.items.map((r) => ({ id: r.id, trigger: r.trigger, createdAt: r.createdAt, completedAt: r.completedAt, status: r.status })), nextCursor: p.nextCursor });
@@ -128,7 +128,7 @@ export const moneyRoutes = [
     },
   ),
   orgRoute(
-    { method: 'GET', path: '/v1/orgs/:orgId/payouts', summary: 'Payouts (an affiliate user sees its own)', tag: 'Money', permission: 'payouts:read', query: z.object({ affiliateId: documentId.optional(), status: z.enum(['claiming', 'claimed', 'releasing', 'paid', 'failed', 'blocked', 'cancelled', 'reversed']).optional(), limit: z.coerce.number().int().min(1).max(200).default(50), cursor: z.string().optional() }), response: z.object({ items: z.array(payoutResource), nextCursor: z.string().nullable() }) },
+    { method: 'GET', path: '/v1/orgs/:orgId/payouts', summary: 'Payouts (an affiliate user sees its own)', tag: 'Money', permission: 'payouts:read', query: listQuery.extend({ affiliateId: documentId.optional(), status: z.enum(['claiming', 'claimed', 'releasing', 'paid', 'failed', 'blocked', 'cancelled', 'reversed']).optional() }), response: z.object({ items: z.array(payoutResource), nextCursor: z.string().nullable() }) },
     async ({ scope, query }) => {
       const p = await scope.list<DocumentData>('payouts', { ...query, equals: { affiliateId: query.affiliateId, status: query.status }, newestFirstBy: 'createdAt' });
       return ok({ items: p.items.map(toPayout), nextCursor: p.nextCursor });
@@ -153,6 +153,7 @@ export const moneyRoutes = [
         returnUrl: httpUrl.optional().describe('Where Stripe sends the affiliate back once onboarding is done: a page of your app, which may ask this route again to see payoutsEnabled. Default: this affiliate in the API, which a browser cannot read without a token'),
         refreshUrl: httpUrl.optional().describe('Where Stripe sends the affiliate when the link has expired or was used: a page of your app that asks this route for a new link. Default: as returnUrl'),
       }).strict(),
+      bodyOptional: true,
       // The affiliate onboards itself; otherwise only those who may edit affiliates.
       authorize: (scope, params) => {
         if (scope.role === 'affiliate') scope.assertActsFor(params.id!);

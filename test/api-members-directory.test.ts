@@ -29,6 +29,26 @@ after(async () => {
 const invite = (address: string, role = 'analyst') => s.call('POST', `/v1/orgs/${org.orgId}/members`, { auth: org.token, body: { email: address, role } });
 const inviteCalls = () => standIn.requests.filter((r) => r.path === '/auth/v1/invite').length;
 
+describe('access tokens while Supabase Auth is down', () => {
+  /** The caller's token with another key id: supabase-js must fetch the JWKS to find the key. */
+  const withUnknownKey = (token: string, kid: string) => {
+    const [header, ...rest] = token.split('.');
+    const h = JSON.parse(Buffer.from(header!, 'base64url').toString()) as Record<string, unknown>;
+    return [Buffer.from(JSON.stringify({ ...h, kid })).toString('base64url'), ...rest].join('.');
+  };
+  const campaigns = (token: string) => s.call('GET', `/v1/orgs/${org.orgId}/campaigns`, { auth: token });
+
+  it('answer 503, not 401, so that the client retries instead of signing its user out', async () => {
+    standIn.refuseNext('/auth/v1/.well-known/jwks.json', { status: 503, errorCode: 'unexpected_failure', message: 'upstream unavailable' });
+    const down = await campaigns(withUnknownKey(org.token, 'rotated-in-1'));
+    assert.equal(down.status, 503, down.text);
+    assert.match(down.body.error.message, /retry/);
+    // Auth answering, the same token is refused for what it is.
+    assert.equal((await campaigns(withUnknownKey(org.token, 'rotated-in-2'))).status, 401);
+    assert.equal((await campaigns(org.token)).status, 200);
+  });
+});
+
 describe('inviting a member through Supabase Auth', () => {
   it('invites a newcomer and keys the membership by the id Supabase assigned', async () => {
     const address = email('newcomer');

@@ -1,7 +1,8 @@
-import { AuthClient } from '@supabase/supabase-js';
+import { AuthClient, isAuthRetryableFetchError } from '@supabase/supabase-js';
 import { z } from 'zod';
 import { documentId } from '../../shared/domain/schemas';
 import { config, supabaseAnonKey } from '../../shared/config';
+import { unavailable } from '../../shared/errors';
 
 export interface VerifiedUser {
   userId: string;
@@ -28,7 +29,8 @@ export function authClient(key = supabaseAnonKey()): Auth {
  * Tokens verified lately, each until its expiry or for a minute, whichever is sooner. Verifying costs about
  * 0.6 ms of CPU per request (supabase-js imports the JWKS key into WebCrypto on every getClaims; measured in
  * the tracking benchmark's profile of the API), and a dashboard or an integration sends the same token with
- * every request. A signing key rotated out of the JWKS stops admitting its tokens within the minute. Only
+ * every request. A signing key rotated out of the JWKS stops admitting its tokens once supabase-js fetches the
+ * JWKS again: it keeps a copy for 10 minutes (JWKS_TTL), so within 11 minutes with this cache. Only
  * tokens signed with an asymmetric key are kept: for a shared-secret (HS*) token supabase-js asks the Auth
  * server instead (getUser), which also notices a signed-out session or a banned user, and a cache would
  * hide that for the minute.
@@ -63,6 +65,12 @@ export async function verifyAccessToken(token: string): Promise<VerifiedUser | R
     return invalid; // malformed tokens throw before verification
   }
   const claims = result.data?.claims;
+  // Supabase Auth down or rate limiting us (fetching the JWKS, or asked about a shared-secret token) is no verdict
+  // on the token: a 503 tells the client to retry, a 401 would sign its user out.
+  const status = (result.error as { status?: unknown } | null)?.status;
+  if (result.error && (isAuthRetryableFetchError(result.error) || status === 429 || (typeof status === 'number' && status >= 500))) {
+    throw unavailable('Could not verify the access token: Supabase Auth is not answering; retry shortly');
+  }
   if (result.error || !claims) return invalid;
   const issuer = `${c.supabaseUrl}/auth/v1`;
   if (claims.iss !== issuer) return { refused: `Access token issued by ${String(claims.iss)}, not by this deployment's auth (${issuer})` };

@@ -308,7 +308,12 @@ export async function startGoTrueStandIn(opts: { serviceRoleKey?: string; anonKe
     }
     try {
       const route = `${req.method} ${path}`;
-      if (opts.jwks && route === `GET ${AUTH_PREFIX}/.well-known/jwks.json`) return { reply: { status: 200, body: opts.jwks() }, path, query, body };
+      if (opts.jwks && route === `GET ${AUTH_PREFIX}/.well-known/jwks.json`) {
+        const outage = refusals.get(path);
+        refusals.delete(path);
+        if (outage) throw outage;
+        return { reply: { status: 200, body: opts.jwks() }, path, query, body };
+      }
       if (route !== `POST ${AUTH_PREFIX}/invite` && route !== `GET ${AUTH_PREFIX}/admin/users`) {
         return { reply: { status: 404, body: { message: `stand-in does not model ${route}` } }, path, query, body };
       }

@@ -132,6 +132,13 @@ describe('organisations', () => {
       assert.equal(r.body.error.details[0].field, 'Idempotency-Key');
     }
     assert.equal((await s.call('GET', `/v1/orgs/${a.body.id}/campaigns`, { auth: token })).body.items.length, 1);
+    // Its creator, removed since, is not shown the organisation by a replay.
+    assert.equal((await s.call('POST', `/v1/orgs/${a.body.id}/members`, { auth: token, body: { email: 'heir@example.com', role: 'owner' } })).status, 201);
+    const removed = await s.call('DELETE', `/v1/orgs/${a.body.id}/members/${s.userId('idem@example.com')}`, { auth: s.token('heir@example.com') });
+    assert.equal(removed.status, 200, removed.text);
+    const replay = await s.call('POST', '/v1/orgs', { auth: token, body, headers: { 'idempotency-key': 'k-1' } });
+    assert.equal(replay.status, 404, replay.text);
+    assert.ok(!replay.text.includes('Once'), replay.text);
     const doc = (await s.call('GET', '/v1/openapi.json')).body;
     const header = (op: { parameters: { name: string }[] }) => op.parameters.some((p) => p.name === 'Idempotency-Key');
     assert.ok(header(doc.paths['/v1/orgs/{orgId}/campaigns'].post), 'documented where a retry is replayed');

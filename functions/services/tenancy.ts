@@ -311,6 +311,8 @@ export async function createOrganisation(
       // A retried create (same Idempotency-Key) by its creator gets the first result back.
       if (existing.get('createdBy') !== principal.userId) throw forbidden('That Idempotency-Key was used by someone else');
       if (idempotency) assertSameRequest(existing.get('createdWith'), idempotency);
+      // Its creator may have left it since: a replay must not show it an organisation it no longer belongs to.
+      if (!(await tx.get(orgRef.collection(collections.members).doc(principal.userId))).exists) throw notFound('Organisation');
       return { created: false, org: existing.data()! };
     }
     const now = new Date().toISOString();

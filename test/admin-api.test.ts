@@ -327,6 +327,10 @@ describe('meta', () => {
     assert.equal(r.body.openapi, '3.1.0');
     const post = r.body.paths['/v1/orgs/{orgId}/campaigns'].post;
     assert.equal(post.requestBody.content['application/json'].schema.$ref, '#/components/schemas/CreateCampaign');
+    assert.equal(post.requestBody.required, true);
+    // Onboarding may be asked for without a body (its URLs have defaults); a payout run may not.
+    assert.equal(r.body.paths['/v1/orgs/{orgId}/affiliates/{id}/stripe/onboarding'].post.requestBody.required, false);
+    assert.equal(r.body.paths['/v1/orgs/{orgId}/payout-runs'].post.requestBody.required, true);
     assert.deepEqual(r.body.components.schemas.CreateCampaign.required.sort(), ['destinationUrl', 'name', 'payout', 'revenue']);
     assert.ok(!JSON.stringify(r.body).includes('#/$defs/'), 'every reference resolves to a component');
     assert.ok(r.body.paths['/v1/orgs/{orgId}/members/{userId}'].patch);

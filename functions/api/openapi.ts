@@ -87,7 +87,7 @@ export function openApiDocument(routes: Route[], serverUrl: string): Record<stri
       ...(r.permission ? { 'x-permission': r.permission } : {}),
       ...(r.auth === 'required' ? { security: [{ bearer: [] }] } : { security: [] }),
       parameters,
-      ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: schema(r.body, 'input') } } } } : {}),
+      ...(r.body ? { requestBody: { required: !r.bodyOptional, content: { 'application/json': { schema: schema(r.body, 'input') } } } } : {}),
       responses,
     };
   }

@@ -64,6 +64,8 @@ export interface RouteDoc {
   auth: 'none' | 'required';
   query?: z.ZodType;
   body?: z.ZodType;
+  /** A POST may leave the body out (Def.bodyOptional). */
+  bodyOptional: boolean;
   response: ResponseDoc;
   status: number;
   /** A retried request with the same Idempotency-Key gets the first one's result (documented in the OpenAPI). */
@@ -145,6 +147,7 @@ function build<Q, B>(def: Def<Q, B>, auth: 'none' | 'required', permission: Perm
     permission,
     query: def.query as z.ZodType | undefined,
     body: def.body as z.ZodType | undefined,
+    bodyOptional: def.bodyOptional ?? false,
     response: responseDoc(def.response),
     status: def.status ?? 200,
     idempotent: def.idempotent ?? false,
@@ -180,7 +183,7 @@ function pathParam(name: string, raw: string): string {
 
 function base<Q, B>(def: Def<Q, B>, req: Request, params: Record<string, string>): BaseCtx<Infer<Q>, Infer<B>> {
   const query = parse(def.query as z.ZodType | undefined, req.query, 'query') as Infer<Q>;
-  const body = parse(def.body as z.ZodType | undefined, req.body, 'body', def.bodyOptional) as Infer<B>;
+  const body = parse(def.body as z.ZodType | undefined, req.body, 'body', def.bodyOptional ?? false) as Infer<B>;
   return { req, params, query, body, idempotency: idempotencyOf(req, body) };
 }
 

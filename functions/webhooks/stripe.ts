@@ -14,8 +14,8 @@ export async function handleStripeWebhook(req: functions.Request, res: functions
   if (!secrets.length) return void res.status(503).json({ error: { code: 'unavailable', message: 'Neither STRIPE_WEBHOOK_SECRET nor STRIPE_CONNECT_WEBHOOK_SECRET is configured', details: [] } });
   const raw = (req as functions.Request & { rawBody?: Buffer }).rawBody ?? Buffer.from('');
   const signature = req.headers['stripe-signature'] as string | undefined;
-  const attempts = secrets.map((secret) => parseStripeWebhook(raw, signature, secret));
-  const parsed = attempts.find((a) => a.ok) ?? attempts[0]!;
+  let parsed = parseStripeWebhook(raw, signature, secrets[0]!);
+  for (const secret of secrets.slice(1)) if (!parsed.ok) parsed = parseStripeWebhook(raw, signature, secret);
   if (!parsed.ok) return void res.status(400).json({ error: { code: 'bad_request', message: parsed.message, details: [{ field: 'stripe-signature', message: 'does not match the payload' }] } });
   try {
     const outcome = await applyStripeEvent(parsed.event);

@@ -20,6 +20,11 @@ export const configSchema = z.object({
   SUPABASE_SERVICE_ROLE_KEY: z.string().optional(),
   /** Expected `aud` of Supabase access tokens. */
   SUPABASE_JWT_AUDIENCE: z.string().default('authenticated'),
+  /**
+   * How long the API uses the project's JWKS before fetching it again: a key id it does not list is refused
+   * without asking Supabase for that long, and a key rotated out stops verifying within it.
+   */
+  SUPABASE_JWKS_MAX_AGE_SECONDS: z.coerce.number().min(0).max(600).default(60),
   ANALYTICS_BACKEND: z.enum(['duckdb', 'bigquery']).default('duckdb'),
   BIGQUERY_DATASET: z.string().default('abp_analytics'),
   /**
@@ -41,13 +46,13 @@ export const configSchema = z.object({
   ABP_CLICK_SIGNING_KEY: z.string().min(16).optional(),
   /** How long the click function trusts its in-memory copy of a link, campaign and org (pause takes effect within this). */
   LINK_CACHE_TTL_SECONDS: z.coerce.number().min(0).max(3600).default(10),
+  /** Local stand-in for Cloud Scheduler: how often `npm start` runs the commissions and payouts jobs. */
+  COMMISSIONS_JOB_MINUTES: z.coerce.number().min(0.05).default(15),
+  PAYOUTS_JOB_MINUTES: z.coerce.number().min(0.05).default(60),
   /**
    * Proxies that append to X-Forwarded-For in front of the tracking functions: 1 for Cloud Functions behind
    * Google's front end, 2 behind the external load balancer. The client IP is that many entries from the end.
    */
-  /** Local stand-in for Cloud Scheduler: how often `npm start` runs the commissions and payouts jobs. */
-  COMMISSIONS_JOB_MINUTES: z.coerce.number().min(0.05).default(15),
-  PAYOUTS_JOB_MINUTES: z.coerce.number().min(0.05).default(60),
   XFF_TRUSTED_HOPS: z.coerce.number().int().min(1).max(5).default(1),
   /**
    * Tests only (test/helpers/stack.ts turns it on): the API answers 500 when a reply differs from its route's

@@ -2,7 +2,8 @@ import { AuthClient, isAuthRetryableFetchError } from '@supabase/supabase-js';
 import { z } from 'zod';
 import { documentId } from '../../shared/domain/schemas';
 import { config, supabaseAnonKey } from '../../shared/config';
-import { unavailable } from '../../shared/errors';
+import { ApiError, unavailable } from '../../shared/errors';
+import { SigningKeys } from './supabase-jwks';
 
 export interface VerifiedUser {
   userId: string;
@@ -25,17 +26,36 @@ export function authClient(key = supabaseAnonKey()): Auth {
   return client;
 }
 
+let signingKeys: SigningKeys | undefined;
+
+/** The project's JWKS as this instance last fetched it (see SigningKeys for why not supabase-js's own copy). */
+function projectSigningKeys(): SigningKeys {
+  if (signingKeys) return signingKeys;
+  const c = config();
+  const key = supabaseAnonKey();
+  const url = `${c.supabaseUrl}/auth/v1/.well-known/jwks.json`;
+  signingKeys = new SigningKeys(
+    async () => {
+      const res = await fetch(url, { headers: { apikey: key }, signal: AbortSignal.timeout(5000) });
+      if (!res.ok) throw new Error(`GET ${url} answered ${res.status}`);
+      return res.json();
+    },
+    // Supabase Auth's own edge keeps the JWKS for 10 minutes: a copy that old is what any client may see.
+    { maxAgeMs: c.SUPABASE_JWKS_MAX_AGE_SECONDS * 1000, staleForMs: 10 * 60_000 },
+  );
+  return signingKeys;
+}
+
 /**
  * Tokens verified lately, each until its expiry or for a minute, whichever is sooner. Verifying costs about
  * 0.6 ms of CPU per request (supabase-js imports the JWKS key into WebCrypto on every getClaims; measured in
  * the tracking benchmark's profile of the API), and a dashboard or an integration sends the same token with
- * every request. A signing key rotated out of the JWKS stops admitting its tokens once supabase-js fetches the
- * JWKS again: it keeps a copy for 10 minutes (JWKS_TTL), so within 11 minutes with this cache. Only
+ * every request. A token whose signing key has left the JWKS (as last fetched) is verified again, and refused. Only
  * tokens signed with an asymmetric key are kept: for a shared-secret (HS*) token supabase-js asks the Auth
  * server instead (getUser), which also notices a signed-out session or a banned user, and a cache would
  * hide that for the minute.
  */
-const verified = new Map<string, { user: VerifiedUser; until: number }>();
+const verified = new Map<string, { user: VerifiedUser; until: number; kid: string }>();
 const verifiedFor = 60_000;
 const maxVerified = 10_000;
 
@@ -45,7 +65,7 @@ export interface RefusedToken {
 }
 
 /**
- * Verifies a Supabase access token with supabase-js against the project's JWKS (cached by the library).
+ * Verifies a Supabase access token with supabase-js against the project's JWKS (as SigningKeys holds it).
  * getClaims checks the signature and expiry; issuer and audience are ours to check. A token with a good
  * signature refused for its issuer or audience says so: locally that is a dev token minted for another port,
  * and "invalid" alone sent people looking at the token instead of at the two commands.
@@ -53,15 +73,21 @@ export interface RefusedToken {
 export async function verifyAccessToken(token: string): Promise<VerifiedUser | RefusedToken> {
   const now = Date.now();
   const hit = verified.get(token);
-  if (hit && hit.until > now) return hit.user;
+  if (hit && hit.until > now && projectSigningKeys().lists(hit.kid)) return hit.user;
   const c = config();
   // Outside the try: a missing key is our misconfiguration, to be reported, not a token to refuse.
   const auth = authClient();
   const invalid = { refused: 'Invalid or expired access token' };
+  const kid = asymmetricKeyId(token);
   let result: Awaited<ReturnType<Auth['getClaims']>>;
   try {
-    result = await auth.getClaims(token);
-  } catch {
+    // An asymmetric token is checked against the key we hold, or refused without asking Supabase about it.
+    // Shared-secret tokens (and tokens naming no key) are left to supabase-js, which asks Supabase Auth.
+    const key = kid === undefined ? undefined : await projectSigningKeys().key(kid);
+    if (kid !== undefined && !key) return invalid;
+    result = await auth.getClaims(token, key ? { jwks: { keys: [key] } } : {});
+  } catch (err) {
+    if (err instanceof ApiError) throw err;
     return invalid; // malformed tokens throw before verification
   }
   const claims = result.data?.claims;
@@ -80,9 +106,9 @@ export async function verifyAccessToken(token: string): Promise<VerifiedUser | R
   if (!signedIn.success) return { refused: 'Access token is not a signed-in user\'s with an email (anonymous, or a project key)' };
   const user: VerifiedUser = Object.freeze({ userId: signedIn.data.sub, email: signedIn.data.email.toLowerCase() });
   const until = Math.min(now + verifiedFor, typeof claims.exp === 'number' ? claims.exp * 1000 : now);
-  if (until > now && signedAsymmetrically(token)) {
+  if (until > now && kid !== undefined) {
     if (verified.size >= maxVerified) verified.delete(verified.keys().next().value!);
-    verified.set(token, { user, until });
+    verified.set(token, { user, until, kid });
   }
   return user;
 }
@@ -96,11 +122,13 @@ const signedInUserClaims = z
   .object({ sub: documentId, email: z.string().trim().min(1), role: z.literal('authenticated'), is_anonymous: z.boolean().optional() })
   .refine((c) => c.is_anonymous !== true);
 
-function signedAsymmetrically(token: string): boolean {
+/** The key id of a token signed with an asymmetric key, as its header names it; undefined for any other token. */
+function asymmetricKeyId(token: string): string | undefined {
   try {
-    const header = JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString()) as { alg?: unknown };
-    return typeof header.alg === 'string' && /^(ES|RS|PS|Ed)/.test(header.alg);
+    const header = JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString()) as { alg?: unknown; kid?: unknown };
+    if (typeof header.alg !== 'string' || !/^(ES|RS|PS|Ed)/.test(header.alg)) return undefined;
+    return typeof header.kid === 'string' && header.kid !== '' ? header.kid : undefined;
   } catch {
-    return false;
+    return undefined;
   }
 }

@@ -4,7 +4,8 @@ import type { AddressInfo } from 'node:net';
 
 /**
  * A local HTTP server that answers as Supabase Auth (GoTrue) does behind the project's API gateway, for the two admin
- * endpoints the user directory uses, so the real supabase-js AuthClient is exercised without reaching supabase.co.
+ * endpoints the user directory uses and the two that token verification may reach (the JWKS, GET /user), so the real
+ * supabase-js AuthClient is exercised without reaching supabase.co.
  * Paths live under /auth/v1 as on a Supabase project; point SUPABASE_URL at `url`.
  *
  * Behaviour follows the supabase/auth (GoTrue) source, internal/api/:
@@ -234,17 +235,35 @@ export async function startGoTrueStandIn(opts: { serviceRoleKey?: string; anonKe
     return user;
   }
 
-  /** Kong key-auth and ACL, then GoTrue's requireAdminCredentials. */
-  function requireAdmin(headers: IncomingHttpHeaders, query: Record<string, string>): void {
+  /** Kong key-auth and ACL. */
+  function requireApiKey(headers: IncomingHttpHeaders, query: Record<string, string>): void {
     const apikey = (typeof headers.apikey === 'string' ? headers.apikey : undefined) ?? query.apikey;
     if (!apikey) throw new GatewayError(401, { message: 'No API key found in request' });
     if (apikey !== serviceRoleKey && apikey !== anonKey) {
       throw new GatewayError(401, { message: 'Invalid API key', hint: 'Double check your Supabase `anon` or `service_role` API key.' });
     }
+  }
+
+  /** The gateway's key check, then GoTrue's requireAdminCredentials. */
+  function requireAdmin(headers: IncomingHttpHeaders, query: Record<string, string>): void {
+    requireApiKey(headers, query);
     const bearer = /^(?:B|b)earer (\S+)$/.exec(headers.authorization ?? '')?.[1];
     if (!bearer) throw new HttpError(401, 'no_authorization', 'This endpoint requires a Bearer token');
     if (bearer === anonKey) throw new HttpError(403, 'not_admin', 'User not allowed');
     if (bearer !== serviceRoleKey) throw new HttpError(403, 'bad_jwt', 'invalid JWT: unable to parse or verify signature, token is malformed');
+  }
+
+  /**
+   * GET /user (user.go UserGet behind requireAuthentication), which supabase-js asks about a token it cannot verify
+   * itself. The stand-in holds no signing key, so it refuses every token as GoTrue refuses one it cannot verify.
+   */
+  function currentUser(headers: IncomingHttpHeaders, query: Record<string, string>): Reply {
+    requireApiKey(headers, query);
+    const refusal = refusals.get(`${AUTH_PREFIX}/user`);
+    refusals.delete(`${AUTH_PREFIX}/user`);
+    if (refusal) throw refusal;
+    if (!/^(?:B|b)earer (\S+)$/.test(headers.authorization ?? '')) throw new HttpError(401, 'no_authorization', 'This endpoint requires a Bearer token');
+    throw new HttpError(403, 'bad_jwt', 'invalid JWT: unable to parse or verify signature, token signature is invalid');
   }
 
   function invite(body: unknown, query: Record<string, string>): Reply {
@@ -314,6 +333,7 @@ export async function startGoTrueStandIn(opts: { serviceRoleKey?: string; anonKe
         if (outage) throw outage;
         return { reply: { status: 200, body: opts.jwks() }, path, query, body };
       }
+      if (route === `GET ${AUTH_PREFIX}/user`) return { reply: currentUser(req.headers, query), path, query, body };
       if (route !== `POST ${AUTH_PREFIX}/invite` && route !== `GET ${AUTH_PREFIX}/admin/users`) {
         return { reply: { status: 404, body: { message: `stand-in does not model ${route}` } }, path, query, body };
       }

@@ -6,7 +6,7 @@ import { mulDivHalfEven } from '../shared/money';
 import type { PayoutProvider } from '../functions/adapters/payouts';
 import type { TestStack } from './helpers/stack';
 import { moneyOrgs, startMoneyStack, connectWebhookSecret, webhookSecret, type MoneyOrg, type MoneyStack } from './helpers/money-org';
-import type { StripeStandIn } from './helpers/stripe-stand-in';
+import { stripeError, type StripeStandIn } from './helpers/stripe-stand-in';
 import { eventually } from './helpers/wait';
 
 /**
@@ -370,6 +370,30 @@ describe('Stripe webhooks', () => {
     const bad = await ask({ returnUrl: 'javascript:alert(1)' });
     assert.equal(bad.status, 400);
     assert.deepEqual(bad.body.error.details.map((d: { field: string }) => d.field), ['returnUrl']);
+  });
+
+  it('answers 400 naming the field when Stripe refuses a URL the caller sent, and 502 when it refuses the default', async () => {
+    const org = await setupOrg('onboarding-refused-url@example.com');
+    const ask = (body?: unknown) => s.call('POST', `/v1/orgs/${org.id}/affiliates/${org.affiliate}/stripe/onboarding`, { auth: org.token, body });
+    const refuseUrl = (param: string) => {
+      const { status, body } = stripeError(400, { type: 'invalid_request_error', code: 'url_invalid', param, message: 'The URL provided is invalid.' });
+      stripe.failNext('/v1/account_links', { status, body });
+    };
+    const fields = (r: { body: { error: { details: { field: string }[] } } }) => r.body.error.details.map((d) => d.field);
+    const returnUrl = 'https://app.example.com/payouts/done';
+    refuseUrl('return_url');
+    const r = await ask({ returnUrl });
+    assert.equal(r.status, 400, r.text);
+    assert.match(r.body.error.message, /Stripe refused returnUrl: The URL provided is invalid/);
+    assert.deepEqual(fields(r), ['returnUrl']);
+    refuseUrl('refresh_url');
+    assert.deepEqual(fields(await ask({ returnUrl })), ['returnUrl'], 'refreshUrl defaulted to returnUrl');
+    refuseUrl('refresh_url');
+    assert.deepEqual(fields(await ask({ returnUrl, refreshUrl: 'https://app.example.com/payouts/again' })), ['refreshUrl']);
+    refuseUrl('return_url');
+    const byDefault = await ask();
+    assert.equal(byDefault.status, 502, 'the default URL is the platform\'s to fix');
+    assert.equal((await ask({ returnUrl })).status, 200);
   });
 
   it('keeps what onboarding read of the account over an older account.updated delivered late', async () => {

@@ -86,6 +86,8 @@ export class PayoutProviderError extends Error {
     readonly reason: TransferFailureReason,
     message: string,
     readonly retryable: boolean,
+    /** The request parameter the provider refused, in its own naming (Stripe's `param`, e.g. `return_url`). */
+    readonly param?: string,
   ) {
     super(message);
     this.name = 'PayoutProviderError';

@@ -29,10 +29,11 @@ const accountCodes = new Set(['account_invalid', 'account_closed', 'no_account',
  * Maps a stripe-node error to our stable vocabulary. Anything that is not a Stripe error is a bug on our side
  * and is rethrown rather than reported as a payout failure.
  */
-export function classifyStripeError(err: unknown): { reason: TransferFailureReason; message: string; retryable: boolean } {
+export function classifyStripeError(err: unknown): { reason: TransferFailureReason; message: string; retryable: boolean; param?: string } {
   if (!(err instanceof Stripe.errors.StripeError)) throw err;
   const message = err.message || err.type;
-  const fail = (reason: TransferFailureReason, retryable: boolean) => ({ reason, message, retryable });
+  const param = err.param || undefined;
+  const fail = (reason: TransferFailureReason, retryable: boolean) => ({ reason, message, retryable, ...(param ? { param } : {}) });
   // stripe-node raises StripeRateLimitError for any 429 (including lock_timeout) and for 400 code rate_limit.
   if (err instanceof Stripe.errors.StripeRateLimitError || err.code === 'rate_limit') return fail('rate_limited', true);
   if (err instanceof Stripe.errors.StripeIdempotencyError) return fail('idempotency_conflict', false);
@@ -50,8 +51,8 @@ export function classifyStripeError(err: unknown): { reason: TransferFailureReas
 }
 
 function rethrowAsProviderError(err: unknown): never {
-  const { reason, message, retryable } = classifyStripeError(err);
-  throw new PayoutProviderError(reason, message, retryable);
+  const { reason, message, retryable, param } = classifyStripeError(err);
+  throw new PayoutProviderError(reason, message, retryable, param);
 }
 
 export function createStripeProvider(opts: StripeProviderOptions): PayoutProvider {

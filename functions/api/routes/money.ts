@@ -4,7 +4,7 @@ import { affiliateResource, balanceResource, documentId, httpUrl, listQuery } fr
 import { config } from '../../../shared/config';
 import { balances, ledgerStatuses, payoutStatuses, type LedgerEntry } from '../../../shared/domain/ledger';
 import { can } from '../../../shared/domain/roles';
-import { badGateway, conflict, forbidden, notFound, unavailable } from '../../../shared/errors';
+import { badGateway, badRequest, conflict, forbidden, notFound, unavailable } from '../../../shared/errors';
 import { deterministicId } from '../../../shared/ids';
 import { formatMinor } from '../../../shared/money';
 import { collections } from '../../../shared/names';
@@ -60,14 +60,20 @@ const onboardingResource = z
   })
   .meta({ id: 'StripeOnboarding' });
 
-/** The payouts provider's refusals as HTTP answers: its reason says whose move it is, retryable whether waiting helps. */
-async function fromProvider<T>(call: Promise<T>): Promise<T> {
+/**
+ * The payouts provider's refusals as HTTP answers: its reason says whose move it is, retryable whether waiting helps.
+ * `callerFields` names the request fields the caller sent, by the provider's name for the parameter they became: a
+ * refusal of one of those is the caller's to fix (400 naming it), not the platform's.
+ */
+async function fromProvider<T>(call: Promise<T>, callerFields: Record<string, string> = {}): Promise<T> {
   try {
     return await call;
   } catch (err) {
     if (!(err instanceof PayoutProviderError)) throw err;
     if (err.retryable) throw unavailable(`Stripe is unavailable or busy (${err.reason}); retry in a moment`);
     if (err.reason === 'account_invalid') throw conflict(`Stripe refused the affiliate's connected account: ${err.message}`);
+    const field = err.param === undefined ? undefined : callerFields[err.param];
+    if (field) throw badRequest(`Stripe refused ${field}: ${err.message}`, [{ field, message: `Stripe refused it: ${err.message}` }]);
     console.error(JSON.stringify({ severity: 'ERROR', message: 'payouts provider refused onboarding', reason: err.reason, error: err.message }));
     throw badGateway(`Stripe refused the onboarding request (${err.reason}); the platform's Stripe settings need attention`);
   }
@@ -183,7 +189,9 @@ export const moneyRoutes = [
         if (seen <= readAt) tx.update(affiliateRef, { payoutsEnabled: account.payoutsEnabled, stripeAccountEventCreated: readAt });
       });
       const returnUrl = body.returnUrl ?? `${config().publicBaseUrl}/v1/orgs/${scope.orgId}/affiliates/${params.id}`;
-      const link = await fromProvider(provider.createOnboardingLink({ accountId, refreshUrl: body.refreshUrl ?? returnUrl, returnUrl }));
+      const refreshUrlFrom = body.refreshUrl ? 'refreshUrl' : body.returnUrl ? 'returnUrl' : undefined;
+      const callerFields = { ...(body.returnUrl ? { return_url: 'returnUrl' } : {}), ...(refreshUrlFrom ? { refresh_url: refreshUrlFrom } : {}) };
+      const link = await fromProvider(provider.createOnboardingLink({ accountId, refreshUrl: body.refreshUrl ?? returnUrl, returnUrl }), callerFields);
       const updated = await scope.get<DocumentData>('affiliates', params.id!);
       return ok({ url: link.url, expiresAt: link.expiresAt, affiliate: toAffiliate(updated!) });
     },

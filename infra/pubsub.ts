@@ -7,7 +7,7 @@ import { PubsubTopicIamMember } from '@cdktf/provider-google/lib/pubsub-topic-ia
 import { ServiceAccount } from '@cdktf/provider-google/lib/service-account';
 import { ServiceAccountIamMember } from '@cdktf/provider-google/lib/service-account-iam-member';
 import type { Construct } from 'constructs';
-import { functionNames, maxDeliveryAttempts, subscriptions, topics } from '../shared/names';
+import { deadLetterRetentionDays, functionNames, maxDeliveryAttempts, subscriptions, topics } from '../shared/names';
 import { runServiceOf } from './cloud-functions';
 import { functionKeys, kebab, snake, type FunctionKey } from './entries';
 import type { StackContext } from './stack';
@@ -24,7 +24,7 @@ export interface EventBus {
 
 const week = `${7 * 86_400}s`;
 /** Pub/Sub's longest subscription retention: dead letters wait this long for someone to look. */
-const deadLetterRetention = `${31 * 86_400}s`;
+const deadLetterRetention = `${deadLetterRetentionDays * 86_400}s`;
 
 /**
  * Backoff between failed pushes. With maxDeliveryAttempts = 5 the waits are about 60, 120, 240 and 480 s, so an

@@ -25,6 +25,11 @@ export const configSchema = z.object({
    * without asking Supabase for that long, and a key rotated out stops verifying within it.
    */
   SUPABASE_JWKS_MAX_AGE_SECONDS: z.coerce.number().min(0).max(600).default(60),
+  /**
+   * The most live-counter documents one GET …/stats reads (a day of one campaign and affiliate is up to 8): past it
+   * the API answers 400 asking for a narrower range, so that one request cannot read millions.
+   */
+  STATS_MAX_COUNTERS: z.coerce.number().int().min(1).default(20_000),
   ANALYTICS_BACKEND: z.enum(['duckdb', 'bigquery']).default('duckdb'),
   BIGQUERY_DATASET: z.string().default('abp_analytics'),
   /**

@@ -17,6 +17,12 @@ export const subscriptions = {
 /** Deliveries before Pub/Sub moves a message to the dead-letter topic. */
 export const maxDeliveryAttempts = 5;
 
+/**
+ * How long dead letters wait for someone to look (Pub/Sub's longest subscription retention). Anything a replayed
+ * dead letter relies on to be recognised as already applied (click documents) must be kept at least this long.
+ */
+export const deadLetterRetentionDays = 31;
+
 export const collections = {
   orgs: 'orgs',
   members: 'members',

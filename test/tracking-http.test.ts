@@ -5,7 +5,7 @@ import { setClickCookie } from '../functions/tracking/http';
 describe('the click cookie', () => {
   const cookieFor = (secure: boolean) => {
     let value = '';
-    setClickCookie({ setHeader: (_name: string, v: unknown) => ((value = String(v)), undefined as never) }, 'lnk.abc.def.sig', 2_592_000, secure);
+    setClickCookie({ setHeader: (_name: string, v: unknown) => ((value = String(v)), undefined as never) }, 'org_1', 'lnk.abc.def.sig', 2_592_000, secure);
     return value.split('; ');
   };
 

@@ -195,8 +195,9 @@ describe('a pixel and a postback of one sale sent together', () => {
   });
 
   it('book the sale on the postback\'s click when /pixel and /postback are called at once, and tell the advertiser it was accepted', async () => {
-    const { clickCookie } = await import('../functions/tracking/http');
+    const { clickCookieName } = await import('../functions/tracking/http');
     const org = await setUpOrg('race-http@example.com');
+    const clickCookie = clickCookieName(org.id);
     const ids = await clickIds(org);
     const postback = (sale: { txnId: string; good: string }) =>
       s.call('GET', `/postback?${new URLSearchParams({ token: org.postbackToken, click_id: sale.good, txn_id: sale.txnId, amount: '20.00' })}`);
@@ -234,8 +235,9 @@ describe('a pixel and a postback of one sale sent together', () => {
     // The in-between moments the race above passes through at random, set up one at a time: a request's
     // receipt is written (as the intake does) while its event is still on its way to the state worker.
     const { firestore } = await import('../functions/adapters/firestore');
-    const { clickCookie } = await import('../functions/tracking/http');
+    const { clickCookieName } = await import('../functions/tracking/http');
     const org = await setUpOrg('race-answers@example.com');
+    const clickCookie = clickCookieName(org.id);
     const ids = await clickIds(org);
     const conversionId = (txnId: string) => deterministicId('cnv', org.id, 'txn', txnId);
     const receipt = (txnId: string) => firestore().doc(`orgs/${org.id}/postbackReceipts/${conversionId(txnId)}`);

@@ -58,7 +58,7 @@ async function deliverToStateWorker(event: object, messageId: string, opts: { re
 }
 
 before(async () => {
-  s = await startTestStack({ LINK_CACHE_TTL_SECONDS: '0' });
+  s = await startTestStack({ LINK_CACHE_TTL_SECONDS: '0', STATS_MAX_COUNTERS: '50' });
   const o = await newOrg(s, 'tracker@example.com');
   org.id = o.orgId;
   org.token = o.token;
@@ -77,7 +77,7 @@ describe('click function', () => {
     const { res, location, clickId } = await click(org.link, '?sub1=spring&sub2=banner%20top&sub3=');
     assert.equal(res.status, 302);
     assert.equal(res.headers.get('cache-control'), 'no-store');
-    assert.match(res.headers.get('set-cookie') ?? '', new RegExp(`abp_cid=${clickId.replace(/[.]/g, '\\.')}`));
+    assert.match(res.headers.get('set-cookie') ?? '', new RegExp(`^abp_cid_${org.id}=${clickId.replace(/[.]/g, '\\.')};`), "the organisation's own click cookie");
     // First-party, script-proof, sent on top-level navigation, for the campaign's 30-day attribution window.
     const cookie = (res.headers.get('set-cookie') ?? '').split('; ');
     for (const attribute of ['Max-Age=2592000', 'Path=/', 'HttpOnly', 'SameSite=Lax']) assert.ok(cookie.includes(attribute), `${attribute} in ${cookie.join('; ')}`);
@@ -193,6 +193,25 @@ describe('click function', () => {
     const r = await click(link);
     assert.equal(r.res.status, 302);
     assert.equal(r.location, 'https://fallback.example.com/offers');
+  });
+});
+
+describe('live stats', () => {
+  it('refuse a range with more counters than one request may read, and show a currency only once it has money', async () => {
+    const { OrgScope } = await import('../functions/services/tenancy');
+    const counters = OrgScope.system(org.id, 'test').collection('counters');
+    // 60 days of one campaign and affiliate in 2020, one click each (STATS_MAX_COUNTERS is 50 in this file).
+    const days = Array.from({ length: 60 }, (_, i) => new Date(Date.UTC(2020, 0, 1 + i)).toISOString().slice(0, 10));
+    await Promise.all(days.map((day) => counters.doc(`${day}_cmp_cap_aff_cap_0`).set({ orgId: org.id, day, campaignId: 'cmp_cap', affiliateId: 'aff_cap', clicks: 1, uniqueClicks: 1, botClicks: 0, conversions: 0, revenue: {}, payout: {} })));
+    const wide = await api('/stats?from=2020-01-01&to=2020-03-31');
+    assert.equal(wide.status, 400, wide.text);
+    assert.match(wide.body.error.message, /More than 50 live counters in this range: narrow it/);
+    const narrow = await api('/stats?from=2020-01-01&to=2020-01-31');
+    assert.deepEqual([narrow.status, narrow.body.totals?.clicks, narrow.body.days?.length], [200, 31, 31]);
+    // A sale reversed takes its counter back to 0 in its currency: shown as no money, as the report shows it.
+    await counters.doc('2019-06-01_cmp_cap_aff_cap_0').set({ orgId: org.id, day: '2019-06-01', campaignId: 'cmp_cap', affiliateId: 'aff_cap', clicks: 0, uniqueClicks: 0, botClicks: 0, conversions: 1, revenue: { USD: 0, EUR: 500 }, payout: { USD: 0, EUR: 100 } });
+    const reversed = await api('/stats?from=2019-06-01&to=2019-06-01');
+    assert.deepEqual([reversed.body.totals.revenue, reversed.body.totals.payout, reversed.body.days[0].payout], [{ EUR: 500 }, { EUR: 100 }, { EUR: 100 }]);
   });
 });
 
@@ -469,18 +488,32 @@ describe('postback function', () => {
     assert.equal((await postback({ click_id: 'x' }).then((r) => r.status)), 200);
     const bad = await s.call('GET', `/postback?token=wrong&click_id=x`);
     assert.equal(bad.status, 401);
-    const amount = await postback({ click_id: 'x', amount: '12.345' });
-    assert.equal(amount.status, 400);
-    assert.equal(amount.body.error.details[0].field, 'amount');
-    // More decimals than the currency has, all zeros, is an exact amount shop systems send: 49.990 is 49.99.
     const { mintClickId } = await import('../shared/domain/click-id');
     const { secrets } = await import('../functions/adapters/local-secrets');
-    const zeros = await postback({ click_id: mintClickId(secrets().clickSigningKey, org.link, Date.now() - 60_000), txn_id: 'zeros-1', amount: '49.990' });
+    const ours = () => mintClickId(secrets().clickSigningKey, org.link, Date.now() - 60_000);
+    const amount = await postback({ click_id: ours(), amount: '12.345' });
+    assert.equal(amount.status, 400);
+    assert.deepEqual(amount.body.error.details, [{ field: 'amount', message: "must be a decimal amount in the currency's major unit, with at most 2 decimals for USD, e.g. 49.99" }]);
+    // No currency sent and a click id not ours: no currency to judge decimals by, and a 400 would leave no record
+    // of the sale. It is recorded, rejected, without the amount (in an unknown currency).
+    const unjudged = await postback({ click_id: 'x', txn_id: 'kwd-typo-1', amount: '12.345' });
+    assert.equal(unjudged.status, 200, unjudged.text);
+    const rejected = await eventually(async () => { const x = await api(`/conversions/${unjudged.body.conversionId}`); return x.status === 200 ? x.body : undefined; }, 'the rejected sale');
+    assert.deepEqual([rejected.status, rejected.reasons, rejected.amount], ['rejected', ['invalid_click_id'], null]);
+    // Order ids sent as JSON numbers past 2^53 have lost digits: two orders would be one conversion.
+    const bigTxn = await s.call('POST', '/postback', { rawBody: `{"token":"${org.postbackToken}","click_id":"x","txn_id":12345678901234567891}`, headers: { 'content-type': 'application/json' } });
+    assert.deepEqual([bigTxn.status, bigTxn.body.error?.details[0].field], [400, 'txn_id'], bigTxn.text);
+    assert.match(bigTxn.body.error.details[0].message, /send the id as a string/);
+    const smallTxn = await s.call('POST', '/postback', { body: { token: org.postbackToken, click_id: 'x', txn_id: 42 } });
+    assert.equal(smallTxn.status, 200, smallTxn.text);
+    assert.equal(smallTxn.body.conversionId, deterministicId('cnv', org.id, 'txn', '42'));
+    // More decimals than the currency has, all zeros, is an exact amount shop systems send: 49.990 is 49.99.
+    const zeros = await postback({ click_id: ours(), txn_id: 'zeros-1', amount: '49.990' });
     assert.equal(zeros.status, 200, zeros.text);
     const exact = await eventually(async () => { const x = await api(`/conversions/${zeros.body.conversionId}`); return x.status === 200 ? x.body : undefined; }, 'zeros sale');
     assert.deepEqual([exact.amount, exact.currency], [4999, 'USD']);
     // Too large to hold exactly in minor units: refused here, not accepted and then lost in the worker.
-    const huge = await postback({ click_id: 'x', amount: '99999999999999.99' });
+    const huge = await postback({ click_id: ours(), amount: '99999999999999.99' });
     assert.deepEqual([huge.status, huge.body.error?.details[0].field], [400, 'amount']);
     const missing = await postback({ amount: '1.00' });
     assert.equal(missing.body.error.details[0].field, 'click_id');
@@ -513,7 +546,7 @@ describe('postback function', () => {
     assert.equal(untokened.status, 200);
     assert.equal(untokened.headers.get('x-abp-conversion'), 'ignored; A valid pixel token is required (token=...)');
     const noClick = await fetch(`${s.baseUrl}/pixel?token=${org.pixelToken}&txn_id=px-0`);
-    assert.equal(noClick.headers.get('x-abp-conversion'), 'ignored; The pixel request is invalid: click_id is required');
+    assert.match(noClick.headers.get('x-abp-conversion') ?? '', /^ignored; The pixel request is invalid: click_id is required: none in the query, and this browser has no click cookie of the organisation/);
     // A template's empty click_id (nothing to fill in on the page) leaves the click id to the cookie.
     const emptyParam = await fetch(`${s.baseUrl}/pixel?token=${org.pixelToken}&click_id=&txn_id=px-3&amount=2.00`, { headers: { cookie } });
     assert.match(emptyParam.headers.get('x-abp-conversion') ?? '', /^accepted/);
@@ -526,12 +559,43 @@ describe('postback function', () => {
     assert.match(garbled.headers.get('x-abp-conversion') ?? '', /^accepted/);
   });
 
+  it("credits the pixel's sale to the organisation's own click after the visitor clicked another organisation's link", async () => {
+    // A browser's cookie jar on the tracking domain, which every organisation's links share: a cookie set again
+    // under the same name replaces the one before.
+    const jar = new Map<string, string>();
+    const visit = async (linkId: string) => {
+      const r = await click(linkId);
+      for (const c of r.res.headers.getSetCookie()) {
+        const [pair] = c.split(';');
+        const at = pair!.indexOf('=');
+        jar.set(pair!.slice(0, at), pair!.slice(at + 1));
+      }
+      return r.clickId;
+    };
+    const other = await newOrg(s, 'other-advertiser@example.com');
+    const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${other.orgId}${path}`, { auth: other.token, body });
+    const otherCampaign = (await post('/campaigns', campaignBody())).body.id as string;
+    const otherAffiliate = (await post('/affiliates', { name: 'O', email: 'o@example.com' })).body.id as string;
+    const otherLink = (await post('/links', { campaignId: otherCampaign, affiliateId: otherAffiliate })).body.id as string;
+
+    const ours = await visit(org.link);
+    await visit(otherLink); // later, on the same tracking domain
+    const cookie = [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
+    const px = await fetch(`${s.baseUrl}/pixel?token=${org.pixelToken}&txn_id=px-two-orgs&amount=5.00`, { headers: { cookie } });
+    assert.match(px.headers.get('x-abp-conversion') ?? '', /^accepted/);
+    const id = /id=(\S+)/.exec(px.headers.get('x-abp-conversion')!)![1]!;
+    const conv = await eventually(async () => { const x = await api(`/conversions/${id}`); return x.status === 200 ? x.body : undefined; }, 'pixel conversion');
+    // Pending (held for review: a sale within 3 s of its click), not rejected as another organisation's click.
+    assert.deepEqual([conv.clickId, conv.status, conv.campaignId], [ours, 'pending', org.campaign]);
+  });
+
   it('keeps the pixel token, which checkout pages show, away from the postback, and the postback token off pages', async () => {
     assert.notEqual(org.pixelToken, org.postbackToken);
     const { clickId } = await click(org.link);
     // Read from a checkout page, the pixel token does not open the postback (where any amount could be claimed).
     const forged = await s.call('GET', `/postback?${new URLSearchParams({ token: org.pixelToken, click_id: clickId, txn_id: 'px-forged', amount: '999.00' })}`);
     assert.equal(forged.status, 401);
+    assert.match(forged.body.error.message, /^That is the organisation's pixel token: the postback takes its postback token/);
     // And the pixel refuses the postback token, so that it is never put in a page.
     const leaked = await fetch(`${s.baseUrl}/pixel?token=${org.postbackToken}&click_id=${encodeURIComponent(clickId)}&txn_id=px-leaked&amount=1.00`);
     assert.equal(leaked.headers.get('content-type'), 'image/gif');
@@ -587,6 +651,24 @@ describe('workers', () => {
       return r.body?.rows?.find((x: { sub1: string }) => x.sub1 === 'redelivered');
     }, 'report');
     assert.equal(row.clicks, 1);
+  });
+
+  it("keeps a click's document while its dead letter may still be replayed, so that a replay is not a second click", async () => {
+    // docs/deploy.md: dead letters wait 31 days and are replayed by republishing them to the topic, which feeds both
+    // workers. A 7-day campaign's click document must still be there to make the replay a repeat.
+    const { OrgScope } = await import('../functions/services/tenancy');
+    const at = Date.now() - 5_000;
+    const ids = ['ttl-short-window', 'ttl-long-window'];
+    for (const [i, days] of [7, 60].entries()) {
+      const e = { ...clickEvent({ eventId: `clk_${ids[i]}`, linkId: org.link, campaignId: org.campaign, affiliateId: org.affiliate, at, sub1: ids[i]!, visitorHash: `v-${ids[i]}` }), attributionWindowDays: days };
+      const r = await deliverToStateWorker(e, ids[i]!);
+      assert.equal(r.ok, true, await r.text());
+    }
+    const expiry = async (id: string) => {
+      const doc = await OrgScope.system(org.id, 'test').collection('clicks').doc(`clk_${id}`).get();
+      return Math.round(((doc.get('expireAt') as { toMillis(): number }).toMillis() - at) / 86_400_000);
+    };
+    assert.deepEqual([await expiry(ids[0]!), await expiry(ids[1]!)], [33, 67], 'past the 31 days of dead letters; else the window plus 7 days');
   });
 
   it('records the rows delivered beside one the analytics store refuses, failing only that one', async () => {

@@ -1,6 +1,7 @@
 import { FieldValue, Timestamp, type DocumentReference, type DocumentSnapshot, type WriteBatch } from '@google-cloud/firestore';
 import type { ClickEvent } from '../../shared/domain/events';
 import { firestore } from '../adapters/firestore';
+import { deadLetterRetentionDays } from '../../shared/names';
 import { counterRef } from './counters';
 import type { Settled } from '../../shared/group-commit';
 import { groupedWrites, isConflict } from './grouped-writes';
@@ -22,8 +23,13 @@ import { OrgScope } from './tenancy';
  */
 const hour = 3_600_000;
 const day = 86_400_000;
-/** Click documents outlive the attribution window by this margin before Firestore's TTL removes them. */
+/**
+ * Click documents outlive the attribution window by this margin before Firestore's TTL removes them, and outlive
+ * the dead letters' retention in any case: a click's document is what makes a replayed dead letter (docs/deploy.md
+ * says to republish them to the topic, which feeds both workers) a repeat, not a second click in the live counters.
+ */
 const clickRetentionMarginDays = 7;
+const clickRetentionMinDays = deadLetterRetentionDays + 2;
 /** For clicks published before events carried their window; the campaign schema's default. */
 const defaultAttributionWindowDays = 30;
 /** A click takes at most three writes (click, visitor, counter); a Firestore commit takes at most 500. */
@@ -168,7 +174,7 @@ async function writeOnce(events: ClickEvent[]): Promise<ClickApplied[]> {
       sub1: e.sub1, sub2: e.sub2, sub3: e.sub3, sub4: e.sub4, sub5: e.sub5,
       country: e.country, device: e.device, os: e.os, browser: e.browser, referrer: e.referrer,
       ipPrefix: e.ipPrefix, ipHash: e.ipHash, visitorHash: e.visitorHash, isBot: e.isBot, botReason: e.botReason, unique,
-      expireAt: Timestamp.fromMillis(t + (window + clickRetentionMarginDays) * day),
+      expireAt: Timestamp.fromMillis(t + Math.max(window + clickRetentionMarginDays, clickRetentionMinDays) * day),
     });
     if (visitor) {
       // A late click an hour or less before a unique one makes that one a repeat: its flag and its count follow.

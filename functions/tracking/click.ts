@@ -109,7 +109,7 @@ function answerClick(req: functions.Request, res: functions.Response, linkId: st
     try {
       const location = fillMacros(campaign.destinationUrl, { click_id: clickId, affiliate_id: link.affiliateId, campaign_id: campaign.id, ...subs });
       const secure = c.publicBaseUrl.startsWith('https:');
-      setClickCookie(res, clickId, campaign.attributionWindowDays * 86_400, secure);
+      setClickCookie(res, link.orgId, clickId, campaign.attributionWindowDays * 86_400, secure);
       redirectTo(res, location);
     } catch (err) {
       failClick(res, err);

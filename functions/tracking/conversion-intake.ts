@@ -6,7 +6,7 @@ import { rebooks } from '../../shared/domain/rebooking';
 import type { PostbackEvent } from '../../shared/domain/events';
 import { badRequest, unauthorized, zodDetails } from '../../shared/errors';
 import { deterministicId, newId } from '../../shared/ids';
-import { currencySchema, parseMajorAmount } from '../../shared/money';
+import { currencySchema, minorUnitDigits, parseMajorAmount } from '../../shared/money';
 import { collections } from '../../shared/names';
 import { firestore } from '../adapters/firestore';
 import { secrets } from '../adapters/local-secrets';
@@ -39,7 +39,7 @@ export interface IntakeResult {
  * Tokens seen lately, and the organisation each belongs to. Bounded, oldest out first: unknown tokens are
  * cached too (each costs a read otherwise), and anyone can send those.
  */
-const tokenCache = new Map<string, { at: number; orgId: string | undefined }>();
+const tokenCache = new Map<string, { at: number; orgId: string | undefined; otherKind: boolean }>();
 const maxCachedTokens = 10_000;
 
 /**
@@ -50,28 +50,37 @@ const maxCachedTokens = 10_000;
  * GIF). Rotating the postback token (which such an organisation should do once its pages carry the pixel
  * token: the old one was public) ends it.
  */
-async function orgForToken(token: string, via: 'postback' | 'pixel'): Promise<string | undefined> {
+async function orgForToken(token: string, via: 'postback' | 'pixel'): Promise<{ orgId: string | undefined; otherKind: boolean }> {
   const ttl = config().LINK_CACHE_TTL_SECONDS * 1000;
   const key = `${via} ${token}`;
   const hit = tokenCache.get(key);
-  if (hit && Date.now() - hit.at < ttl) return hit.orgId;
+  if (hit && Date.now() - hit.at < ttl) return hit;
   const snap = await firestore().doc(`${collections.postbackTokenIndex}/${hashSecret(token)}`).get();
   const kind = snap.get('kind') as string | undefined;
   const orgId = snap.exists && (kind === via || kind === undefined) ? (snap.get('orgId') as string) : undefined;
+  // The other intake's token, sent here by mistake: said so, since the two look alike.
+  const found = { at: Date.now(), orgId, otherKind: snap.exists && orgId === undefined };
   if (ttl > 0) {
     tokenCache.delete(key);
     if (tokenCache.size >= maxCachedTokens) tokenCache.delete(tokenCache.keys().next().value!);
-    tokenCache.set(key, { at: Date.now(), orgId });
+    tokenCache.set(key, found);
   }
-  return orgId;
+  return found;
 }
 
-/** Query string and body values as single strings: repeated keys keep the first, empty values count as absent. */
-function flattenParams(raw: Record<string, unknown>): Record<string, unknown> {
+/**
+ * Query string and body values as single strings: repeated keys keep the first, empty values count as absent.
+ * A JSON number is taken as its text, but an id past 2^53 has already lost digits when JSON parsed it
+ * (12345678901234567891 reads as 12345678901234567000): two orders would become one conversion, so it is refused.
+ */
+function flattenParams(raw: Record<string, unknown>, invalid: string): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(raw)) {
     const v = Array.isArray(value) ? value[0] : value;
     if (v === '' || v === undefined || v === null) continue;
+    if (typeof v === 'number' && (key === 'txn_id' || key === 'click_id') && !Number.isSafeInteger(v)) {
+      throw badRequest(invalid, [{ field: key, message: 'a JSON number this large has lost digits on the way: send the id as a string ("…")' }]);
+    }
     out[key] = typeof v === 'number' ? String(v) : v;
   }
   return out;
@@ -88,26 +97,45 @@ async function campaignCurrency(orgId: string, clickId: string): Promise<string 
   return (await orgLinkOf(orgId, clickId))?.campaign.currency ?? null;
 }
 
-export async function acceptConversion(raw: Record<string, unknown>, via: 'postback' | 'pixel'): Promise<IntakeResult> {
-  const flat = flattenParams(raw);
-  if (!flat.token) throw unauthorized(`A valid ${via} token is required (token=…)`);
+/**
+ * `clickCookie` (the pixel's): the click id the browser's click cookie holds for the token's organisation, taken
+ * when the request names none.
+ */
+export async function acceptConversion(raw: Record<string, unknown>, via: 'postback' | 'pixel', clickCookie?: (orgId: string) => string | undefined): Promise<IntakeResult> {
   const invalid = via === 'pixel' ? 'The pixel request is invalid' : 'The postback is invalid';
+  const flat = flattenParams(raw, invalid);
+  if (!flat.token) throw unauthorized(`A valid ${via} token is required (token=…)`);
+  if (flat.click_id === undefined && clickCookie) {
+    const token = postbackParams.shape.token.safeParse(flat.token);
+    const orgId = token.success ? (await orgForToken(token.data, via)).orgId : undefined;
+    const fromCookie = orgId ? clickCookie(orgId) : undefined;
+    if (fromCookie) flat.click_id = fromCookie;
+    else if (orgId) throw badRequest(invalid, [{ field: 'click_id', message: "is required: none in the query, and this browser has no click cookie of the organisation (no click on its links within their attribution window, or third-party cookies blocked)" }]);
+  }
   const parsed = postbackParams.safeParse(flat);
   if (!parsed.success) throw badRequest(invalid, zodDetails(parsed.error));
   const p = parsed.data;
-  const orgId = await orgForToken(p.token, via);
-  if (!orgId) throw unauthorized(via === 'pixel' ? 'Unknown pixel token (the pixel takes the pixel token of GET /v1/orgs/{orgId}/postback-config)' : 'Unknown postback token');
+  const { orgId, otherKind } = await orgForToken(p.token, via);
+  if (!orgId) {
+    const where = 'GET /v1/orgs/{orgId}/postback-config';
+    if (via === 'pixel') throw unauthorized(`Unknown pixel token (the pixel takes the pixel token of ${where})`);
+    throw unauthorized(otherKind ? `That is the organisation's pixel token: the postback takes its postback token (${where})` : `Unknown postback token (the postback takes the postback token of ${where})`);
+  }
 
   let currency = p.currency ?? null;
   let amount: number | null = null;
   if (p.amount !== undefined) {
     // The currency fixes how many decimals the amount may have; without one, the click's campaign gives it.
     currency ??= await campaignCurrency(orgId, p.click_id);
-    const parsedAmount = parseMajorAmount(p.amount, currency ?? 'USD');
-    if (parsedAmount === undefined) throw badRequest(invalid, [{ field: 'amount', message: `must be a decimal amount in the currency's major unit, e.g. 49.99` }]);
     // No currency sent and no campaign of ours behind the click id (the conversion will be rejected): minor
-    // units of an unknown currency would be a guess, so the amount is not kept.
-    amount = currency ? parsedAmount : null;
+    // units of an unknown currency would be a guess, so the amount is not kept, and its decimals not judged
+    // (a 400 would leave no record of the rejected sale).
+    const refuse = (decimals = '') => badRequest(invalid, [{ field: 'amount', message: `must be a decimal amount in the currency's major unit${decimals}, e.g. 49.99` }]);
+    if (currency) {
+      const minor = parseMajorAmount(p.amount, currency);
+      if (minor === undefined) throw refuse(`, with at most ${minorUnitDigits(currency)} decimals for ${currency}`);
+      amount = minor;
+    } else if (!/^\d{1,15}(\.\d+)?$/.test(p.amount.trim())) throw refuse();
   }
 
   const conversionId = p.txn_id ? deterministicId('cnv', orgId, 'txn', p.txn_id) : deterministicId('cnv', orgId, 'click', p.click_id, p.event);

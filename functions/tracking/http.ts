@@ -1,7 +1,13 @@
 import type * as functions from '@google-cloud/functions-framework';
 
-/** First-party cookie on the tracking domain carrying the click id, for the pixel. */
-export const clickCookie = 'abp_cid';
+/**
+ * First-party cookie on the tracking domain carrying the click id, for the pixel: one per organisation. Every
+ * organisation's links share the tracking domain, so with one cookie for all a visitor's later click on another
+ * organisation's link would replace the click the advertiser's pixel needs (its sale then rejected as a foreign click).
+ */
+export function clickCookieName(orgId: string): string {
+  return `abp_cid_${orgId}`;
+}
 
 export function header(req: functions.Request, name: string): string | undefined {
   const v = req.headers[name];
@@ -32,9 +38,9 @@ function cookieExpiry(maxAgeSeconds: number): string {
  * the pixel that reads it is an image on the advertiser's checkout, another site, and browsers send a Lax
  * cookie only on top-level navigations (None requires Secure; plain-HTTP local runs keep Lax).
  */
-export function setClickCookie(res: Pick<functions.Response, 'setHeader'>, clickId: string, maxAgeSeconds: number, secure: boolean): void {
+export function setClickCookie(res: Pick<functions.Response, 'setHeader'>, orgId: string, clickId: string, maxAgeSeconds: number, secure: boolean): void {
   const expires = cookieExpiry(maxAgeSeconds);
-  res.setHeader('Set-Cookie', `${clickCookie}=${clickId}; Max-Age=${maxAgeSeconds}; Path=/; Expires=${expires}; HttpOnly; ${secure ? 'Secure; SameSite=None' : 'SameSite=Lax'}`);
+  res.setHeader('Set-Cookie', `${clickCookieName(orgId)}=${clickId}; Max-Age=${maxAgeSeconds}; Path=/; Expires=${expires}; HttpOnly; ${secure ? 'Secure; SameSite=None' : 'SameSite=Lax'}`);
 }
 
 /**

@@ -1,7 +1,7 @@
 import * as functions from '@google-cloud/functions-framework';
 import { ApiError } from '../../shared/errors';
 import { functionNames, localPaths } from '../../shared/names';
-import { clickCookie } from './http';
+import { clickCookieName } from './http';
 import { acceptConversion } from './conversion-intake';
 import { answerFrameworkErrors } from '../framework-errors';
 
@@ -23,10 +23,9 @@ function cookie(req: functions.Request, name: string): string | undefined {
 export async function handlePixel(req: functions.Request, res: functions.Response): Promise<void> {
   let outcome: string;
   try {
-    const params = { ...(req.query as Record<string, unknown>) };
-    // An advertiser's template sends `click_id=` empty exactly when it has none: then the cookie speaks.
-    if (params.click_id === undefined || params.click_id === '') params.click_id = cookie(req, clickCookie);
-    const r = await acceptConversion(params, 'pixel');
+    // An advertiser's template sends `click_id=` empty exactly when it has none: then the cookie of the pixel
+    // token's organisation speaks.
+    const r = await acceptConversion(req.query as Record<string, unknown>, 'pixel', (orgId) => cookie(req, clickCookieName(orgId)));
     outcome = `${r.status}; id=${r.conversionId}`;
   } catch (err) {
     const details = err instanceof ApiError && err.details.length ? `: ${err.details.map((d) => `${d.field} ${d.message}`).join('; ')}` : '';

@@ -344,8 +344,9 @@ export function foldReport(groupBy: readonly ReportDimension[], raw: ReadonlyArr
       uniqueClicks: toNumber(r.unique_clicks),
       botClicks: toNumber(r.bot_clicks),
       conversions,
-      revenue: conversions ? { [currency]: toNumber(r.revenue) } : {},
-      payout: conversions ? { [currency]: toNumber(r.payout) } : {},
+      // A currency appears once it has money (as in the live stats, whose counters go back to 0 on a reversal).
+      revenue: conversions && toNumber(r.revenue) ? { [currency]: toNumber(r.revenue) } : {},
+      payout: conversions && toNumber(r.payout) ? { [currency]: toNumber(r.payout) } : {},
     };
     const key = JSON.stringify(groupBy.map((d) => dims[d]));
     let row = byGroup.get(key);

@@ -254,7 +254,10 @@ const moneyByCurrency = z.record(z.string(), z.number().int()).describe('Currenc
 /** What reports and live stats count, for a row or in total. */
 export const metricsResource = z
   .object({
-    clicks: z.number().int(), uniqueClicks: z.number().int(), botClicks: z.number().int(), conversions: z.number().int(),
+    clicks: z.number().int().describe('Clicks by people: bot clicks (known crawlers, link previews, HEAD requests) are not in it'),
+    uniqueClicks: z.number().int().describe('Clicks (not bots) with no click by the same visitor on the same link in the 60 minutes before'),
+    botClicks: z.number().int().describe('Clicks recorded as bots: redirected, never billable'),
+    conversions: z.number().int().describe('Conversions that stand: not rejected, not reversed'),
     revenue: moneyByCurrency.optional().describe('What advertisers owe (not shown to affiliate users)'),
     payout: moneyByCurrency,
   })

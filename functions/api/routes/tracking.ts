@@ -3,6 +3,8 @@ import { z } from 'zod';
 import { checkRange } from '../../../shared/analytics/report';
 import { conversionStatuses } from '../../../shared/domain/events';
 import { documentId, listQuery, metricsResource } from '../../../shared/domain/schemas';
+import { config } from '../../../shared/config';
+import { badRequest } from '../../../shared/errors';
 import { withoutRevenueFor } from '../redaction';
 import { ok, orgRoute } from '../router';
 
@@ -81,6 +83,12 @@ function addInto(into: DayStats, d: DocumentData): void {
   }
 }
 
+/** A currency appears once it has money, as in reports: a reversal takes a counter back to 0, not out. */
+function withMoneyOnly(s: DayStats): DayStats {
+  const money = (m: Record<string, number>) => Object.fromEntries(Object.entries(m).filter(([, v]) => v !== 0));
+  return { ...s, revenue: money(s.revenue), payout: money(s.payout) };
+}
+
 export const trackingRoutes = [
   orgRoute(
     { method: 'GET', path: '/v1/orgs/:orgId/stats', summary: 'Live counters by day from operational state (seconds behind); reports are the analytical view', tag: 'Tracking', permission: 'tracking:read', query: statsQuery, response: z.object({ days: z.array(metricsResource.extend({ day: z.string() })), totals: metricsResource }) },
@@ -88,7 +96,14 @@ export const trackingRoutes = [
       let q: Query = scope.collection('counters').where('day', '>=', query.from).where('day', '<=', query.to);
       if (query.campaignId) q = q.where('campaignId', '==', query.campaignId);
       if (query.affiliateId) q = q.where('affiliateId', '==', query.affiliateId);
+      // Counter documents are per day, campaign, affiliate and shard: a year of a large network is millions, which
+      // one request must not read. Past the cap the caller narrows the range or the filters, or asks the report.
+      const maxCounterDocs = config().STATS_MAX_COUNTERS;
+      q = q.select('day', 'clicks', 'uniqueClicks', 'botClicks', 'conversions', 'revenue', 'payout').limit(maxCounterDocs + 1);
       const snaps = await Promise.all(scope.narrow('counters', q, { affiliateId: query.affiliateId }).map((part) => part.get()));
+      if (snaps.some((snap) => snap.size > maxCounterDocs)) {
+        throw badRequest(`More than ${maxCounterDocs} live counters in this range: narrow it (from/to, campaignId, affiliateId), or ask GET /v1/orgs/{orgId}/reports`, [{ field: 'from', message: 'range too large for live stats' }]);
+      }
       const byDay = new Map<string, DayStats>();
       const totals = emptyStats();
       for (const doc of snaps.flatMap((snap) => snap.docs)) {
@@ -98,8 +113,8 @@ export const trackingRoutes = [
         addInto(totals, d);
         byDay.set(d.day, entry);
       }
-      const days = [...byDay.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([day, s]) => withoutRevenueFor(scope, { day, ...s }));
-      return ok({ days, totals: withoutRevenueFor(scope, totals) });
+      const days = [...byDay.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([day, s]) => withoutRevenueFor(scope, { day, ...withMoneyOnly(s) }));
+      return ok({ days, totals: withoutRevenueFor(scope, withMoneyOnly(totals)) });
     },
   ),
   orgRoute(

@@ -231,6 +231,15 @@ describe('edits that would change what is already out', () => {
     const linked = await s.call('PATCH', orgPath(`/campaigns/${O.campaign}`), { auth: O.owner, body: { currency: 'JPY' } });
     assert.equal(linked.status, 409, linked.text); // O.campaign has links from the Idempotency-Key tests
     assert.match(linked.body.error.message, /currency cannot change once it has links/);
+    // Nor while an affiliate's fixed payout for it is in its currency; a percentage is in none.
+    const patchCampaign = (body: unknown) => s.call('PATCH', orgPath(`/campaigns/${unlinked}`), { auth: O.owner, body });
+    const overriding = (await post('/affiliates', { name: 'O', email: 'o@safety.example', payoutOverrides: { [unlinked]: { type: 'cpa', amount: 500000 } } })).body.id as string;
+    const overridden = await patchCampaign({ currency: 'JPY' });
+    assert.equal(overridden.status, 409, overridden.text);
+    assert.match(overridden.body.error.message, new RegExp(`fixed payout override for it \\(affiliate ${overriding}\\)`));
+    const revshare = await s.call('PATCH', orgPath(`/affiliates/${overriding}`), { auth: O.owner, body: { payoutOverrides: { [unlinked]: { type: 'revshare', percent: 10 } } } });
+    assert.equal(revshare.status, 200, revshare.text);
+    assert.equal((await patchCampaign({ currency: 'JPY' })).status, 200);
 
     const blocked = (await post('/affiliates', { name: 'B', email: 'b@safety.example', status: 'blocked' })).body.id as string;
     const link = await post('/links', { campaignId: O.campaign, affiliateId: blocked });

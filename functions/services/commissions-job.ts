@@ -35,6 +35,23 @@ export async function approveDueConversions(now = new Date()): Promise<Commissio
     analytics.published += sent.published;
     analytics.failed = sent.failed;
   };
+  // A paused or blocked affiliate's due conversions stay pending, first in every sweep's order: read the affiliate
+  // once a run, outside any transaction, and pass over its groups, instead of a transaction per conversion (a large
+  // affiliate paused for a month would otherwise take the whole run's time from every other organisation's approvals).
+  // An affiliate found active is still checked in each approval's transaction.
+  const inactive = new Map<string, Promise<boolean>>();
+  const heldBack = (d: FirebaseFirestore.QueryDocumentSnapshot): Promise<boolean> => {
+    const orgId = d.ref.parent.parent!.id;
+    const affiliateId = d.get('affiliateId') as string;
+    const key = `${orgId}/${affiliateId}`;
+    let held = inactive.get(key);
+    if (!held) {
+      const scope = OrgScope.system(orgId, 'commissions-job');
+      held = scope.collection('affiliates').doc(affiliateId).get().then((a) => a.exists && a.get('status') !== 'active', () => false);
+      inactive.set(key, held);
+    }
+    return held;
+  };
   let last: FirebaseFirestore.QueryDocumentSnapshot | undefined;
   for (;;) {
     let q = db.collectionGroup(collections.conversions)
@@ -52,6 +69,10 @@ export async function approveDueConversions(now = new Date()): Promise<Commissio
     const queue = [...groups.values()];
     const worker = async () => {
       for (let group = queue.shift(); group; group = queue.shift()) {
+        if (await heldBack(group[0]!)) {
+          skipped += group.length;
+          continue;
+        }
         for (const d of group) {
           const scope = OrgScope.system(d.ref.parent.parent!.id, 'commissions-job');
           try {

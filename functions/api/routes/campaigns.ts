@@ -1,4 +1,4 @@
-import type { DocumentData } from '@google-cloud/firestore';
+import { FieldPath, type DocumentData } from '@google-cloud/firestore';
 import { z } from 'zod';
 import { campaignResource, campaignStatuses, createCampaignBody, listQuery, patchCampaignBody, type Campaign } from '../../../shared/domain/schemas';
 import { conflict, notFound } from '../../../shared/errors';
@@ -70,6 +70,11 @@ async function updateCampaign(scope: OrgScope, id: string, patch: Record<string,
     if (patch.currency !== undefined && patch.currency !== current.currency) {
       const linked = await tx.get(scope.collection('links').where('campaignId', '==', id).select().limit(1));
       if (!linked.empty) throw conflict('A campaign\'s currency cannot change once it has links: its payouts, caps and the amounts advertisers send are in that currency; create a new campaign instead');
+      // Affiliates' fixed-amount overrides are in the campaign's minor units too (¥500,000 would become $5,000.00).
+      const overridden = await tx.get(scope.collection('affiliates').where(new FieldPath('payoutOverrides', id, 'type'), '==', 'cpa').select().limit(1));
+      if (!overridden.empty) {
+        throw conflict(`A campaign's currency cannot change while an affiliate has a fixed payout override for it (affiliate ${overridden.docs[0]!.id}): its amount is in the campaign's currency; change or remove the override first`);
+      }
     }
     const changes = changedFields(current, patch);
     if (!Object.keys(changes).length) return current;

@@ -41,8 +41,21 @@ function clientError(err: unknown): ApiError | undefined {
   const code = codeByStatus[status] ?? 'bad_request';
   if (typeof e!.type !== 'string') return new ApiError(code, said);
   const details: ErrorDetail[] = [{ field: '(body)', message: said }];
-  if (e!.type === 'entity.parse.failed') return badRequest(`The request body is not valid JSON: ${said}`, details);
+  if (e!.type === 'entity.parse.failed') {
+    // body-parser's strict mode takes only an object or array, and says of `null` or `42` that it is not JSON.
+    const json = parsedJson((e as { body?: unknown }).body);
+    if (json.valid) return badRequest(`The request body must be a JSON object, not ${json.value === null ? 'null' : typeof json.value}`, [{ field: '(body)', message: 'must be a JSON object' }]);
+    return badRequest(`The request body is not valid JSON: ${said}`, details);
+  }
   return new ApiError(code, `The request body could not be read: ${said}`, details);
+}
+function parsedJson(body: unknown): { valid: boolean; value?: unknown } {
+  if (typeof body !== 'string') return { valid: false };
+  try {
+    return { valid: true, value: JSON.parse(body) };
+  } catch {
+    return { valid: false };
+  }
 }
 const codeByStatus: Partial<Record<number, ErrorCode>> = { 404: 'not_found', 405: 'method_not_allowed', 413: 'payload_too_large', 415: 'unsupported_media_type' };
 

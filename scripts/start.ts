@@ -5,7 +5,7 @@
 import { resolve } from 'node:path';
 import { config } from '../shared/config';
 import { recordRunningStack } from '../functions/adapters/dev-identity';
-import { startEmulators, type RunningEmulator } from './local/emulators';
+import { portInUse, startEmulators, type RunningEmulator } from './local/emulators';
 import { startLocalStack, type LocalStack } from './local/stack';
 
 async function main(): Promise<void> {
@@ -20,17 +20,27 @@ async function main(): Promise<void> {
     console.log('\nStopping…');
     await stack?.close().catch(() => undefined);
     await Promise.all(emulators.map((e) => e.stop()));
-    console.log('Stopped; emulator ports are free.');
+    console.log(emulators.length ? 'Stopped; emulator ports are free.' : 'Stopped.');
     process.exit(code);
   };
   process.on('SIGINT', () => void stop(0));
   process.on('SIGTERM', () => void stop(0));
 
+  const ports = { PORT: c.PORT, PUBSUB_EMULATOR_PORT: Number(process.env.PUBSUB_EMULATOR_PORT ?? 8085), FIRESTORE_EMULATOR_PORT: Number(process.env.FIRESTORE_EMULATOR_PORT ?? 8086) };
+  // Every port at once, before anything starts: one at a time, after the emulators' half-minute start, sent people
+  // round the loop once per busy port.
+  const busy = [];
+  for (const [name, port] of Object.entries(ports)) if (port !== 0 && (await portInUse(port))) busy.push(`${port} (${name})`);
+  if (busy.length) {
+    console.error(`Port${busy.length > 1 ? 's' : ''} ${busy.join(', ')} already in use (another npm start, or an emulator left running?). Stop it, or choose other ports with ${busy.map((b) => b.slice(b.indexOf('(') + 1, -1)).join(', ')}.`);
+    process.exit(1);
+  }
+
   try {
     console.log('Starting the Pub/Sub and Firestore emulators…');
     emulators = await startEmulators({
-      pubsubPort: Number(process.env.PUBSUB_EMULATOR_PORT ?? 8085),
-      firestorePort: Number(process.env.FIRESTORE_EMULATOR_PORT ?? 8086),
+      pubsubPort: ports.PUBSUB_EMULATOR_PORT,
+      firestorePort: ports.FIRESTORE_EMULATOR_PORT,
       project: c.GOOGLE_CLOUD_PROJECT,
       logDir: resolve(c.ABP_DATA_DIR, 'logs'),
     });

@@ -54,8 +54,12 @@ export class ApiError extends Error {
 }
 
 /** One detail per zod issue, naming the field (`prefix.path`) it is about. */
-export function zodDetails(error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] }, prefix = ''): ErrorDetail[] {
-  return error.issues.map((i) => ({ field: [prefix, ...i.path.map(String)].filter(Boolean).join('.') || '(body)', message: i.message }));
+export function zodDetails(error: { issues: readonly { code?: string; path: readonly PropertyKey[]; message: string; keys?: readonly string[] }[] }, prefix = ''): ErrorDetail[] {
+  const field = (path: readonly PropertyKey[]) => [prefix, ...path.map(String)].filter(Boolean).join('.') || '(body)';
+  // An unknown key is named as the field it is, not as the object around it.
+  return error.issues.flatMap((i) =>
+    i.code === 'unrecognized_keys' && i.keys?.length ? i.keys.map((k) => ({ field: field([...i.path, k]), message: 'is not a field here' })) : [{ field: field(i.path), message: i.message }],
+  );
 }
 
 export const badRequest = (message: string, details: ErrorDetail[] = []) => new ApiError('bad_request', message, details);

@@ -78,7 +78,9 @@ describe('organisations', () => {
     assert.equal(r.status, 400);
     assert.equal(r.body.error.code, 'bad_request');
     const fields = r.body.error.details.map((d: { field: string }) => d.field).sort();
-    assert.deepEqual(fields, ['(body)', 'name', 'plan', 'type'].sort());
+    assert.deepEqual(fields, ['extra', 'name', 'plan', 'type'].sort(), 'the unknown key named as itself');
+    const nullBody = await s.call('POST', '/v1/orgs', { auth: s.token('x@example.com'), rawBody: 'null', headers: { 'content-type': 'application/json' } });
+    assert.deepEqual([nullBody.status, nullBody.body.error.message], [400, 'The request body must be a JSON object, not null']);
     const notJson = await s.call('POST', '/v1/orgs', { auth: s.token('x@example.com'), rawBody: '{"name":', headers: { 'content-type': 'application/json' } });
     assert.equal(notJson.status, 400);
     assert.doesNotMatch(notJson.text, /at JSON\.parse|node_modules/, 'no stack trace');
@@ -321,6 +323,12 @@ describe('affiliates, links and postback config', () => {
 });
 
 describe('meta', () => {
+  it('answers /v1 itself from the API, which says where its routes are', async () => {
+    // The gateway once answered it with its own 404, which said the API is under /v1.
+    const r = await s.call('GET', '/v1', { auth: s.token('x@example.com') });
+    assert.deepEqual([r.status, r.body.error.message], [404, 'No route /v1: GET /v1/openapi.json lists every route']);
+  });
+
   it('serves an OpenAPI 3.1 document covering every route, from the validation schemas', async () => {
     const r = await s.call('GET', '/v1/openapi.json');
     assert.equal(r.status, 200);
@@ -329,7 +337,11 @@ describe('meta', () => {
     assert.equal(post.requestBody.content['application/json'].schema.$ref, '#/components/schemas/CreateCampaign');
     assert.equal(post.requestBody.required, true);
     // Onboarding may be asked for without a body (its URLs have defaults); a payout run may not.
-    assert.equal(r.body.paths['/v1/orgs/{orgId}/affiliates/{id}/stripe/onboarding'].post.requestBody.required, false);
+    const onboarding = r.body.paths['/v1/orgs/{orgId}/affiliates/{id}/stripe/onboarding'].post;
+    assert.equal(onboarding.requestBody.required, false);
+    // Who may: what its own check asks (an analyst is refused), not the read permission that lets affiliates in.
+    assert.deepEqual([onboarding['x-permission'], onboarding['x-permission-note']], ['affiliates:write', 'Or an affiliate user acting for this affiliate (onboarding itself)']);
+    assert.equal(post['x-permission'], 'campaigns:write');
     assert.equal(r.body.paths['/v1/orgs/{orgId}/payout-runs'].post.requestBody.required, true);
     assert.deepEqual(r.body.components.schemas.CreateCampaign.required.sort(), ['destinationUrl', 'name', 'payout', 'revenue']);
     assert.ok(!JSON.stringify(r.body).includes('#/$defs/'), 'every reference resolves to a component');

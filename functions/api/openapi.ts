@@ -85,6 +85,7 @@ export function openApiDocument(routes: Route[], serverUrl: string): Record<stri
       tags: [r.tag],
       operationId: `${r.method.toLowerCase()}${oaPath.replace(/\{?([a-zA-Z0-9]+)\}?/g, (_m, w: string) => w[0]!.toUpperCase() + w.slice(1)).replace(/[^a-zA-Z0-9]/g, '')}`,
       ...(r.permission ? { 'x-permission': r.permission } : {}),
+      ...(r.permissionNote ? { 'x-permission-note': r.permissionNote } : {}),
       ...(r.auth === 'required' ? { security: [{ bearer: [] }] } : { security: [] }),
       parameters,
       ...(r.body ? { requestBody: { required: !r.bodyOptional, content: { 'application/json': { schema: schema(r.body, 'input') } } } } : {}),

@@ -60,7 +60,9 @@ export interface RouteDoc {
   path: string;
   summary: string;
   tag: string;
+  /** What the OpenAPI document says the caller needs (x-permission), with who else may (x-permission-note). */
   permission?: Permission;
+  permissionNote?: string;
   auth: 'none' | 'required';
   query?: z.ZodType;
   body?: z.ZodType;
@@ -102,6 +104,8 @@ interface OrgDef<Q, B> extends Def<Q, B> {
   permission: Permission;
   /** A check beyond the permission that needs the caller's scope (an affiliate user acting for itself), run, like it, before the input is validated. */
   authorize?: (scope: OrgScope, params: Record<string, string>) => void;
+  /** What `authorize` asks, for the OpenAPI document: the permission it requires, and who else it lets through. */
+  authorizeDoc?: { permission: Permission; note: string };
 }
 
 function compile(path: string): { pattern: RegExp; paramNames: string[] } {
@@ -136,7 +140,7 @@ function parse<T>(schema: z.ZodType<T> | undefined, value: unknown, where: 'body
   return r.data;
 }
 
-function build<Q, B>(def: Def<Q, B>, auth: 'none' | 'required', permission: Permission | undefined, run: (req: Request, params: Record<string, string>) => Promise<Reply>): Route {
+function build<Q, B>(def: Def<Q, B>, auth: 'none' | 'required', permission: Permission | undefined, run: (req: Request, params: Record<string, string>) => Promise<Reply>, permissionNote?: string): Route {
   const { pattern, paramNames } = compile(def.path);
   return {
     method: def.method,
@@ -145,6 +149,7 @@ function build<Q, B>(def: Def<Q, B>, auth: 'none' | 'required', permission: Perm
     tag: def.tag,
     auth,
     permission,
+    ...(permissionNote ? { permissionNote } : {}),
     query: def.query as z.ZodType | undefined,
     body: def.body as z.ZodType | undefined,
     bodyOptional: def.bodyOptional ?? false,
@@ -210,13 +215,13 @@ export function orgRoute<Q extends z.ZodType | undefined = undefined, B extends 
   def: OrgDef<Q, B>,
   handler: (ctx: OrgCtx<Infer<Q>, Infer<B>>) => Promise<Reply>,
 ): Route {
-  return build(def, 'required', def.permission, async (req, params) => {
+  return build(def, 'required', def.authorizeDoc?.permission ?? def.permission, async (req, params) => {
     const principal = await authenticate(header(req, 'authorization'));
     // Authorise before validating, so a non-member learns nothing, not even which fields are wrong.
     const scope = await OrgScope.open(principal, params.orgId!, def.permission);
     def.authorize?.(scope, params);
     return handler({ ...base(def, req, params), principal, scope });
-  });
+  }, def.authorizeDoc?.note);
 }
 
 /** A route that needs a signed-in caller but no organisation yet. */

@@ -28,7 +28,8 @@ export function createGateway(routes: GatewayRoute[], opts: { isReady: () => boo
     const path = (req.url ?? '/').split('?')[0]!;
     if (path === '/healthz') return json(res, opts.isReady() ? 200 : 503, { status: opts.isReady() ? 'ok' : 'starting' });
     if (opts.serveDevJwks && path === '/auth/v1/.well-known/jwks.json') return json(res, 200, devJwks());
-    const route = table.find((r) => path === r.prefix || path.startsWith(r.prefix.endsWith('/') ? r.prefix : `${r.prefix}/`));
+    // A prefix matches with or without its trailing slash: /v1 is the API's as /v1/ is.
+    const route = table.find((r) => path === r.prefix || path === r.prefix.replace(/\/$/, '') || path.startsWith(r.prefix.endsWith('/') ? r.prefix : `${r.prefix}/`));
     if (!route) return json(res, 404, { error: { code: 'not_found', message: `Nothing is served at ${path}: the admin API is under /v1 (GET /v1/openapi.json lists it), tracking at /c/{linkId}, /postback and /pixel`, details: [] } });
     route.listener(req, res);
   });

@@ -165,6 +165,7 @@ export const moneyRoutes = [
         if (scope.role === 'affiliate') scope.assertActsFor(params.id!);
         else if (!can(scope.role, 'affiliates:write')) throw forbidden(`The ${scope.role} role may not change affiliates`);
       },
+      authorizeDoc: { permission: 'affiliates:write', note: 'Or an affiliate user acting for this affiliate (onboarding itself)' },
     },
     async ({ scope, params, body }) => {
       const affiliate = await scope.get<DocumentData>('affiliates', params.id!);

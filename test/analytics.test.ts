@@ -204,6 +204,14 @@ describe('analytics on DuckDB', () => {
     assert.deepEqual(r.totals, metrics(0, 0, 0, 2, { USD: 2000 }, { USD: 700 }));
   });
 
+  it('shows a currency once it has money, as the live stats do: a conversion counted at a zero payout adds none', async () => {
+    const E = 'org_e';
+    await store.insert([conversion(E, 'e1', '2024-07-01T10:00', 'ke', { ...links.L1, currency: 'EUR', revenue: 1200, payout: 0 })]);
+    const r = await report({ orgId: E, from: '2024-07-01', to: '2024-07-01', groupBy: ['day'] });
+    assert.deepEqual(r.totals, metrics(0, 0, 0, 1, { EUR: 1200 }, {}));
+    assert.deepEqual([r.rows[0]?.revenue, r.rows[0]?.payout], [{ EUR: 1200 }, {}]);
+  });
+
   it('filters by affiliate and by campaign', async () => {
     assert.deepEqual((await report({ orgId: A, affiliateIds: ['A2'] })).totals, metrics(1, 1, 0, 1, { EUR: 2000 }, { EUR: 500 }));
     assert.deepEqual((await report({ orgId: A, affiliateIds: ['A1', 'A2'] })).totals, aTotals);

@@ -123,7 +123,7 @@ export interface ReportMetrics {
   uniqueClicks: number;
   botClicks: number;
   conversions: number;
-  /** Currency → integer minor units; a currency appears when it has conversions. */
+  /** Currency → integer minor units; a currency appears once it has money (conversions counted with a non-zero sum). */
   revenue: Record<string, number>;
   payout: Record<string, number>;
 }

@@ -33,8 +33,15 @@ export function minorUnitDigits(currency: Currency): number {
  * currency's number of fraction digits, not counting trailing zeros: shop systems send "49.990" or
  * "1500.00" JPY, which are exact.
  */
+const majorAmount = /^(\d{1,15})(?:\.(\d+))?$/;
+
+/** Whether the text is written as an amount in a major unit, whatever currency's decimals it would need. */
+export function isMajorAmount(text: string): boolean {
+  return majorAmount.test(text.trim());
+}
+
 export function parseMajorAmount(text: string, currency: Currency): number | undefined {
-  const m = /^(\d{1,15})(?:\.(\d+))?$/.exec(text.trim());
+  const m = majorAmount.exec(text.trim());
   if (!m) return undefined;
   const digits = minorUnitDigits(currency);
   const fraction = (m[2] ?? '').replace(/0+$/, '');

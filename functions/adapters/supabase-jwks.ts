@@ -41,14 +41,18 @@ export class SigningKeys {
    * ago still sees a key rotated out.
    */
   lists(kid: string): boolean {
-    if (this.now() - this.checkedAt >= this.opts.maxAgeMs) this.refresh().catch(() => undefined);
+    if (this.old()) this.refresh().catch(() => undefined);
     return this.keys.has(kid);
   }
 
   /** The key with this id, or undefined when the project does not publish one. Fetches at most once per max age. */
   async key(kid: string): Promise<SigningKey | undefined> {
-    if (this.now() - this.checkedAt >= this.opts.maxAgeMs) await this.refresh();
+    if (this.old()) await this.refresh();
     return this.keys.get(kid);
+  }
+
+  private old(): boolean {
+    return this.now() - this.checkedAt >= this.opts.maxAgeMs;
   }
 
   private refresh(): Promise<void> {

@@ -6,7 +6,7 @@ import { rebooks } from '../../shared/domain/rebooking';
 import type { PostbackEvent } from '../../shared/domain/events';
 import { badRequest, unauthorized, zodDetails } from '../../shared/errors';
 import { deterministicId, newId } from '../../shared/ids';
-import { currencySchema, minorUnitDigits, parseMajorAmount } from '../../shared/money';
+import { currencySchema, isMajorAmount, minorUnitDigits, parseMajorAmount } from '../../shared/money';
 import { collections } from '../../shared/names';
 import { firestore } from '../adapters/firestore';
 import { secrets } from '../adapters/local-secrets';
@@ -105,22 +105,22 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
   const invalid = via === 'pixel' ? 'The pixel request is invalid' : 'The postback is invalid';
   const flat = flattenParams(raw, invalid);
   if (!flat.token) throw unauthorized(`A valid ${via} token is required (token=…)`);
-  if (flat.click_id === undefined && clickCookie) {
-    const token = postbackParams.shape.token.safeParse(flat.token);
-    const orgId = token.success ? (await orgForToken(token.data, via)).orgId : undefined;
-    const fromCookie = orgId ? clickCookie(orgId) : undefined;
-    if (fromCookie) flat.click_id = fromCookie;
-    else if (orgId) throw badRequest(invalid, [{ field: 'click_id', message: "is required: none in the query, and this browser has no click cookie of the organisation (no click on its links within their attribution window, or third-party cookies blocked)" }]);
-  }
-  const parsed = postbackParams.safeParse(flat);
-  if (!parsed.success) throw badRequest(invalid, zodDetails(parsed.error));
-  const p = parsed.data;
-  const { orgId, otherKind } = await orgForToken(p.token, via);
+  const token = postbackParams.shape.token.safeParse(flat.token);
+  if (!token.success) throw badRequest(invalid, zodDetails(token.error, 'token'));
+  // The organisation first: the pixel's click cookie is the organisation's own.
+  const { orgId, otherKind } = await orgForToken(token.data, via);
   if (!orgId) {
     const where = 'GET /v1/orgs/{orgId}/postback-config';
     if (via === 'pixel') throw unauthorized(`Unknown pixel token (the pixel takes the pixel token of ${where})`);
     throw unauthorized(otherKind ? `That is the organisation's pixel token: the postback takes its postback token (${where})` : `Unknown postback token (the postback takes the postback token of ${where})`);
   }
+  if (flat.click_id === undefined && clickCookie) {
+    flat.click_id = clickCookie(orgId);
+    if (flat.click_id === undefined) throw badRequest(invalid, [{ field: 'click_id', message: 'is required: none in the query, and this browser has no click cookie of the organisation (no click on its links within their attribution window, or third-party cookies blocked)' }]);
+  }
+  const parsed = postbackParams.safeParse(flat);
+  if (!parsed.success) throw badRequest(invalid, zodDetails(parsed.error));
+  const p = parsed.data;
 
   let currency = p.currency ?? null;
   let amount: number | null = null;
@@ -135,7 +135,7 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
       const minor = parseMajorAmount(p.amount, currency);
       if (minor === undefined) throw refuse(`, with at most ${minorUnitDigits(currency)} decimals for ${currency}`);
       amount = minor;
-    } else if (!/^\d{1,15}(\.\d+)?$/.test(p.amount.trim())) throw refuse();
+    } else if (!isMajorAmount(p.amount)) throw refuse();
   }
 
   const conversionId = p.txn_id ? deterministicId('cnv', orgId, 'txn', p.txn_id) : deterministicId('cnv', orgId, 'click', p.click_id, p.event);

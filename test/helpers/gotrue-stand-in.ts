@@ -235,6 +235,13 @@ export async function startGoTrueStandIn(opts: { serviceRoleKey?: string; anonKe
     return user;
   }
 
+  /** Answers this request with the refusal queued for its path (refuseNext), once. */
+  function takeRefusal(path: string): void {
+    const refusal = refusals.get(path);
+    refusals.delete(path);
+    if (refusal) throw refusal;
+  }
+
   /** Kong key-auth and ACL. */
   function requireApiKey(headers: IncomingHttpHeaders, query: Record<string, string>): void {
     const apikey = (typeof headers.apikey === 'string' ? headers.apikey : undefined) ?? query.apikey;
@@ -259,9 +266,7 @@ export async function startGoTrueStandIn(opts: { serviceRoleKey?: string; anonKe
    */
   function currentUser(headers: IncomingHttpHeaders, query: Record<string, string>): Reply {
     requireApiKey(headers, query);
-    const refusal = refusals.get(`${AUTH_PREFIX}/user`);
-    refusals.delete(`${AUTH_PREFIX}/user`);
-    if (refusal) throw refusal;
+    takeRefusal(`${AUTH_PREFIX}/user`);
     if (!/^(?:B|b)earer (\S+)$/.test(headers.authorization ?? '')) throw new HttpError(401, 'no_authorization', 'This endpoint requires a Bearer token');
     throw new HttpError(403, 'bad_jwt', 'invalid JWT: unable to parse or verify signature, token signature is invalid');
   }
@@ -328,9 +333,7 @@ export async function startGoTrueStandIn(opts: { serviceRoleKey?: string; anonKe
     try {
       const route = `${req.method} ${path}`;
       if (opts.jwks && route === `GET ${AUTH_PREFIX}/.well-known/jwks.json`) {
-        const outage = refusals.get(path);
-        refusals.delete(path);
-        if (outage) throw outage;
+        takeRefusal(path);
         return { reply: { status: 200, body: opts.jwks() }, path, query, body };
       }
       if (route === `GET ${AUTH_PREFIX}/user`) return { reply: currentUser(req.headers, query), path, query, body };
@@ -338,11 +341,7 @@ export async function startGoTrueStandIn(opts: { serviceRoleKey?: string; anonKe
         return { reply: { status: 404, body: { message: `stand-in does not model ${route}` } }, path, query, body };
       }
       requireAdmin(req.headers, query);
-      const refusal = refusals.get(path);
-      if (refusal) {
-        refusals.delete(path);
-        throw refusal;
-      }
+      takeRefusal(path);
       if (route === `GET ${AUTH_PREFIX}/admin/users`) return { reply: listUsers(path, query), path, query, body };
       if (badJson) throw new HttpError(400, 'bad_json', 'Could not parse request body as JSON');
       return { reply: invite(body, query), path, query, body };

@@ -90,6 +90,53 @@ const onlyTransfer = (org: Org, affiliate: string) => {
   return all[0]!;
 };
 
+/** Posts a signed Stripe event to the webhook; answers the response, whatever its status. */
+const post = (event: Row) => {
+  const payload = JSON.stringify({ object: 'event', created: Math.floor(Date.now() / 1000), ...event });
+  return fetch(`${s.baseUrl}/webhooks/stripe`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': stripeLib.webhooks.generateTestHeaderString({ payload, secret: webhookSecret }) }, body: payload });
+};
+
+/** Runs `act` with every Firestore transaction after the first `n` failing, as a process dying there would. */
+async function failingTransactionsAfter<T>(n: number, act: () => Promise<T>): Promise<T> {
+  const { firestore } = await import('../functions/adapters/firestore');
+  const db = firestore();
+  const runTransaction = db.runTransaction.bind(db);
+  let calls = 0;
+  db.runTransaction = ((fn: Parameters<typeof db.runTransaction>[0], opts?: Parameters<typeof db.runTransaction>[1]) => {
+    if (++calls > n) return Promise.reject(new Error('process killed between transactions'));
+    return runTransaction(fn, opts);
+  }) as typeof db.runTransaction;
+  try {
+    return await act();
+  } finally {
+    db.runTransaction = runTransaction;
+  }
+}
+
+/**
+ * A payout of `count` commissions of 500, paid through the stand-in: one conversion booked by the pipeline, copied
+ * into the rest (more entries than the transaction recording a reversal restores).
+ */
+async function largePaidPayout(org: Org, prefix: string, count: number): Promise<Row> {
+  const { ledgerEntryId } = await import('../functions/services/conversion-lifecycle');
+  const { firestore } = await import('../functions/adapters/firestore');
+  const scope = system(org.id);
+  const first = await approved(org, `${prefix}-0`);
+  const conversion = (await scope.collection('conversions').doc(first).get()).data()!;
+  const entry = (await scope.collection('ledger').doc(ledgerEntryId(first, 'commission')).get()).data()!;
+  const batch = firestore().batch();
+  for (let i = 1; i < count; i++) {
+    const id = `${first}x${i}`;
+    batch.set(scope.collection('conversions').doc(id), { ...conversion, id, txnId: id });
+    batch.set(scope.collection('ledger').doc(ledgerEntryId(id, 'commission')), { ...entry, id: ledgerEntryId(id, 'commission'), conversionId: id });
+  }
+  await batch.commit();
+  await onboard(org);
+  const [payout] = (await runPayouts(scope, { trigger: 'manual' })).payouts;
+  assert.deepEqual([payout!.status, payout!.amount], ['paid', count * 500]);
+  return payout as unknown as Row;
+}
+
 before(async () => {
   money = await startMoneyStack();
   ({ s, stripe, stripeProvider, setProvider, system, runPayouts } = money);
@@ -568,6 +615,43 @@ describe('Stripe events', () => {
     assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 1000, paid: 0, available: 1000 }, 'nothing of the payout was kept');
     assert.equal((await payoutsOf(org, org.affiliate))[0]!.status, 'reversed');
     for (const c of conversions) assert.equal(await conversionStatus(org, c), 'paid', 'the conversions were paid; the credits carry the returned money');
+  });
+
+  it('puts every entry of a large payout back in the balance when its transfer is reversed in full, finishing on redelivery after a failure halfway', async () => {
+    const org = await setupOrg('large-full-reversal@example.com');
+    const payout = await largePaidPayout(org, 'lfr', 450);
+    const transfer = stripe.transfers.get(payout.transferId as string)!;
+    Object.assign(transfer, { amount_reversed: transfer.amount, reversed: true });
+    const event = { id: 'evt_lfr_1', type: 'transfer.reversed', data: { object: { ...transfer } } };
+    // The transaction that records the reversal goes through; the next one, restoring the rest, fails.
+    const failed = await failingTransactionsAfter(1, () => post(event));
+    assert.equal(failed.status, 500, 'Stripe is to deliver it again');
+    assert.equal((await payoutsOf(org, org.affiliate))[0]!.status, 'reversed');
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 200 * 500, paid: 250 * 500, available: 200 * 500 }, 'the first chunk is back');
+    assert.equal(await deliver(event), 'duplicate');
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 450 * 500, paid: 0, available: 450 * 500 }, 'all of it owed again');
+    assert.equal((await system(org.id).collection('conversions').where('status', '==', 'paid').get()).size, 0, 'no conversion left paid');
+    assert.equal((await payoutsOf(org, org.affiliate))[0]!.restoringEntries, undefined);
+    const [again] = (await runPayouts(system(org.id), { trigger: 'manual' })).payouts;
+    assert.equal(again!.amount, 450 * 500);
+    assert.equal(received(org, org.affiliate), 450 * 500, 'paid again once');
+  });
+
+  it("finishes restoring a large payout's entries in the next payout run when the webhook stopped halfway", async () => {
+    const org = await setupOrg('large-full-reversal-run@example.com');
+    const payout = await largePaidPayout(org, 'lfrr', 450);
+    const transfer = stripe.transfers.get(payout.transferId as string)!;
+    Object.assign(transfer, { amount_reversed: transfer.amount, reversed: true });
+    const event = { id: 'evt_lfrr_1', type: 'transfer.reversed', data: { object: { ...transfer } } };
+    assert.equal((await failingTransactionsAfter(2, () => post(event))).status, 500);
+    assert.equal((await balance(org)).paid, 50 * 500, 'two chunks back, one left');
+    // Stripe gave up (or has not come back yet): the organisation's next run finishes it before planning, and pays
+    // it all once.
+    const [again] = (await runPayouts(system(org.id), { trigger: 'manual' })).payouts;
+    assert.equal(again!.amount, 450 * 500);
+    assert.equal((await payoutsOf(org, org.affiliate)).find((p) => p.id === payout.id)!.restoringEntries, undefined);
+    assert.equal(received(org, org.affiliate), 450 * 500);
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 450 * 500, available: 0 });
   });
 
   it('keeps a conversion reversed after payment reversed when the whole transfer comes back', async () => {

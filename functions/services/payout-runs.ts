@@ -5,7 +5,7 @@ import { ApiError, conflict } from '../../shared/errors';
 import { deterministicId, newId } from '../../shared/ids';
 import { firestore } from '../adapters/firestore';
 import { PayoutProviderError, payoutProvider, type TransferOutcome } from '../adapters/payouts';
-import { applyParkedReversals, unsettledPayoutStatuses } from './ledger-reversals';
+import { applyPendingReversals, unsettledPayoutStatuses } from './ledger-reversals';
 import type { OrgScope } from './tenancy';
 
 /**
@@ -450,7 +450,7 @@ async function finishEarlierPayouts(scope: OrgScope, lease: Lease): Promise<stri
       console.error(JSON.stringify({ severity: 'ERROR', message: 'payout run: an unfinished payout could not be recovered; left for the next run', orgId: scope.orgId, payoutId: d.id, error: String((err as Error)?.stack ?? err) }));
     });
   }
-  await applyParkedReversals(scope);
+  await applyPendingReversals(scope);
   return unfinished.docs.map((d) => d.id);
 }
 
@@ -563,7 +563,7 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
       }
     }));
     // A reversal may have been parked on a payout while this run was between Stripe's answer and settling it.
-    await applyParkedReversals(scope);
+    await applyPendingReversals(scope);
     // A lost lease first: it says why the others failed too, and that nothing is to be retried under this attempt.
     if (errors.length) throw errors.find((e) => e instanceof LeaseLost) ?? errors[0];
     // A retried run also owns the payouts an earlier attempt made and recovery settled above: their entries are no

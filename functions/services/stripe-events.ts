@@ -2,7 +2,7 @@ import { documentIdPattern } from '../../shared/domain/schemas';
 import { collections } from '../../shared/names';
 import { stripeObjectSchemas, type StripeObject, type StripeObjectType, type StripeWebhookEvent } from '../adapters/payouts/stripe-webhook';
 import { firestore } from '../adapters/firestore';
-import { payoutEntryRefs, readTransferReversal, unsettledPayoutStatuses, type TransferReversal } from './ledger-reversals';
+import { payoutEntryRefs, readTransferReversal, restoreReversedEntries, unsettledPayoutStatuses, type TransferReversal } from './ledger-reversals';
 import { globalIndexDoc, OrgScope } from './tenancy';
 
 /**
@@ -112,8 +112,14 @@ async function applyTransferReversal(
   const scope = OrgScope.system(metadata.orgId, 'stripe-webhook');
   const payoutRef = scope.collection('payouts').doc(metadata.payoutId);
   const entryRefs = await payoutEntryRefs(scope, metadata.payoutId);
-  return firestore().runTransaction(async (tx) => {
-    if ((await tx.get(seenRef)).exists) return 'duplicate';
+  let restoring = false;
+  const outcome = await firestore().runTransaction(async (tx) => {
+    restoring = false;
+    if ((await tx.get(seenRef)).exists) {
+      // A redelivery after restoring the entries failed halfway (answered 5xx) finishes it.
+      restoring = (await tx.get(payoutRef)).get('restoringEntries') === true;
+      return 'duplicate';
+    }
     const payout = await tx.get(payoutRef);
     const at = new Date().toISOString();
     if (payout.exists && payout.get('transferId') == null && unsettledPayoutStatuses.includes(payout.get('status') as string)) {
@@ -137,7 +143,11 @@ async function applyTransferReversal(
       console.error(JSON.stringify({ severity: 'ERROR', message: 'stripe transfer.reversed for a payout that recorded no transfer; ignored', eventId: event.id, orgId: scope.orgId, payoutId: payout.id, status: payout.get('status'), reversal }));
     }
     if (!write) return 'ignored';
-    write(at);
+    restoring = write(at);
     return 'applied';
   });
+  // Its own transactions after the one that recorded the reversal; a failure answers 5xx, and the redelivery or
+  // the organisation's next payout run finishes it.
+  if (restoring) await restoreReversedEntries(scope, payoutRef.id);
+  return outcome;
 }

@@ -254,8 +254,14 @@ describe('campaigns', () => {
     for (const f of ['destinationUrl', 'currency', 'payout.amount']) assert.ok(fields.includes(f), `${f} in ${fields}`);
     const tiers = await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: token, body: campaignBody({ payout: { type: 'cpa', amount: 500, tiers: [{ minConversions: 10, amount: 600 }, { minConversions: 5, amount: 700 }] } }) });
     assert.deepEqual(tiers.body.error.details.map((d: { field: string }) => d.field), ['payout.tiers']);
-    const hostMacro = await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: token, body: campaignBody({ destinationUrl: 'https://{sub1}/x' }) });
-    assert.equal(hostMacro.status, 400);
+    for (const destinationUrl of ['https://{sub1}/x', 'https:///{sub1}']) {
+      const hostMacro = await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: token, body: campaignBody({ destinationUrl }) });
+      assert.equal(hostMacro.status, 400, destinationUrl);
+      assert.deepEqual(hostMacro.body.error.details.map((d: { field: string }) => d.field), ['destinationUrl']);
+    }
+    const queryOnly = await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: token, body: campaignBody({ name: 'Query only', destinationUrl: 'https://shop.example.com?aff={click_id}' }) });
+    assert.equal(queryOnly.status, 201, queryOnly.text);
+    assert.equal((await s.call('PATCH', `/v1/orgs/${orgId}/campaigns/${queryOnly.body.id}`, { auth: token, body: { status: 'archived' } })).status, 200);
   });
 
   it('holds the Starter plan to 5 campaigns that are not archived', async () => {

@@ -12,9 +12,36 @@ describe('classifyUserAgent', () => {
       ['facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)', { device: 'bot', os: null, browser: null, isBot: true }],
       ['Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)', { device: 'bot', os: null, browser: null, isBot: true }],
       [undefined, { device: 'unknown', os: null, browser: null, isBot: true }],
+      // People in Pinterest's in-app browser, and on a Cubot phone.
+      ['Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [Pinterest/iOS]', { device: 'mobile', os: 'iOS', browser: null, isBot: false }],
+      ['Mozilla/5.0 (Linux; Android 12; Pixel 6 Build/SQ3A; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/120.0.0.0 Mobile Safari/537.36 [Pinterest/Android]', { device: 'mobile', os: 'Android', browser: 'Chrome', isBot: false }],
+      ['Mozilla/5.0 (Linux; Android 10; CUBOT X30) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36', { device: 'mobile', os: 'Android', browser: 'Chrome', isBot: false }],
     ];
     for (let round = 0; round < 2; round++) {
       for (const [ua, expected] of cases) assert.deepEqual({ ...classifyUserAgent(ua) }, expected, `${ua} (round ${round + 1})`);
     }
+  });
+
+  it('counts the link-preview fetchers of social networks and plain HTTP clients as bots', () => {
+    const previews = [
+      'Pinterest/0.2 (+https://www.pinterest.com/bot.html)',
+      'Mozilla/5.0 (compatible; Pinterestbot/1.0; +https://www.pinterest.com/bot.html)',
+      'http.rb/5.1.1 (Mastodon/4.2.1; +https://mastodon.social/)',
+      'Pleroma 2.5.2; https://pleroma.example <admin@pleroma.example>',
+      'Misskey/13.14.2 (https://misskey.example)',
+      'Akkoma 3.10.4; https://akkoma.example <admin@akkoma.example>',
+      'Mozilla/5.0 (compatible; Bluesky Cardyb/1.1; +mailto:support@bsky.app)',
+      'Iframely/1.3.1 (+https://iframely.com/docs/about)',
+      'FeedFetcher-Google; (+http://www.google.com/feedfetcher.html)',
+      'Mozilla/5.0 (compatible; GoogleDocs; apps-spreadsheets; +http://docs.google.com)',
+      'Mediapartners-Google',
+      'Mozilla/5.0 (compatible; Yeti/1.1; +https://naver.me/spd)',
+      'python-httpx/0.27.0',
+      'Python/3.12 aiohttp/3.9.5',
+      'PostmanRuntime/7.39.0',
+      'node',
+      'undici',
+    ];
+    for (const ua of previews) assert.deepEqual({ ...classifyUserAgent(ua) }, { ...classifyUserAgent(ua), device: 'bot', isBot: true }, ua);
   });
 });

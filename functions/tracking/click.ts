@@ -14,16 +14,27 @@ import { resolveLinkNow, type ResolvedLink } from '../services/link-resolver';
 import { edgeCountry, header, redirectTo, setClickCookie, textError } from './http';
 import { answerFrameworkErrors } from '../framework-errors';
 
-const subId = z.string({ error: 'must be a single value' }).max(255, 'must be at most 255 characters').optional();
+// A key sent twice (`?sub1=a&sub1=b`, an ad network appending its own) counts its first value, as the postback does.
+const subId = z.preprocess((v) => (Array.isArray(v) ? v[0] : v), z.string().max(255, 'must be at most 255 characters').optional());
 /** The click's query string: sub ids only; anything else the affiliate appends is ignored. */
 export const clickQuery = z.object({ sub1: subId, sub2: subId, sub3: subId, sub4: subId, sub5: subId });
 
-/** Link previews and prefetches fetch the URL without a person behind them. */
-function prefetchReason(req: functions.Request): string | null {
+/** HEAD requests and link previews fetch the URL without a person behind them. */
+function previewReason(req: functions.Request): string | null {
   if (req.method === 'HEAD') return 'head_request';
-  const purpose = `${header(req, 'purpose') ?? ''} ${header(req, 'sec-purpose') ?? ''} ${header(req, 'x-purpose') ?? ''}`.toLowerCase();
-  if (purpose.includes('prefetch') || purpose.includes('preview')) return 'prefetch';
+  const purpose = `${header(req, 'purpose') ?? ''} ${header(req, 'x-purpose') ?? ''}`.toLowerCase();
+  if (purpose.includes('preview')) return 'link_preview';
   return null;
+}
+
+/**
+ * A browser fetching the link ahead of a click that may come (speculation rules, `<link rel=prefetch>`, prerender:
+ * `Sec-Purpose: prefetch`, or the older `Purpose: prefetch`). Were it answered, the browser would follow the
+ * prefetched redirect when the visitor clicks, and the visit would reach us only as that prefetch: a bot click.
+ * Declined, the browser drops it and the click, if it comes, is a request of its own.
+ */
+function isSpeculative(req: functions.Request): boolean {
+  return `${header(req, 'sec-purpose') ?? ''} ${header(req, 'purpose') ?? ''}`.toLowerCase().includes('prefetch');
 }
 
 type Subs = { [K in keyof z.infer<typeof clickQuery>]-?: string | null };
@@ -42,6 +53,7 @@ export function handleClick(req: functions.Request, res: functions.Response): vo
   if (req.method !== 'GET' && req.method !== 'HEAD') return textError(res, 405, 'Use GET');
   const linkId = /^\/c\/([A-Za-z0-9_-]{1,64})\/?$/.exec(req.path)?.[1];
   if (!linkId) return textError(res, 404, 'Unknown link');
+  if (isSpeculative(req)) return textError(res, 503, 'Prefetch declined: the click is recorded when the visitor follows the link');
 
   const query = clickQuery.safeParse(req.query);
   if (!query.success) return textError(res, 400, query.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; '));
@@ -63,7 +75,7 @@ function answerClick(req: functions.Request, res: functions.Response, linkId: st
   const ua = header(req, 'user-agent');
   const visitor = classifyUserAgent(ua);
   const country = edgeCountry(req);
-  const botReason = prefetchReason(req) ?? (visitor.isBot ? 'bot_user_agent' : null);
+  const botReason = previewReason(req) ?? (visitor.isBot ? 'bot_user_agent' : null);
   // Bots, previews and HEAD requests get the advertiser's redirect whatever the targeting and caps (a crawler's
   // device is never in a device list): they are recorded as bot clicks, which no cap counts.
   const offTarget =
@@ -108,8 +120,8 @@ function answerClick(req: functions.Request, res: functions.Response, linkId: st
     if (published.status === 'rejected') return failClick(res, published.reason);
     try {
       const location = fillMacros(campaign.destinationUrl, { click_id: clickId, affiliate_id: link.affiliateId, campaign_id: campaign.id, ...subs });
-      const secure = c.publicBaseUrl.startsWith('https:');
-      setClickCookie(res, link.orgId, clickId, campaign.attributionWindowDays * 86_400, secure);
+      // Not a bot's: its click id, flagged as a bot's, would replace the visitor's own click for the pixel.
+      if (botReason === null) setClickCookie(res, link.orgId, clickId, campaign.attributionWindowDays * 86_400, c.publicBaseUrl.startsWith('https:'));
       redirectTo(res, location);
     } catch (err) {
       failClick(res, err);

@@ -114,16 +114,21 @@ export const destinationUrl = z
   .superRefine((value, ctx) => {
     const unknown = unknownMacros(value);
     if (unknown.length) ctx.addIssue({ code: 'custom', message: `unknown macros ${unknown.join(', ')}` });
-    let url: URL;
+    // The host is fixed by the advertiser: macros may only fill the path, query or fragment. Decided as a browser
+    // reads the URL, filled two ways: where a macro's value would land in the scheme, credentials, host or port, the
+    // two parse differently (`https:///{sub1}` is `https://{sub1}/` to a browser, which skips the extra slashes).
+    let one: URL, other: URL;
     try {
-      url = new URL(value.replace(/\{[a-z0-9_]+\}/g, 'x'));
+      one = new URL(value.replace(/\{[a-z0-9_]+\}/g, 'macroa'));
+      other = new URL(value.replace(/\{[a-z0-9_]+\}/g, 'macrob'));
     } catch {
       ctx.addIssue({ code: 'custom', message: 'must be an absolute http(s) URL' });
       return;
     }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') ctx.addIssue({ code: 'custom', message: 'must be an absolute http(s) URL' });
-    // The host is fixed by the advertiser: macros may only fill the path, query or fragment.
-    if (/\{[a-z0-9_]+\}/.test(value.split('/').slice(0, 3).join('/'))) ctx.addIssue({ code: 'custom', message: 'macros may not appear in the scheme or host' });
+    if (one.protocol !== 'http:' && one.protocol !== 'https:') ctx.addIssue({ code: 'custom', message: 'must be an absolute http(s) URL' });
+    else if (one.origin !== other.origin || one.username !== other.username || one.password !== other.password) {
+      ctx.addIssue({ code: 'custom', message: 'macros may only fill the path, query or fragment, not the scheme, credentials or host' });
+    }
   });
 
 /** The longest attribution window a campaign may have: also how far back a report looks for a conversion's click. */

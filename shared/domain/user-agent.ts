@@ -5,8 +5,11 @@ import type { deviceKinds } from './events';
  * keeping crawlers and link previews out of billable clicks. A full UA database is not worth its cold-start
  * cost in the click function.
  */
+// `(?<!cu)bot\b`: Cubot phones name themselves `CUBOT X30`. `pinterest/0.`: Pinterest's crawler, not its in-app
+// browser (`[Pinterest/iOS]`), whose clicks are people's. Fediverse servers (Mastodon, Pleroma, Misskey, Akkoma)
+// and Bluesky's card service each fetch a shared link's preview themselves, so one post brings hundreds.
 const botPattern =
-  /bot\b|bot\/|crawler|spider|crawling|slurp|facebookexternalhit|facebookcatalog|embedly|quora link preview|outbrain|pinterest\/|vkshare|w3c_validator|whatsapp|telegrambot|discordbot|slackbot|slack-imgproxy|skypeuripreview|linkedinbot|twitterbot|applebot|bingpreview|google-inspectiontool|googleother|headlesschrome|phantomjs|python-requests|python-urllib|go-http-client|java\/|okhttp|curl\/|wget\/|libwww-perl|httpclient|axios\/|node-fetch|scrapy|lighthouse|pingdom|uptimerobot|statuscake|datadog|newrelicpinger|preview/i;
+  /(?<!cu)bot\b|bot\/|crawler|spider|crawling|slurp|facebookexternalhit|facebookcatalog|embedly|iframely|quora link preview|outbrain|pinterest\/0\.|vkshare|w3c_validator|whatsapp|telegrambot|discordbot|slackbot|slack-imgproxy|skypeuripreview|linkedinbot|twitterbot|applebot|bingpreview|google-inspectiontool|googleother|feedfetcher|googledocs|mediapartners-google|yeti\/|mastodon\/|http\.rb\/|pleroma|misskey\/|akkoma|cardyb|headlesschrome|phantomjs|python-requests|python-urllib|python-httpx|aiohttp|go-http-client|java\/|okhttp|curl\/|wget\/|libwww-perl|httpclient|axios\/|node-fetch|undici|^node$|postmanruntime|scrapy|lighthouse|pingdom|uptimerobot|statuscake|datadog|newrelicpinger|preview/i;
 
 export interface UserAgentInfo {
   device: (typeof deviceKinds)[number];
@@ -56,7 +59,8 @@ function classify(ua: string): UserAgentInfo {
     : /safari/i.test(ua) ? 'Safari'
     : null;
   const device = isBot ? 'bot'
-    : /ipad|tablet|kindle|silk|(android(?!.*mobile))/i.test(ua) ? 'tablet'
+    // Android with no `Mobile` anywhere: an app may append its own Android token after the browser's Mobile.
+    : /ipad|tablet|kindle|silk|^(?!.*mobile).*android/i.test(ua) ? 'tablet'
     : /mobi|iphone|ipod|android|windows phone/i.test(ua) ? 'mobile'
     : os ? 'desktop' : 'unknown';
   return { device, os, browser, isBot };

@@ -51,6 +51,8 @@ export const configSchema = z.object({
   ABP_CLICK_SIGNING_KEY: z.string().min(16).optional(),
   /** How long the click function trusts its in-memory copy of a link, campaign and org (pause takes effect within this). */
   LINK_CACHE_TTL_SECONDS: z.coerce.number().min(0).max(3600).default(10),
+  /** Links an instance of the click function keeps in memory; links that do not exist are kept apart, in a tenth as many. */
+  LINK_CACHE_MAX_ENTRIES: z.coerce.number().int().min(10).max(1_000_000).default(50_000),
   /** Local stand-in for Cloud Scheduler: how often `npm start` runs the commissions and payouts jobs. */
   COMMISSIONS_JOB_MINUTES: z.coerce.number().min(0.05).default(15),
   PAYOUTS_JOB_MINUTES: z.coerce.number().min(0.05).default(60),

@@ -35,7 +35,7 @@ export function deterministicId(prefix: string, ...parts: string[]): string {
   return `${prefix}_${base32(h, 24)}`;
 }
 
-/** Short, unguessable link ids keep tracking URLs short. */
+/** Short, unguessable link ids keep tracking URLs short. The click function knows their shape (functions/tracking/click.ts). */
 export function newLinkId(): string {
   return base32(randomBytes(12), 12);
 }

@@ -117,7 +117,7 @@ describe('click function', () => {
   });
 
   it('declines a browser\'s prefetch, so that the click it anticipates is recorded when the visitor makes it', async () => {
-    for (const headers of [{ 'sec-purpose': 'prefetch' }, { 'sec-purpose': 'prefetch;prerender' }, { purpose: 'prefetch' }]) {
+    for (const headers of [{ 'sec-purpose': 'prefetch' }, { 'sec-purpose': 'prefetch;prerender' }, { purpose: 'prefetch' }] as Record<string, string>[]) {
       const prefetch = await click(org.link, '?sub1=prefetched', headers);
       assert.equal(prefetch.res.status, 503, JSON.stringify(headers));
       assert.equal(prefetch.res.headers.get('location'), null);

@@ -27,7 +27,11 @@ interface CacheEntry {
   refreshing?: boolean;
 }
 const cache = new Map<string, CacheEntry>();
-const maxEntries = 50_000;
+/**
+ * When a link id was found not to exist: kept apart from the links, so that a flood of made-up ids (each one lookup,
+ * once per TTL) cannot push the links people click out of the cache.
+ */
+const unknown = new Map<string, number>();
 
 async function load(linkId: string): Promise<ResolvedLink | undefined> {
   const db = firestore();
@@ -57,6 +61,10 @@ export function resolveLinkNow(linkId: string): ResolvedLink | undefined | Promi
   const now = Date.now();
   const hit = cache.get(linkId);
   if (hit && now - hit.at < ttl) return hit.resolved ? hit.resolved.link : hit.value;
+  if (!hit) {
+    const missing = unknown.get(linkId);
+    if (missing !== undefined && now - missing < ttl) return undefined;
+  }
   // Past its TTL, a link already looked up is still answered from memory, for at most one more TTL, while one lookup
   // refreshes it: otherwise every click on a busy link waits for Firestore each time the entry expires, and at a
   // steady rate they pile up behind that lookup. A change to the link's campaign still shows within the TTL plus one
@@ -67,11 +75,24 @@ export function resolveLinkNow(linkId: string): ResolvedLink | undefined | Promi
   }
   const value = load(linkId);
   if (ttl > 0) {
-    if (cache.size >= maxEntries) cache.delete(cache.keys().next().value!);
+    // Room is made once the link is known to exist: a lookup in flight holds a place only until it answers.
     const entry: CacheEntry = { at: now, value };
+    cache.delete(linkId); // re-inserted, so that the map's order is the order links were last looked up in
     cache.set(linkId, entry);
     value.then(
-      (link) => (entry.resolved = { link }),
+      (link) => {
+        if (cache.get(linkId) !== entry) return;
+        const maxEntries = config().LINK_CACHE_MAX_ENTRIES;
+        if (link) {
+          entry.resolved = { link };
+          // The least recently looked up first (a link clicked past its TTL moves to the end when refreshed).
+          while (cache.size > maxEntries) cache.delete(cache.keys().next().value!);
+        } else {
+          cache.delete(linkId);
+          if (unknown.size >= Math.ceil(maxEntries / 10)) unknown.clear();
+          unknown.set(linkId, now);
+        }
+      },
       // A failed lookup must not be cached.
       () => cache.get(linkId) === entry && cache.delete(linkId),
     );
@@ -84,7 +105,10 @@ function refresh(linkId: string, stale: CacheEntry): void {
   load(linkId).then(
     (link) => {
       // Unless a newer entry took its place meanwhile.
-      if (cache.get(linkId) === stale) cache.set(linkId, { at: Date.now(), value: Promise.resolve(link), resolved: { link } });
+      if (cache.get(linkId) === stale) {
+        cache.delete(linkId);
+        cache.set(linkId, { at: Date.now(), value: Promise.resolve(link), resolved: { link } });
+      }
     },
     // A failed refresh leaves the entry as it was: the next click past the TTL tries again.
     () => (stale.refreshing = false),

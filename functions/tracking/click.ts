@@ -51,7 +51,8 @@ type Subs = { [K in keyof z.infer<typeof clickQuery>]-?: string | null };
 export function handleClick(req: functions.Request, res: functions.Response): void {
   res.setHeader('Cache-Control', 'no-store');
   if (req.method !== 'GET' && req.method !== 'HEAD') return textError(res, 405, 'Use GET');
-  const linkId = /^\/c\/([A-Za-z0-9_-]{1,64})\/?$/.exec(req.path)?.[1];
+  // A link id as newLinkId makes them: anything else is unknown without a lookup.
+  const linkId = /^\/c\/([0-9a-hjkmnp-tv-z]{12})\/?$/.exec(req.path)?.[1];
   if (!linkId) return textError(res, 404, 'Unknown link');
   if (isSpeculative(req)) return textError(res, 503, 'Prefetch declined: the click is recorded when the visitor follows the link');
 

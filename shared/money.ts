@@ -1,10 +1,21 @@
 import { z } from 'zod';
 
 /**
- * Money is always an integer number of minor units with an ISO 4217 currency. The number of minor-unit
- * digits comes from ICU (bundled with Node), so JPY has 0, USD 2 and BHD 3 without a table to maintain.
+ * Money is always an integer number of minor units with an ISO 4217 currency, in the minor unit ISO 4217 gives it
+ * (JPY 0 digits, USD 2, BHD 3). The digits are fixed here, not read from ICU: CLDR changes its own from release to
+ * release (CLDR 48, in ICU 78, took HUF, COP, IDR and PKR from 2 to 0), and an amount stored on one runtime must
+ * mean the same on the next, or a payout would be sent at a hundred times its value after an upgrade. Every
+ * currency not listed has 2.
  */
-const knownCurrencies = new Set(Intl.supportedValuesOf('currency'));
+const isoMinorDigits: Readonly<Record<string, number>> = {
+  BIF: 0, CLP: 0, DJF: 0, GNF: 0, ISK: 0, JPY: 0, KMF: 0, KRW: 0, PYG: 0, RWF: 0, UGX: 0, UYI: 0, VND: 0, VUV: 0, XAF: 0, XOF: 0, XPF: 0,
+  BHD: 3, IQD: 3, JOD: 3, KWD: 3, LYD: 3, OMR: 3, TND: 3,
+  CLF: 4, UYW: 4,
+};
+/** Codes ISO 4217 gives no minor unit: units of account (SDR, Sucre), metals and test codes, never paid out. */
+const noMinorUnit = new Set(['XAG', 'XAU', 'XBA', 'XBB', 'XBC', 'XBD', 'XDR', 'XPD', 'XPT', 'XSU', 'XTS', 'XUA', 'XXX']);
+/** The codes in use that the runtime knows (ICU's list, which follows ISO 4217's current codes). */
+const knownCurrencies = new Set(Intl.supportedValuesOf('currency').filter((c) => !noMinorUnit.has(c)));
 
 export const currencySchema = z
   .string()
@@ -15,16 +26,8 @@ export type Currency = string;
 
 export const minorUnitsSchema = z.number().int('must be an integer number of minor units (e.g. cents)').min(0);
 
-// Building an Intl.NumberFormat costs tens of microseconds; postbacks and reports ask for a handful of currencies.
-const digitsByCurrency = new Map<Currency, number>();
-
 export function minorUnitDigits(currency: Currency): number {
-  let digits = digitsByCurrency.get(currency);
-  if (digits === undefined) {
-    digits = new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits ?? 2;
-    digitsByCurrency.set(currency, digits);
-  }
-  return digits;
+  return isoMinorDigits[currency] ?? 2;
 }
 
 /**

@@ -49,13 +49,13 @@ describe('Stripe payout provider against the Stripe stand-in', () => {
 
   it("sends amounts in Stripe's unit for the currency, which is not always the ledger's minor unit", async () => {
     const destination = await onboardedAccount();
-    // ISK and HUF have no minor unit in ISO/ICU but two decimals at Stripe; JPY none in either; KWD three in both.
-    for (const [currency, amount, sent] of [['ISK', 5_000, '500000'], ['HUF', 12_000, '1200000'], ['JPY', 1_500, '1500'], ['KWD', 1_250, '1250']] as const) {
+    // ISK has no minor unit in ISO 4217 but two decimals at Stripe; HUF two in both; JPY none in either; KWD three in both.
+    for (const [currency, amount, sent] of [['ISK', 5_000, '500000'], ['HUF', 1_200_000, '1200000'], ['JPY', 1_500, '1500'], ['KWD', 1_250, '1250']] as const) {
       const out = await provider.transfer(transferRequest(destination, { currency, amount }));
       assert.equal(out.ok, true, currency);
       assert.equal(transferPosts().at(-1)!.body.amount, sent, currency);
     }
-    // LYD has three decimals in ICU and two at Stripe: 12.345 cannot be sent. A definite failure, nothing sent.
+    // LYD has three decimals in ISO 4217 and two at Stripe: 12.345 cannot be sent. A definite failure, nothing sent.
     const before = transferPosts().length;
     const odd = await provider.transfer(transferRequest(destination, { currency: 'LYD', amount: 12_345 }));
     assert.deepEqual(odd.ok ? odd : [odd.ok, odd.reason, odd.retryable], [false, 'stripe_error', false]);

@@ -5,8 +5,9 @@ import { stripeObjectSchemas } from '../functions/adapters/payouts/stripe-webhoo
 
 describe("Stripe's amount unit", () => {
   it('converts ledger minor units to what Stripe counts and back, exactly', () => {
-    // [currency, ledger minor units, Stripe amount]: ICU gives ISK, HUF and IDR no minor unit; Stripe counts them in hundredths.
-    for (const [currency, ledger, stripe] of [['USD', 4_999, 4_999], ['JPY', 1_500, 1_500], ['KWD', 1_250, 1_250], ['ISK', 5_000, 500_000], ['HUF', 12_000, 1_200_000], ['IDR', 15_000, 1_500_000]] as const) {
+    // [currency, ledger minor units, Stripe amount]: ISO 4217 gives ISK no minor unit, Stripe counts it in hundredths;
+    // HUF and IDR have two decimals in both; MGA two in ISO 4217 and none at Stripe; IQD three and two.
+    for (const [currency, ledger, stripe] of [['USD', 4_999, 4_999], ['JPY', 1_500, 1_500], ['KWD', 1_250, 1_250], ['ISK', 5_000, 500_000], ['HUF', 1_200_000, 1_200_000], ['IDR', 1_500_000, 1_500_000], ['MGA', 250_000, 2_500], ['IQD', 12_340, 1_234]] as const) {
       assert.equal(toStripeAmount(ledger, currency), stripe, currency);
       assert.equal(fromStripeAmount(stripe, currency), ledger, currency);
     }
@@ -15,7 +16,7 @@ describe("Stripe's amount unit", () => {
   it("reads a webhook's amounts in the ledger's unit", () => {
     const reversed = stripeObjectSchemas['transfer.reversed'].parse({ id: 'tr_1', amount: 500_000, amount_reversed: 150_000, currency: 'isk', metadata: {} });
     assert.deepEqual([reversed.amount, reversed.amount_reversed, reversed.currency], [5_000, 1_500, 'ISK']);
-    const bank = stripeObjectSchemas['payout.paid'].parse({ id: 'po_1', amount: 1_200_000, currency: 'huf', failure_code: null });
-    assert.deepEqual([bank.amount, bank.currency], [12_000, 'HUF']);
+    const bank = stripeObjectSchemas['payout.paid'].parse({ id: 'po_1', amount: 2_500, currency: 'mga', failure_code: null });
+    assert.deepEqual([bank.amount, bank.currency], [250_000, 'MGA']);
   });
 });

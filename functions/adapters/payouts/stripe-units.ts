@@ -1,10 +1,11 @@
 import { minorUnitDigits, type Currency } from '../../../shared/money';
 
 /**
- * Stripe's API counts amounts in its own unit per currency, which is not always the ISO/ICU minor unit the
+ * Stripe's API counts amounts in its own unit per currency, which is not always the ISO 4217 minor unit the
  * ledger keeps (shared/money.ts): two decimals unless the currency is one of Stripe's zero-decimal or
- * three-decimal ones (https://docs.stripe.com/currencies#zero-decimal, #three-decimal). ISK, HUF, IDR and COP,
- * for instance, have no minor unit in ICU but two decimals at Stripe: 5,000 kr is `amount: 500000` there.
+ * three-decimal ones (https://docs.stripe.com/currencies#zero-decimal, #three-decimal). ISK has no minor unit in
+ * ISO 4217 but two decimals at Stripe (5,000 kr is `amount: 500000` there); MGA has two in ISO 4217 and none at
+ * Stripe; IQD and LYD three in ISO 4217 and two at Stripe.
  */
 const zeroDecimal = new Set(['BIF', 'CLP', 'DJF', 'GNF', 'JPY', 'KMF', 'KRW', 'MGA', 'PYG', 'RWF', 'UGX', 'VND', 'VUV', 'XAF', 'XOF', 'XPF']);
 const threeDecimal = new Set(['BHD', 'JOD', 'KWD', 'OMR', 'TND']);

@@ -12,8 +12,11 @@ import { functionNames, localPaths } from '../shared/names';
 import { functionKeys, kebab, snake, type FunctionKey } from './entries';
 import type { StackContext } from './stack';
 
-/** The header the click function reads for the visitor's country (functions/tracking/http.ts). */
-export const clientRegionHeader = 'X-Client-Region:{client_region}';
+/**
+ * The header the tracking functions read for the visitor's country (functions/tracking/http.ts), set by the URL map
+ * from the load balancer's geo lookup, replacing any the client sent: a visitor must not choose its own country.
+ */
+export const clientRegionHeader = { headerName: 'X-Client-Region', headerValue: '{client_region}', replace: true } as const;
 
 /** The public functions the load balancer serves, each under its local gateway path (shared/names.ts localPaths). */
 export const servedPaths = {
@@ -38,9 +41,10 @@ export function pathPatterns(prefix: string): string[] {
  * static IP, a Google-managed certificate, one serverless NEG and backend service per public function, and a URL map
  * routing the same paths as the local gateway, so one base URL serves what `npm start` serves locally: tracking
  * links, the postback and pixel, the API and the Stripe webhook. Every address the API hands out (PUBLIC_BASE_URL)
- * is on this domain. Port 80 redirects to HTTPS. The tracking backends add X-Client-Region from the load balancer's
- * geo lookup; the URL map strips a client-sent CF-IPCountry, which the click function would otherwise trust (it is
- * only meaningful behind Cloudflare).
+ * is on this domain. Port 80 redirects to HTTPS. The URL map sets X-Client-Region from the load balancer's geo
+ * lookup, over any the client sent, and strips a client-sent CF-IPCountry, which the click function would otherwise
+ * trust (it is only meaningful behind Cloudflare). Each function is reached through a serverless NEG of the Cloud
+ * Run type: a 2nd-gen function is a Cloud Run service of the same name (the Cloud Functions type serves 1st gen only).
  */
 export function trackingLoadBalancer(scope: Construct, c: StackContext, domain: string, functions: Record<FunctionKey, Cloudfunctions2Function>): { address: string } {
   const dependsOn = [c.apis.compute!];
@@ -56,7 +60,7 @@ export function trackingLoadBalancer(scope: Construct, c: StackContext, domain: 
       name: `abp-${kebab(functionNames[key])}`,
       region: c.region,
       networkEndpointType: 'SERVERLESS',
-      cloudFunction: { function: functions[key].name },
+      cloudRun: { service: functions[key].name },
       dependsOn,
     });
     backends[key] = new ComputeBackendService(scope, `lb_backend_${id}`, {
@@ -64,8 +68,6 @@ export function trackingLoadBalancer(scope: Construct, c: StackContext, domain: 
       loadBalancingScheme: 'EXTERNAL_MANAGED',
       protocol: 'HTTPS',
       backend: [{ group: neg.id }],
-      // Only the tracking functions read the visitor's region.
-      customRequestHeaders: spec.tracking ? [clientRegionHeader] : undefined,
       logConfig: { enable: true, sampleRate: 0.01 },
     });
   }
@@ -77,7 +79,7 @@ export function trackingLoadBalancer(scope: Construct, c: StackContext, domain: 
   const urlMap = new ComputeUrlMap(scope, 'lb_url_map', {
     name: 'abp-tracking',
     defaultService: backends.click.id,
-    headerAction: { requestHeadersToRemove: ['CF-IPCountry'] },
+    headerAction: { requestHeadersToRemove: ['CF-IPCountry'], requestHeadersToAdd: [clientRegionHeader] },
     hostRule: [{ hosts: [domain], pathMatcher: 'tracking' }],
     pathMatcher: [
       {

@@ -516,7 +516,7 @@ describe('tracking domain (load balancer)', () => {
     assert.ok(backendId, `backend reference ${String(best.service)}`);
     const negId = /^\$\{google_compute_region_network_endpoint_group\.(\w+)\.id\}$/.exec(String(at(resource(tf, 'google_compute_backend_service', backendId), 'backend', 0, 'group')))?.[1];
     assert.ok(negId, `${backendId}: a serverless NEG`);
-    const fn = at(resource(tf, 'google_compute_region_network_endpoint_group', negId), 'cloud_function', 'function');
+    const fn = at(resource(tf, 'google_compute_region_network_endpoint_group', negId), 'cloud_run', 'service');
     return functionKeys.find((k) => fnName(k) === fn);
   }
 
@@ -567,17 +567,22 @@ describe('tracking domain (load balancer)', () => {
     }
   });
 
-  it('gives the tracking backends X-Client-Region through serverless NEGs', () => {
+  it("sets X-Client-Region over any the visitor sent, and reaches each 2nd-gen function through a Cloud Run serverless NEG", () => {
     const backends = resources(plain, 'google_compute_backend_service');
     assert.deepEqual(Object.keys(backends).sort(), ['lb_backend_api', 'lb_backend_click', 'lb_backend_pixel', 'lb_backend_postback', 'lb_backend_stripe_webhook']);
     for (const [id, b] of Object.entries(backends)) {
-      const tracking = ['lb_backend_click', 'lb_backend_postback', 'lb_backend_pixel'].includes(id);
-      assert.deepEqual(b.custom_request_headers, tracking ? ['X-Client-Region:{client_region}'] : undefined, id);
+      // Set in the URL map only: where both set a header, the URL map's wins and the backend's is ignored.
+      assert.equal(b.custom_request_headers, undefined, id);
       assert.equal(b.load_balancing_scheme, 'EXTERNAL_MANAGED');
     }
+    const urlMap = resource(plain, 'google_compute_url_map', 'lb_url_map');
+    assert.deepEqual(at(urlMap, 'header_action', 'request_headers_to_add'), [{ header_name: 'X-Client-Region', header_value: '{client_region}', replace: true }]);
+    assert.deepEqual(at(urlMap, 'header_action', 'request_headers_to_remove'), ['CF-IPCountry']);
     const negs = Object.values(resources(plain, 'google_compute_region_network_endpoint_group'));
     assert.ok(negs.every((n) => n.network_endpoint_type === 'SERVERLESS'));
-    assert.deepEqual(negs.map((n) => at(n, 'cloud_function', 'function')).sort(), (['api', 'click', 'pixel', 'postback', 'stripeWebhook'] as const).map(fnName).sort());
+    // The Cloud Functions NEG type serves 1st-gen functions only; a 2nd-gen function is the Cloud Run service of its name.
+    assert.ok(negs.every((n) => n.cloud_function === undefined));
+    assert.deepEqual(negs.map((n) => at(n, 'cloud_run', 'service')).sort(), (['api', 'click', 'pixel', 'postback', 'stripeWebhook'] as const).map(fnName).sort());
   });
 
   it('behind the load balancer the tracking functions trust two proxy hops and accept traffic only from it', () => {

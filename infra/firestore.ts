@@ -129,6 +129,9 @@ export function firestoreDatabase(scope: Construct, c: StackContext): FirestoreD
     });
   // The hourly payouts job (payouts-job.ts): collectionGroup('payouts').where('status', 'in', …), paged by document.
   queriedAcrossOrgs('payouts_status', collections.payouts, 'status');
+  // The same job: reversals left to apply (reversalParked == true, restoringEntries == true), across organisations.
+  queriedAcrossOrgs('payouts_reversal_parked', collections.payouts, 'reversalParked');
+  queriedAcrossOrgs('payouts_restoring_entries', collections.payouts, 'restoringEntries');
   // listMyOrgs (tenancy.ts): collectionGroup('members').where('userId', '==', uid).
   queriedAcrossOrgs('members_user_id', collections.members, 'userId');
 

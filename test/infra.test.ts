@@ -363,8 +363,8 @@ describe('Firestore', () => {
     }
   });
 
-  it('indexes members.userId and payouts.status for their collection-group queries, keeping the collection ones', () => {
-    for (const [collection, field] of [[collections.members, 'userId'], [collections.payouts, 'status']] as const) {
+  it('indexes members.userId and the payouts the hourly job looks for across organisations, keeping the collection ones', () => {
+    for (const [collection, field] of [[collections.members, 'userId'], [collections.payouts, 'status'], [collections.payouts, 'reversalParked'], [collections.payouts, 'restoringEntries']] as const) {
       const override = Object.values(resources(plain, 'google_firestore_field')).find((f) => f.collection === collection && f.field === field);
       assert.ok(override, `${collection}.${field}`);
       const scopes = (at(override, 'index_config', 'indexes') as Obj[]).map((i) => `${String(i.query_scope)} ${String(i.order)}`).sort();

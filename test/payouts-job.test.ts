@@ -176,6 +176,23 @@ describe('the hourly payouts job and payouts kept for a retryable failure', () =
     assert.deepEqual([await payouts(idle), await runCount(idle)], [[], 0]);
   });
 
+  it("applies a reversal left parked on a settled payout of an organisation with nothing unsettled and no schedule", async () => {
+    const { org, conversion } = await payableOrg('parked-left@example.com', 'pl-1');
+    const [paid] = (await runPayouts(system(org.id), { trigger: 'manual' })).payouts;
+    assert.equal(paid!.status, 'paid');
+    // What a pass leaves when it settles the payout and dies before applying the reversal Stripe sent meanwhile.
+    const transfer = onlyTransfer(org);
+    await system(org.id).collection('payouts').doc(paid!.id).update({
+      reversalParked: true, parkedReversal: { transferId: transfer.id, amount: 500, amountReversed: 500, eventId: 'evt_parked_left', at: new Date().toISOString() },
+    });
+    const r = await tick(new Date());
+    assert.ok(r.finished.some((f) => f.orgId === org.id), 'the tick visits the organisation');
+    const [payout] = await payouts(org);
+    assert.deepEqual([payout!.status, payout!.reversalParked], ['reversed', false]);
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 500, paid: 0, available: 500 }, 'owed again');
+    assert.equal(await conversionStatus(org, conversion), 'approved');
+  });
+
   it('pays once when two ticks run at once: the second meets the lease and leaves the payout to the first', async () => {
     const { org } = await payableOrg('two-ticks@example.com', 'tt-1');
     const now = new Date();

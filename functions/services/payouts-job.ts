@@ -43,22 +43,28 @@ type Failure = { orgId: string; error: unknown };
 const unsettledPage = 500;
 
 /**
- * The organisations that have a payout some run left unsettled: a collection-group query on the payouts' status
- * (an index infra/ declares), reading only those payouts' names, never every payout.
+ * The organisations that have a payout some run left unsettled, or a reversal left to apply (parked on a payout a
+ * pass settled and then died before applying it, or the rest of a full reversal's entries whose webhook stopped
+ * halfway and Stripe gave up redelivering): collection-group queries on those fields (indexes infra/ declares),
+ * reading only those payouts' names, never every payout. Without the second kind, an organisation with nothing
+ * unsettled would show money Stripe took back as paid until its next run, which a manual-only one may never have.
  */
-async function orgsWithUnsettledPayouts(): Promise<string[]> {
+async function orgsWithUnfinishedPayouts(): Promise<string[]> {
   const orgIds = new Set<string>();
-  let last: QueryDocumentSnapshot | undefined;
-  for (;;) {
-    let q = firestore().collectionGroup(collections.payouts).where('status', 'in', [...unsettledPayoutStatuses]).select().limit(unsettledPage);
-    if (last) q = q.startAfter(last);
-    const page = await q.get();
-    for (const d of page.docs) {
-      const org = d.ref.parent.parent;
-      if (org?.parent.id === collections.orgs) orgIds.add(org.id);
+  const group = () => firestore().collectionGroup(collections.payouts);
+  for (const query of [group().where('status', 'in', [...unsettledPayoutStatuses]), group().where('reversalParked', '==', true), group().where('restoringEntries', '==', true)]) {
+    let last: QueryDocumentSnapshot | undefined;
+    for (;;) {
+      let q = query.select().limit(unsettledPage);
+      if (last) q = q.startAfter(last);
+      const page = await q.get();
+      for (const d of page.docs) {
+        const org = d.ref.parent.parent;
+        if (org?.parent.id === collections.orgs) orgIds.add(org.id);
+      }
+      if (page.size < unsettledPage) break;
+      last = page.docs[page.docs.length - 1];
     }
-    if (page.size < unsettledPage) break;
-    last = page.docs[page.docs.length - 1];
   }
   return [...orgIds];
 }
@@ -71,7 +77,7 @@ async function finishEverywhere(now: Date, budgetMs: number, failures: Failure[]
   const hour = now.toISOString().slice(0, 13);
   let orgIds: string[];
   try {
-    orgIds = await orgsWithUnsettledPayouts();
+    orgIds = await orgsWithUnfinishedPayouts();
   } catch (error) {
     // The due runs below finish their own organisations' payouts anyway; the failure is reported after them.
     failures.push({ orgId: 'unsettled payouts lookup', error });

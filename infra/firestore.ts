@@ -73,6 +73,7 @@ export const compositeIndexes: CompositeIndex[] = [
   { collection: collections.payouts, scope: 'COLLECTION', fields: newest, query: 'payouts, newest first' },
   { collection: collections.payouts, scope: 'COLLECTION', fields: [['affiliateId', 'ASCENDING'], ...newest], query: 'payouts ?affiliateId= (and the affiliate role narrowing)' },
   { collection: collections.payouts, scope: 'COLLECTION', fields: [['status', 'ASCENDING'], ...newest], query: 'payouts ?status=' },
+  { collection: collections.payouts, scope: 'COLLECTION', fields: [['runId', 'ASCENDING'], ...newest], query: 'payouts ?runId=' },
 ];
 
 /** A logical id from the index's definition, so adding an index never renames (and recreates) the others. */

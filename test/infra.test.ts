@@ -390,6 +390,7 @@ describe('Firestore', () => {
       'COLLECTION counters(campaignId ASC, day ASC, clicks ASC)',
       'COLLECTION payoutRuns(createdAt DES, __name__ ASC)',
       'COLLECTION payouts(createdAt DES, __name__ ASC)',
+      'COLLECTION payouts(runId ASC, createdAt DES, __name__ ASC)',
     ];
     for (const index of need) assert.ok(have.includes(index), `index ${index}`);
     // No query filters the ledger this way (its queries are equality-only, or affiliateId == newest first), and every

@@ -119,6 +119,41 @@ describe('conversion lifecycle', () => {
 });
 
 describe('payout runs', () => {
+  it('lists the first 100 payouts of a large run with their count, and pages through all of them by runId', async () => {
+    const org = await setupOrg('large-run@example.com');
+    const first = await convert(org, 'lr-1');
+    await patch(org, first, { status: 'approved' });
+    // 129 more affiliates, each with the first one's approved commission copied: 130 payouts, blocked (no account).
+    const { ledgerEntryId } = await import('../functions/services/conversion-lifecycle');
+    const { firestore } = await import('../functions/adapters/firestore');
+    const scope = money.system(org.id);
+    const affiliate = (await scope.collection('affiliates').doc(org.affiliate).get()).data()!;
+    const entry = (await scope.collection('ledger').doc(ledgerEntryId(first, 'commission')).get()).data()!;
+    const batch = firestore().batch();
+    for (let i = 1; i < 130; i++) {
+      const id = `${org.affiliate}x${String(i).padStart(3, '0')}`;
+      batch.set(scope.collection('affiliates').doc(id), { ...affiliate, id, email: `pat+${i}@large-run.example` });
+      batch.set(scope.collection('ledger').doc(`led_large_run_${i}`), { ...entry, id: `led_large_run_${i}`, affiliateId: id, conversionId: `${first}x${i}` });
+    }
+    await batch.commit();
+    const r = await run(org);
+    assert.equal(r.status, 201, r.text);
+    assert.equal(r.body.payoutCount, 130);
+    assert.equal(r.body.payouts.length, 100);
+    assert.ok(r.body.payouts.every((p: { status: string }) => p.status === 'blocked'));
+    // The run records no list of ids (a run of tens of thousands would pass a document's 1 MiB), and reads the same later.
+    assert.equal((await scope.collection('payoutRuns').doc(r.body.id).get()).get('payoutIds'), undefined);
+    const again = await s.call('GET', `/v1/orgs/${org.id}/payout-runs/${r.body.id}`, { auth: org.token });
+    assert.deepEqual([again.body.payoutCount, again.body.payouts], [130, r.body.payouts]);
+    const all: string[] = [];
+    for (let cursor: string | null = ''; cursor !== null;) {
+      const page: { body: { items: { id: string }[]; nextCursor: string | null } } = await s.call('GET', `/v1/orgs/${org.id}/payouts?runId=${r.body.id}&limit=50${cursor ? `&cursor=${cursor}` : ''}`, { auth: org.token });
+      all.push(...page.body.items.map((p) => p.id));
+      cursor = page.body.nextCursor;
+    }
+    assert.equal(new Set(all).size, 130);
+  });
+
   it('blocks affiliates without a payout account, then pays exactly the approved entries once onboarded', async () => {
     const org = await setupOrg('pay@example.com');
     const ids = [await convert(org, 'p-1', '10.00'), await convert(org, 'p-2', '10.00'), await convert(org, 'p-3')];

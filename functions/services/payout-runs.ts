@@ -46,7 +46,10 @@ export interface PayoutRunResult {
   trigger: string;
   createdAt: string;
   completedAt: string | null;
+  /** The first `payoutsListed` of the run's payouts (GET …/payouts?runId= pages through all of them). */
   payouts: PayoutSummary[];
+  /** How many payouts the run made in all (blocked ones included). */
+  payoutCount: number;
   /** Balances the run left for a later one, under their affiliate's minimum payout: the first `belowMinimumListed`. */
   belowMinimum: BelowMinimum[];
   /** How many there were in all (runs completed before 2026-11-24 recorded none). */
@@ -476,7 +479,7 @@ export async function finishUnsettledPayouts(scope: OrgScope, attemptId: string)
   }
   try {
     const ids = await finishEarlierPayouts(scope, lease);
-    return { status: 'finished', payouts: await payoutsOfRun(scope, ids) };
+    return { status: 'finished', payouts: await payoutsById(scope, ids) };
   } catch (err) {
     // Whoever holds the lease now finishes them, as when it was held from the start.
     if (err instanceof LeaseLost) return { status: 'busy', payouts: [] };
@@ -499,7 +502,7 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
     // Read again under the lease: another attempt of this run may have completed it while this one waited.
     const existing = opts.dryRun ? undefined : await runRef.get();
     if (existing?.get('status') === 'completed') return storedRun(scope, existing.data()!);
-    if (existing && !existing.exists) await runRef.create({ id: runId, status: 'running', trigger: opts.trigger, createdAt, completedAt: null, payoutIds: [] });
+    if (existing && !existing.exists) await runRef.create({ id: runId, status: 'running', trigger: opts.trigger, createdAt, completedAt: null });
     if (lease) await finishEarlierPayouts(scope, lease);
     // Only the fields planning needs: at 200,000 entries whole documents would take ~380 MiB (measured).
     const approved = (await scope.collection('ledger').where('status', '==', 'approved').select('affiliateId', 'currency', 'amount', 'status', 'payoutId').get())
@@ -519,7 +522,8 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
     if (opts.dryRun) {
       return {
         id: runId, status: 'dry_run', trigger: opts.trigger, createdAt, completedAt: null,
-        payouts: plan.map((p) => ({ id: deterministicId('po', runId, p.affiliateId, p.currency), affiliateId: p.affiliateId, amount: p.amount, currency: p.currency, status: payable(p.affiliateId) ? 'would_pay' : 'blocked', reason: blockedBy(p.affiliateId) ?? null, transferId: null, simulated: false })),
+        payouts: plan.slice(0, payoutsListed).map((p) => ({ id: deterministicId('po', runId, p.affiliateId, p.currency), affiliateId: p.affiliateId, amount: p.amount, currency: p.currency, status: payable(p.affiliateId) ? 'would_pay' : 'blocked', reason: blockedBy(p.affiliateId) ?? null, transferId: null, simulated: false })),
+        payoutCount: plan.length,
         ...held,
       };
     }
@@ -566,35 +570,45 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
     await applyPendingReversals(scope);
     // A lost lease first: it says why the others failed too, and that nothing is to be retried under this attempt.
     if (errors.length) throw errors.find((e) => e instanceof LeaseLost) ?? errors[0];
-    // A retried run also owns the payouts an earlier attempt made and recovery settled above: their entries are no
-    // longer approved, so this attempt did not plan them.
-    const planned = new Set(payoutIds);
-    const earlier = existing?.exists ? (await payoutsCol.where('runId', '==', runId).select().get()).docs.map((d) => d.id).filter((id) => !planned.has(id)) : [];
-    const runPayoutIds = [...payoutIds, ...earlier];
+    // The run's payouts are found by their runId, not listed on the run: a run of tens of thousands of affiliates
+    // would pass a document's 1 MiB in ids, and never be marked completed. That also counts the payouts an earlier
+    // attempt of a retried run made and recovery settled above (their entries are no longer approved, so this
+    // attempt did not plan them).
     const completedAt = new Date().toISOString();
-    await runRef.update({ status: 'completed', completedAt, payoutIds: runPayoutIds, ...held });
-    return { id: runId, status: 'completed', trigger: opts.trigger, createdAt: existing?.get('createdAt') ?? createdAt, completedAt, payouts: await payoutsOfRun(scope, runPayoutIds), ...held };
+    await runRef.update({ status: 'completed', completedAt, ...held });
+    return { id: runId, status: 'completed', trigger: opts.trigger, createdAt: existing?.get('createdAt') ?? createdAt, completedAt, ...(await payoutsOfRun(scope, runId)), ...held };
   } finally {
     await lease?.release();
   }
 }
 
-/** A run as recorded (an earlier attempt completed it, or GET /payout-runs/:id asks), with its payouts as they are now, not their ids. */
+/** A run as recorded (an earlier attempt completed it, or GET /payout-runs/:id asks), with its payouts as they are now. */
 export async function storedRun(scope: OrgScope, stored: DocumentData): Promise<PayoutRunResult> {
-  const { payoutIds, belowMinimum, belowMinimumCount, ...run } = stored;
+  // payoutIds: what runs completed before the run stopped listing them recorded; their payouts carry runId too.
+  const { payoutIds: _listedBefore, belowMinimum, belowMinimumCount, ...run } = stored;
   const listed = (belowMinimum as BelowMinimum[] | undefined) ?? [];
   return {
-    ...(run as Omit<PayoutRunResult, 'payouts' | 'belowMinimum' | 'belowMinimumCount'>), payouts: await payoutsOfRun(scope, payoutIds as string[]),
+    ...(run as Omit<PayoutRunResult, 'payouts' | 'payoutCount' | 'belowMinimum' | 'belowMinimumCount'>), ...(await payoutsOfRun(scope, run.id as string)),
     belowMinimum: listed, belowMinimumCount: (belowMinimumCount as number | undefined) ?? listed.length,
   };
 }
 
-export async function payoutsOfRun(scope: OrgScope, payoutIds: string[]): Promise<PayoutSummary[]> {
-  if (!payoutIds.length) return [];
+/** The payouts named, as they are now, by affiliate. */
+async function payoutsById(scope: OrgScope, payoutIds: string[]): Promise<PayoutSummary[]> {
   const out: PayoutSummary[] = [];
   for (let i = 0; i < payoutIds.length; i += 30) {
     const snap = await scope.collection('payouts').where(FieldPath.documentId(), 'in', payoutIds.slice(i, i + 30)).get();
     out.push(...snap.docs.map((d) => toPayout(d.data())));
   }
   return out.sort((a, b) => a.affiliateId.localeCompare(b.affiliateId) || a.currency.localeCompare(b.currency));
+}
+
+/** The payouts a run lists: the first `payoutsListed` by id (ids are hashes: in no meaningful order), by affiliate. */
+export const payoutsListed = 100;
+
+async function payoutsOfRun(scope: OrgScope, runId: string): Promise<Pick<PayoutRunResult, 'payouts' | 'payoutCount'>> {
+  const ofRun = scope.collection('payouts').where('runId', '==', runId);
+  const [page, count] = await Promise.all([ofRun.orderBy(FieldPath.documentId()).limit(payoutsListed).get(), ofRun.count().get()]);
+  const payouts = page.docs.map((d) => toPayout(d.data())).sort((a, b) => a.affiliateId.localeCompare(b.affiliateId) || a.currency.localeCompare(b.currency));
+  return { payouts, payoutCount: count.data().count };
 }

@@ -10,7 +10,7 @@ import { formatMinor } from '../../../shared/money';
 import { collections } from '../../../shared/names';
 import { PayoutProviderError, payoutProvider } from '../../adapters/payouts';
 import { transitionConversion } from '../../services/conversion-lifecycle';
-import { belowMinimumListed, storedRun, runPayouts, toPayout } from '../../services/payout-runs';
+import { belowMinimumListed, payoutsListed, storedRun, runPayouts, toPayout } from '../../services/payout-runs';
 import { actorOf } from '../../services/principal';
 import { globalIndexDoc } from '../../services/tenancy';
 import { created, ok, orgRoute } from '../router';
@@ -41,7 +41,8 @@ const payoutRunResource = z
   .object({
     ...payoutRunFields,
     status: z.enum(['running', 'completed', 'dry_run']).describe('running: in progress, or stopped before it completed; dry_run: only what would be paid, nothing recorded'),
-    payouts: z.array(payoutResource),
+    payouts: z.array(payoutResource).describe(`The run's payouts, blocked ones included: the first ${payoutsListed} by payout id, sorted by affiliate id (GET …/payouts?runId= lists every one)`),
+    payoutCount: z.number().int().describe('How many payouts the run made in all'),
     belowMinimum: z.array(belowMinimumResource).describe(`Approved balances the run did not pay because they are under the affiliate's minimum payout (PATCH the affiliate's minimumPayout to change it), the first ${belowMinimumListed} by affiliate id; a running run lists none yet, nor do runs completed before 2026-11-24`),
     belowMinimumCount: z.number().int().describe('How many balances were held back in all'),
   })
@@ -134,9 +135,9 @@ export const moneyRoutes = [
     },
   ),
   orgRoute(
-    { method: 'GET', path: '/v1/orgs/:orgId/payouts', summary: 'Payouts (an affiliate user sees its own)', tag: 'Money', permission: 'payouts:read', query: listQuery.extend({ affiliateId: documentId.optional(), status: z.enum(['claiming', 'claimed', 'releasing', 'paid', 'failed', 'blocked', 'cancelled', 'reversed']).optional() }), response: z.object({ items: z.array(payoutResource), nextCursor: z.string().nullable() }) },
+    { method: 'GET', path: '/v1/orgs/:orgId/payouts', summary: 'Payouts (an affiliate user sees its own)', tag: 'Money', permission: 'payouts:read', query: listQuery.extend({ affiliateId: documentId.optional(), status: z.enum(['claiming', 'claimed', 'releasing', 'paid', 'failed', 'blocked', 'cancelled', 'reversed']).optional(), runId: documentId.optional().describe('The payouts of one payout run') }), response: z.object({ items: z.array(payoutResource), nextCursor: z.string().nullable() }) },
     async ({ scope, query }) => {
-      const p = await scope.list<DocumentData>('payouts', { ...query, equals: { affiliateId: query.affiliateId, status: query.status }, newestFirstBy: 'createdAt' });
+      const p = await scope.list<DocumentData>('payouts', { ...query, equals: { affiliateId: query.affiliateId, status: query.status, runId: query.runId }, newestFirstBy: 'createdAt' });
       return ok({ items: p.items.map(toPayout), nextCursor: p.nextCursor });
     },
   ),

@@ -96,6 +96,13 @@ const post = (event: Row) => {
   return fetch(`${s.baseUrl}/webhooks/stripe`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': stripeLib.webhooks.generateTestHeaderString({ payload, secret: webhookSecret }) }, body: payload });
 };
 
+/** Reverses the payout's transfer in full at the stand-in; answers its transfer.reversed event, not yet delivered. */
+const reversedInFull = (payout: Row, eventId: string): Row => {
+  const transfer = stripe.transfers.get(payout.transferId as string)!;
+  Object.assign(transfer, { amount_reversed: transfer.amount, reversed: true });
+  return { id: eventId, type: 'transfer.reversed', data: { object: { ...transfer } } };
+};
+
 /** Runs `act` with every Firestore transaction after the first `n` failing, as a process dying there would. */
 async function failingTransactionsAfter<T>(n: number, act: () => Promise<T>): Promise<T> {
   const { firestore } = await import('../functions/adapters/firestore');
@@ -620,9 +627,7 @@ describe('Stripe events', () => {
   it('puts every entry of a large payout back in the balance when its transfer is reversed in full, finishing on redelivery after a failure halfway', async () => {
     const org = await setupOrg('large-full-reversal@example.com');
     const payout = await largePaidPayout(org, 'lfr', 450);
-    const transfer = stripe.transfers.get(payout.transferId as string)!;
-    Object.assign(transfer, { amount_reversed: transfer.amount, reversed: true });
-    const event = { id: 'evt_lfr_1', type: 'transfer.reversed', data: { object: { ...transfer } } };
+    const event = reversedInFull(payout, 'evt_lfr_1');
     // The transaction that records the reversal goes through; the next one, restoring the rest, fails.
     const failed = await failingTransactionsAfter(1, () => post(event));
     assert.equal(failed.status, 500, 'Stripe is to deliver it again');
@@ -640,9 +645,7 @@ describe('Stripe events', () => {
   it("finishes restoring a large payout's entries in the next payout run when the webhook stopped halfway", async () => {
     const org = await setupOrg('large-full-reversal-run@example.com');
     const payout = await largePaidPayout(org, 'lfrr', 450);
-    const transfer = stripe.transfers.get(payout.transferId as string)!;
-    Object.assign(transfer, { amount_reversed: transfer.amount, reversed: true });
-    const event = { id: 'evt_lfrr_1', type: 'transfer.reversed', data: { object: { ...transfer } } };
+    const event = reversedInFull(payout, 'evt_lfrr_1');
     assert.equal((await failingTransactionsAfter(2, () => post(event))).status, 500);
     assert.equal((await balance(org)).paid, 50 * 500, 'two chunks back, one left');
     // Stripe gave up (or has not come back yet): the organisation's next run finishes it before planning, and pays

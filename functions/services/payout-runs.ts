@@ -522,7 +522,9 @@ export async function runPayouts(scope: OrgScope, opts: { dryRun?: boolean; runI
     if (opts.dryRun) {
       return {
         id: runId, status: 'dry_run', trigger: opts.trigger, createdAt, completedAt: null,
-        payouts: plan.slice(0, payoutsListed).map((p) => ({ id: deterministicId('po', runId, p.affiliateId, p.currency), affiliateId: p.affiliateId, amount: p.amount, currency: p.currency, status: payable(p.affiliateId) ? 'would_pay' : 'blocked', reason: blockedBy(p.affiliateId) ?? null, transferId: null, simulated: false })),
+        // The same payouts a completed run would list: the first by payout id, by affiliate.
+        payouts: plan.map((p) => ({ id: deterministicId('po', runId, p.affiliateId, p.currency), affiliateId: p.affiliateId, amount: p.amount, currency: p.currency, status: payable(p.affiliateId) ? 'would_pay' : 'blocked', reason: blockedBy(p.affiliateId) ?? null, transferId: null, simulated: false }) as PayoutSummary)
+          .sort((a, b) => a.id.localeCompare(b.id)).slice(0, payoutsListed).sort(byAffiliate),
         payoutCount: plan.length,
         ...held,
       };
@@ -593,6 +595,8 @@ export async function storedRun(scope: OrgScope, stored: DocumentData): Promise<
   };
 }
 
+const byAffiliate = (a: PayoutSummary, b: PayoutSummary) => a.affiliateId.localeCompare(b.affiliateId) || a.currency.localeCompare(b.currency);
+
 /** The payouts named, as they are now, by affiliate. */
 async function payoutsById(scope: OrgScope, payoutIds: string[]): Promise<PayoutSummary[]> {
   const out: PayoutSummary[] = [];
@@ -600,7 +604,7 @@ async function payoutsById(scope: OrgScope, payoutIds: string[]): Promise<Payout
     const snap = await scope.collection('payouts').where(FieldPath.documentId(), 'in', payoutIds.slice(i, i + 30)).get();
     out.push(...snap.docs.map((d) => toPayout(d.data())));
   }
-  return out.sort((a, b) => a.affiliateId.localeCompare(b.affiliateId) || a.currency.localeCompare(b.currency));
+  return out.sort(byAffiliate);
 }
 
 /** The payouts a run lists: the first `payoutsListed` by id (ids are hashes: in no meaningful order), by affiliate. */
@@ -609,6 +613,6 @@ export const payoutsListed = 100;
 async function payoutsOfRun(scope: OrgScope, runId: string): Promise<Pick<PayoutRunResult, 'payouts' | 'payoutCount'>> {
   const ofRun = scope.collection('payouts').where('runId', '==', runId);
   const [page, count] = await Promise.all([ofRun.orderBy(FieldPath.documentId()).limit(payoutsListed).get(), ofRun.count().get()]);
-  const payouts = page.docs.map((d) => toPayout(d.data())).sort((a, b) => a.affiliateId.localeCompare(b.affiliateId) || a.currency.localeCompare(b.currency));
+  const payouts = page.docs.map((d) => toPayout(d.data())).sort(byAffiliate);
   return { payouts, payoutCount: count.data().count };
 }

@@ -22,11 +22,11 @@ export interface PayoutsJobResult {
   /** Organisations with a payout schedule, and the runs of those due today. */
   orgs: number;
   runs: string[];
-  /** Organisations whose unsettled payouts were finished this tick, each payout as it is now. */
+  /** Organisations whose unsettled payouts (or reversals left to apply) were finished this tick: each unsettled payout as it is now. */
   finished: { orgId: string; payouts: { id: string; status: string; reason: string | null }[] }[];
-  /** Organisations with unsettled payouts whose lease another run held: that run, or the next tick, finishes them. */
+  /** Organisations with something unfinished whose lease another run held: that run, or the next tick, finishes them. */
   busy: string[];
-  /** Organisations with unsettled payouts not reached within the finishing budget: the next tick finishes them. */
+  /** Organisations with something unfinished not reached within the finishing budget: the next tick finishes them. */
   deferred: string[];
 }
 

@@ -97,7 +97,7 @@ async function markSeen<O extends 'ignored' | 'ignored_malformed'>(ref: Firebase
  * transferId null). It is ours all the same (the payout exists, and will be settled paid by this very transfer),
  * so it must not be marked seen and ignored: the run would then settle the payout paid and the money Stripe took
  * back would never reach the affiliate's balance again. It is parked on the payout, in the same transaction that
- * marks the event seen, and the next payout run applies it once the payout is settled (applyParkedReversals).
+ * marks the event seen, and the next payout run applies it once the payout is settled (applyPendingReversals).
  * Answering 5xx for Stripe to redeliver would be shorter, but not correct: Stripe stops retrying after three days,
  * and a payout whose answer was lost or rate limited stays unsettled until the organisation's next run, which a
  * weekly or monthly schedule puts further away than that.

@@ -34,7 +34,8 @@ function previewReason(req: functions.Request): string | null {
  * Declined, the browser drops it and the click, if it comes, is a request of its own.
  */
 function isSpeculative(req: functions.Request): boolean {
-  return `${header(req, 'sec-purpose') ?? ''} ${header(req, 'purpose') ?? ''}`.toLowerCase().includes('prefetch');
+  const purpose = header(req, 'sec-purpose') ?? header(req, 'purpose');
+  return purpose !== undefined && purpose.toLowerCase().includes('prefetch');
 }
 
 type Subs = { [K in keyof z.infer<typeof clickQuery>]-?: string | null };

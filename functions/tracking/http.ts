@@ -59,7 +59,7 @@ export function redirectTo(res: functions.Response, url: string): void {
 
 /**
  * Country from a header set by our own edge only: Cloudflare's CF-IPCountry, or the client-region header
- * the external load balancer adds (infra/ configures it as X-Client-Region: {client_region}).
+ * the external load balancer's URL map sets over any the client sent (infra/load-balancer.ts: X-Client-Region).
  */
 export function edgeCountry(req: functions.Request): string | null {
   const v = (header(req, 'cf-ipcountry') ?? header(req, 'x-client-region'))?.trim().toUpperCase();

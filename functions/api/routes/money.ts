@@ -129,7 +129,7 @@ export const moneyRoutes = [
     },
   ),
   orgRoute(
-    { method: 'GET', path: '/v1/orgs/:orgId/payout-runs/:id', summary: 'A payout run with its payouts', tag: 'Money', permission: 'payouts:read', response: payoutRunResource },
+    { method: 'GET', path: '/v1/orgs/:orgId/payout-runs/:id', summary: 'A payout run with its first 100 payouts and their count', tag: 'Money', permission: 'payouts:read', response: payoutRunResource },
     async ({ scope, params }) => {
       return ok(await storedRun(scope, await scope.getOrThrow<DocumentData>('payoutRuns', params.id!, 'Payout run')));
     },

@@ -112,6 +112,7 @@ export function deployFunctions(
       // Behind the load balancer the client IP is two entries from the end of X-Forwarded-For (LB, then Google's front end).
       env.XFF_TRUSTED_HOPS = '2';
       if (config.LINK_CACHE_TTL_SECONDS !== undefined) env.LINK_CACHE_TTL_SECONDS = String(config.LINK_CACHE_TTL_SECONDS);
+      if (config.LINK_CACHE_MAX_ENTRIES !== undefined) env.LINK_CACHE_MAX_ENTRIES = String(config.LINK_CACHE_MAX_ENTRIES);
     }
 
     const ingressSettings =

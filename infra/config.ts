@@ -66,8 +66,9 @@ export const infraConfigSchema = z.object({
   /** Supabase anon (publishable) key: public by design, it ships in every browser client. Not a secret. */
   SUPABASE_ANON_KEY: z.string().min(1).default(placeholderAnonKey),
   BIGQUERY_DATASET: z.string().regex(/^\w{1,1024}$/, 'must be a BigQuery dataset id').default(runtimeDefaults.BIGQUERY_DATASET),
-  /** Passed through to the tracking functions when set (see shared/config.ts). */
-  LINK_CACHE_TTL_SECONDS: z.coerce.number().min(0).max(3600).optional(),
+  /** Passed through to the tracking functions when set, validated as they validate it (shared/config.ts). */
+  LINK_CACHE_TTL_SECONDS: configSchema.shape.LINK_CACHE_TTL_SECONDS.unwrap().optional(),
+  LINK_CACHE_MAX_ENTRIES: configSchema.shape.LINK_CACHE_MAX_ENTRIES.unwrap().optional(),
 });
 
 export type InfraConfig = z.infer<typeof infraConfigSchema>;

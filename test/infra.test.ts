@@ -521,6 +521,24 @@ describe('tracking domain (load balancer)', () => {
     return functionKeys.find((k) => fnName(k) === fn);
   }
 
+  it('passes the link cache settings to the tracking functions only, validated as the functions validate them', () => {
+    // Unset, production would run the defaults whatever the operator exported for synth.
+    const tf = JSON.parse(
+      synthesize({ ABP_PROJECT_ID: project, ABP_BUNDLE_DIR: bundleRoot, ABP_TRACKING_DOMAIN: domain, LINK_CACHE_TTL_SECONDS: '30', LINK_CACHE_MAX_ENTRIES: '200000' }),
+    ) as TfJson;
+    for (const key of functionKeys) {
+      const env = at(resource(tf, 'google_cloudfunctions2_function', fnId(key)), 'service_config', 'environment_variables') as Record<string, unknown>;
+      const tracking = key === 'click' || key === 'postback' || key === 'pixel';
+      assert.equal(env.LINK_CACHE_TTL_SECONDS, tracking ? '30' : undefined, key);
+      assert.equal(env.LINK_CACHE_MAX_ENTRIES, tracking ? '200000' : undefined, key);
+    }
+    assert.equal(at(resource(plain, 'google_cloudfunctions2_function', fnId('click')), 'service_config', 'environment_variables', 'LINK_CACHE_MAX_ENTRIES'), undefined);
+    assert.throws(
+      () => loadInfraConfig({ ABP_PROJECT_ID: project, ABP_BUNDLE_DIR: bundleRoot, ABP_TRACKING_DOMAIN: domain, LINK_CACHE_MAX_ENTRIES: '5' }),
+      /LINK_CACHE_MAX_ENTRIES/,
+    );
+  });
+
   it('synth refuses to run without ABP_TRACKING_DOMAIN, saying why', () => {
     // Without the domain the API's addresses (postback and pixel templates, onboarding links) had no host serving them.
     assert.throws(

@@ -51,8 +51,16 @@ export const compositeIndexes: CompositeIndex[] = [
   },
   // GET /v1/orgs/:orgId/affiliates/:id/ledger (functions/api/routes/money.ts): where(affiliateId ==), newest first.
   { collection: collections.ledger, scope: 'COLLECTION', fields: [['affiliateId', 'ASCENDING'], ...newest], query: "an affiliate's ledger, newest first" },
-  // The other ledger queries are equality-only (the balance: affiliateId ==; payout runs: status ==, or payoutId ==
-  // with status ==; the Stripe webhook: payoutId ==) and need nothing here. (The approval sweep runs on
+  // GET /v1/orgs/:orgId/affiliates/:id/balance (functions/services/balances.ts): the affiliate's currencies, one
+  // at a time in order, then sum(amount) per currency and status; Firestore sums from the index, so amount is in it.
+  { collection: collections.ledger, scope: 'COLLECTION', fields: [['affiliateId', 'ASCENDING'], ['currency', 'ASCENDING']], query: "balance: an affiliate's currencies" },
+  {
+    collection: collections.ledger, scope: 'COLLECTION',
+    fields: [['affiliateId', 'ASCENDING'], ['currency', 'ASCENDING'], ['status', 'ASCENDING'], ['amount', 'ASCENDING']],
+    query: 'balance: sum(amount), affiliateId ==, currency ==, status ==',
+  },
+  // The other ledger queries are equality-only (payout runs: status ==, or payoutId == with status ==; the Stripe
+  // webhook: payoutId ==) and need nothing here. (The approval sweep runs on
   // conversions, above, not on the ledger.)
   // GET /v1/orgs/:orgId/stats (functions/api/routes/tracking.ts): day range plus optional campaignId / affiliateId
   // equality (the affiliate role adds affiliateId in [...]). One index per combination rather than index merging

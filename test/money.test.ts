@@ -67,6 +67,37 @@ describe('conversion lifecycle', () => {
     assert.deepEqual(log.body.items.map((e: { action: string }) => e.action), ['conversion.reverse', 'conversion.approve']);
   });
 
+  it("sums an affiliate's balance per currency from its own entries, rejected and reversed counting nowhere", async () => {
+    const org = await setupOrg('balance-sums@example.com', { holdDays: 30 });
+    const other = (await addAffiliate(org, 'sums-other')).affiliate;
+    const { firestore } = await import('../functions/adapters/firestore');
+    const ledger = firestore().collection(`orgs/${org.id}/ledger`);
+    const entries: [string, string, string, number][] = [
+      ['USD', 'pending', 1000], ['USD', 'pending', 250], ['USD', 'approved', 500], ['USD', 'approved', -120], ['USD', 'claimed', 300],
+      ['USD', 'paid', 4000], ['USD', 'rejected', 700], ['USD', 'reversed', 900], ['EUR', 'pending', 199], ['EUR', 'paid', 5], ['JPY', 'rejected', 50],
+    ].map(([currency, status, amount]) => [org.affiliate, currency as string, status as string, amount as number]);
+    // More entries than Firestore sums in one batch of index entries (1,000), and another affiliate's in the same currencies.
+    for (let i = 0; i < 1050; i++) entries.push([org.affiliate, 'USD', 'paid', 1]);
+    entries.push([other, 'USD', 'approved', 99_999], [other, 'GBP', 'pending', 1]);
+    for (let i = 0; i < entries.length; i += 400) {
+      const batch = firestore().batch();
+      entries.slice(i, i + 400).forEach(([affiliateId, currency, status, amount], j) => batch.set(ledger.doc(`sums-${i + j}`), { affiliateId, currency, status, amount }));
+      await batch.commit();
+    }
+    const r = await s.call('GET', `/v1/orgs/${org.id}/affiliates/${org.affiliate}/balance`, { auth: org.token });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.body, {
+      affiliateId: org.affiliate,
+      balances: [
+        { currency: 'EUR', pending: 199, approved: 0, paid: 5, available: 0 },
+        { currency: 'JPY', pending: 0, approved: 0, paid: 0, available: 0 },
+        { currency: 'USD', pending: 1250, approved: 680, paid: 5050, available: 380 },
+      ],
+    });
+    const none = await s.call('GET', `/v1/orgs/${org.id}/affiliates/${(await addAffiliate(org, 'sums-none')).affiliate}/balance`, { auth: org.token });
+    assert.deepEqual(none.body.balances, []);
+  });
+
   it('prices volume tiers at approval, without re-pricing the month\'s earlier conversions', async () => {
     const org = await setupOrg('tiers@example.com', { payout: { type: 'cpa', amount: 500, tiers: [{ minConversions: 3, amount: 700 }] }, holdDays: 30 });
     const ids = [];

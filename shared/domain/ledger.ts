@@ -50,17 +50,13 @@ export interface Balance {
   available: number;
 }
 
-export function balances(entries: Pick<LedgerEntry, 'amount' | 'currency' | 'status'>[]): Balance[] {
-  const by = new Map<string, Balance>();
-  for (const e of entries) {
-    const b = by.get(e.currency) ?? { currency: e.currency, pending: 0, approved: 0, paid: 0, available: 0 };
-    if (e.status === 'pending') b.pending += e.amount;
-    if (e.status === 'approved' || e.status === 'claimed') b.approved += e.amount;
-    if (e.status === 'approved') b.available += e.amount;
-    if (e.status === 'paid') b.paid += e.amount;
-    by.set(e.currency, b);
-  }
-  return [...by.values()].sort((a, b) => a.currency.localeCompare(b.currency));
+/** The ledger statuses a balance is made of; rejected and reversed entries count nowhere. */
+export const balanceStatuses = ['pending', 'approved', 'claimed', 'paid'] as const;
+export type BalanceStatus = (typeof balanceStatuses)[number];
+
+/** One currency's balance from the sum of its entries' amounts in each status. */
+export function balanceOf(currency: string, sums: Record<BalanceStatus, number>): Balance {
+  return { currency, pending: sums.pending, approved: sums.approved + sums.claimed, paid: sums.paid, available: sums.approved };
 }
 
 export interface PayoutCandidate {

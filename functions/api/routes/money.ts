@@ -2,13 +2,14 @@ import type { DocumentData } from '@google-cloud/firestore';
 import { z } from 'zod';
 import { affiliateResource, balanceResource, documentId, httpUrl, listQuery } from '../../../shared/domain/schemas';
 import { config } from '../../../shared/config';
-import { balances, ledgerStatuses, payoutStatuses, type LedgerEntry } from '../../../shared/domain/ledger';
+import { ledgerStatuses, payoutStatuses } from '../../../shared/domain/ledger';
 import { can } from '../../../shared/domain/roles';
 import { badGateway, badRequest, conflict, forbidden, notFound, unavailable } from '../../../shared/errors';
 import { deterministicId } from '../../../shared/ids';
 import { formatMinor } from '../../../shared/money';
 import { collections } from '../../../shared/names';
 import { PayoutProviderError, payoutProvider } from '../../adapters/payouts';
+import { affiliateBalances } from '../../services/balances';
 import { transitionConversion } from '../../services/conversion-lifecycle';
 import { belowMinimumListed, payoutsListed, storedRun, runPayouts, toPayout } from '../../services/payout-runs';
 import { actorOf } from '../../services/principal';
@@ -93,9 +94,7 @@ export const moneyRoutes = [
     { method: 'GET', path: '/v1/orgs/:orgId/affiliates/:id/balance', summary: "An affiliate's balance per currency: pending, approved, paid and available", tag: 'Money', permission: 'payouts:read', response: balanceResource },
     async ({ scope, params }) => {
       await scope.getOrThrow('affiliates', params.id!, 'Affiliate');
-      const mine = scope.narrow('ledger', scope.collection('ledger').where('affiliateId', '==', params.id).select('amount', 'currency', 'status'), { affiliateId: params.id });
-      const entries = (await Promise.all(mine.map((part) => part.get()))).flatMap((snap) => snap.docs);
-      return ok({ affiliateId: params.id, balances: balances(entries.map((d) => d.data() as LedgerEntry)) });
+      return ok({ affiliateId: params.id, balances: await affiliateBalances(scope, params.id!) });
     },
   ),
   orgRoute(

@@ -742,6 +742,26 @@ describe('Stripe events', () => {
     assert.equal(await update('evt_acct_newer', now + 1, true), 'applied');
     assert.equal((await s.call('GET', `/v1/orgs/${org.id}/affiliates/${org.affiliate}`, { auth: org.token })).body.payoutsEnabled, true);
   });
+
+  it('settles two account.updated events of one second that disagree by reading the account from Stripe', async () => {
+    const org = await setupOrg('account-tie@example.com');
+    const account = (await s.call('POST', `/v1/orgs/${org.id}/affiliates/${org.affiliate}/stripe/onboarding`, { auth: org.token })).body.affiliate.stripeAccountId as string;
+    stripe.completeOnboarding(account, { payoutsEnabled: true });
+    // Both snapshots stamped with the same second (later than onboarding's own read), the newer delivered first.
+    const at = Math.floor(Date.now() / 1000) + 30;
+    const event = (id: string, enabled: boolean) => ({ id, type: 'account.updated', created: at, account, data: { object: { id: account, object: 'account', payouts_enabled: enabled } } });
+    const enabled = async () => (await s.call('GET', `/v1/orgs/${org.id}/affiliates/${org.affiliate}`, { auth: org.token })).body.payoutsEnabled as boolean;
+    assert.equal(await deliver(event('evt_tie_new', true)), 'applied');
+    // Stripe cannot be read on the older one's first delivery: nothing is recorded and Stripe is asked to send it again.
+    stripe.failNext(`/v1/accounts/${account}`, { status: 500, body: { error: { type: 'api_error', message: 'An unknown error occurred' } } }, 2);
+    const payload = JSON.stringify({ object: 'event', ...event('evt_tie_old', false) });
+    const failed = await fetch(`${s.baseUrl}/webhooks/stripe`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': stripeLib.webhooks.generateTestHeaderString({ payload, secret: webhookSecret }) }, body: payload });
+    assert.equal(failed.status, 500);
+    assert.equal(await enabled(), true);
+    assert.equal(await deliver(event('evt_tie_old', false)), 'applied', 'the redelivery reads the account');
+    assert.equal(await enabled(), true, 'Stripe says payouts are enabled: the older snapshot does not stand');
+    assert.equal(await deliver(event('evt_tie_old', false)), 'duplicate');
+  });
 });
 
 describe('scheduled payouts', () => {

@@ -1,7 +1,9 @@
 import { documentIdPattern } from '../../shared/domain/schemas';
 import { collections } from '../../shared/names';
 import { stripeObjectSchemas, type StripeObject, type StripeObjectType, type StripeWebhookEvent } from '../adapters/payouts/stripe-webhook';
+import type { DocumentReference } from '@google-cloud/firestore';
 import { firestore } from '../adapters/firestore';
+import { payoutProvider } from '../adapters/payouts';
 import { payoutEntryRefs, readTransferReversal, restoreReversedEntries, unsettledPayoutStatuses, type TransferReversal } from './ledger-reversals';
 import { globalIndexDoc, OrgScope } from './tenancy';
 
@@ -23,21 +25,7 @@ export async function applyStripeEvent(event: StripeWebhookEvent): Promise<Strip
 
   if (event.type === 'account.updated') {
     const object = readObject(event, 'account.updated');
-    if (!object) return markSeen(seenRef, event.type, 'ignored_malformed');
-    const accountId = object.id;
-    return db.runTransaction(async (tx) => {
-      if ((await tx.get(seenRef)).exists) return 'duplicate';
-      const index = await tx.get(globalIndexDoc(collections.stripeAccountIndex, accountId));
-      const scope = index.exists ? OrgScope.system(index.get('orgId') as string, 'stripe-webhook') : undefined;
-      const affiliateRef = scope?.collection('affiliates').doc(index.get('affiliateId') as string);
-      const affiliate = affiliateRef ? await tx.get(affiliateRef) : undefined;
-      tx.create(seenRef, { type: event.type, at: new Date().toISOString() });
-      if (!affiliateRef || !affiliate?.exists) return 'ignored';
-      // Stripe does not deliver in order: an older snapshot of the account must not undo a newer one.
-      if (((affiliate.get('stripeAccountEventCreated') as number | undefined) ?? 0) > event.created) return 'ignored';
-      tx.update(affiliateRef, { payoutsEnabled: object.payouts_enabled, stripeAccountEventCreated: event.created, updatedAt: new Date().toISOString() });
-      return 'applied';
-    });
+    return object ? applyAccountUpdated(event, object, seenRef) : markSeen(seenRef, event.type, 'ignored_malformed');
   }
 
   if (event.type === 'transfer.reversed') {
@@ -75,6 +63,49 @@ function readObject<T extends StripeObjectType>(event: StripeWebhookEvent, type:
     eventId: event.id, type: event.type, issues: parsed.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message })),
   }));
   return undefined;
+}
+
+/**
+ * Stripe does not deliver in order, so an older snapshot of the account must not undo a newer one; events carry
+ * whole seconds, so two of one second cannot be ordered by their stamp. On such a tie, when they disagree, the
+ * account is read from Stripe (as onboarding does), and what it says now stands, stamped with the second of the
+ * read. A failed read records nothing: the webhook answers 5xx and Stripe delivers the event again.
+ */
+async function applyAccountUpdated(event: StripeWebhookEvent, object: StripeObject<'account.updated'>, seenRef: DocumentReference): Promise<StripeEventOutcome> {
+  const db = firestore();
+  const decide = () =>
+    db.runTransaction(async (tx) => {
+      if ((await tx.get(seenRef)).exists) return 'duplicate' as const;
+      const index = await tx.get(globalIndexDoc(collections.stripeAccountIndex, object.id));
+      const scope = index.exists ? OrgScope.system(index.get('orgId') as string, 'stripe-webhook') : undefined;
+      const affiliateRef = scope?.collection('affiliates').doc(index.get('affiliateId') as string);
+      const affiliate = affiliateRef ? await tx.get(affiliateRef) : undefined;
+      if (!affiliateRef || !affiliate?.exists) {
+        tx.create(seenRef, { type: event.type, at: new Date().toISOString() });
+        return 'ignored' as const;
+      }
+      const stamp = (affiliate.get('stripeAccountEventCreated') as number | undefined) ?? 0;
+      if (stamp === event.created && affiliate.get('payoutsEnabled') !== object.payouts_enabled) return { tie: affiliateRef };
+      tx.create(seenRef, { type: event.type, at: new Date().toISOString() });
+      if (stamp > event.created) return 'ignored' as const;
+      tx.update(affiliateRef, { payoutsEnabled: object.payouts_enabled, stripeAccountEventCreated: event.created, updatedAt: new Date().toISOString() });
+      return 'applied' as const;
+    });
+  const outcome = await decide();
+  if (typeof outcome === 'string') return outcome;
+
+  // The read comes after both events of the tie were created, whatever our clock says against Stripe's.
+  const readAt = Math.max(Math.floor(Date.now() / 1000), event.created);
+  const account = await payoutProvider().getAccount(object.id);
+  return db.runTransaction(async (tx) => {
+    if ((await tx.get(seenRef)).exists) return 'duplicate';
+    const stamp = ((await tx.get(outcome.tie)).get('stripeAccountEventCreated') as number | undefined) ?? 0;
+    tx.create(seenRef, { type: event.type, at: new Date().toISOString(), resolvedBy: 'account_read' });
+    // A later event applied meanwhile says more than this read.
+    if (stamp > readAt) return 'ignored';
+    tx.update(outcome.tie, { payoutsEnabled: account.payoutsEnabled, stripeAccountEventCreated: readAt, updatedAt: new Date().toISOString() });
+    return 'applied';
+  });
 }
 
 async function markSeen<O extends 'ignored' | 'ignored_malformed'>(ref: FirebaseFirestore.DocumentReference, type: string, outcome: O): Promise<O | 'duplicate'> {

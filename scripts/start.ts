@@ -3,34 +3,48 @@
  * groups, serves every function on one base URL, and on Ctrl-C stops everything it started.
  */
 import { resolve } from 'node:path';
-import { config } from '../shared/config';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { config, type Config } from '../shared/config';
 import { recordRunningStack } from '../functions/adapters/dev-identity';
 import { portInUse, startEmulators, type RunningEmulator } from './local/emulators';
+import { onStopSignals } from './local/signals';
 import { startLocalStack, type LocalStack } from './local/stack';
 
 async function main(): Promise<void> {
   process.env.METADATA_SERVER_DETECTION ??= 'none';
-  const c = config();
+  let c: Config;
+  try {
+    c = config();
+  } catch (err) {
+    console.error((err as Error).message);
+    process.exit(2);
+  }
+  // PORT=0 would serve on a port the addresses handed out (tracking links, the dev tokens' issuer) do not name.
+  if (c.PORT === 0) {
+    console.error('PORT=0 is not supported by npm start: choose a port (default 8080).');
+    process.exit(2);
+  }
   let emulators: RunningEmulator[] = [];
   let stack: LocalStack | undefined;
-  let stopping = false;
-  const stop = async (code: number) => {
-    if (stopping) return;
-    stopping = true;
+  // Installed before anything starts, so that a Ctrl-C or a closed terminal during the emulators' start stops them.
+  onStopSignals(async () => {
     console.log('\nStopping…');
-    await stack?.close().catch(() => undefined);
+    // Bounded: with the Pub/Sub emulator gone, deleting the workers' subscriptions would be retried for minutes.
+    if (stack) await Promise.race([stack.close().catch(() => undefined), sleep(5000)]);
     await Promise.all(emulators.map((e) => e.stop()));
     console.log(emulators.length ? 'Stopped; emulator ports are free.' : 'Stopped.');
-    process.exit(code);
+  });
+  const stopOnError = async () => {
+    if (stack) await Promise.race([stack.close().catch(() => undefined), sleep(5000)]);
+    await Promise.all(emulators.map((e) => e.stop()));
+    process.exit(1);
   };
-  process.on('SIGINT', () => void stop(0));
-  process.on('SIGTERM', () => void stop(0));
 
-  const ports = { PORT: c.PORT, PUBSUB_EMULATOR_PORT: Number(process.env.PUBSUB_EMULATOR_PORT ?? 8085), FIRESTORE_EMULATOR_PORT: Number(process.env.FIRESTORE_EMULATOR_PORT ?? 8086) };
+  const ports = { PORT: c.PORT, PUBSUB_EMULATOR_PORT: c.PUBSUB_EMULATOR_PORT, FIRESTORE_EMULATOR_PORT: c.FIRESTORE_EMULATOR_PORT };
   // Every port at once, before anything starts: one at a time, after the emulators' half-minute start, sent people
   // round the loop once per busy port.
   const busy = [];
-  for (const [name, port] of Object.entries(ports)) if (port !== 0 && (await portInUse(port))) busy.push(`${port} (${name})`);
+  for (const [name, port] of Object.entries(ports)) if (await portInUse(port)) busy.push(`${port} (${name})`);
   if (busy.length) {
     console.error(`Port${busy.length > 1 ? 's' : ''} ${busy.join(', ')} already in use (another npm start, or an emulator left running?). Stop it, or choose other ports with ${busy.map((b) => b.slice(b.indexOf('(') + 1, -1)).join(', ')}.`);
     process.exit(1);
@@ -47,7 +61,7 @@ async function main(): Promise<void> {
     stack = await startLocalStack({ runSchedules: true });
   } catch (err) {
     console.error(String((err as Error).message ?? err));
-    await stop(1);
+    await stopOnError();
     return;
   }
   const b = stack.baseUrl;

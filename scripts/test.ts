@@ -6,7 +6,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, startEmulators } from './local/emulators';
+import { freePort, startEmulators, type RunningEmulator } from './local/emulators';
+import { onStopSignals } from './local/signals';
 
 async function main(): Promise<number> {
   const filter = process.argv.slice(2);
@@ -15,18 +16,22 @@ async function main(): Promise<number> {
     .map((f) => join('test', f))
     .filter((f) => !filter.length || filter.some((x) => f.includes(x)))
     .sort();
-  const logDir = mkdtempSync(join(tmpdir(), 'abp-test-logs-'));
-  const emulators = await startEmulators({ pubsubPort: await freePort(), firestorePort: await freePort(), project: 'abp-test', logDir });
-  const stopAll = () => Promise.all(emulators.map((e) => e.stop()));
+  // Given no file, node --test looks for tests of its own, finds none and passes: a mistyped name must not.
+  if (!files.length) {
+    console.error(`No test file under test/ matches ${filter.join(', ')}`);
+    return 2;
+  }
+  let emulators: RunningEmulator[] = [];
   let child: ChildProcess | undefined;
-  // A cancelled CI job sends SIGTERM: the test files and the emulators (detached Java processes) must not
-  // outlive it either.
-  const stopOn = (code: number) => () => {
+  // From the start: a cancelled CI job (SIGTERM) or a Ctrl-C while the emulators start must not leave their
+  // detached Java processes behind, nor the test files.
+  onStopSignals(async () => {
     child?.kill('SIGTERM');
-    void stopAll().then(() => process.exit(code));
-  };
-  process.on('SIGINT', stopOn(130));
-  process.on('SIGTERM', stopOn(143));
+    await Promise.all(emulators.map((e) => e.stop()));
+  });
+  const logDir = mkdtempSync(join(tmpdir(), 'abp-test-logs-'));
+  emulators = await startEmulators({ pubsubPort: await freePort(), firestorePort: await freePort(), project: 'abp-test', logDir });
+  const stopAll = () => Promise.all(emulators.map((e) => e.stop()));
   let code = 1;
   try {
     code = await new Promise<number>((resolve) => {

@@ -10,6 +10,14 @@ export const configSchema = z.object({
   GOOGLE_CLOUD_PROJECT: z.string().min(1).default('abp-local'),
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   HOST: z.string().default('127.0.0.1'),
+  /** Where `npm start` runs the emulators (the tests and benchmarks choose free ports of their own). */
+  PUBSUB_EMULATOR_PORT: z.coerce.number().int().min(1).max(65535).default(8085),
+  FIRESTORE_EMULATOR_PORT: z.coerce.number().int().min(1).max(65535).default(8086),
+  /**
+   * Local only: how the emulator's messages reach the workers. `relay` (a streaming pull that posts to the workers, as
+   * fast as production's push) or `push` (the emulator's own push, two messages at a time per subscription).
+   */
+  LOCAL_DELIVERY: z.enum(['relay', 'push']).default('relay'),
   ABP_DATA_DIR: z.string().default('.data'),
   /** Base URL of the tracking endpoints, used to build tracking links and postback templates. */
   PUBLIC_BASE_URL: z.url().optional(),

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
 import { describe, it } from 'node:test';
+import { freePort, portInUse } from '../scripts/local/emulators';
 
 /** The newcomer's commands (`npm run token`, `npm start`) when given what people get wrong. */
 const run = (script: string, args: string[], env: Record<string, string> = {}) =>
@@ -33,7 +34,7 @@ describe('npm start', () => {
     const port = (srv: Server) => (srv.address() as { port: number }).port;
     try {
       const started = Date.now();
-      const r = run('scripts/start.ts', [], { PORT: String(port(api)), PUBSUB_EMULATOR_PORT: String(port(pubsub)), FIRESTORE_EMULATOR_PORT: '0', ABP_DATA_DIR: '/tmp/abp-start-busy-ports' });
+      const r = run('scripts/start.ts', [], { PORT: String(port(api)), PUBSUB_EMULATOR_PORT: String(port(pubsub)), FIRESTORE_EMULATOR_PORT: String(await freePort()), ABP_DATA_DIR: '/tmp/abp-start-busy-ports' });
       assert.equal(r.status, 1, r.stdout + r.stderr);
       assert.match(r.stderr, new RegExp(`Ports ${port(api)} \\(PORT\\), ${port(pubsub)} \\(PUBSUB_EMULATOR_PORT\\) already in use .*choose other ports with PORT, PUBSUB_EMULATOR_PORT`));
       assert.doesNotMatch(r.stdout, /Starting the Pub\/Sub and Firestore emulators/, 'nothing started');
@@ -42,5 +43,54 @@ describe('npm start', () => {
       api.close();
       pubsub.close();
     }
+  });
+  for (const [what, env, says] of [
+    ['an emulator port that is no number', { PUBSUB_EMULATOR_PORT: 'abc' }, /^Invalid configuration:\n {2}PUBSUB_EMULATOR_PORT: /],
+    ['PORT=0', { PORT: '0' }, /^PORT=0 is not supported by npm start/],
+  ] as const) {
+    it(`refuses ${what}, saying so without a stack trace`, () => {
+      const r = run('scripts/start.ts', [], { ...env, ABP_DATA_DIR: '/tmp/abp-start-bad-config' });
+      assert.equal(r.status, 2, r.stdout + r.stderr);
+      assert.match(r.stderr, says);
+      assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+    });
+  }
+
+  it('stops the emulators it started when its terminal closes (SIGHUP), leaving their ports free', async () => {
+    const [api, pubsubPort, firestorePort] = [await freePort(), await freePort(), await freePort()];
+    const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/start.ts'], {
+      env: { ...process.env, METADATA_SERVER_DETECTION: 'none', PORT: String(api), PUBSUB_EMULATOR_PORT: String(pubsubPort), FIRESTORE_EMULATOR_PORT: String(firestorePort), ABP_DATA_DIR: '/tmp/abp-start-sighup' },
+      stdio: 'ignore',
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      // Hung up while starting, once the Pub/Sub emulator's Java process serves its port.
+      const deadline = Date.now() + 60_000;
+      while (!(await portInUse(pubsubPort))) {
+        assert.ok(Date.now() < deadline, 'the Pub/Sub emulator did not start');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      child.kill('SIGHUP');
+      assert.equal(await exited, 129);
+      // Killed on its way out (SIGKILL to their process groups), they take a moment to be gone.
+      const freed = Date.now() + 10_000;
+      while ((await portInUse(pubsubPort)) || (await portInUse(firestorePort))) {
+        assert.ok(Date.now() < freed, 'the emulator ports are free');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      // gcloud is given --host-port=127.0.0.1:P, its Java child --port=P.
+      const left = spawnSync('pgrep', ['-f', `(:|--port=)(${pubsubPort}|${firestorePort})( |$)`], { encoding: 'utf8' });
+      assert.equal(left.stdout, '', 'no emulator process left');
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+});
+
+describe('npm test', () => {
+  it('fails, naming the filter, when no test file matches it (node --test would pass with none)', () => {
+    const r = run('scripts/test.ts', ['test/no-such-suite']);
+    assert.equal(r.status, 2, r.stdout + r.stderr);
+    assert.match(r.stderr, /^No test file under test\/ matches test\/no-such-suite/);
   });
 });

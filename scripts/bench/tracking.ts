@@ -1181,7 +1181,9 @@ async function main(flags: Flags): Promise<number> {
           : threads.length
             ? `limited by ${threads.join(' and by ')}`
             : `neither the machine nor a worker's thread was saturated: waiting (on the emulators' answers, with at most ${flags['drain-in-flight']} messages in flight per relay)`;
-      const perSec = (v: number | undefined) => (v === undefined ? 'not all in' : `${rate((n + p) / v)} events/s (all in after ${v.toFixed(1)} s)`);
+      // The baseline of this run: how fast the same events went into the topic with nobody pulling.
+      const perSec = (v: number | undefined) =>
+        v === undefined ? 'not all in' : `${rate((n + p) / v)} events/s (all in after ${v.toFixed(1)} s; ${(publishSecs / v).toFixed(2)}x the publish alone)`;
       out.push(
         '',
         `3b. Drain, the back half alone: ${n} clicks${p ? ` and ${p} postbacks (one after every ${flags['clicks-per-postback']} clicks, for the click just before it)` : ' (clicks only)'} published`,

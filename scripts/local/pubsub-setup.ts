@@ -44,7 +44,7 @@ export async function provisionPubSub(
   };
   // The framework takes the topic from the push path, as Eventarc would name it.
   const pushPath = (path: string) => `${baseUrl}${path}/projects/${project}/topics/${topics.trackingEvents}`;
-  const emulatorPush = process.env.LOCAL_DELIVERY === 'push';
+  const emulatorPush = config().LOCAL_DELIVERY === 'push';
   // No subscription filters here, unlike production (infra/pubsub.ts leaves `conversion` events out of the state
   // writer's subscription and `postback` events out of the analytics writer's): the emulator (cloud-pubsub-emulator
   // 0.8.20, Cloud SDK 528) accepts and stores a filter but delivers every message anyway, checked with

@@ -52,14 +52,22 @@ export async function startLocalStack(opts: { runSchedules?: boolean } = {}): Pr
   // Loaded only now, after the environment points the Google clients at the emulators.
   await import('../../functions');
   let ready = false;
-  const server = createGateway(gatewayRoutes, { isReady: () => ready, serveDevJwks: !process.env.SUPABASE_URL });
+  const server = createGateway(gatewayRoutes, { isReady: () => ready, serveDevJwks: !c.SUPABASE_URL });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(c.PORT, c.HOST, () => resolve());
   });
   const baseUrl = `http://${c.HOST}:${(server.address() as { port: number }).port}`;
   const { provisionPubSub } = await import('./pubsub-setup');
-  const pubsubSetup = await provisionPubSub(baseUrl);
+  let pubsubSetup: Awaited<ReturnType<typeof provisionPubSub>>;
+  try {
+    pubsubSetup = await provisionPubSub(baseUrl);
+  } catch (err) {
+    // A listening server left behind would keep the process (a test file's, say) alive until its timeout.
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+    throw err;
+  }
   const stopSchedules = opts.runSchedules ? scheduleJobs(baseUrl) : () => undefined;
   ready = true;
   return {

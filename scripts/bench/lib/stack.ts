@@ -124,8 +124,8 @@ export function abortOnSignals(log: (msg: string) => void = (m) => process.stder
     log(`\n${signal}: stopping the stack and the emulators…`);
     controller.abort(new Error(`Interrupted by ${signal}`));
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  // SIGHUP too: a closed terminal must not leave the emulators, in process groups of their own, running.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const) process.on(signal, onSignal);
   return controller.signal;
 }
 

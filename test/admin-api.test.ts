@@ -234,6 +234,58 @@ describe('API keys', () => {
     assert.ok(op.parameters.some((p: { name: string }) => p.name === 'Idempotency-Key'));
     assert.match(op.summary, /409/);
   });
+
+  it("revokes a member's keys with the member, those beyond a demoted member's role, and keys made with a revoked key", async () => {
+    const { orgId, token } = await newOrg(s, 'keys-follow@example.com');
+    const keys = (auth: string) => s.call('GET', `/v1/orgs/${orgId}/api-keys?limit=100`, { auth });
+    const make = async (auth: string, name: string, role: string) => {
+      const r = await s.call('POST', `/v1/orgs/${orgId}/api-keys`, { auth, body: { name, role } });
+      assert.equal(r.status, 201, r.text);
+      return r.body as { id: string; key: string };
+    };
+    const works = async (key: string) => (await s.call('GET', `/v1/orgs/${orgId}/campaigns`, { auth: key })).status === 200;
+    for (const email of ['ada@example.com', 'bo@example.com']) assert.equal((await s.call('POST', `/v1/orgs/${orgId}/members`, { auth: token, body: { email, role: 'admin' } })).status, 201);
+    const [ada, bo] = [s.token('ada@example.com'), s.token('bo@example.com')];
+    const adaAdmin = await make(ada, 'ada admin', 'admin');
+    const adaAnalyst = await make(ada, 'ada analyst', 'analyst');
+    const madeByKey = await make(adaAdmin.key, 'made with ada admin key', 'manager');
+    const boAdmin = await make(bo, 'bo admin', 'admin');
+    const boManager = await make(bo, 'bo manager', 'manager');
+    const madeByBoKey = await make(boAdmin.key, 'made with bo admin key', 'analyst');
+
+    // Removed, Ada cannot come back through a key she made: every key of hers, and the key made with one, stops.
+    assert.equal((await s.call('DELETE', `/v1/orgs/${orgId}/members/${s.userId('ada@example.com')}`, { auth: token })).status, 200);
+    for (const k of [adaAdmin, adaAnalyst, madeByKey]) assert.equal(await works(k.key), false, `${k.id} stops with its maker`);
+    assert.equal((await s.call('POST', `/v1/orgs/${orgId}/members`, { auth: adaAdmin.key, body: { email: 'ada@example.com', role: 'admin' } })).status, 401);
+
+    // Demoted to manager, Bo may grant nothing: his keys stop; others' keys are untouched.
+    const other = await make(token, 'owner key', 'admin');
+    assert.equal((await s.call('PATCH', `/v1/orgs/${orgId}/members/${s.userId('bo@example.com')}`, { auth: token, body: { role: 'manager' } })).status, 200);
+    for (const k of [boAdmin, boManager, madeByBoKey]) assert.equal(await works(k.key), false, `${k.id} stops with its maker's demotion`);
+    assert.equal(await works(other.key), true);
+
+    // A key revoked takes the keys made with it.
+    const child = await make(other.key, 'made with owner key', 'analyst');
+    assert.equal((await s.call('DELETE', `/v1/orgs/${orgId}/api-keys/${other.id}`, { auth: token })).status, 200);
+    assert.equal(await works(child.key), false);
+    const listed = (await keys(token)).body.items as { id: string; revokedAt: string | null }[];
+    assert.deepEqual(listed.filter((k) => !k.revokedAt).map((k) => k.id), [], 'all revoked, and listed as such');
+    const log = await s.call('GET', `/v1/orgs/${orgId}/audit-log?targetId=${madeByKey.id}`, { auth: token });
+    assert.deepEqual(log.body.items.map((e: { action: string; changes: { reason?: string } }) => [e.action, e.changes.reason]), [
+      ['api_key.revoke', 'made by ada@example.com, removed from the organisation'],
+      ['api_key.create', undefined],
+    ]);
+  });
+
+  it('keeps the keys a demoted member could still make', async () => {
+    const { orgId, token } = await newOrg(s, 'keys-demote@example.com');
+    assert.equal((await s.call('POST', `/v1/orgs/${orgId}/members`, { auth: token, body: { email: 'heir2@example.com', role: 'owner' } })).status, 201);
+    const adminKey = await s.call('POST', `/v1/orgs/${orgId}/api-keys`, { auth: token, body: { name: 'a', role: 'admin' } });
+    assert.equal(adminKey.status, 201, adminKey.text);
+    // Owner to admin: an admin may still make admin keys, so this one stays.
+    assert.equal((await s.call('PATCH', `/v1/orgs/${orgId}/members/${s.userId('keys-demote@example.com')}`, { auth: s.token('heir2@example.com'), body: { role: 'admin' } })).status, 200);
+    assert.equal((await s.call('GET', `/v1/orgs/${orgId}/campaigns`, { auth: adminKey.body.key })).status, 200);
+  });
 });
 
 describe('campaigns', () => {

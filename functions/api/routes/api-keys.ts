@@ -5,6 +5,7 @@ import { apiKeyResource, createApiKeyBody, createdApiKeyResource, listQuery } fr
 import { ApiError, forbidden, notFound } from '../../../shared/errors';
 import { newId, newSecret } from '../../../shared/ids';
 import { collections } from '../../../shared/names';
+import { keysFallingWith, revokeKeys } from '../../services/api-keys';
 import { apiKeyPrefix, hashSecret } from '../../services/authentication';
 import { actorOf } from '../../services/principal';
 import { globalIndexDoc } from '../../services/tenancy';
@@ -60,10 +61,12 @@ export const apiKeyRoutes = [
         if (!snap.exists) throw notFound('API key');
         const current = snap.data()!;
         if (current.revokedAt) return current;
+        const madeWithIt = await keysFallingWith(tx, scope, params.id!, undefined);
         const next = { ...current, revokedAt: new Date().toISOString() };
         tx.set(ref, next);
         tx.delete(globalIndexDoc(collections.apiKeyIndex, current.hash as string));
         audit({ action: 'api_key.revoke', target: { type: 'api_key', id: params.id! }, changes: { name: current.name } });
+        revokeKeys(tx, madeWithIt, audit, `made with API key ${params.id}, revoked`);
         return next;
       });
       return ok(toKey(key));

@@ -5,6 +5,7 @@ import { mayGrant, type Role } from '../../../shared/domain/roles';
 import { createMemberBody, listQuery, memberResource, patchMemberBody, type Member } from '../../../shared/domain/schemas';
 import { badGateway, badRequest, conflict, forbidden, notFound, unavailable } from '../../../shared/errors';
 import { resolveUserIdByEmail } from '../../adapters/user-directory';
+import { keysFallingWith, revokeKeys } from '../../services/api-keys';
 import type { OrgScope } from '../../services/tenancy';
 import { created, ok, orgRoute } from '../router';
 
@@ -30,16 +31,19 @@ async function changeMember(scope: OrgScope, userId: string, change: { role: Rol
     if (current.role === 'owner' && scope.role !== 'owner') throw forbidden('Only an owner may change or remove an owner');
     if (change !== 'remove') assertMayGrant(scope, change.role);
     if (current.role === 'owner' && (change === 'remove' || change.role !== 'owner')) await assertKeepsAnOwner(tx, scope, userId);
+    // Nothing changes, so nothing is written and nothing is audited (as for campaigns).
+    if (change !== 'remove' && change.role === current.role) return current;
+    const keys = await keysFallingWith(tx, scope, userId, change === 'remove' ? undefined : change.role);
     if (change === 'remove') {
       tx.delete(ref);
       audit({ action: 'member.remove', target: { type: 'member', id: userId }, changes: { email: current.email, role: current.role } });
+      revokeKeys(tx, keys, audit, `made by ${current.email as string}, removed from the organisation`);
       return current;
     }
-    // Nothing changes, so nothing is written and nothing is audited (as for campaigns).
-    if (change.role === current.role) return current;
     const next = { ...current, role: change.role, updatedAt: new Date().toISOString() };
     tx.set(ref, next);
     audit({ action: 'member.update', target: { type: 'member', id: userId }, changes: { role: { from: current.role, to: change.role } } });
+    revokeKeys(tx, keys, audit, `made by ${current.email as string}, now ${change.role}`);
     return next;
   });
 }

@@ -422,3 +422,38 @@ describe('repeats of one sale with different amounts', () => {
     }
   });
 });
+
+describe("another organisation's click ids naming a sale", () => {
+  it('never re-book a sale rejected for a foreign click, nor grow its receipt: its own click still books it', async () => {
+    const org = await setUpOrg('race-foreign-churn@example.com');
+    const ids = await clickIds(org);
+    const { mintClickId } = await import('../shared/domain/click-id');
+    const { secrets } = await import('../functions/adapters/local-secrets');
+    const { firestore } = await import('../functions/adapters/firestore');
+    // Anyone with an organisation of their own mints as many of these as they like (here the rival's link).
+    const foreignIds = Array.from({ length: 10 }, () => mintClickId(secrets().clickSigningKey, rival.link, Date.now() - 600_000));
+    const foreign = (n: number) => foreignIds[n]!;
+    const conversionId = deterministicId('cnv', org.id, 'txn', 'foreign-churn');
+    const pixel = (clickId: string) => s.call('GET', `/postback?${new URLSearchParams({ token: org.postbackToken, click_id: clickId, txn_id: 'foreign-churn', amount: '20.00' })}`);
+    const conversion = async () => (await s.call('GET', `/v1/orgs/${org.id}/conversions/${conversionId}`, { auth: org.token })).body;
+    assert.equal((await pixel(foreign(0))).body.status, 'accepted');
+    await eventually(async () => ((await conversion()).status === 'rejected' ? true : undefined), 'booked as rejected');
+    assert.deepEqual((await conversion()).reasons, ['foreign_click']);
+    for (let n = 1; n <= 5; n++) assert.equal((await pixel(foreign(n))).body.status, 'duplicate', `foreign click ${n}`);
+    // The state worker is handed another such event directly, as a delivery of one published would be.
+    const churn = { ...postbackEvent({ orgId: org.id, txnId: 'foreign-churn', clickId: foreign(9), via: 'pixel', occurredAt: new Date().toISOString() }), intakeId: 'in_churn' };
+    assert.equal((await deliverToStateWorker(churn, 'foreign-churn-direct')).ok, true);
+    await new Promise((r) => setTimeout(r, 500)); // the intake's events too
+    assert.equal((await conversion()).clickId, foreign(0), 'not re-booked under another foreign click');
+    const receipt = await firestore().doc(`orgs/${org.id}/postbackReceipts/${conversionId}`).get();
+    assert.equal(Object.keys(receipt.get('named') as object).length, 1, 'the receipt names one click');
+    // The advertiser's postback with the organisation's own click books the sale.
+    const good = ids.good();
+    assert.equal((await pixel(good)).body.status, 'accepted');
+    const booked = await eventually(async () => {
+      const c = await conversion();
+      return c.status === 'pending' ? c : undefined;
+    }, 'booked on its own click');
+    assert.deepEqual([booked.clickId, booked.payout, booked.reasons], [good, payout, []]);
+  });
+});

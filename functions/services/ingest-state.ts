@@ -93,9 +93,14 @@ function capUsageRefs(scope: OrgScope, e: PostbackEvent, a: Attribution): { wind
   });
 }
 
-/** Whether an already booked conversion is this postback's outcome: it is, unless the postback re-books it. */
-function isFinal(existing: DocumentSnapshot, e: PostbackEvent): boolean {
-  return existing.exists && !rebooks(existing.data()!, e.clickId, () => verifyClickId(secrets().clickSigningKey, e.clickId) !== undefined);
+/**
+ * Whether an already booked conversion is this postback's outcome: it is, unless the postback re-books it, which
+ * only a click of the conversion's own organisation does (`link`: the click's link index, read with it). Another
+ * organisation's click would be rejected again, and anyone can mint those: each would re-book the sale and grow
+ * its receipt, until the receipt passed Firestore's 1 MiB and the real postback could not be recorded.
+ */
+function isFinal(existing: DocumentSnapshot, e: PostbackEvent, link: DocumentSnapshot | undefined): boolean {
+  return existing.exists && !rebooks(existing.data()!, e.clickId, () => link?.exists === true && link.get('orgId') === e.orgId);
 }
 
 /**
@@ -281,7 +286,7 @@ async function bookTogether(tx: Transaction, events: PostbackEvent[]): Promise<(
   const scope = OrgScope.system(events[0]!.orgId, 'state-writer');
   const links = events.map(linkOf);
   const first = await readAll(tx, events.map((e, i) => [scope.collection('conversions').doc(e.eventId), links[i]?.ref, receiptRef(scope, e)]));
-  const final = events.map((e, i) => isFinal(first.get(i, 0)!, e));
+  const final = events.map((e, i) => isFinal(first.get(i, 0)!, e, first.get(i, 1)));
   const skipped = events.map((e, i) => !final[i] && superseded(first.get(i, 2), e));
   const detailed = events.map((e, i) => (final[i] || skipped[i] ? undefined : detailRefs(scope, e, first.get(i, 1))));
   const second = await readAll(tx, detailed.map((refs) => refs ?? []));
@@ -418,7 +423,7 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
     }
     conversionPaths.add(path);
     const existing = firstRead.get(i, 0)!;
-    if (isFinal(existing, e)) {
+    if (isFinal(existing, e, firstRead.get(i, 1))) {
       results[i] = { status: 'fulfilled', value: existing.data()! };
       return;
     }

@@ -181,7 +181,12 @@ async function rebooked(scope: OrgScope, conversionId: string, clickId: string, 
   const receiptRef = scope.collection('postbackReceipts').doc(conversionId);
   const conversionRef = scope.collection('conversions').doc(conversionId);
   const isOurs = async (id: string) => (await orgLinkOf(scope.orgId, id)) !== undefined; // links are cached
-  const signed = (id: string) => () => verifyClickId(secrets().clickSigningKey, id) !== undefined;
+  // Only a click of this organisation re-books (as the state worker decides): asked before the transaction, since
+  // the worker's verdict on it does not change between attempts.
+  const ours = new Map<string, boolean>();
+  const oursNow = async (id: string) => ours.get(id) ?? ours.set(id, await isOurs(id)).get(id)!;
+  await oursNow(clickId);
+  const oursFor = (id: string) => () => ours.get(id) === true;
   return firestore().runTransaction(async (tx) => {
     const receipt = await tx.get(receiptRef);
     const received: unknown = receipt.get('clickId');
@@ -193,15 +198,16 @@ async function rebooked(scope: OrgScope, conversionId: string, clickId: string, 
     const conversion = await tx.get(conversionRef);
     let accepted: boolean;
     if (!conversion.exists) {
-      accepted = typeof received === 'string' && (await isOurs(clickId)) && !(await isOurs(received));
+      accepted = typeof received === 'string' && (await oursNow(clickId)) && !(await oursNow(received));
     } else {
       const doc = conversion.data()!;
       // Under this click, but rejected for it while the receipt's click books over it (both sent at once, this
       // one's event handled first): that one stands, and keeps the receipt.
-      const overruled = typeof received === 'string' && rebooks(doc, received, signed(received));
+      if (typeof received === 'string') await oursNow(received);
+      const overruled = typeof received === 'string' && rebooks(doc, received, oursFor(received));
       // Booked under this click by another request's event (a repeat whose event came first): that one stands.
       const bookedByAnother = typeof doc.intakeId === 'string' && doc.intakeId !== intakeId;
-      accepted = (doc.clickId === clickId && !overruled && !bookedByAnother) || rebooks(doc, clickId, signed(clickId));
+      accepted = (doc.clickId === clickId && !overruled && !bookedByAnother) || rebooks(doc, clickId, oursFor(clickId));
     }
     if (accepted) tx.update(receiptRef, { clickId, named: withNamed(receipt.get('named'), clickId, intakeId) });
     return accepted;

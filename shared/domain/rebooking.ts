@@ -1,15 +1,16 @@
 /** Rejections that say the click id was wrong, not the sale: the advertiser may send the sale again with the right one. */
 const clickIdReasons = new Set(['invalid_click_id', 'unknown_click', 'foreign_click']);
 
-/** Whether a booked conversion was rejected for its click id, which a later postback naming one of ours re-books. */
+/** Whether a booked conversion was rejected for its click id, which a later postback naming one of its organisation's clicks re-books. */
 export function rejectedForItsClick(doc: { status?: unknown; reasons?: unknown }): boolean {
   return doc.status === 'rejected' && Array.isArray(doc.reasons) && (doc.reasons as unknown[]).some((r) => typeof r === 'string' && clickIdReasons.has(r));
 }
 
 /**
  * Whether a postback naming `clickId` books again a conversion already booked under its id. A conversion
- * rejected only because its click id was wrong is re-booked when the postback names another click, one we
- * minted (`clickIdIsOurs`, asked last: it costs an HMAC; two bad ids would only take turns): the conversion id
+ * rejected only because its click id was wrong is re-booked when the postback names another click of the
+ * conversion's own organisation (`clickIdIsOurs`, asked last; another organisation's click would only be rejected
+ * again, and anyone can mint those, each growing the receipt; two bad ids would only take turns): the conversion id
  * is the transaction's, so otherwise a mistyped or forged click id sent first would keep the real sale from
  * ever being credited. Nothing had been credited or counted for it.
  *

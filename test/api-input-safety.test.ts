@@ -267,3 +267,23 @@ describe('edits that would change what is already out', () => {
     assert.ok(doc.paths['/v1/orgs/{orgId}/campaigns'].post.responses['409']);
   });
 });
+
+describe('strings that are not text', () => {
+  // JSON can carry a lone UTF-16 surrogate ("\ud800"); UTF-8, and so Firestore, cannot.
+  it('refuses a lone surrogate in an API body with a 400 naming the field', async () => {
+    const r = await s.call('POST', orgPath('/campaigns'), { auth: O.owner, body: campaignBody({ name: 'Spring \ud800 sale' }) });
+    assertClientError(r, 400, 'name');
+    assert.match(r.body.error.details[0].message, /lone UTF-16 surrogate/);
+  });
+
+  it('refuses a lone surrogate in a postback before publishing it, naming the field', async () => {
+    const { token } = (await s.call('GET', orgPath('/postback-config'), { auth: O.owner })).body;
+    const r = await fetch(`${s.baseUrl}/postback`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token, click_id: '\ud800x', txn_id: 'lone-surrogate' }) });
+    const body = (await r.json()) as { error: { details: { field: string }[] } };
+    assert.equal(r.status, 400, JSON.stringify(body));
+    assert.deepEqual(body.error.details.map((d) => d.field), ['click_id']);
+    const { deterministicId } = await import('../shared/ids');
+    await new Promise((res) => setTimeout(res, 1000));
+    assert.equal((await s.call('GET', orgPath(`/conversions/${deterministicId('cnv', O.orgId, 'txn', 'lone-surrogate')}`), { auth: O.owner })).status, 404, 'nothing was published');
+  });
+});

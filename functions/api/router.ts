@@ -5,6 +5,7 @@ import type { Permission } from '../../shared/domain/roles';
 import { documentIdPattern } from '../../shared/domain/schemas';
 import { config } from '../../shared/config';
 import { ApiError, badRequest, zodDetails } from '../../shared/errors';
+import { illFormedTextAt, illFormedTextMessage } from '../../shared/text';
 import { authenticate } from '../services/authentication';
 import type { Principal } from '../services/principal';
 import { OrgScope, type Idempotency } from '../services/tenancy';
@@ -135,6 +136,8 @@ function parse<T>(schema: z.ZodType<T> | undefined, value: unknown, where: 'body
       throw badRequest('The query string is invalid', unknown.map((k) => ({ field: k, message: `is not a parameter of this route (it takes ${known.join(', ')})` })));
     }
   }
+  const illFormed = illFormedTextAt(value);
+  if (illFormed) throw badRequest(where === 'body' ? 'The request body is invalid' : 'The query string is invalid', [{ field: illFormed.join('.') || '(body)', message: illFormedTextMessage }]);
   const r = schema.safeParse(value);
   if (!r.success) throw badRequest(where === 'body' ? 'The request body is invalid' : 'The query string is invalid', zodDetails(r.error));
   return r.data;

@@ -14,6 +14,7 @@ import { publishTrackingEvent } from '../adapters/pubsub';
 import { hashSecret } from '../services/authentication';
 import { resolveLink, type ResolvedLink } from '../services/link-resolver';
 import { OrgScope } from '../services/tenancy';
+import { illFormedTextAt, illFormedTextMessage } from '../../shared/text';
 
 /**
  * Shared by the postback and the pixel: authenticate the advertiser, validate, give the conversion its
@@ -81,6 +82,8 @@ function flattenParams(raw: Record<string, unknown>, invalid: string): Record<st
     if (typeof v === 'number' && (key === 'txn_id' || key === 'click_id') && !Number.isSafeInteger(v)) {
       throw badRequest(invalid, [{ field: key, message: 'a JSON number this large has lost digits on the way: send the id as a string ("…")' }]);
     }
+    // Checked before anything is published: such a click id would be published, then fail every write of it.
+    if (illFormedTextAt(v)) throw badRequest(invalid, [{ field: key, message: illFormedTextMessage }]);
     out[key] = typeof v === 'number' ? String(v) : v;
   }
   return out;

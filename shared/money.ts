@@ -24,7 +24,17 @@ export const currencySchema = z
 
 export type Currency = string;
 
-export const minorUnitsSchema = z.number().int('must be an integer number of minor units (e.g. cents)').min(0);
+/**
+ * The most one sale, or one commission, may be: 10^12 minor units ($10 billion, ¥1 trillion). Far past any real
+ * sale, and far enough below 2^53 that sums over thousands of them (a report's totals) stay exact integers.
+ */
+export const maxAmountMinor = 10 ** 12;
+
+export const minorUnitsSchema = z
+  .number()
+  .int('must be an integer number of minor units (e.g. cents)')
+  .min(0)
+  .max(maxAmountMinor, `must be at most ${maxAmountMinor} minor units`);
 
 export function minorUnitDigits(currency: Currency): number {
   return isoMinorDigits[currency] ?? 2;

@@ -212,6 +212,17 @@ describe('analytics on DuckDB', () => {
     assert.deepEqual([r.rows[0]?.revenue, r.rows[0]?.payout], [{ EUR: 1200 }, {}]);
   });
 
+  it('refuses, naming the range, a report whose sums pass 2^53 rather than answer a 500 or an inexact total', async () => {
+    const big = 'org_big';
+    // Each under 2^53, as rows of the past may be; their sum is not (the intake now refuses any one sale over 10^12).
+    await store.insert([1, 2].map((n) => conversion(big, `big${n}`, `2024-09-0${n}T10:00`, 'kb', { ...links.L1, currency: 'USD', revenue: 5e15, payout: 1 })));
+    const oneDay = await report({ orgId: big, from: '2024-09-01', to: '2024-09-01' });
+    assert.deepEqual(oneDay.totals.revenue, { USD: 5e15 });
+    for (const groupBy of [[], ['day']] as const) {
+      await assert.rejects(report({ orgId: big, from: '2024-09-01', to: '2024-09-02', groupBy: [...groupBy] }), (err: { code?: string; details?: { field: string }[] }) => err.code === 'bad_request' && err.details?.[0]?.field === 'to');
+    }
+  });
+
   it('filters by affiliate and by campaign', async () => {
     assert.deepEqual((await report({ orgId: A, affiliateIds: ['A2'] })).totals, metrics(1, 1, 0, 1, { EUR: 2000 }, { EUR: 500 }));
     assert.deepEqual((await report({ orgId: A, affiliateIds: ['A1', 'A2'] })).totals, aTotals);

@@ -6,7 +6,7 @@ import { rebooks } from '../../shared/domain/rebooking';
 import type { PostbackEvent } from '../../shared/domain/events';
 import { badRequest, unauthorized, zodDetails } from '../../shared/errors';
 import { deterministicId, newId } from '../../shared/ids';
-import { currencySchema, isMajorAmount, minorUnitDigits, parseMajorAmount } from '../../shared/money';
+import { currencySchema, formatMinor, isMajorAmount, maxAmountMinor, minorUnitDigits, parseMajorAmount } from '../../shared/money';
 import { collections } from '../../shared/names';
 import { firestore } from '../adapters/firestore';
 import { secrets } from '../adapters/local-secrets';
@@ -137,6 +137,7 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
     if (currency) {
       const minor = parseMajorAmount(p.amount, currency);
       if (minor === undefined) throw refuse(`, with at most ${minorUnitDigits(currency)} decimals for ${currency}`);
+      if (minor > maxAmountMinor) throw badRequest(invalid, [{ field: 'amount', message: `is more than one sale can be: at most ${formatMinor(maxAmountMinor, currency)} ${currency}` }]);
       amount = minor;
     } else if (!isMajorAmount(p.amount)) throw refuse();
   }

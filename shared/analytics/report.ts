@@ -324,6 +324,14 @@ function addInto(target: ReportMetrics, m: ReportMetrics): void {
 export function foldReport(groupBy: readonly ReportDimension[], raw: ReadonlyArray<Record<string, unknown>>): ReportResult {
   const tooLarge = () =>
     badRequest(`The report has more than ${maxReportRows} rows: ask for a shorter range or fewer groupBy dimensions`, [{ field: 'groupBy', message: `gives more than ${maxReportRows} rows for this range` }]);
+  const tooBig = () => badRequest('A sum in this report passes 2^53, past which a JSON number is not exact: ask for a shorter range', [{ field: 'to', message: 'gives sums too large to answer exactly' }]);
+  const num = (v: unknown) => {
+    try {
+      return toNumber(v);
+    } catch {
+      throw tooBig();
+    }
+  };
   if (raw.length > maxQueryRows) throw tooLarge();
   const byGroup = new Map<string, ReportRow>();
   const totals = emptyMetrics();
@@ -337,16 +345,16 @@ export function foldReport(groupBy: readonly ReportDimension[], raw: ReadonlyArr
         dims.day = value;
       } else dims[d] = value;
     }
-    const conversions = toNumber(r.conversions);
+    const conversions = num(r.conversions);
     const currency = typeof r.currency === 'string' ? r.currency : noCurrency;
     const m: ReportMetrics = {
-      clicks: toNumber(r.clicks),
-      uniqueClicks: toNumber(r.unique_clicks),
-      botClicks: toNumber(r.bot_clicks),
+      clicks: num(r.clicks),
+      uniqueClicks: num(r.unique_clicks),
+      botClicks: num(r.bot_clicks),
       conversions,
       // A currency appears once it has money (as in the live stats, whose counters go back to 0 on a reversal).
-      revenue: conversions && toNumber(r.revenue) ? { [currency]: toNumber(r.revenue) } : {},
-      payout: conversions && toNumber(r.payout) ? { [currency]: toNumber(r.payout) } : {},
+      revenue: conversions && num(r.revenue) ? { [currency]: num(r.revenue) } : {},
+      payout: conversions && num(r.payout) ? { [currency]: num(r.payout) } : {},
     };
     const key = JSON.stringify(groupBy.map((d) => dims[d]));
     let row = byGroup.get(key);
@@ -358,6 +366,8 @@ export function foldReport(groupBy: readonly ReportDimension[], raw: ReadonlyArr
     addInto(row, m);
     addInto(totals, m);
   }
+  const exact = (m: ReportMetrics) => [m.clicks, m.uniqueClicks, m.botClicks, m.conversions, ...Object.values(m.revenue), ...Object.values(m.payout)].every(Number.isSafeInteger);
+  if (!exact(totals) || ![...byGroup.values()].every(exact)) throw tooBig();
   const rows = [...byGroup.values()];
   if (!groupBy.length && !rows.length) rows.push(emptyMetrics());
   return { rows, totals };

@@ -123,6 +123,8 @@ describe('live stats dates', () => {
     assertClientError(await s.call('GET', orgPath('/stats?from=2024-02-02&to=2024-02-01'), { auth: O.owner }), 400, 'to'); // the same rule and wording as reports: to must be on or after from
     // Before any tracking data (and before BigQuery's first DATE, once the report looks a day back).
     assertClientError(await s.call('GET', orgPath('/reports?from=0000-01-01&to=0000-01-02'), { auth: O.owner }), 400, 'from');
+    // And after the last day a report can look one day past (9999-12-31 + 1 is no longer written YYYY-MM-DD).
+    assertClientError(await s.call('GET', orgPath('/reports?from=9999-12-31&to=9999-12-31&groupBy=sub1'), { auth: O.owner }), 400, 'to');
     const year = await s.call('GET', orgPath('/stats?from=2024-01-01&to=2024-12-31'), { auth: O.owner });
     assert.equal(year.status, 200, year.text);
   });

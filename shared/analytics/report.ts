@@ -81,11 +81,16 @@ const addDays = (d: string, n: number) => new Date((dayNumber(d) + n) * dayMs).t
 
 /**
  * No tracking data predates the Unix epoch, and BigQuery's DATE starts at 0001-01-01: the report looks a day
- * back from `from`, so year 0 (which a valid ISO date may have) would be a 500 there and a 200 in DuckDB.
+ * back from `from`, so year 0 (which a valid ISO date may have) would be a 500 there and a 200 in DuckDB. At the
+ * other end it looks a day past `to`, and a date past 9999-12-31 is written +010000-01-01 (a 500 in both).
  */
 const firstDay = '1970-01-01';
+const lastDay = '9999-12-30';
 const reportDate = (name: 'from' | 'to') =>
-  z.iso.date({ error: `${name} must be a date YYYY-MM-DD` }).refine((d) => d >= firstDay, { error: `${name} must be on or after ${firstDay}` });
+  z.iso
+    .date({ error: `${name} must be a date YYYY-MM-DD` })
+    .refine((d) => d >= firstDay, { error: `${name} must be on or after ${firstDay}` })
+    .refine((d) => d <= lastDay, { error: `${name} must be on or before ${lastDay}` });
 
 const reportFields = {
   from: reportDate('from'),

@@ -53,6 +53,17 @@ describe('access tokens and the project\'s signing keys', () => {
     assert.equal(calls('/user') - userBefore, 0, 'no user lookup at Supabase');
   });
 
+  it('refuses tokens of an algorithm Supabase does not sign with, or an asymmetric one naming no key, without asking Supabase Auth', async () => {
+    const withHeader = (token: string, header: Record<string, unknown>) => [Buffer.from(JSON.stringify(header)).toString('base64url'), ...token.split('.').slice(1)].join('.');
+    const jwksBefore = calls('/.well-known/jwks.json');
+    const userBefore = calls('/user');
+    const forged = [{ alg: 'none', kid: 'made-up' }, { alg: 'PS256', kid: 'made-up' }, { alg: 'ES384', kid: 'made-up' }, { alg: 'ES256' }, { typ: 'JWT' }];
+    const answers = await Promise.all(forged.map((h) => campaigns(withHeader(org.token, h))));
+    assert.deepEqual(answers.map((a) => a.status), forged.map(() => 401));
+    assert.equal(calls('/.well-known/jwks.json') - jwksBefore, 0, 'no JWKS fetch');
+    assert.equal(calls('/user') - userBefore, 0, 'no user lookup at Supabase');
+  });
+
   it('stops admitting tokens of a key rotated out of the JWKS within its max age, and admits them again once it is back', async () => {
     assert.equal((await campaigns(org.token)).status, 200);
     const published = jwks;

@@ -78,11 +78,15 @@ export async function verifyAccessToken(token: string): Promise<VerifiedUser | R
   // Outside the try: a missing key is our misconfiguration, to be reported, not a token to refuse.
   const auth = authClient();
   const invalid = { refused: 'Invalid or expired access token' };
-  const kid = asymmetricKeyId(token);
+  const signing = signingOf(token);
+  // Neither a shared-secret token nor one naming a key (alg none, an algorithm Supabase does not sign with, an
+  // asymmetric token without a kid): refused here, since supabase-js would ask Supabase about it, twice.
+  if (!signing) return invalid;
+  const kid = signing === 'shared-secret' ? undefined : signing.kid;
   let result: Awaited<ReturnType<Auth['getClaims']>>;
   try {
     // An asymmetric token is checked against the key we hold, or refused without asking Supabase about it.
-    // Shared-secret tokens (and tokens naming no key) are left to supabase-js, which asks Supabase Auth.
+    // Shared-secret tokens are left to supabase-js, which asks Supabase Auth.
     const key = kid === undefined ? undefined : await projectSigningKeys().key(kid);
     if (kid !== undefined && !key) return invalid;
     result = await auth.getClaims(token, key ? { jwks: { keys: [key] } } : {});
@@ -122,12 +126,17 @@ const signedInUserClaims = z
   .object({ sub: documentId, email: z.string().trim().min(1), role: z.literal('authenticated'), is_anonymous: z.boolean().optional() })
   .refine((c) => c.is_anonymous !== true);
 
-/** The key id of a token signed with an asymmetric key, as its header names it; undefined for any other token. */
-function asymmetricKeyId(token: string): string | undefined {
+/**
+ * How a token says it was signed: with the project's shared secret (HS256, Supabase's legacy JWT secret), or with
+ * one of its asymmetric keys (ES256 or RS256, as Supabase's signing keys are) named by kid; undefined for anything
+ * else, or a header that does not parse.
+ */
+function signingOf(token: string): 'shared-secret' | { kid: string } | undefined {
   try {
     const header = JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString()) as { alg?: unknown; kid?: unknown };
-    if (typeof header.alg !== 'string' || !/^(ES|RS|PS|Ed)/.test(header.alg)) return undefined;
-    return typeof header.kid === 'string' && header.kid !== '' ? header.kid : undefined;
+    if (header.alg === 'HS256') return 'shared-secret';
+    if (header.alg !== 'ES256' && header.alg !== 'RS256') return undefined;
+    return typeof header.kid === 'string' && header.kid !== '' ? { kid: header.kid } : undefined;
   } catch {
     return undefined;
   }

@@ -1010,3 +1010,26 @@ describe('when Pub/Sub refuses', () => {
     assert.equal((await doc.get()).get('analyticsDue'), undefined);
   });
 });
+
+describe('live counters under load', () => {
+  it('writes a counter once per commit of the state worker, on one shard, not once per click on every shard', async () => {
+    const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${org.id}${path}`, { auth: org.token, body });
+    const affiliate = (await post('/affiliates', { name: 'Sharded', email: 'sharded@example.com' })).body.id as string;
+    const link = (await post('/links', { campaignId: org.campaign, affiliateId: affiliate })).body.id as string;
+    const { mintClickId } = await import('../shared/domain/click-id');
+    const { secrets } = await import('../functions/adapters/local-secrets');
+    const { applyClick } = await import('../functions/services/click-state');
+    const at = Date.now() - 2 * 86_400_000;
+    // Forty visitors' clicks on one link, handed to the state worker at once: it commits them together.
+    const clicks = Array.from({ length: 40 }, (_, i) =>
+      clickEvent({ eventId: mintClickId(secrets().clickSigningKey, link, at + i), linkId: link, campaignId: org.campaign, affiliateId: affiliate, at: at + i, sub1: 'shard', visitorHash: `shard-visitor-${i}` }),
+    );
+    const applied = await Promise.all(clicks.map((c) => applyClick(c)));
+    assert.ok(applied.every((a) => a.created));
+    const { firestore } = await import('../functions/adapters/firestore');
+    const counters = await firestore().collection(`orgs/${org.id}/counters`).where('affiliateId', '==', affiliate).get();
+    // A shard per click would have spread the forty over (almost surely) all eight shards, each written by the commit.
+    assert.ok(counters.size <= 4, `${counters.size} counter documents for one link's day (the worker commits at most 4 groups at once)`);
+    assert.deepEqual([counters.docs.reduce((sum, d) => sum + (d.get('clicks') as number), 0), counters.docs.reduce((sum, d) => sum + (d.get('uniqueClicks') as number), 0)], [40, 40]);
+  });
+});

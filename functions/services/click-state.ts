@@ -145,9 +145,10 @@ async function writeOnce(events: ClickEvent[]): Promise<ClickApplied[]> {
 
   const batch = db.batch();
   const counters = new Map<string, CounterDelta>();
-  /** The counter a click of `e`'s link counts in: its day, and a shard by its id. */
-  const deltaOf = (e: ClickEvent, occurredAt: string, eventId: string) => {
-    const c = counterRef(scopeOf(e.orgId), occurredAt, e.campaignId, e.affiliateId, eventId);
+  /** The counter a click of `e`'s link counts in: its day, and the shard of this commit. */
+  const shardKey = events[0]!.eventId;
+  const deltaOf = (e: ClickEvent, occurredAt: string) => {
+    const c = counterRef(scopeOf(e.orgId), occurredAt, e.campaignId, e.affiliateId, shardKey);
     return counters.get(c.ref.path) ?? counters.set(c.ref.path, { ...c, clicks: 0, uniqueClicks: 0, botClicks: 0 }).get(c.ref.path)!;
   };
   const results = new Map<ClickEvent, ClickApplied>();
@@ -182,12 +183,12 @@ async function writeOnce(events: ClickEvent[]): Promise<ClickApplied[]> {
         after.unique = false;
         const afterAt = new Date(after.t).toISOString();
         batch.update(scopeOf(e.orgId).collection('clicks').doc(after.id), { unique: false });
-        deltaOf(e, afterAt, after.id).uniqueClicks -= 1;
+        deltaOf(e, afterAt).uniqueClicks -= 1;
       }
       visitor.recent.splice(at === -1 ? visitor.recent.length : at, 0, { t, id: e.eventId, unique });
       visitor.moved = true;
     }
-    const delta = deltaOf(e, e.occurredAt, e.eventId);
+    const delta = deltaOf(e, e.occurredAt);
     delta.clicks += e.isBot ? 0 : 1;
     delta.uniqueClicks += unique ? 1 : 0;
     delta.botClicks += e.isBot ? 1 : 0;

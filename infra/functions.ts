@@ -150,7 +150,8 @@ export function functionSpecs(c: Pick<InfraConfig, 'ABP_CLICK_MIN_INSTANCES'>): 
       memory: '512Mi', cpu: '1', concurrency: 20, minInstances: 0, maxInstances: 10, timeoutSeconds: 60,
       sizing: 'Stripe retries failed deliveries for days, so cold starts are harmless; low volume.',
       grants: [firestoreReadWrite],
-      secrets: ['STRIPE_WEBHOOK_SECRET', 'STRIPE_CONNECT_WEBHOOK_SECRET'],
+      // The Stripe key too: two account.updated events of one second that disagree are settled by reading the account.
+      secrets: ['STRIPE_WEBHOOK_SECRET', 'STRIPE_CONNECT_WEBHOOK_SECRET', 'STRIPE_SECRET_KEY'],
       configOnlySecrets: onlyForConfig([]),
     },
   };

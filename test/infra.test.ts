@@ -429,7 +429,7 @@ describe('least privilege', () => {
     analyticsWriter: [`table:${analyticsTables.events}:roles/bigquery.dataEditor`, ...hmac],
     commissionsJob: ['project:roles/datastore.user', publish, ...hmac],
     payoutsJob: ['project:roles/datastore.user', ...hmac, secret('STRIPE_SECRET_KEY')],
-    stripeWebhook: ['project:roles/datastore.user', ...hmac, secret('STRIPE_CONNECT_WEBHOOK_SECRET'), secret('STRIPE_WEBHOOK_SECRET')],
+    stripeWebhook: ['project:roles/datastore.user', ...hmac, secret('STRIPE_CONNECT_WEBHOOK_SECRET'), secret('STRIPE_SECRET_KEY'), secret('STRIPE_WEBHOOK_SECRET')],
   };
 
   it('each function runs as its own service account holding exactly its expected roles', () => {

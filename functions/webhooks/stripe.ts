@@ -27,7 +27,7 @@ export async function handleStripeWebhook(req: functions.Request, res: functions
   }
 }
 
-// Locally the webhook answers 503 until a secret is set; a production deploy without both fails here instead.
-requireInProduction(['STRIPE_WEBHOOK_SECRET', 'STRIPE_CONNECT_WEBHOOK_SECRET']);
+// Locally the webhook answers 503 until a secret is set; a production deploy without both, or without the Stripe key it reads accounts with, fails here instead.
+requireInProduction(['STRIPE_WEBHOOK_SECRET', 'STRIPE_CONNECT_WEBHOOK_SECRET', 'STRIPE_SECRET_KEY']);
 answerFrameworkErrors();
 functions.http(functionNames.stripeWebhook, handleStripeWebhook);

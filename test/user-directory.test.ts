@@ -228,11 +228,12 @@ describe('the Supabase anon key', () => {
     assert.match(anonOnly.stderr, /production requires STRIPE_SECRET_KEY, SUPABASE_SERVICE_ROLE_KEY/);
     const withKeys = start('api/index', { ...production, SUPABASE_ANON_KEY: 'anon-key', STRIPE_SECRET_KEY: 'sk_test_x', SUPABASE_SERVICE_ROLE_KEY: 'service-role' });
     assert.equal(withKeys.status, 0, withKeys.stderr);
-    for (const [module, keys] of [['jobs/payouts', ['STRIPE_SECRET_KEY']], ['webhooks/stripe', ['STRIPE_WEBHOOK_SECRET', 'STRIPE_CONNECT_WEBHOOK_SECRET']]] as const) {
+    for (const [module, keys] of [['jobs/payouts', ['STRIPE_SECRET_KEY']], ['webhooks/stripe', ['STRIPE_WEBHOOK_SECRET', 'STRIPE_CONNECT_WEBHOOK_SECRET', 'STRIPE_SECRET_KEY']]] as const) {
       const missing = start(module, production);
       assert.notEqual(missing.status, 0, module);
       assert.match(missing.stderr, new RegExp(`production requires ${keys.join(', ')}`), module);
-      // The webhook needs both endpoints' secrets: with one, half of Stripe's events would be refused.
+      // The webhook needs both endpoints' secrets (with one, half of Stripe's events would be refused) and the key
+      // it reads an account with.
       if (keys.length > 1) assert.notEqual(start(module, { ...production, [keys[0]]: 'set' }).status, 0, module);
       assert.equal(start(module, { ...production, ...Object.fromEntries(keys.map((k) => [k, 'set'])) }).status, 0, module);
     }

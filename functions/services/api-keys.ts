@@ -35,12 +35,16 @@ export async function keysFallingWith(tx: Transaction, scope: OrgScope, granter:
   return falling;
 }
 
-/** Revokes keys at once: the key's record says when, and its index entry, which authentication reads, is gone. */
-export function revokeKeys(tx: Transaction, keys: readonly KeyToRevoke[], audit: (entry: AuditInput) => void, why: string): void {
+/**
+ * Revokes keys at once: the key's record says when, and its index entry, which authentication reads, is gone.
+ * `why`: for keys revoked with their maker, not by name. Answers the time it records.
+ */
+export function revokeKeys(tx: Transaction, keys: readonly KeyToRevoke[], audit: (entry: AuditInput) => void, why?: string): string {
   const at = new Date().toISOString();
   for (const { ref, doc } of keys) {
     tx.set(ref, { ...doc, revokedAt: at });
     tx.delete(globalIndexDoc(collections.apiKeyIndex, doc.hash as string));
-    audit({ action: 'api_key.revoke', target: { type: 'api_key', id: ref.id }, changes: { name: doc.name, reason: why } });
+    audit({ action: 'api_key.revoke', target: { type: 'api_key', id: ref.id }, changes: { name: doc.name, ...(why ? { reason: why } : {}) } });
   }
+  return at;
 }

@@ -3,7 +3,7 @@ import { collections } from '../../shared/names';
 import { stripeObjectSchemas, type StripeObject, type StripeObjectType, type StripeWebhookEvent } from '../adapters/payouts/stripe-webhook';
 import type { DocumentReference } from '@google-cloud/firestore';
 import { firestore } from '../adapters/firestore';
-import { payoutProvider } from '../adapters/payouts';
+import { PayoutProviderError, payoutProvider } from '../adapters/payouts';
 import { payoutEntryRefs, readTransferReversal, restoreReversedEntries, unsettledPayoutStatuses, type TransferReversal } from './ledger-reversals';
 import { globalIndexDoc, OrgScope } from './tenancy';
 
@@ -96,7 +96,15 @@ async function applyAccountUpdated(event: StripeWebhookEvent, object: StripeObje
 
   // The read comes after both events of the tie were created, whatever our clock says against Stripe's.
   const readAt = Math.max(Math.floor(Date.now() / 1000), event.created);
-  const account = await payoutProvider().getAccount(object.id);
+  let account;
+  try {
+    account = await payoutProvider().getAccount(object.id);
+  } catch (err) {
+    // Stripe refusing for good (an account no longer connected to the platform) would answer 500 for days of
+    // redeliveries: recorded as seen instead, and the value already stored stands.
+    if (err instanceof PayoutProviderError && !err.retryable) return markSeen(seenRef, event.type, 'ignored');
+    throw err;
+  }
   return db.runTransaction(async (tx) => {
     if ((await tx.get(seenRef)).exists) return 'duplicate';
     const stamp = ((await tx.get(outcome.tie)).get('stripeAccountEventCreated') as number | undefined) ?? 0;

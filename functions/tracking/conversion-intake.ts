@@ -2,11 +2,11 @@ import { z } from 'zod';
 import { config } from '../../shared/config';
 import { verifyClickId } from '../../shared/domain/click-id';
 import { namedRequest, withNamed } from '../../shared/domain/receipt';
-import { rebooks } from '../../shared/domain/rebooking';
+import { rebooks, rejectedForItsClick } from '../../shared/domain/rebooking';
 import type { PostbackEvent } from '../../shared/domain/events';
 import { badRequest, unauthorized, zodDetails } from '../../shared/errors';
 import { deterministicId, newId } from '../../shared/ids';
-import { currencySchema, formatMinor, isMajorAmount, maxAmountMinor, minorUnitDigits, parseMajorAmount } from '../../shared/money';
+import { currencySchema, formatMinor, isMajorAmount, maxSaleMinor, minorUnitDigits, parseMajorAmount } from '../../shared/money';
 import { collections } from '../../shared/names';
 import { firestore } from '../adapters/firestore';
 import { secrets } from '../adapters/local-secrets';
@@ -137,7 +137,7 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
     if (currency) {
       const minor = parseMajorAmount(p.amount, currency);
       if (minor === undefined) throw refuse(`, with at most ${minorUnitDigits(currency)} decimals for ${currency}`);
-      if (minor > maxAmountMinor) throw badRequest(invalid, [{ field: 'amount', message: `is more than one sale can be: at most ${formatMinor(maxAmountMinor, currency)} ${currency}` }]);
+      if (minor > maxSaleMinor) throw badRequest(invalid, [{ field: 'amount', message: `is more than one sale can be: at most ${formatMinor(maxSaleMinor, currency)} ${currency}` }]);
       amount = minor;
     } else if (!isMajorAmount(p.amount)) throw refuse();
   }
@@ -168,9 +168,9 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
  * event the state worker booked first. The worker books no other request's event for that click, so a repeat of a
  * named click is a duplicate, and the named request accepted.
  *
- * A repeat of a sale whose conversion was rejected for its click id, now with one of our click ids, is booked
- * again by the state worker (shared/domain/rebooking.ts): the advertiser is told it was accepted, not that it
- * changed nothing. Read only on a repeat that names another click than the receipt's. The state worker may
+ * A repeat of a sale whose conversion was rejected for its click id, now with a click id of the organisation's
+ * own, is booked again by the state worker (shared/domain/rebooking.ts): the advertiser is told it was accepted,
+ * not that it changed nothing. Read only on a repeat that names another click than the receipt's. The state worker may
  * have re-booked it already (the event went out first): a conversion now under this click counts too, unless
  * the receipt's click re-books it in turn. The receipt then takes this click, so that the next repeat of it is
  * a duplicate.
@@ -185,11 +185,10 @@ async function rebooked(scope: OrgScope, conversionId: string, clickId: string, 
   const receiptRef = scope.collection('postbackReceipts').doc(conversionId);
   const conversionRef = scope.collection('conversions').doc(conversionId);
   const isOurs = async (id: string) => (await orgLinkOf(scope.orgId, id)) !== undefined; // links are cached
-  // Only a click of this organisation re-books (as the state worker decides): asked before the transaction, since
-  // the worker's verdict on it does not change between attempts.
+  // Only a click of this organisation re-books (as the state worker decides). Asked once per click, only where
+  // the answer can matter, and kept across the transaction's attempts: a click's link does not change owner.
   const ours = new Map<string, boolean>();
   const oursNow = async (id: string) => ours.get(id) ?? ours.set(id, await isOurs(id)).get(id)!;
-  await oursNow(clickId);
   const oursFor = (id: string) => () => ours.get(id) === true;
   return firestore().runTransaction(async (tx) => {
     const receipt = await tx.get(receiptRef);
@@ -205,9 +204,12 @@ async function rebooked(scope: OrgScope, conversionId: string, clickId: string, 
       accepted = typeof received === 'string' && (await oursNow(clickId)) && !(await oursNow(received));
     } else {
       const doc = conversion.data()!;
+      if (rejectedForItsClick(doc)) {
+        await oursNow(clickId);
+        if (typeof received === 'string') await oursNow(received);
+      }
       // Under this click, but rejected for it while the receipt's click books over it (both sent at once, this
       // one's event handled first): that one stands, and keeps the receipt.
-      if (typeof received === 'string') await oursNow(received);
       const overruled = typeof received === 'string' && rebooks(doc, received, oursFor(received));
       // Booked under this click by another request's event (a repeat whose event came first): that one stands.
       const bookedByAnother = typeof doc.intakeId === 'string' && doc.intakeId !== intakeId;

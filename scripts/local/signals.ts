@@ -1,5 +1,5 @@
 /** The exit status a shell reports for a process ended by each signal: 128 + its number. */
-const exitCodes = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129, SIGQUIT: 131 } as const;
+export const exitCodes = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129, SIGQUIT: 131 } as const;
 export type StopSignal = keyof typeof exitCodes;
 
 /**

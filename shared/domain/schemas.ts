@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { currencySchema, minorUnitsSchema } from '../money';
+import { currencySchema, minorUnitsSchema, saleAmountSchema } from '../money';
 import { roles } from './roles';
 import { unknownMacros } from './macros';
 
@@ -68,7 +68,7 @@ const tiersMessage = { message: 'tiers must be in ascending order of minConversi
 /** What an affiliate earns per conversion. Tiers apply by the affiliate's approved conversions on the campaign this calendar month. */
 export const payoutRule = z
   .discriminatedUnion('type', [
-    z.object({ type: z.literal('cpa'), amount: minorUnitsSchema, tiers: z.array(z.object({ minConversions, amount: minorUnitsSchema }).strict()).max(20).optional() }).strict(),
+    z.object({ type: z.literal('cpa'), amount: saleAmountSchema, tiers: z.array(z.object({ minConversions, amount: saleAmountSchema }).strict()).max(20).optional() }).strict(),
     z.object({ type: z.literal('revshare'), percent, tiers: z.array(z.object({ minConversions, percent }).strict()).max(20).optional() }).strict(),
   ])
   .refine((p) => ascendingTiers(p.tiers), tiersMessage)
@@ -77,7 +77,7 @@ export const payoutRule = z
 /** What the advertiser pays the network per conversion. */
 export const revenueRule = z
   .discriminatedUnion('type', [
-    z.object({ type: z.literal('cpa'), amount: minorUnitsSchema }).strict(),
+    z.object({ type: z.literal('cpa'), amount: saleAmountSchema }).strict(),
     z.object({ type: z.literal('cps'), percent }).strict(),
   ])
   .meta({ id: 'RevenueRule' });

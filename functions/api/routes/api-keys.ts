@@ -53,19 +53,16 @@ export const apiKeyRoutes = [
     },
   ),
   orgRoute(
-    { method: 'DELETE', path: '/v1/orgs/:orgId/api-keys/:id', summary: 'Revoke an API key at once', tag: 'API keys', permission: 'apiKeys:write', response: apiKeyResource },
+    { method: 'DELETE', path: '/v1/orgs/:orgId/api-keys/:id', summary: 'Revoke an API key at once, and the keys made with it', tag: 'API keys', permission: 'apiKeys:write', response: apiKeyResource },
     async ({ scope, params }) => {
       const key = await scope.transact(async (tx, audit) => {
         const ref = scope.collection('apiKeys').doc(params.id!);
         const snap = await tx.get(ref);
         if (!snap.exists) throw notFound('API key');
         const current = snap.data()!;
-        if (current.revokedAt) return current;
+        // Also for a key revoked already: keys made with it before revocation cascaded go now.
         const madeWithIt = await keysFallingWith(tx, scope, params.id!, undefined);
-        const next = { ...current, revokedAt: new Date().toISOString() };
-        tx.set(ref, next);
-        tx.delete(globalIndexDoc(collections.apiKeyIndex, current.hash as string));
-        audit({ action: 'api_key.revoke', target: { type: 'api_key', id: params.id! }, changes: { name: current.name } });
+        const next = current.revokedAt ? current : { ...current, revokedAt: revokeKeys(tx, [{ ref, doc: current }], audit) };
         revokeKeys(tx, madeWithIt, audit, `made with API key ${params.id}, revoked`);
         return next;
       });

@@ -107,11 +107,11 @@ export const memberRoutes = [
     },
   ),
   orgRoute(
-    { method: 'PATCH', path: '/v1/orgs/:orgId/members/:userId', summary: "Change a member's role", tag: 'Members', permission: 'members:write', body: patchMemberBody, response: memberResource },
+    { method: 'PATCH', path: '/v1/orgs/:orgId/members/:userId', summary: "Change a member's role; the API keys they made above what the new role may grant are revoked", tag: 'Members', permission: 'members:write', body: patchMemberBody, response: memberResource },
     async ({ scope, params, body }) => ok(toMember(await changeMember(scope, params.userId!, body))),
   ),
   orgRoute(
-    { method: 'DELETE', path: '/v1/orgs/:orgId/members/:userId', summary: 'Remove a member', tag: 'Members', permission: 'members:write', response: memberResource },
+    { method: 'DELETE', path: '/v1/orgs/:orgId/members/:userId', summary: 'Remove a member, revoking the API keys they made', tag: 'Members', permission: 'members:write', response: memberResource },
     async ({ scope, params }) => ok(toMember(await changeMember(scope, params.userId!, 'remove'))),
   ),
 ];

@@ -17,8 +17,8 @@ const reportCsvDoc =
   'then for each currency (sorted) revenue_XXX (not shown to affiliate users) and payout_XXX as decimals in the major unit; lines end with CRLF';
 
 const reportHttpQuery = z.object({
-  from: z.string().describe('YYYY-MM-DD, on or after 1970-01-01, inclusive, UTC'),
-  to: z.string().describe('YYYY-MM-DD, inclusive, UTC; at most 366 days from from'),
+  from: z.string().describe('YYYY-MM-DD, from 1970-01-01 to 9999-12-30, inclusive, UTC'),
+  to: z.string().describe('YYYY-MM-DD, inclusive, UTC, on or before 9999-12-30; at most 366 days from from'),
   groupBy: z.string().optional().describe(`Comma-separated: ${reportDimensions.join(', ')}`),
   campaignId: documentId.optional(),
   affiliateId: documentId.optional().describe("Only this affiliate's rows (an affiliate user: one of its own, else none)"),

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startEmulators, type RunningEmulator } from '../../local/emulators';
 import type { LocalStack } from '../../local/stack';
+import { exitCodes, type StopSignal } from '../../local/signals';
 import { commandName, pidsWithArg } from './cpu';
 
 /**
@@ -114,18 +115,19 @@ export async function startBenchStack(opts: { signal?: AbortSignal; env?: Record
 export function abortOnSignals(log: (msg: string) => void = (m) => process.stderr.write(`${m}\n`)): AbortSignal {
   const controller = new AbortController();
   let first = 0;
-  const onSignal = (signal: NodeJS.Signals) => {
+  const onSignal = (signal: StopSignal) => {
     if (controller.signal.aborted) {
-      // One Ctrl-C often arrives twice (from the terminal and relayed by npm/tsx): only a later one is news.
-      if (Date.now() - first > 1000) log('Still stopping the stack and the emulators…');
+      // One Ctrl-C often arrives twice (from the terminal and relayed by npm/tsx): only a later one is news, and
+      // exits at once (the exit hook of scripts/local/emulators.ts still kills the emulators' groups).
+      if (Date.now() - first > 1000) process.exit(exitCodes[signal]);
       return;
     }
     first = Date.now();
-    log(`\n${signal}: stopping the stack and the emulators…`);
+    log(`\n${signal}: stopping the stack and the emulators… (again to stop at once)`);
     controller.abort(new Error(`Interrupted by ${signal}`));
   };
-  // SIGHUP too: a closed terminal must not leave the emulators, in process groups of their own, running.
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const) process.on(signal, onSignal);
+  // The signals npm start and npm test stop on, SIGHUP included: a closed terminal must not leave the emulators running.
+  for (const signal of Object.keys(exitCodes) as StopSignal[]) process.on(signal, () => onSignal(signal));
   return controller.signal;
 }
 

@@ -1,7 +1,7 @@
 import { documentIdPattern } from '../../shared/domain/schemas';
 import { collections } from '../../shared/names';
 import { stripeObjectSchemas, type StripeObject, type StripeObjectType, type StripeWebhookEvent } from '../adapters/payouts/stripe-webhook';
-import type { DocumentReference } from '@google-cloud/firestore';
+import type { DocumentReference, DocumentSnapshot, Transaction } from '@google-cloud/firestore';
 import { firestore } from '../adapters/firestore';
 import { PayoutProviderError, payoutProvider } from '../adapters/payouts';
 import { payoutEntryRefs, readTransferReversal, restoreReversedEntries, unsettledPayoutStatuses, type TransferReversal } from './ledger-reversals';
@@ -84,12 +84,9 @@ async function applyAccountUpdated(event: StripeWebhookEvent, object: StripeObje
         tx.create(seenRef, { type: event.type, at: new Date().toISOString() });
         return 'ignored' as const;
       }
-      const stamp = (affiliate.get('stripeAccountEventCreated') as number | undefined) ?? 0;
-      if (stamp === event.created && affiliate.get('payoutsEnabled') !== object.payouts_enabled) return { tie: affiliateRef };
+      if (accountStamp(affiliate) === event.created && affiliate.get('payoutsEnabled') !== object.payouts_enabled) return { tie: affiliateRef };
       tx.create(seenRef, { type: event.type, at: new Date().toISOString() });
-      if (stamp > event.created) return 'ignored' as const;
-      tx.update(affiliateRef, { payoutsEnabled: object.payouts_enabled, stripeAccountEventCreated: event.created, updatedAt: new Date().toISOString() });
-      return 'applied' as const;
+      return applyAccountState(tx, affiliate, object.payouts_enabled, event.created) ? ('applied' as const) : ('ignored' as const);
     });
   const outcome = await decide();
   if (typeof outcome === 'string') return outcome;
@@ -107,13 +104,25 @@ async function applyAccountUpdated(event: StripeWebhookEvent, object: StripeObje
   }
   return db.runTransaction(async (tx) => {
     if ((await tx.get(seenRef)).exists) return 'duplicate';
-    const stamp = ((await tx.get(outcome.tie)).get('stripeAccountEventCreated') as number | undefined) ?? 0;
+    const affiliate = await tx.get(outcome.tie);
     tx.create(seenRef, { type: event.type, at: new Date().toISOString(), resolvedBy: 'account_read' });
     // A later event applied meanwhile says more than this read.
-    if (stamp > readAt) return 'ignored';
-    tx.update(outcome.tie, { payoutsEnabled: account.payoutsEnabled, stripeAccountEventCreated: readAt, updatedAt: new Date().toISOString() });
-    return 'applied';
+    return applyAccountState(tx, affiliate, account.payoutsEnabled, readAt) ? 'applied' : 'ignored';
   });
+}
+
+/** The second (Stripe's event time, or our read's) of the account state an affiliate holds; 0 before any. */
+const accountStamp = (affiliate: DocumentSnapshot) => (affiliate.get('stripeAccountEventCreated') as number | undefined) ?? 0;
+
+/**
+ * Stores what Stripe says of an affiliate's account as of `at` (whole seconds: an event's `created`, or the second
+ * of our own read of the account, as onboarding does), unless the affiliate holds a later state already: Stripe
+ * does not deliver in order. Answers whether it did. Inside the caller's transaction, which read `affiliate`.
+ */
+export function applyAccountState(tx: Transaction, affiliate: DocumentSnapshot, payoutsEnabled: boolean, at: number): boolean {
+  if (accountStamp(affiliate) > at) return false;
+  tx.update(affiliate.ref, { payoutsEnabled, stripeAccountEventCreated: at, updatedAt: new Date().toISOString() });
+  return true;
 }
 
 async function markSeen<O extends 'ignored' | 'ignored_malformed'>(ref: FirebaseFirestore.DocumentReference, type: string, outcome: O): Promise<O | 'duplicate'> {

@@ -10,6 +10,7 @@ import { formatMinor } from '../../../shared/money';
 import { collections } from '../../../shared/names';
 import { PayoutProviderError, payoutProvider } from '../../adapters/payouts';
 import { affiliateBalances } from '../../services/balances';
+import { applyAccountState } from '../../services/stripe-events';
 import { transitionConversion } from '../../services/conversion-lifecycle';
 import { belowMinimumListed, payoutsListed, storedRun, runPayouts, toPayout } from '../../services/payout-runs';
 import { actorOf } from '../../services/principal';
@@ -183,12 +184,9 @@ export const moneyRoutes = [
       const readAt = Math.floor(Date.now() / 1000);
       const account = await fromProvider(provider.getAccount(accountId));
       // The account as read now stands like an account.updated event of this second: an older event delivered late
-      // must not undo it, and a newer one applied meanwhile must not be undone by it (functions/services/stripe-events.ts).
+      // must not undo it, and a newer one applied meanwhile must not be undone by it.
       const affiliateRef = scope.collection('affiliates').doc(params.id!);
-      await scope.transact(async (tx) => {
-        const seen = ((await tx.get(affiliateRef)).get('stripeAccountEventCreated') as number | undefined) ?? 0;
-        if (seen <= readAt) tx.update(affiliateRef, { payoutsEnabled: account.payoutsEnabled, stripeAccountEventCreated: readAt });
-      });
+      await scope.transact(async (tx) => void applyAccountState(tx, await tx.get(affiliateRef), account.payoutsEnabled, readAt));
       const returnUrl = body.returnUrl ?? `${config().publicBaseUrl}/v1/orgs/${scope.orgId}/affiliates/${params.id}`;
       const refreshUrlFrom = body.refreshUrl ? 'refreshUrl' : body.returnUrl ? 'returnUrl' : undefined;
       const callerFields = { ...(body.returnUrl ? { return_url: 'returnUrl' } : {}), ...(refreshUrlFrom ? { refresh_url: refreshUrlFrom } : {}) };

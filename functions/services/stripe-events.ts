@@ -1,10 +1,11 @@
 import { documentIdPattern } from '../../shared/domain/schemas';
 import { collections } from '../../shared/names';
 import { stripeObjectSchemas, type StripeObject, type StripeObjectType, type StripeWebhookEvent } from '../adapters/payouts/stripe-webhook';
-import type { DocumentReference, DocumentSnapshot, Transaction } from '@google-cloud/firestore';
+import type { DocumentReference } from '@google-cloud/firestore';
 import { firestore } from '../adapters/firestore';
 import { PayoutProviderError, payoutProvider } from '../adapters/payouts';
 import { payoutEntryRefs, readTransferReversal, restoreReversedEntries, unsettledPayoutStatuses, type TransferReversal } from './ledger-reversals';
+import { accountStamp, applyAccountState } from './stripe-accounts';
 import { globalIndexDoc, OrgScope } from './tenancy';
 
 /**
@@ -111,19 +112,6 @@ async function applyAccountUpdated(event: StripeWebhookEvent, object: StripeObje
   });
 }
 
-/** The second (Stripe's event time, or our read's) of the account state an affiliate holds; 0 before any. */
-const accountStamp = (affiliate: DocumentSnapshot) => (affiliate.get('stripeAccountEventCreated') as number | undefined) ?? 0;
-
-/**
- * Stores what Stripe says of an affiliate's account as of `at` (whole seconds: an event's `created`, or the second
- * of our own read of the account, as onboarding does), unless the affiliate holds a later state already: Stripe
- * does not deliver in order. Answers whether it did. Inside the caller's transaction, which read `affiliate`.
- */
-export function applyAccountState(tx: Transaction, affiliate: DocumentSnapshot, payoutsEnabled: boolean, at: number): boolean {
-  if (accountStamp(affiliate) > at) return false;
-  tx.update(affiliate.ref, { payoutsEnabled, stripeAccountEventCreated: at, updatedAt: new Date().toISOString() });
-  return true;
-}
 
 async function markSeen<O extends 'ignored' | 'ignored_malformed'>(ref: FirebaseFirestore.DocumentReference, type: string, outcome: O): Promise<O | 'duplicate'> {
   try {

@@ -10,7 +10,7 @@ import { formatMinor } from '../../../shared/money';
 import { collections } from '../../../shared/names';
 import { PayoutProviderError, payoutProvider } from '../../adapters/payouts';
 import { affiliateBalances } from '../../services/balances';
-import { applyAccountState } from '../../services/stripe-events';
+import { applyAccountState } from '../../services/stripe-accounts';
 import { transitionConversion } from '../../services/conversion-lifecycle';
 import { belowMinimumListed, payoutsListed, storedRun, runPayouts, toPayout } from '../../services/payout-runs';
 import { actorOf } from '../../services/principal';

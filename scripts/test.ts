@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, startEmulators, type RunningEmulator } from './local/emulators';
+import { startEmulators, type RunningEmulator } from './local/emulators';
 import { onStopSignals } from './local/signals';
 
 async function main(): Promise<number> {
@@ -30,7 +30,7 @@ async function main(): Promise<number> {
     await Promise.all(emulators.map((e) => e.stop()));
   });
   const logDir = mkdtempSync(join(tmpdir(), 'abp-test-logs-'));
-  emulators = await startEmulators({ pubsubPort: await freePort(), firestorePort: await freePort(), project: 'abp-test', logDir });
+  emulators = await startEmulators({ pubsubPort: 'any', firestorePort: 'any', project: 'abp-test', logDir });
   const stopAll = () => Promise.all(emulators.map((e) => e.stop()));
   let code = 1;
   try {

@@ -2,7 +2,11 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
 import { describe, it } from 'node:test';
-import { freePort, portInUse } from '../scripts/local/emulators';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { EmulatorPortTaken, freePort, onAFreePort, portInUse, startEmulator } from '../scripts/local/emulators';
 
 /** The newcomer's commands (`npm run token`, `npm start`) when given what people get wrong. */
 const run = (script: string, args: string[], env: Record<string, string> = {}) =>
@@ -92,5 +96,49 @@ describe('npm test', () => {
     const r = run('scripts/test.ts', ['test/no-such-suite']);
     assert.equal(r.status, 2, r.stdout + r.stderr);
     assert.match(r.stderr, /^No test file under test\/ matches test\/no-such-suite/);
+  });
+});
+
+describe('the emulators', () => {
+  it('refuses a port another process takes between the check and the emulator binding it, even one that answers 200', async () => {
+    const port = await freePort();
+    const logDir = mkdtempSync(join(tmpdir(), 'abp-port-race-'));
+    const starting = startEmulator('pubsub', port, { project: 'abp-port-race', logDir });
+    const outcome = starting.then(() => 'started', (err: Error) => err);
+    // The log is opened after the check and before gcloud is spawned; the emulator's JVM binds its port seconds later.
+    while (!existsSync(join(logDir, 'pubsub-emulator.log'))) await new Promise((r) => setTimeout(r, 5));
+    const squatter = createHttpServer((_req, res) => res.end('not the emulator'));
+    await new Promise<void>((resolve) => squatter.listen(port, '127.0.0.1', resolve));
+    try {
+      const result = await outcome;
+      if (result === 'started') await (await starting).stop();
+      assert.ok(result instanceof EmulatorPortTaken, `expected the port to be refused, got ${String(result)}`);
+      assert.match(result.message, new RegExp(`^Port ${port} for the pubsub emulator is already in use.*PUBSUB_EMULATOR_PORT`));
+      // The emulator that could not bind (the Pub/Sub one hangs on rather than exiting) is gone with its group.
+      const left = spawnSync('pgrep', ['-f', `(:|--port=)${port}( |$)`], { encoding: 'utf8' });
+      assert.equal(left.stdout, '', 'no emulator process left');
+    } finally {
+      squatter.close();
+      rmSync(logDir, { recursive: true, force: true });
+    }
+  });
+
+  it('on a free port of its choosing, tries another port when one is taken before it binds, and gives up after three', async () => {
+    const tried: number[] = [];
+    const picks = [5001, 5002, 5003, 5004];
+    const takenTwice = (port: number) => {
+      tried.push(port);
+      return tried.length <= 2 ? Promise.reject(new EmulatorPortTaken(`Port ${port} taken`)) : Promise.resolve(port);
+    };
+    assert.equal(await onAFreePort(takenTwice, async () => picks.shift()!), 5003);
+    assert.deepEqual(tried, [5001, 5002, 5003]);
+
+    let attempts = 0;
+    await assert.rejects(onAFreePort((port) => (attempts++, Promise.reject(new EmulatorPortTaken(`Port ${port} taken`))), async () => 6000 + attempts), /Port 6002 taken/);
+    assert.equal(attempts, 3);
+    // Any other failure is not a reason to try elsewhere.
+    let others = 0;
+    await assert.rejects(onAFreePort(() => (others++, Promise.reject(new Error('no java'))), async () => 7000), /no java/);
+    assert.equal(others, 1);
   });
 });

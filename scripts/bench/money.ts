@@ -23,7 +23,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { execFileSync } from 'node:child_process';
 import type { Firestore } from '@google-cloud/firestore';
-import { freePort, startEmulator, type RunningEmulator } from '../local/emulators';
+import { startEmulator, type RunningEmulator } from '../local/emulators';
 import { failureCode, parseFlags, runMain, UsageError } from './lib/cli';
 import { startCountingProxy, sum, type CountingProxy, type OpStats } from './lib/money-grpc-counter';
 import { baselineDocs, bulkWrite, conversionDocs, minimumPayout, cpaPayout, orgDocs, planOrg, type SeedPlan } from './lib/money-seed';
@@ -201,11 +201,11 @@ async function main(flags: Flags): Promise<number> {
   let failed = false;
   try {
     progress(`Starting the Firestore emulator on a free port (project ${project})…`);
-    emulator = await step(startEmulator('firestore', await freePort(), { project, logDir: join(dataDir, 'logs') }));
+    emulator = await step(startEmulator('firestore', 'any', { project, logDir: join(dataDir, 'logs') }));
     // The commissions job publishes each approval's analytics row: to a Pub/Sub emulator of its own, on a topic with
     // no subscription (nothing downstream is measured). Without one the client looks for real credentials.
     progress('Starting the Pub/Sub emulator on a free port…');
-    pubsubEmulator = await step(startEmulator('pubsub', await freePort(), { project, logDir: join(dataDir, 'logs') }));
+    pubsubEmulator = await step(startEmulator('pubsub', 'any', { project, logDir: join(dataDir, 'logs') }));
     process.env.PUBSUB_EMULATOR_HOST = pubsubEmulator.hostPort;
     const { pubsub, closePubSub } = await import('../../functions/adapters/pubsub');
     const { topics } = await import('../../shared/names');

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync, mkdirSync } from 'node:fs';
+import { mkdirSync, openSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 
@@ -75,13 +75,47 @@ function killGroupsOnExit(pid: number): void {
   });
 }
 
-export async function startEmulator(name: 'pubsub' | 'firestore', port: number, opts: { project: string; logDir: string }): Promise<RunningEmulator> {
-  const hostPort = `127.0.0.1:${port}`;
-  if (await portInUse(port)) {
-    throw new Error(`Port ${port} for the ${name} emulator is already in use (an emulator left running?). Stop it, or choose another port with ${name === 'pubsub' ? 'PUBSUB' : 'FIRESTORE'}_EMULATOR_PORT.`);
+/** The emulator could not bind its port: something else took it (between our check and its start, or before). */
+export class EmulatorPortTaken extends Error {}
+
+/**
+ * What the emulator's own log says once it serves on `port`. A 200 on the port is not enough: a process that took
+ * the port between our check and the emulator's start answers too, while the Pub/Sub emulator, unable to bind,
+ * hangs on instead of exiting.
+ */
+function startedOn(name: 'pubsub' | 'firestore', port: number, log: string): boolean {
+  return name === 'pubsub'
+    ? log.includes(`Server started, listening on ${port}\n`)
+    : log.includes(`API endpoint: http://127.0.0.1:${port}\n`) && log.includes('Dev App Server is now running.');
+}
+
+/**
+ * `port`: a number to use that one (a clear error if it is taken), or 'any' for a free one, chosen again should
+ * another process take it before the emulator binds it (parallel CI jobs do).
+ */
+export async function startEmulator(name: 'pubsub' | 'firestore', port: number | 'any', opts: { project: string; logDir: string }): Promise<RunningEmulator> {
+  if (port !== 'any') return startEmulatorOn(name, port, opts);
+  return onAFreePort((free) => startEmulatorOn(name, free, opts));
+}
+
+/** Starts something on a free port, on another should the port be taken before it binds it (three tries). */
+export async function onAFreePort<T>(start: (port: number) => Promise<T>, pick: () => Promise<number> = freePort): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start(await pick());
+    } catch (err) {
+      if (!(err instanceof EmulatorPortTaken) || attempt === 3) throw err;
+    }
   }
+}
+
+async function startEmulatorOn(name: 'pubsub' | 'firestore', port: number, opts: { project: string; logDir: string }): Promise<RunningEmulator> {
+  const hostPort = `127.0.0.1:${port}`;
+  const taken = () => new EmulatorPortTaken(`Port ${port} for the ${name} emulator is already in use (an emulator left running?). Stop it, or choose another port with ${name === 'pubsub' ? 'PUBSUB' : 'FIRESTORE'}_EMULATOR_PORT.`);
+  if (await portInUse(port)) throw taken();
   mkdirSync(opts.logDir, { recursive: true });
-  const log = openSync(join(opts.logDir, `${name}-emulator.log`), 'w');
+  const logPath = join(opts.logDir, `${name}-emulator.log`);
+  const log = openSync(logPath, 'w');
   const args = name === 'pubsub'
     ? ['beta', 'emulators', 'pubsub', 'start', `--host-port=${hostPort}`, `--project=${opts.project}`, '--quiet']
     : ['emulators', 'firestore', 'start', `--host-port=${hostPort}`, '--quiet'];
@@ -99,7 +133,9 @@ export async function startEmulator(name: 'pubsub' | 'firestore', port: number, 
     }
   };
   // Done only when the whole group (the Java child too) is gone: a freed main port is not enough, the
-  // Firestore emulator keeps other ports open for a few seconds after it.
+  // Firestore emulator keeps other ports open for a few seconds after it. Its port only once it had bound it:
+  // one that could not, because another process holds the port, leaves that process be.
+  let bound = false;
   const stop = async () => {
     if (child.pid === undefined) return;
     for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
@@ -109,7 +145,7 @@ export async function startEmulator(name: 'pubsub' | 'firestore', port: number, 
         /* group already gone */
       }
       try {
-        await waitUntil(async () => !groupAlive() && !(await portInUse(port)), signal === 'SIGTERM' ? 5000 : 10000, `${name} emulator to stop`);
+        await waitUntil(async () => !groupAlive() && !(bound && (await portInUse(port))), signal === 'SIGTERM' ? 5000 : 10000, `${name} emulator to stop`);
         break;
       } catch {
         /* escalate */
@@ -120,8 +156,11 @@ export async function startEmulator(name: 'pubsub' | 'firestore', port: number, 
   };
   try {
     await waitUntil(async () => {
-      if (exited) throw new Error(`The ${name} emulator exited during start-up; see ${join(opts.logDir, `${name}-emulator.log`)}`);
-      return answersOk(hostPort);
+      const said = readFileSync(logPath, 'utf8');
+      if (said.includes('java.net.BindException')) throw taken();
+      if (exited) throw new Error(`The ${name} emulator exited during start-up; see ${logPath}`);
+      bound ||= startedOn(name, port, said);
+      return bound && answersOk(hostPort);
     }, 60_000, `the ${name} emulator on ${hostPort}`);
   } catch (err) {
     await stop();
@@ -131,7 +170,7 @@ export async function startEmulator(name: 'pubsub' | 'firestore', port: number, 
 }
 
 /** Starts both emulators (in parallel) and points this process's Google clients at them. */
-export async function startEmulators(opts: { pubsubPort: number; firestorePort: number; project: string; logDir: string }): Promise<RunningEmulator[]> {
+export async function startEmulators(opts: { pubsubPort: number | 'any'; firestorePort: number | 'any'; project: string; logDir: string }): Promise<RunningEmulator[]> {
   const results = await Promise.allSettled([
     startEmulator('pubsub', opts.pubsubPort, opts),
     startEmulator('firestore', opts.firestorePort, opts),

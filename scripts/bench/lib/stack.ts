@@ -44,6 +44,8 @@ async function waitForEmulatorProcesses(ports: number[], timeoutMs = 15_000): Pr
   while (pidsWithArg(marks).length && Date.now() < deadline) await sleep(100);
 }
 
+const portOf = (hostPort: string) => Number(hostPort.slice(hostPort.lastIndexOf(':') + 1));
+
 export async function startBenchStack(opts: { signal?: AbortSignal; env?: Record<string, string> } = {}): Promise<BenchStack> {
   // The stack reads its configuration from the environment at first use: set it all before loading it.
   const dataDir = mkdtempSync(join(tmpdir(), 'abp-bench-'));
@@ -59,7 +61,6 @@ export async function startBenchStack(opts: { signal?: AbortSignal; env?: Record
   delete process.env.PUBLIC_BASE_URL;
   Object.assign(process.env, opts.env);
 
-  const ports = [await freePort(), await freePort()] as const;
   let emulators: RunningEmulator[] = [];
   let stack: LocalStack | undefined;
   let stopped: Promise<string | undefined> | undefined;
@@ -67,14 +68,14 @@ export async function startBenchStack(opts: { signal?: AbortSignal; env?: Record
     (stopped ??= (async () => {
       await stack?.close().catch(() => undefined);
       await Promise.all(emulators.map((e) => e.stop()));
-      await waitForEmulatorProcesses([...ports]);
+      await waitForEmulatorProcesses(emulators.map((e) => portOf(e.hostPort)));
       if (o.keepLogs) return dataDir;
       rmSync(dataDir, { recursive: true, force: true });
       return undefined;
     })());
 
   try {
-    emulators = await startEmulators({ pubsubPort: ports[0], firestorePort: ports[1], project, logDir: join(dataDir, 'logs') });
+    emulators = await startEmulators({ pubsubPort: 'any', firestorePort: 'any', project, logDir: join(dataDir, 'logs') });
     opts.signal?.throwIfAborted();
     const { startLocalStack } = await import('../../local/stack');
     stack = await startLocalStack();
@@ -91,8 +92,8 @@ export async function startBenchStack(opts: { signal?: AbortSignal; env?: Record
     project,
     dataDir,
     emulatorProcesses: () =>
-      (['pubsub', 'firestore'] as const).map((name, i) => {
-        const pids = pidsWithArg(portArgs(ports[i]!));
+      emulators.map(({ name, hostPort }) => {
+        const pids = pidsWithArg(portArgs(portOf(hostPort)));
         return { name, pids, java: pids.filter((pid) => commandName(pid) === 'java') };
       }),
     token: (email) => mintDevToken(email),

@@ -1032,4 +1032,24 @@ describe('live counters under load', () => {
     assert.ok(counters.size <= 4, `${counters.size} counter documents for one link's day (the worker commits at most 4 groups at once)`);
     assert.deepEqual([counters.docs.reduce((sum, d) => sum + (d.get('clicks') as number), 0), counters.docs.reduce((sum, d) => sum + (d.get('uniqueClicks') as number), 0)], [40, 40]);
   });
+
+  it('writes a counter once per commit of the state worker for conversions too, on one shard', async () => {
+    const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${org.id}${path}`, { auth: org.token, body });
+    const affiliate = (await post('/affiliates', { name: 'Sharded sales', email: 'sharded-sales@example.com' })).body.id as string;
+    const link = (await post('/links', { campaignId: org.campaign, affiliateId: affiliate })).body.id as string;
+    const { mintClickId } = await import('../shared/domain/click-id');
+    const { secrets } = await import('../functions/adapters/local-secrets');
+    const { applyPostback } = await import('../functions/services/ingest-state');
+    const at = Date.now() - 60 * 60_000;
+    // Forty sales on one link, an hour after their clicks, handed to the state worker at once: it commits them together.
+    const sales = Array.from({ length: 40 }, (_, i) =>
+      postbackEvent({ orgId: org.id, txnId: `sharded-sale-${i}`, clickId: mintClickId(secrets().clickSigningKey, link, at + i), amount: 2500 }),
+    );
+    const booked = await Promise.all(sales.map((e) => applyPostback(e)));
+    assert.ok(booked.every((b) => b?.status === 'pending'), JSON.stringify(booked.map((b) => b?.reasons)));
+    const { firestore } = await import('../functions/adapters/firestore');
+    const counters = await firestore().collection(`orgs/${org.id}/counters`).where('affiliateId', '==', affiliate).get();
+    assert.ok(counters.size <= 4, `${counters.size} counter documents for one link's day (the worker commits at most 4 groups at once)`);
+    assert.equal(counters.docs.reduce((sum, d) => sum + (d.get('conversions') as number), 0), 40);
+  });
 });

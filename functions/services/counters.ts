@@ -5,11 +5,11 @@ import type { OrgScope } from './tenancy';
  * The live counters dashboards read (GET stats): one document per organisation, day, campaign, affiliate
  * and shard. Sharded because one document takes about one sustained write per second in production.
  *
- * `shardKey` picks the shard. The state worker's commits of clicks pass their group's first event id, so that a
- * commit writes each counter once and successive commits spread over the shards: a shard per click put a busy
- * link's group on every shard, each written by every commit, which is no sharding at all. Conversions, far
- * fewer, pass their own id. Any shard is right: an event is counted by the commit that creates its click or
- * conversion, exactly once whichever shard it lands on, and readers sum them all.
+ * `shardKey` picks the shard. The state worker's commits of clicks and of conversions pass their group's first
+ * event id, so that a commit writes each counter once and successive commits spread over the shards: a shard per
+ * event put a busy link's group on every shard, each written by every commit, which is no sharding at all. Any
+ * shard is right: an event is counted by the commit that creates its click or conversion, exactly once whichever
+ * shard it lands on, and readers sum them all (a later rejection takes its part back on a shard of its own).
  */
 const counterShards = 8;
 

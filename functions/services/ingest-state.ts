@@ -189,9 +189,11 @@ function attribute(scope: OrgScope, e: PostbackEvent, parts: ClickIdParts | unde
 
 /**
  * The conversion, priced, with its commission as pending unless rejected. `usage` is the campaign's cap usage
- * (read in the caller's transaction) when it caps conversions: a conversion past a cap is rejected.
+ * (read in the caller's transaction) when it caps conversions: a conversion past a cap is rejected. `shardKey`:
+ * the first event id of the commit it is written in, so that a commit adds to one shard of each counter
+ * (counters.ts).
  */
-function book(scope: OrgScope, e: PostbackEvent, a: Attribution, usage?: Usage, previous?: ConversionDoc): Booking {
+function book(scope: OrgScope, e: PostbackEvent, a: Attribution, shardKey: string, usage?: Usage, previous?: ConversionDoc): Booking {
   // The currency of the amount as sent: another than the campaign's is rejected (currency_mismatch) but kept as
   // it was. Without either there is no amount (the intake keeps none), and revenue and payout are 0.
   const currency = e.currency ?? a.campaign?.currency ?? 'USD';
@@ -232,7 +234,7 @@ function book(scope: OrgScope, e: PostbackEvent, a: Attribution, usage?: Usage, 
       },
     };
   }
-  const c = counterRef(scope, e.occurredAt, a.campaignId, a.affiliateId, e.eventId);
+  const c = counterRef(scope, e.occurredAt, a.campaignId, a.affiliateId, shardKey);
   booking.counter = { ...c, currency, revenue, payout };
   if (usage) {
     const windows = capUsageRefs(scope, e, a);
@@ -307,7 +309,7 @@ async function bookTogether(tx: Transaction, events: PostbackEvent[]): Promise<(
     const a = attributions[i];
     if (!a) return first.get(i, 0)!.data()!;
     const usage = windows[i]!.length ? (Object.fromEntries(windows[i]!.map((w) => [w.window, { ...used.get(w.ref.path)! }])) as Usage) : undefined;
-    const b = book(scope, e, a, usage, first.get(i, 0)!.exists ? first.get(i, 0)!.data() : undefined);
+    const b = book(scope, e, a, events[0]!.eventId, usage, first.get(i, 0)!.exists ? first.get(i, 0)!.data() : undefined);
     b.receipt = receiptNaming(scope, e, first.get(i, 2), b.conversion);
     for (const u of b.capUsage ?? []) {
       const now = used.get(u.ref.path)!;
@@ -444,7 +446,7 @@ async function bookGroup(events: PostbackEvent[]): Promise<Settled<ConversionDoc
       cappedByCampaign.set(key, [...(cappedByCampaign.get(key) ?? []), i]);
       return;
     }
-    const b = attempt(i, () => book(scope, e, a));
+    const b = attempt(i, () => book(scope, e, a, events[0]!.eventId));
     if (!b) return;
     b.receipt = receiptNaming(scope, e, firstRead.get(i, 2), b.conversion);
     writes.add(b);

@@ -36,10 +36,10 @@ export const compositeIndexes: CompositeIndex[] = [
   { collection: collections.conversions, scope: 'COLLECTION', fields: [['campaignId', 'ASCENDING'], ...newest], query: 'conversions list ?campaignId=' },
   { collection: collections.conversions, scope: 'COLLECTION', fields: [['affiliateId', 'ASCENDING'], ...newest], query: 'conversions list ?affiliateId= (and the affiliate role narrowing)' },
   // functions/services/commissions-job.ts: collectionGroup('conversions').where(status == pending).where(fraudHold == false)
-  // .where(approvableAt <= now).orderBy(approvableAt): across all organisations.
+  // .where(affiliateHeld == false).where(approvableAt <= now).orderBy(approvableAt): across all organisations.
   {
     collection: collections.conversions, scope: 'COLLECTION_GROUP',
-    fields: [['status', 'ASCENDING'], ['fraudHold', 'ASCENDING'], ['approvableAt', 'ASCENDING']],
+    fields: [['status', 'ASCENDING'], ['fraudHold', 'ASCENDING'], ['affiliateHeld', 'ASCENDING'], ['approvableAt', 'ASCENDING']],
     query: 'commissions job: due pending conversions of every organisation',
   },
   // functions/services/conversion-analytics.ts publishDueConversionAnalytics: collectionGroup('conversions')

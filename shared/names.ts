@@ -57,6 +57,11 @@ export const collections = {
   postbackTokenIndex: 'postbackTokenIndex',
   /** Stripe connected account id → organisation and affiliate, for webhooks. */
   stripeAccountIndex: 'stripeAccountIndex',
+  /**
+   * Affiliates whose due conversions the commissions job has set aside while they are paused or blocked (global:
+   * the job sweeps every organisation; see functions/services/commissions-job.ts).
+   */
+  heldAffiliates: 'heldAffiliates',
 } as const;
 
 export const analyticsTables = {

@@ -381,7 +381,7 @@ describe('Firestore', () => {
       'COLLECTION conversions(campaignId ASC, createdAt DES, __name__ ASC)',
       'COLLECTION conversions(affiliateId ASC, createdAt DES, __name__ ASC)',
       'COLLECTION conversions(createdAt DES, __name__ ASC)',
-      'COLLECTION_GROUP conversions(status ASC, fraudHold ASC, approvableAt ASC)',
+      'COLLECTION_GROUP conversions(status ASC, fraudHold ASC, affiliateHeld ASC, approvableAt ASC)',
       'COLLECTION ledger(affiliateId ASC, createdAt DES, __name__ ASC)',
       'COLLECTION counters(affiliateId ASC, day ASC)',
       'COLLECTION counters(campaignId ASC, day ASC)',

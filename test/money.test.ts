@@ -240,16 +240,25 @@ describe('payout runs', () => {
     await onboarded(org);
     const id = await convert(org, 'bj-1');
     const conversion = async () => (await s.call('GET', `/v1/orgs/${org.id}/conversions/${id}`, { auth: org.token })).body.status;
+    const { firestore } = await import('../functions/adapters/firestore');
+    const setAside = async () => (await firestore().doc(`orgs/${org.id}/conversions/${id}`).get()).get('affiliateHeld') as boolean;
+    const marker = firestore().doc(`heldAffiliates/${org.id}_${org.affiliate}`);
     assert.equal((await setStatus(org, 'blocked')).status, 200);
     await commissionsJob();
     assert.equal(await conversion(), 'pending', 'neither approved nor rejected');
+    assert.equal(await setAside(), true, 'set aside, out of the next sweeps');
+    assert.equal((await marker.get()).get('holds'), 1);
     await setStatus(org, 'paused');
     await commissionsJob();
     assert.equal(await conversion(), 'pending');
+    // Not read again: a sweep that still found it would set it aside once more.
+    assert.equal((await marker.get()).get('holds'), 1);
     assert.deepEqual(await balance(org), { currency: 'USD', pending: 500, approved: 0, paid: 0, available: 0 });
     await setStatus(org, 'active');
     await commissionsJob();
     assert.equal(await conversion(), 'approved');
+    assert.equal(await setAside(), false);
+    assert.equal((await marker.get()).exists, false, 'the affiliate is forgotten once its conversions are back');
     assert.deepEqual((await run(org)).body.payouts.map((p: { status: string; amount: number }) => [p.status, p.amount]), [['paid', 500]]);
     assert.deepEqual((await run(org)).body.payouts, []);
     assert.deepEqual(transfersOf(org), [500]);

@@ -212,6 +212,8 @@ function book(scope: OrgScope, e: PostbackEvent, a: Attribution, shardKey: strin
       id: e.eventId, clickId: e.clickId, linkId: a.linkId, campaignId: a.campaignId, affiliateId: a.affiliateId,
       txnId: e.txnId, event: e.event, amount: e.amount, currency, revenue, payout,
       status, reasons: [...reasons, ...a.fraudReasons], fraudHold: a.fraudReasons.length > 0,
+      // Set by the commissions job while the affiliate is not active (commissions-job.ts); its sweep asks for false.
+      affiliateHeld: false,
       // Its first analytics version (conversion-analytics.ts); a booking over an earlier rejection is a new
       // version, under an event id of its own, and recorded after the version it replaces even when its postback
       // was received first (a pixel and a postback of one sale, sent together): the report counts the latest.

@@ -16,7 +16,7 @@ import { actorOf, type Principal } from './principal';
  * organisations' ids reveal nothing.
  */
 
-type OrgCollection = Exclude<(typeof collections)[keyof typeof collections], 'orgs' | 'linkIndex' | 'apiKeyIndex' | 'postbackTokenIndex' | 'stripeAccountIndex' | 'stripeEvents'>;
+type OrgCollection = Exclude<(typeof collections)[keyof typeof collections], 'orgs' | GlobalIndex>;
 
 /** For the affiliate role: which field ties a document to an affiliate (`__id__`: the document id itself). */
 const affiliateOwnership: Partial<Record<OrgCollection, string>> = {
@@ -285,11 +285,16 @@ function describe(permission: Permission): string {
   return `${how === 'read' ? 'read' : 'change'} ${what.replace(/([A-Z])/g, ' $1').toLowerCase()}`;
 }
 
-type GlobalIndex = typeof collections.linkIndex | typeof collections.apiKeyIndex | typeof collections.postbackTokenIndex | typeof collections.stripeAccountIndex | typeof collections.stripeEvents;
+type GlobalIndex = typeof collections.linkIndex | typeof collections.apiKeyIndex | typeof collections.postbackTokenIndex | typeof collections.stripeAccountIndex | typeof collections.stripeEvents | typeof collections.heldAffiliates;
 
 /** Global lookup documents (link id → org, key hash → org) written alongside an organisation's own documents. */
 export function globalIndexDoc(name: GlobalIndex, id: string): DocumentReference {
   return firestore().collection(name).doc(id);
+}
+
+/** A global lookup collection whole, for the jobs that sweep every organisation. */
+export function globalIndex(name: GlobalIndex): CollectionReference {
+  return firestore().collection(name);
 }
 
 /**

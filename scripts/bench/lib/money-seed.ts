@@ -128,7 +128,7 @@ export function* conversionDocs(db: Firestore, plan: SeedPlan, seed: ConversionS
     // Exactly the document applyPostback creates for an attributed, non-fraud conversion of a CPA campaign.
     const pending = {
       id, clickId, linkId, campaignId, affiliateId, txnId, event: 'sale', amount: randomInt(1_000, 20_000), currency: 'USD', revenue: cpaRevenue, payout: cpaPayout,
-      status: 'pending', reasons: [] as string[], fraudHold: false, via: 'postback', createdAt, approvableAt, updatedAt: createdAt,
+      status: 'pending', reasons: [] as string[], fraudHold: false, affiliateHeld: false, via: 'postback', createdAt, approvableAt, updatedAt: createdAt,
       payoutRule: { type: 'cpa', amount: cpaPayout },
     };
     const entryId = deterministicId('led', id, 'commission');

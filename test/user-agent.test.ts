@@ -16,6 +16,9 @@ describe('classifyUserAgent', () => {
       ['Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [Pinterest/iOS]', { device: 'mobile', os: 'iOS', browser: null, isBot: false }],
       ['Mozilla/5.0 (Linux; Android 12; Pixel 6 Build/SQ3A; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/120.0.0.0 Mobile Safari/537.36 [Pinterest/Android]', { device: 'mobile', os: 'Android', browser: 'Chrome', isBot: false }],
       ['Mozilla/5.0 (Linux; Android 10; CUBOT X30) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36', { device: 'mobile', os: 'Android', browser: 'Chrome', isBot: false }],
+      ['Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36', { device: 'desktop', os: 'ChromeOS', browser: 'Chrome', isBot: false }],
+      // "Micro-s-oft" is no ChromeOS (its token is CrOS).
+      ['Mozilla/5.0 (compatible; MSIE 9.0; Microsoft Internet Explorer; Trident/5.0)', { device: 'unknown', os: null, browser: null, isBot: false }],
     ];
     for (let round = 0; round < 2; round++) {
       for (const [ua, expected] of cases) assert.deepEqual({ ...classifyUserAgent(ua) }, expected, `${ua} (round ${round + 1})`);
@@ -41,6 +44,13 @@ describe('classifyUserAgent', () => {
       'PostmanRuntime/7.39.0',
       'node',
       'undici',
+      'Mozilla/5.0 (Windows NT 6.1; rv:6.0) Gecko/20110814 Firefox/6.0 Google (+https://developers.google.com/+/web/snippet/)',
+      'Mozilla/5.0 (compatible; Google-PageRenderer Google (+https://developers.google.com/+/web/snippet/))',
+      'Microsoft Office Word 2014',
+      'Mozilla/4.0 (compatible; ms-office; MSOffice 16)',
+      'Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17928; Pro)',
+      'Tumblr/14.0.835.186',
+      'LinkCheck by Siteimprove.com',
     ];
     for (const ua of previews) assert.deepEqual({ ...classifyUserAgent(ua) }, { ...classifyUserAgent(ua), device: 'bot', isBot: true }, ua);
   });

@@ -7,9 +7,10 @@ import type { deviceKinds } from './events';
  */
 // `(?<!cu)bot\b`: Cubot phones name themselves `CUBOT X30`. `pinterest/0.`: Pinterest's crawler, not its in-app
 // browser (`[Pinterest/iOS]`), whose clicks are people's. Fediverse servers (Mastodon, Pleroma, Misskey, Akkoma)
-// and Bluesky's card service each fetch a shared link's preview themselves, so one post brings hundreds.
+// and Bluesky's card service each fetch a shared link's preview themselves, so one post brings hundreds. Microsoft
+// Office and Outlook request a link themselves (to check it, or preview it) before the browser opens it.
 const botPattern =
-  /(?<!cu)bot\b|bot\/|crawler|spider|crawling|slurp|facebookexternalhit|facebookcatalog|embedly|iframely|quora link preview|outbrain|pinterest\/0\.|vkshare|w3c_validator|whatsapp|telegrambot|discordbot|slackbot|slack-imgproxy|skypeuripreview|linkedinbot|twitterbot|applebot|bingpreview|google-inspectiontool|googleother|feedfetcher|googledocs|mediapartners-google|yeti\/|mastodon\/|http\.rb\/|pleroma|misskey\/|akkoma|cardyb|headlesschrome|phantomjs|python-requests|python-urllib|python-httpx|aiohttp|go-http-client|java\/|okhttp|curl\/|wget\/|libwww-perl|httpclient|axios\/|node-fetch|undici|^node$|postmanruntime|scrapy|lighthouse|pingdom|uptimerobot|statuscake|datadog|newrelicpinger|preview/i;
+  /(?<!cu)bot\b|bot\/|crawler|spider|crawling|slurp|facebookexternalhit|facebookcatalog|embedly|iframely|quora link preview|outbrain|pinterest\/0\.|vkshare|w3c_validator|whatsapp|telegrambot|discordbot|slackbot|slack-imgproxy|skypeuripreview|linkedinbot|twitterbot|applebot|bingpreview|google-inspectiontool|googleother|feedfetcher|googledocs|mediapartners-google|yeti\/|mastodon\/|http\.rb\/|pleroma|misskey\/|akkoma|cardyb|developers\.google\.com\/\+\/web\/snippet|google-pagerenderer|ms-office|msoffice|microsoft office|microsoft outlook|tumblr\/|linkcheck|headlesschrome|phantomjs|python-requests|python-urllib|python-httpx|aiohttp|go-http-client|java\/|okhttp|curl\/|wget\/|libwww-perl|httpclient|axios\/|node-fetch|undici|^node$|postmanruntime|scrapy|lighthouse|pingdom|uptimerobot|statuscake|datadog|newrelicpinger|preview/i;
 
 export interface UserAgentInfo {
   device: (typeof deviceKinds)[number];
@@ -48,7 +49,7 @@ function classify(ua: string): UserAgentInfo {
     : /iphone|ipad|ipod/i.test(ua) ? 'iOS'
     : /android/i.test(ua) ? 'Android'
     : /mac os x|macintosh/i.test(ua) ? 'macOS'
-    : /cros/i.test(ua) ? 'ChromeOS'
+    : /\bcros\b/i.test(ua) ? 'ChromeOS'
     : /linux/i.test(ua) ? 'Linux'
     : null;
   const browser = /edg\//i.test(ua) ? 'Edge'

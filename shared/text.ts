@@ -7,12 +7,24 @@ const loneSurrogate = /\p{Cs}/u;
  * Answers the field's path (keys included), or undefined when every string is text.
  */
 export function illFormedTextAt(value: unknown, path: readonly string[] = []): string[] | undefined {
-  if (typeof value === 'string') return loneSurrogate.test(value) ? [...path] : undefined;
-  if (value === null || typeof value !== 'object') return undefined;
-  for (const [key, inner] of Object.entries(value)) {
-    if (loneSurrogate.test(key)) return [...path, key];
-    const found = illFormedTextAt(inner, [...path, key]);
-    if (found) return found;
+  // Depth first with a stack of our own, not by recursion: 16 KB of `[` nest deeper than the call stack goes. Each
+  // entry points at its parent, so the path is spelled out only for the string found.
+  interface Step { value: unknown; key?: string; parent?: Step }
+  const pathTo = (step: Step | undefined, key?: string): string[] => {
+    const keys = key === undefined ? [] : [key];
+    for (let s = step; s?.key !== undefined; s = s.parent) keys.push(s.key);
+    return [...path, ...keys.reverse()];
+  };
+  const pending: Step[] = [{ value }];
+  for (let step = pending.pop(); step; step = pending.pop()) {
+    if (typeof step.value === 'string') {
+      if (loneSurrogate.test(step.value)) return pathTo(step);
+      continue;
+    }
+    if (step.value === null || typeof step.value !== 'object') continue;
+    const entries = Object.entries(step.value);
+    for (const [key] of entries) if (loneSurrogate.test(key)) return pathTo(step, key);
+    for (let i = entries.length - 1; i >= 0; i--) pending.push({ value: entries[i]![1], key: entries[i]![0], parent: step });
   }
   return undefined;
 }

@@ -278,6 +278,12 @@ describe('strings that are not text', () => {
     assert.match(r.body.error.details[0].message, /lone UTF-16 surrogate/);
   });
 
+  it('answers 400, not a 500, to a body nested deeper than a recursive walk could go', async () => {
+    const r = await s.call('POST', orgPath('/campaigns'), { auth: O.owner, rawBody: `{"name":${'['.repeat(20_000)}"x"${']'.repeat(20_000)}}`, headers: { 'content-type': 'application/json' } });
+    assert.equal(r.status, 400, r.text.slice(0, 300));
+    assert.ok(r.body.error.details.some((d: { field: string }) => d.field === 'name'), JSON.stringify(r.body.error.details).slice(0, 300));
+  });
+
   it('refuses a lone surrogate in a postback with a 400 naming the field', async () => {
     const { token } = (await s.call('GET', orgPath('/postback-config'), { auth: O.owner })).body;
     const r = await fetch(`${s.baseUrl}/postback`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token, click_id: '\ud800x', txn_id: 'lone-surrogate' }) });

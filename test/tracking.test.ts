@@ -563,6 +563,21 @@ describe('postback function', () => {
     assert.equal(broken.body.error.code, 'bad_request');
     assert.match(broken.body.error.message, /not valid JSON/);
     assert.equal(broken.body.error.details[0].field, '(body)');
+    // Bodies with the fields in a shape we do not read are refused as such, not blamed on the token or click id.
+    const inArray = await s.call('POST', '/postback', { rawBody: JSON.stringify([{ token: org.postbackToken, click_id: ours() }]), headers: { 'content-type': 'application/json' } });
+    assert.deepEqual([inArray.status, inArray.body.error?.details[0]?.field], [400, 'body'], inArray.text);
+    const asText = await s.call('POST', '/postback', { rawBody: `token=${org.postbackToken}&click_id=x`, headers: { 'content-type': 'text/plain' } });
+    assert.deepEqual([asText.status, asText.body.error?.code], [415, 'unsupported_media_type'], asText.text);
+    assert.match(asText.body.error.message, /form \(application\/x-www-form-urlencoded\) or JSON \(application\/json\), not text\/plain/);
+    // A POST with everything in the query and an empty body, as many clients send it.
+    const emptyPost = await fetch(`${s.baseUrl}/postback?${new URLSearchParams({ token: org.postbackToken, click_id: 'x', txn_id: 'empty-post-1' })}`, { method: 'POST', headers: { 'content-length': '0' } });
+    assert.equal(emptyPost.status, 200, await emptyPost.clone().text());
+    // A token longer than any of ours is an unknown token.
+    const longToken = await s.call('GET', `/postback?token=${'t'.repeat(201)}&click_id=x`);
+    assert.deepEqual([longToken.status, longToken.body.error?.message], [401, 'Unknown postback token (the postback takes the postback token of GET /v1/orgs/{orgId}/postback-config)']);
+    // JSON nested deeper than a recursive walk could go: a 400 naming the field, not a 500.
+    const deep = await s.call('POST', '/postback', { rawBody: `{"token":"${org.postbackToken}","click_id":${'['.repeat(20_000)}"x"${']'.repeat(20_000)}}`, headers: { 'content-type': 'application/json' } });
+    assert.deepEqual([deep.status, deep.body.error?.details[0]?.field], [400, 'click_id'], deep.text.slice(0, 300));
   });
 
   it('serves the pixel as a GIF whatever happens, taking the click id from the cookie', async () => {
@@ -587,6 +602,14 @@ describe('postback function', () => {
     // A template's empty click_id (nothing to fill in on the page) leaves the click id to the cookie.
     const emptyParam = await fetch(`${s.baseUrl}/pixel?token=${org.pixelToken}&click_id=&txn_id=px-3&amount=2.00`, { headers: { cookie } });
     assert.match(emptyParam.headers.get('x-abp-conversion') ?? '', /^accepted/);
+    // So does a placeholder left unfilled, or anything else that is no click id of ours.
+    for (const [i, placeholder] of ['{click_id}', 'undefined', 'null'].entries()) {
+      const unfilled = await fetch(`${s.baseUrl}/pixel?token=${org.pixelToken}&click_id=${encodeURIComponent(placeholder)}&txn_id=px-unfilled-${i}&amount=2.00`, { headers: { cookie } });
+      assert.match(unfilled.headers.get('x-abp-conversion') ?? '', /^accepted/, placeholder);
+      const unfilledId = /id=(\S+)/.exec(unfilled.headers.get('x-abp-conversion')!)![1]!;
+      const credited = await eventually(async () => { const x = await api(`/conversions/${unfilledId}`); return x.status === 200 ? x.body : undefined; }, 'unfilled pixel conversion');
+      assert.deepEqual([credited.clickId, credited.status], [clickId, 'pending'], placeholder);
+    }
     // Even a body the framework could not parse: the pixel reads only its query string and cookie.
     const garbled = await fetch(`${s.baseUrl}/pixel?token=${org.pixelToken}&txn_id=px-2&amount=1.00`, {
       method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: '{"not json',

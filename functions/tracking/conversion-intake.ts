@@ -102,13 +102,15 @@ async function campaignCurrency(orgId: string, clickId: string): Promise<string 
 
 /**
  * `clickCookie` (the pixel's): the click id the browser's click cookie holds for the token's organisation, taken
- * when the request names none.
+ * when the request names none, or names something that is no click id of ours.
  */
 export async function acceptConversion(raw: Record<string, unknown>, via: 'postback' | 'pixel', clickCookie?: (orgId: string) => string | undefined): Promise<IntakeResult> {
   const invalid = via === 'pixel' ? 'The pixel request is invalid' : 'The postback is invalid';
   const flat = flattenParams(raw, invalid);
   if (!flat.token) throw unauthorized(`A valid ${via} token is required (token=…)`);
   const token = postbackParams.shape.token.safeParse(flat.token);
+  // A string too long to be any token of ours is an unknown token, as the issue asks: 401, not a 400.
+  if (!token.success && typeof flat.token === 'string') throw unauthorized(`Unknown ${via} token (the ${via} takes the ${via} token of GET /v1/orgs/{orgId}/postback-config)`);
   if (!token.success) throw badRequest(invalid, zodDetails(token.error, 'token'));
   // The organisation first: the pixel's click cookie is the organisation's own.
   const { orgId, otherKind } = await orgForToken(token.data, via);
@@ -117,8 +119,10 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
     if (via === 'pixel') throw unauthorized(`Unknown pixel token (the pixel takes the pixel token of ${where})`);
     throw unauthorized(otherKind ? `That is the organisation's pixel token: the postback takes its postback token (${where})` : `Unknown postback token (the postback takes the postback token of ${where})`);
   }
-  if (flat.click_id === undefined && clickCookie) {
-    flat.click_id = clickCookie(orgId);
+  // The pixel's page may send a template's placeholder (`{click_id}`, `undefined`): any value that is no click id of
+  // ours gives way to the click cookie, when there is one; the postback, from a server, has none to fall back on.
+  if (clickCookie && (flat.click_id === undefined || !(typeof flat.click_id === 'string' && verifyClickId(secrets().clickSigningKey, flat.click_id)))) {
+    flat.click_id = clickCookie(orgId) ?? flat.click_id;
     if (flat.click_id === undefined) throw badRequest(invalid, [{ field: 'click_id', message: 'is required: none in the query, and this browser has no click cookie of the organisation (no click on its links within their attribution window, or third-party cookies blocked)' }]);
   }
   const parsed = postbackParams.safeParse(flat);

@@ -1,8 +1,26 @@
 import * as functions from '@google-cloud/functions-framework';
+import { ApiError, badRequest } from '../../shared/errors';
 import { functionNames } from '../../shared/names';
 import { sendError } from '../api/router';
 import { acceptConversion } from './conversion-intake';
 import { answerFrameworkErrors } from '../framework-errors';
+
+/**
+ * The body's fields: a form or a JSON object. Any other body is refused, not ignored: the framework reads text
+ * (text/plain) and raw bytes without parsing them, so their fields would be missing and the answer would blame the
+ * token or the click id that were sent.
+ */
+function postbackBody(req: functions.Request): Record<string, unknown> {
+  // No body (a GET, or a POST with everything in the query, which many clients send with Content-Length: 0).
+  if (req.headers['transfer-encoding'] === undefined && !(Number(req.headers['content-length']) > 0)) return {};
+  if (!req.is(['application/x-www-form-urlencoded', 'application/json'])) {
+    throw new ApiError('unsupported_media_type', `A postback body must be a form (application/x-www-form-urlencoded) or JSON (application/json), not ${req.get('content-type') ?? 'a body without a Content-Type'}; or send every field in the query string`);
+  }
+  if (Array.isArray(req.body) || req.body === null || typeof req.body !== 'object') {
+    throw badRequest('The postback is invalid', [{ field: 'body', message: 'must be a JSON object of the postback fields ({"token": …, "click_id": …}), not an array or a single value' }]);
+  }
+  return req.body as Record<string, unknown>;
+}
 
 /** GET|POST /postback: the advertiser's server reports a conversion (query string, form or JSON body). */
 export async function handlePostback(req: functions.Request, res: functions.Response): Promise<void> {
@@ -12,7 +30,7 @@ export async function handlePostback(req: functions.Request, res: functions.Resp
       res.status(405).json({ error: { code: 'method_not_allowed', message: 'Use GET or POST', details: [] } });
       return;
     }
-    const body = req.body && typeof req.body === 'object' && !Buffer.isBuffer(req.body) ? (req.body as Record<string, unknown>) : {};
+    const body = postbackBody(req);
     const result = await acceptConversion({ ...(req.query as Record<string, unknown>), ...body }, 'postback');
     res.status(200).json(result);
   } catch (err) {

@@ -55,13 +55,13 @@ const rotatedKey = { status: 401, body: { error: { type: 'invalid_request_error'
  * What a run two days ago left: a payout of 500 USD `claimed` under run_long_ago (so its Stripe key may be forgotten)
  * holding the conversion's commission entry.
  */
-async function claimedTwoDaysAgo(org: Org, conversion: string, payoutId: string): Promise<void> {
+async function claimedTwoDaysAgo(org: Org, conversion: string, payoutId: string, extra: Row = {}): Promise<void> {
   const { ledgerEntryId } = await import('../functions/services/conversion-lifecycle');
   const scope = system(org.id);
   const longAgo = new Date(Date.now() - 2 * 86_400_000).toISOString();
   await scope.collection('payouts').doc(payoutId).create({
     id: payoutId, runId: 'run_long_ago', affiliateId: org.affiliate, currency: 'USD', createdAt: longAgo, claimedAt: longAgo, simulated: false, transferId: null,
-    amount: 500, entryCount: 1, status: 'claimed', reason: null,
+    amount: 500, entryCount: 1, status: 'claimed', reason: null, ...extra,
   });
   await scope.collection('ledger').doc(ledgerEntryId(conversion, 'commission')).update({ status: 'claimed', payoutId });
 }
@@ -400,6 +400,46 @@ describe('recovery of a run that died', () => {
     assert.deepEqual([payout.status, payout.transferId], ['paid', sent.transferId]);
     assert.equal(transfersTo(org, org.affiliate).length, 1, 'exactly one transfer');
     assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 500, available: 0 });
+  });
+
+  it("looks for a payout's earlier transfer among the accounts it was sent to, not through the whole run, even after the affiliate changed account", async () => {
+    const org = await setupOrg('old-claim-narrow@example.com');
+    const conversion = await approved(org, 'ocn-1');
+    const account = await onboard(org);
+    const scope = system(org.id);
+    // A run's other payouts in the same transfer group, which the search has no reason to page through.
+    const others = [];
+    for (let i = 0; i < 3; i++) {
+      others.push(await stripeProvider.transfer({
+        payoutId: `po_neighbour_${i}`, amount: 100, currency: 'USD', destinationAccountId: account, transferGroup: 'run_long_ago',
+        metadata: { orgId: org.id, affiliateId: `aff_neighbour_${i}`, payoutId: `po_neighbour_${i}`, runId: 'run_long_ago' }, description: 'neighbour',
+      }));
+    }
+    const payoutId = 'po_claimed_long_ago_narrow';
+    const sent = await stripeProvider.transfer({
+      payoutId, amount: 500, currency: 'USD', destinationAccountId: account, transferGroup: 'run_long_ago',
+      metadata: { orgId: org.id, affiliateId: org.affiliate, payoutId, runId: 'run_long_ago' }, description: `ABP payout ${payoutId}`,
+    });
+    assert.ok(sent.ok && others.every((o) => o.ok));
+    // The attempt recorded where it went before it went (as settle does); the affiliate has since connected another account.
+    await claimedTwoDaysAgo(org, conversion, payoutId, { sentTo: [account] });
+    await scope.collection('affiliates').doc(org.affiliate).update({ stripeAccountId: 'acct_connected_since' });
+    stripe.forgetIdempotencyKeys();
+    const listed = stripe.requests.length;
+    await runPayouts(scope, { trigger: 'manual' });
+    const payout = (await scope.collection('payouts').doc(payoutId).get()).data()!;
+    assert.deepEqual([payout.status, payout.transferId], ['paid', sent.transferId]);
+    assert.equal(transfersTo(org, org.affiliate).length, 1, 'exactly one transfer, to the first account');
+    const searches = stripe.requests.slice(listed).filter((r) => r.method === 'GET' && r.path === '/v1/transfers');
+    assert.deepEqual(searches.map((r) => [r.body.transfer_group, r.body.destination]), [['run_long_ago', account]]);
+  });
+
+  it('records the account a payout goes to before it is sent', async () => {
+    const org = await setupOrg('sent-to@example.com');
+    await approved(org, 'st-1');
+    const account = await onboard(org);
+    await runPayouts(system(org.id), { trigger: 'manual' });
+    assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => [p.status, p.sentTo]), [['paid', [account]]]);
   });
 
   it('does not mark paid a conversion reversed while its payout was being transferred', async () => {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { FieldPath, type DocumentData, type DocumentReference, type DocumentSnapshot, type Transaction } from '@google-cloud/firestore';
+import { FieldPath, FieldValue, type DocumentData, type DocumentReference, type DocumentSnapshot, type Transaction } from '@google-cloud/firestore';
 import { minimumIn, planPayouts, type BelowMinimum, type LedgerEntry, type PayoutMinimum } from '../../shared/domain/ledger';
 import { ApiError, conflict } from '../../shared/errors';
 import { deterministicId, newId } from '../../shared/ids';
@@ -310,7 +310,8 @@ function keyMayBeForgotten(payout: DocumentData): boolean {
  */
 async function transferSentEarlier(payout: DocumentData): Promise<{ transferId: string } | undefined | 'unknown'> {
   try {
-    return await payoutProvider().findTransfer({ payoutId: payout.id as string, transferGroup: payout.runId as string });
+    const sentTo = Array.isArray(payout.sentTo) && payout.sentTo.length ? { destinations: payout.sentTo as string[] } : {};
+    return await payoutProvider().findTransfer({ payoutId: payout.id as string, transferGroup: payout.runId as string, ...sentTo });
   } catch (err) {
     if (err instanceof PayoutProviderError) return 'unknown';
     throw err;
@@ -334,6 +335,12 @@ async function settle(scope: OrgScope, lease: Lease, payout: DocumentData, opts:
   if (earlier === 'unknown') return keep('lookup_failed', 'claimed over 23 h ago, and the earlier transfer could not be looked up');
   const simulated = payoutProvider().kind === 'dry-run';
   if (!earlier) await lease.check();
+  const destination = affiliate?.stripeAccountId as string | undefined;
+  // Every account an attempt goes to, before it goes: a later search for the transfer reads only theirs (an
+  // affiliate who connected another account since is still searched at the first).
+  if (!earlier && destination && !(payout.sentTo as string[] | undefined)?.includes(destination)) {
+    await ref.update({ sentTo: FieldValue.arrayUnion(destination) });
+  }
   const outcome: TransferOutcome = earlier ? { ok: true, transferId: earlier.transferId, simulated } : await payoutProvider().transfer({
     payoutId: payout.id, amount: payout.amount, currency: payout.currency, destinationAccountId: affiliate?.stripeAccountId,
     transferGroup: payout.runId, metadata: { orgId: scope.orgId, affiliateId: payout.affiliateId, payoutId: payout.id, runId: payout.runId },

@@ -285,11 +285,12 @@ export async function startStripeStandIn(opts: { secretKey?: string } = {}): Pro
     return { status: 200, body: transfer, executed: true };
   }
 
-  /** GET /v1/transfers: newest first, filtered by transfer_group, paged by limit and starting_after. */
+  /** GET /v1/transfers: newest first, filtered by transfer_group and destination, paged by limit and starting_after. */
   function listTransfers(query: StripeObject): Reply {
     const group = str(query.transfer_group);
+    const destination = str(query.destination);
     const limit = Math.min(Math.max(Number(str(query.limit) ?? 10), 1), 100);
-    let all = [...transfers.values()].reverse().filter((t) => !group || t.transfer_group === group);
+    let all = [...transfers.values()].reverse().filter((t) => (!group || t.transfer_group === group) && (!destination || t.destination === destination));
     const after = str(query.starting_after);
     if (after) all = all.slice(all.findIndex((t) => t.id === after) + 1);
     return { status: 200, body: { object: 'list', data: all.slice(0, limit), has_more: all.length > limit, url: '/v1/transfers' }, executed: true };

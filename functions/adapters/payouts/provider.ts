@@ -76,8 +76,10 @@ export interface PayoutProvider {
   /**
    * The transfer an earlier attempt made for this payout, if any. Stripe keeps an idempotency key for at least
    * 24 hours only: a payout retried later must look before it sends, or the same key would pay it again.
+   * `destinations`: every account an attempt was sent to, when known; the search then reads only their
+   * transfers in the group, not the whole run's.
    */
-  findTransfer(input: { payoutId: string; transferGroup: string }): Promise<{ transferId: string } | undefined>;
+  findTransfer(input: { payoutId: string; transferGroup: string; destinations?: readonly string[] }): Promise<{ transferId: string } | undefined>;
 }
 
 /** Thrown by the account calls, which are interactive: the API layer maps reason to an HTTP status. */

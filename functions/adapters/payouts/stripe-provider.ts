@@ -130,11 +130,15 @@ export function createStripeProvider(opts: StripeProviderOptions): PayoutProvide
       }
     },
 
-    async findTransfer({ payoutId, transferGroup }) {
+    async findTransfer({ payoutId, transferGroup, destinations }) {
       try {
-        // A run's transfers share its group, so the list stays as short as the run; metadata names the payout.
-        for await (const transfer of stripe.transfers.list({ transfer_group: transferGroup, limit: 100 })) {
-          if (transfer.metadata?.payoutId === payoutId) return { transferId: transfer.id };
+        // A run's transfers share its group, and one affiliate's in it are one or two: a run of many payouts whose
+        // Stripe was out for a day would otherwise list the whole group once per payout. Metadata names the payout.
+        const searches = destinations?.length ? destinations.map((destination) => ({ destination })) : [{}];
+        for (const narrowed of searches) {
+          for await (const transfer of stripe.transfers.list({ transfer_group: transferGroup, limit: 100, ...narrowed })) {
+            if (transfer.metadata?.payoutId === payoutId) return { transferId: transfer.id };
+          }
         }
         return undefined;
       } catch (err) {

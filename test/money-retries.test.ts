@@ -725,6 +725,20 @@ describe('Stripe events', () => {
     assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 400, paid: 600, available: 400 });
   });
 
+  it('marks paid, and approved again after a full reversal, a conversion earned only through its volume tier', async () => {
+    const org = await setupOrg('tier-only@example.com', { payout: { type: 'cpa', amount: 0, tiers: [{ minConversions: 2, amount: 700 }] } });
+    const first = await approved(org, 'to-1');
+    const second = await approved(org, 'to-2');
+    await onboard(org);
+    await runPayouts(system(org.id), { trigger: 'manual' });
+    assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => [p.status, p.amount]), [['paid', 700]]);
+    // The first earned nothing, so no payout covers it; the second was paid by its tier adjustment alone.
+    assert.deepEqual([await conversionStatus(org, first), await conversionStatus(org, second)], ['approved', 'paid']);
+    assert.equal(await reverseAtStripe('evt_tier_only_1', onlyTransfer(org, org.affiliate).id as string, 700), 'applied');
+    assert.equal(await conversionStatus(org, second), 'approved', 'owed again, as its money is');
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 700, paid: 0, available: 700 });
+  });
+
   it('applies a reversal that arrives before a crashed run recorded its transfer, when the next run settles it', async () => {
     const org = await setupOrg('reversal-early@example.com');
     await approved(org, 're-1');

@@ -1,4 +1,5 @@
 import { FieldPath, FieldValue, type DocumentReference, type DocumentSnapshot, type Transaction } from '@google-cloud/firestore';
+import { conversionsEarnedBy } from '../../shared/domain/ledger';
 import { deterministicId } from '../../shared/ids';
 import { firestore } from '../adapters/firestore';
 import type { OrgScope } from './tenancy';
@@ -85,7 +86,7 @@ async function readRestore(tx: Transaction, scope: OrgScope, payoutId: string, e
     // other); not a negative twin booked on this payout, which cannot exist yet before any partial reversal.
     ? (await tx.getAll(...entryRefs)).filter((e) => e.exists && e.get('status') === 'paid' && e.get('payoutId') === payoutId && e.get('reversedPayoutId') !== payoutId)
     : [];
-  const conversionIds = [...new Set(entries.filter((e) => e.get('type') === 'commission').map((e) => e.get('conversionId') as string))];
+  const conversionIds = conversionsEarnedBy(entries);
   const conversions = conversionIds.length ? await tx.getAll(...conversionIds.map((id) => scope.collection('conversions').doc(id))) : [];
   return () => {
     for (const e of entries) tx.update(e.ref, { status: 'approved', payoutId: null, reason: 'transfer reversed by Stripe' });

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { FieldPath, FieldValue, type DocumentData, type DocumentReference, type DocumentSnapshot, type Transaction } from '@google-cloud/firestore';
-import { minimumIn, planPayouts, type BelowMinimum, type LedgerEntry, type PayoutMinimum } from '../../shared/domain/ledger';
+import { conversionsEarnedBy, minimumIn, planPayouts, type BelowMinimum, type LedgerEntry, type PayoutMinimum } from '../../shared/domain/ledger';
 import { ApiError, conflict } from '../../shared/errors';
 import { deterministicId, newId } from '../../shared/ids';
 import { firestore } from '../adapters/firestore';
@@ -262,7 +262,7 @@ async function applyOutcome(scope: OrgScope, lease: Lease, payoutId: string, out
       const status = payout.get('status') as string;
       // Only entries this payout still holds: a retried transaction or an earlier attempt may have moved some.
       const held = snaps.filter((e) => e.exists && e.get('status') === 'claimed' && e.get('payoutId') === payoutId);
-      const conversionIds = [...new Set(held.filter((e) => e.get('type') === 'commission').map((e) => e.get('conversionId') as string))];
+      const conversionIds = conversionsEarnedBy(held);
       const conversions = outcome.conversions && conversionIds.length ? await tx.getAll(...conversionIds.map((id) => scope.collection('conversions').doc(id))) : [];
       for (const e of held) tx.update(e.ref, outcome.entries);
       for (const c of conversions) if (c.exists && c.get('status') === outcome.conversions!.from) tx.update(c.ref, { status: outcome.conversions!.to });

@@ -22,6 +22,15 @@ export const payoutStatuses = ['claiming', 'claimed', 'releasing', 'paid', 'fail
  */
 export type LedgerEntryType = 'commission' | 'tier_adjustment' | 'clawback' | 'transfer_reversal';
 
+/**
+ * The conversions whose earnings these entries are, each once: their commissions and volume-tier adjustments. A
+ * conversion booked at 0 and raised by a tier at approval has only the adjustment, and is paid by it all the same.
+ */
+export function conversionsEarnedBy(entries: readonly { get(field: string): unknown }[]): string[] {
+  const earned = entries.filter((e) => e.get('type') === 'commission' || e.get('type') === 'tier_adjustment');
+  return [...new Set(earned.map((e) => e.get('conversionId') as string))];
+}
+
 export interface LedgerEntry {
   id: string;
   affiliateId: string;

@@ -457,6 +457,22 @@ describe('recovery of a run that died', () => {
 });
 
 describe('a transfer whose answer was lost', () => {
+  it("leaves the outcome another run recorded meanwhile, not its own reason for keeping the claim", async () => {
+    const org = await setupOrg('stale-reason@example.com');
+    await approved(org, 'sr-1');
+    await onboard(org);
+    const scope = system(org.id);
+    // While this run waits on Stripe (its lease lost to a throttled instance), the run that took over pays the payout.
+    setProvider({ ...stripeProvider, transfer: async (req) => {
+      const out = await stripeProvider.transfer(req);
+      assert.ok(out.ok);
+      await scope.collection('payouts').doc(req.payoutId).update({ status: 'paid', transferId: out.transferId, reason: null });
+      return { ok: false, reason: 'rate_limited', message: 'Too many requests hit the API too quickly.', retryable: true };
+    } });
+    await runPayouts(scope, { trigger: 'manual', runId: 'run_stale_reason' });
+    assert.deepEqual((await payoutsOf(org, org.affiliate)).map((p) => [p.status, p.reason, p.lastError]), [['paid', null, undefined]]);
+  });
+
   it('keeps the claim when the resend is rate limited (429 is never replayed), and pays once on the next run', async () => {
     const org = await setupOrg('lost-429@example.com');
     await approved(org, 'l4-1');

@@ -302,6 +302,17 @@ function keyMayBeForgotten(payout: DocumentData): boolean {
 }
 
 /**
+ * Why a claimed payout stays claimed, written only while it still is: a run that lost its lease while it waited on
+ * Stripe must not write its reason over the outcome the run that took over has recorded.
+ */
+async function noteOnClaim(ref: DocumentReference, note: { reason: string; lastError?: string }): Promise<void> {
+  await firestore().runTransaction(async (tx) => {
+    const payout = await tx.get(ref);
+    if (payout.get('status') === 'claimed') tx.update(ref, note);
+  });
+}
+
+/**
  * The transfer of a payout that may have been sent before, looked up after Stripe refused its resend. A refusal
  * says nothing about an earlier attempt when it comes from in front of Stripe's idempotency layer (429, 401 after
  * a key rotation) or before the endpoint executed (validation, a request conflicting with another): Stripe
@@ -329,7 +340,7 @@ async function settle(scope: OrgScope, lease: Lease, payout: DocumentData, opts:
   const affiliate = opts.affiliate ?? (await scope.collection('affiliates').doc(payout.affiliateId as string).get()).data();
   // The transfer may exist, or the same key may simply be sent again (rate_limited: shed before executing): keep
   // the claim, and let the next run send the same idempotency key. Releasing here would pay the money twice.
-  const keep = async (reason: string, message: string) => void (await ref.update({ reason, lastError: message }));
+  const keep = (reason: string, message: string) => noteOnClaim(ref, { reason, lastError: message });
   const earlier = keyMayBeForgotten(payout) ? await transferSentEarlier(payout) : undefined;
   // Neither sent again nor released while nobody can tell whether it was sent: the next run looks again.
   if (earlier === 'unknown') return keep('lookup_failed', 'claimed over 23 h ago, and the earlier transfer could not be looked up');
@@ -440,7 +451,7 @@ async function recover(scope: OrgScope, lease: Lease, payout: DocumentData): Pro
     // since is not sent it either. The claim stays, saying why, and a pass after the affiliate is active again
     // sends it under the same key (looking it up first once the key may be forgotten).
     const inactive = inactiveReason(affiliate);
-    if (inactive) return void (await scope.collection('payouts').doc(payout.id as string).update({ reason: inactive }));
+    if (inactive) return noteOnClaim(scope.collection('payouts').doc(payout.id as string), { reason: inactive });
   }
   await settle(scope, lease, { ...payout, status: 'claimed' }, { affiliate });
 }

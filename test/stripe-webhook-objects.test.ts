@@ -82,6 +82,25 @@ describe('Stripe event objects', () => {
     assert.deepEqual((await affiliateDoc(org)).lastBankPayout, { id: bankPayout().id, status: 'paid', amount: 1100, currency: 'USD', failureCode: null, at: new Date(created * 1000).toISOString() });
   });
 
+  it("keeps the newest bank payout when Stripe delivers an older event after it, and a payout's failure over its success", async () => {
+    const org = await setupOrg('bank-payout-order@example.com');
+    const account = await onboard(org);
+    const t = Math.floor(Date.now() / 1000);
+    const last = async () => (await affiliateDoc(org)).lastBankPayout as Row;
+    const failed = bankPayout({ status: 'failed', failure_code: 'account_closed' });
+    assert.equal((await deliver({ id: 'evt_bank_failed', type: 'payout.failed', account, created: t + 60, data: { object: failed } })).body.outcome, 'applied');
+    // The success of the same payout, sent earlier, arrives late.
+    assert.equal((await deliver({ id: 'evt_bank_paid_late', type: 'payout.paid', account, created: t, data: { object: bankPayout() } })).body.outcome, 'ignored');
+    assert.deepEqual([(await last()).status, (await last()).failureCode], ['failed', 'account_closed']);
+    // In the same second, the failure stands whichever comes second.
+    assert.equal((await deliver({ id: 'evt_bank_paid_same_second', type: 'payout.paid', account, created: t + 60, data: { object: bankPayout() } })).body.outcome, 'ignored');
+    assert.equal((await last()).status, 'failed');
+    // A later payout replaces it.
+    const next = bankPayout({ id: 'po_bank_next' });
+    assert.equal((await deliver({ id: 'evt_bank_next', type: 'payout.paid', account, created: t + 120, data: { object: next } })).body.outcome, 'applied');
+    assert.deepEqual([(await last()).id, (await last()).status], ['po_bank_next', 'paid']);
+  });
+
   it('ignores malformed payout and transfer.reversed objects as ignored_malformed without changing anything', async () => {
     const org = await setupOrg('malformed-objects@example.com');
     const account = await onboard(org);

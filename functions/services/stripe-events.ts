@@ -43,11 +43,18 @@ export async function applyStripeEvent(event: StripeWebhookEvent): Promise<Strip
     return db.runTransaction(async (tx) => {
       if ((await tx.get(seenRef)).exists) return 'duplicate';
       const index = await tx.get(globalIndexDoc(collections.stripeAccountIndex, event.account!));
+      const scope = index.exists ? OrgScope.system(index.get('orgId') as string, 'stripe-webhook') : undefined;
+      const affiliateRef = scope?.collection('affiliates').doc(index.get('affiliateId') as string);
+      const stored = affiliateRef && ((await tx.get(affiliateRef)).get('lastBankPayout') as { id: string; status: string; at: string } | undefined);
       tx.create(seenRef, { type: event.type, at: new Date().toISOString() });
-      if (!index.exists) return 'ignored';
-      const scope = OrgScope.system(index.get('orgId') as string, 'stripe-webhook');
-      tx.update(scope.collection('affiliates').doc(index.get('affiliateId') as string), {
-        lastBankPayout: { id: object.id, status: event.type === 'payout.paid' ? 'paid' : 'failed', amount: object.amount, currency: object.currency, failureCode: object.failure_code ?? null, at: new Date(event.created * 1000).toISOString() },
+      if (!affiliateRef) return 'ignored';
+      const status = event.type === 'payout.paid' ? 'paid' : 'failed';
+      const at = new Date(event.created * 1000).toISOString();
+      // Stripe does not deliver in order: an older event must not replace a newer one. A payout can fail after it
+      // was paid (the bank returns it), so within one second its failure stands over its success.
+      if (stored && (stored.at > at || (stored.at === at && stored.id === object.id && stored.status === 'failed'))) return 'ignored';
+      tx.update(affiliateRef, {
+        lastBankPayout: { id: object.id, status, amount: object.amount, currency: object.currency, failureCode: object.failure_code ?? null, at },
       });
       return 'applied';
     });

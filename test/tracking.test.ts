@@ -823,6 +823,26 @@ describe('workers', () => {
     assert.deepEqual(laterFlags, [true, true, false]);
   });
 
+  it('finds the click before a very late one (a dead letter replayed hours later) though the visitor no longer keeps it', async () => {
+    const { campaignId, affiliateId, linkId, clickIdAt } = await ownAffiliateLink('Replayed', 'replayed@example.com');
+    const minute = 60_000;
+    const t0 = Date.now() - 20 * 60 * minute;
+    const visit = async (k: number, at: number) => {
+      const id = clickIdAt(at);
+      assert.equal((await deliverToStateWorker(clickEvent({ eventId: id, linkId, campaignId, affiliateId, at, sub1: 'replayed', visitorHash: 'replayed-visitor' }), `replayed-${k}`)).ok, true);
+      return id;
+    };
+    // 10:00, then 15:00 (the visitor keeps 4 hours of clicks: 10:00 is dropped), then 10:30 replayed from the
+    // dead letters: 30 minutes after 10:00, a repeat, as the report counts it.
+    const ids = [await visit(0, t0), await visit(1, t0 + 300 * minute), await visit(2, t0 + 30 * minute)];
+    const flags = await Promise.all(ids.map(async (id) => (await api(`/clicks/${id}`)).body.unique));
+    assert.deepEqual(flags, [true, true, false]);
+    const { firestore } = await import('../functions/adapters/firestore');
+    const visitor = await firestore().doc(`orgs/${org.id}/visitors/${linkId}_replayed-visitor`).get();
+    // Kept while a dead letter may still be replayed (31 days), not a day.
+    assert.ok(visitor.get('expireAt').toMillis() >= t0 + 300 * minute + 31 * 86_400_000, String(visitor.get('expireAt').toDate()));
+  });
+
   it('write every click once, and one unique click per visitor, when many deliveries and redeliveries arrive at once', async (t) => {
     const redeliveredBefore = redeliveries.count;
     t.after(() => t.diagnostic(`deliveries answered 5xx and delivered again: ${redeliveries.count - redeliveredBefore}`));

@@ -90,6 +90,8 @@ interface VisitorState {
   read: DocumentSnapshot;
   /** In time order; clicks of this group are added as they are decided. */
   recent: RecentClick[];
+  /** The time of the newest click no longer kept in `recent` (every one dropped is at or before it). */
+  droppedUpTo: number | undefined;
   moved: boolean;
 }
 
@@ -139,7 +141,7 @@ async function writeOnce(events: ClickEvent[]): Promise<ClickApplied[]> {
   const visitors = new Map<string, VisitorState>();
   [...visitorRefs.keys()].forEach((key, i) => {
     const read = snaps[clickRefs.size + i]!;
-    visitors.set(key, { ref: read.ref, read, recent: recentOf(read), moved: false });
+    visitors.set(key, { ref: read.ref, read, recent: recentOf(read), droppedUpTo: read.get('droppedUpTo') as number | undefined, moved: false });
   });
   const windowDays = await attributionWindows(events.filter((e) => e.attributionWindowDays === undefined), scopeOf);
 
@@ -168,7 +170,12 @@ async function writeOnce(events: ClickEvent[]): Promise<ClickApplied[]> {
     const at = visitor ? visitor.recent.findIndex((r) => r.t > t) : -1;
     const before = visitor?.recent[(at === -1 ? visitor.recent.length : at) - 1];
     const after = at === -1 ? undefined : visitor?.recent[at];
-    const unique = !e.isBot && (before === undefined || t - before.t > hour);
+    // The click before it may have been dropped from `recent` (past its span or its limit): when the newest one
+    // dropped is earlier than this click, it is that click before it. A click older than even that (delivered
+    // after more than 100 later ones) cannot tell, and counts as unique.
+    const dropped = visitor?.droppedUpTo !== undefined && visitor.droppedUpTo <= t ? visitor.droppedUpTo : undefined;
+    const previous = Math.max(before?.t ?? -Infinity, dropped ?? -Infinity);
+    const unique = !e.isBot && t - previous > hour;
     const window = e.attributionWindowDays ?? windowDays.get(`${e.orgId}/${e.campaignId}`) ?? defaultAttributionWindowDays;
     batch.create(clickRef, {
       id: e.eventId, linkId: e.linkId, campaignId: e.campaignId, affiliateId: e.affiliateId, createdAt: e.occurredAt,
@@ -209,11 +216,19 @@ async function writeOnce(events: ClickEvent[]): Promise<ClickApplied[]> {
   return events.map((e) => results.get(e)!);
 }
 
-/** The visitor's recent clicks change only if nobody changed them since we read them. */
+/**
+ * The visitor's recent clicks change only if nobody changed them since we read them. Kept as long as a dead letter
+ * may be replayed (as click documents are): a click replayed days later still finds the visitor's clicks before it.
+ */
 function moveVisitor(batch: WriteBatch, v: VisitorState): void {
   const last = v.recent[v.recent.length - 1]!.t;
   const recent = v.recent.filter((r) => r.t >= last - recentSpan).slice(-recentLimit);
-  const data = { lastClickAt: last, recent, expireAt: Timestamp.fromMillis(last + day) };
+  const newestDropped = v.recent.length > recent.length ? v.recent[v.recent.length - recent.length - 1]!.t : undefined;
+  const droppedUpTo = Math.max(v.droppedUpTo ?? -Infinity, newestDropped ?? -Infinity);
+  const data = {
+    lastClickAt: last, recent, expireAt: Timestamp.fromMillis(last + (deadLetterRetentionDays + 1) * day),
+    ...(Number.isFinite(droppedUpTo) ? { droppedUpTo } : {}),
+  };
   if (v.read.exists) batch.update(v.ref, data, { lastUpdateTime: v.read.updateTime! });
   else batch.create(v.ref, data);
 }

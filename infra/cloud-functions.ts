@@ -70,7 +70,7 @@ export function deployFunctions(
   for (const key of functionKeys) {
     const spec = c.specs[key];
     const id = snake(key);
-    const name = kebab(functionNames[key]);
+    const name = serviceName(key);
     const sa = c.runtimeAccounts[key];
     const member = `serviceAccount:${sa.email}`;
 
@@ -158,6 +158,14 @@ export function deployFunctions(
     }
   }
   return { functions, publicBaseUrl };
+}
+
+/**
+ * A function's name, which is also the name of the Cloud Run service a 2nd-gen function runs as: the
+ * resource.labels.service_name of its logs and metrics. Known before apply, unlike runServiceOf's full name.
+ */
+export function serviceName(key: FunctionKey): string {
+  return kebab(functionNames[key]);
 }
 
 /**

@@ -4,8 +4,10 @@ import { defaultBundleRoot } from './entries';
 
 /**
  * The deployment's settings, from the environment of `npm run synth`. All but ABP_TRACKING_DOMAIN have a default so
- * that synth runs offline with a placeholder project; main.ts warns about each placeholder still in use. No secret
- * is read here: secret values go into Secret Manager with `gcloud secrets versions add`, never through this file.
+ * that the tests and an offline look at the plan can synthesize with a placeholder project; main.ts refuses to
+ * synthesize while a placeholder is still in use, unless ABP_SYNTH_WITH_PLACEHOLDERS=1 says the output will not be
+ * applied (placeholderSettings). No secret is read here: secret values go into Secret Manager with `gcloud secrets
+ * versions add`, never through this file.
  */
 const placeholderProject = 'abp-placeholder-project';
 const placeholderSupabaseUrl = 'https://your-project-ref.supabase.co';
@@ -91,4 +93,26 @@ export function placeholderWarnings(c: InfraConfig): string[] {
   if (c.SUPABASE_URL === placeholderSupabaseUrl) out.push('SUPABASE_URL is a placeholder');
   if (c.SUPABASE_ANON_KEY === placeholderAnonKey) out.push('SUPABASE_ANON_KEY is a placeholder');
   return out;
+}
+
+/** The opt-in to synthesize with placeholders, for an offline synth whose output is never applied. */
+export const withPlaceholdersVariable = 'ABP_SYNTH_WITH_PLACEHOLDERS';
+
+export class PlaceholderSettingsError extends Error {}
+
+/**
+ * Why placeholders stop synth: applied, they deploy "successfully" and then fail at run time (with the placeholder
+ * Supabase settings every sign-in to the API is refused), which nothing in the apply reports. Returns the warnings
+ * to print when the opt-in allows them.
+ */
+export function placeholderSettings(c: InfraConfig, env: NodeJS.ProcessEnv): string[] {
+  const found = placeholderWarnings(c);
+  if (found.length && env[withPlaceholdersVariable] !== '1') {
+    throw new PlaceholderSettingsError(
+      `Placeholder deployment settings:\n${found.map((w) => `  ${w}`).join('\n')}\n` +
+        'Export the real values (docs/deploy.md, "Deploy from a fresh project", step 2), then synthesize again. ' +
+        `For an offline synth that will not be applied, set ${withPlaceholdersVariable}=1.`,
+    );
+  }
+  return found;
 }

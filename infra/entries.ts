@@ -27,6 +27,12 @@ export const repoRoot = resolve(__dirname, '..');
 /** Where `npm run build` writes the bundles: one directory per function, named after its entry point. */
 export const defaultBundleRoot = join(repoRoot, 'dist', 'functions');
 
+/**
+ * What `npm run build` writes into each bundle directory, all of it uploaded: the code, the package.json naming the
+ * external dependencies, and the lockfile pinning them and what they need.
+ */
+export const bundleFiles = ['index.js', 'package-lock.json', 'package.json'] as const;
+
 export function bundleDir(root: string, key: FunctionKey): string {
   return join(root, functionNames[key]);
 }

@@ -1,3 +1,4 @@
+import { FirestoreBackupSchedule } from '@cdktf/provider-google/lib/firestore-backup-schedule';
 import { FirestoreDatabase } from '@cdktf/provider-google/lib/firestore-database';
 import { FirestoreField } from '@cdktf/provider-google/lib/firestore-field';
 import { FirestoreIndex } from '@cdktf/provider-google/lib/firestore-index';
@@ -94,10 +95,14 @@ export function indexId(index: CompositeIndex): string {
 export const ttlCollections: Collection[] = [collections.clicks, collections.visitors, collections.capUsage];
 export const ttlField = 'expireAt';
 
+/** How long the daily backups are kept (Firestore allows up to 14 weeks for any schedule). */
+export const backupRetentionDays = 14;
+
 /**
- * The (default) Firestore database in Native mode, the TTL policies, the members collection-group exemption and
- * the composite indexes. If the project already has a (default) database, import it instead of creating it:
- * `terraform import google_firestore_database.firestore '(default)'` (docs/deploy.md).
+ * The (default) Firestore database in Native mode with point-in-time recovery and a daily backup, the TTL policies,
+ * the members collection-group exemption and the composite indexes. If the project already has a (default) database,
+ * import it instead of creating it: `terraform import google_firestore_database.firestore '(default)'`
+ * (docs/deploy.md).
  */
 export function firestoreDatabase(scope: Construct, c: StackContext): FirestoreDatabase {
   const db = new FirestoreDatabase(scope, 'firestore', {
@@ -107,7 +112,16 @@ export function firestoreDatabase(scope: Construct, c: StackContext): FirestoreD
     deleteProtectionState: 'DELETE_PROTECTION_ENABLED',
     // `terraform destroy` leaves the data alone; deleting a production database is a deliberate, manual act.
     deletionPolicy: 'ABANDON',
+    // The database holds the money ledger and payouts. A bad write (a bug, a mistaken script) can be read back as it
+    // was at any minute of the last 7 days and restored from there; the daily backups reach further back, and survive
+    // the database itself.
+    pointInTimeRecoveryEnablement: 'POINT_IN_TIME_RECOVERY_ENABLED',
     dependsOn: [c.apis.firestore!],
+  });
+  new FirestoreBackupSchedule(scope, 'firestore_daily_backup', {
+    database: db.name,
+    retention: `${backupRetentionDays * 86_400}s`,
+    dailyRecurrence: {},
   });
 
   for (const collection of ttlCollections) {

@@ -41,9 +41,9 @@ export function pathPatterns(prefix: string): string[] {
  * static IP, a Google-managed certificate, one serverless NEG and backend service per public function, and a URL map
  * routing the same paths as the local gateway, so one base URL serves what `npm start` serves locally: tracking
  * links, the postback and pixel, the API and the Stripe webhook. Every address the API hands out (PUBLIC_BASE_URL)
- * is on this domain. Port 80 redirects to HTTPS. The URL map sets X-Client-Region from the load balancer's geo
- * lookup, over any the client sent, and strips a client-sent CF-IPCountry, which the click function would otherwise
- * trust (it is only meaningful behind Cloudflare). Each function is reached through a serverless NEG of the Cloud
+ * is on this domain. Port 80 redirects to HTTPS (308, keeping the method and body). The URL map sets X-Client-Region
+ * from the load balancer's geo lookup, over any the client sent, and strips a client-sent CF-IPCountry, which the
+ * click function would otherwise trust (it is only meaningful behind Cloudflare). Each function is reached through a serverless NEG of the Cloud
  * Run type: a 2nd-gen function is a Cloud Run service of the same name (the Cloud Functions type serves 1st gen only).
  */
 export function trackingLoadBalancer(scope: Construct, c: StackContext, domain: string, functions: Record<FunctionKey, Cloudfunctions2Function>): { address: string } {
@@ -68,7 +68,12 @@ export function trackingLoadBalancer(scope: Construct, c: StackContext, domain: 
       loadBalancingScheme: 'EXTERNAL_MANAGED',
       protocol: 'HTTPS',
       backend: [{ group: neg.id }],
-      logConfig: { enable: true, sampleRate: 0.01 },
+      // A load balancer log entry carries the client's address (httpRequest.remoteIp), and a visitor's raw IP is
+      // never stored (shared/domain/visitor.ts), so the tracking backends log nothing; disabled rather than left
+      // unset, so that an apply turns off logging enabled earlier. The API's and the Stripe webhook's callers are
+      // operators, advertisers and Stripe, whose addresses their Cloud Run request logs hold anyway; a 1% sample
+      // there shows what only the load balancer sees (a backend it could not reach, a request it refused).
+      logConfig: c.specs[key].tracking ? { enable: false } : { enable: true, sampleRate: 0.01 },
     });
   }
   for (const key of functionKeys) {
@@ -96,7 +101,8 @@ export function trackingLoadBalancer(scope: Construct, c: StackContext, domain: 
 
   const redirect = new ComputeUrlMap(scope, 'lb_http_redirect', {
     name: 'abp-tracking-http-redirect',
-    defaultUrlRedirect: { httpsRedirect: true, stripQuery: false, redirectResponseCode: 'MOVED_PERMANENTLY_DEFAULT' },
+    // 308, not 301: a client may turn a 301 into a GET, and a postback POSTed to http:// would arrive without its body.
+    defaultUrlRedirect: { httpsRedirect: true, stripQuery: false, redirectResponseCode: 'PERMANENT_REDIRECT' },
     dependsOn,
   });
   const http = new ComputeTargetHttpProxy(scope, 'lb_http_proxy', { name: 'abp-tracking-http', urlMap: redirect.id });

@@ -11,10 +11,11 @@ import { functionNames, localPaths, subscriptions } from '../shared/names';
 import { analyticsStorage } from './bigquery';
 import { deployFunctions } from './cloud-functions';
 import type { InfraConfig } from './config';
-import { bundleDir, functionKeys, kebab, repoRoot, snake, type FunctionKey } from './entries';
+import { bundleDir, bundleFiles, functionKeys, kebab, repoRoot, snake, type FunctionKey } from './entries';
 import { firestoreDatabase } from './firestore';
 import { functionSpecs, secretNames, type FunctionSpec, type SecretName } from './functions';
 import { trackingLoadBalancer } from './load-balancer';
+import { trackingRequestLogExclusion } from './logging';
 import { alerting } from './monitoring';
 import { eventBus, workerSubscriptions } from './pubsub';
 import { scheduledJobs } from './scheduler';
@@ -63,7 +64,8 @@ export class MissingBundleError extends Error {}
 
 /** Fails before any asset is hashed, naming every function whose bundle is missing. */
 export function assertBundlesBuilt(bundleRoot: string): void {
-  const missing = functionKeys.filter((k) => !['index.js', 'package.json'].every((f) => existsSync(join(bundleDir(bundleRoot, k), f))));
+  // A bundle built before the lockfile existed would deploy without one: it counts as missing.
+  const missing = functionKeys.filter((k) => !bundleFiles.every((f) => existsSync(join(bundleDir(bundleRoot, k), f))));
   if (missing.length) {
     const rel = relative(repoRoot, bundleRoot);
     const where = rel && !rel.startsWith('..') ? rel : bundleRoot;
@@ -76,8 +78,9 @@ export function assertBundlesBuilt(bundleRoot: string): void {
 
 /**
  * The whole platform in one stack: APIs, identities, secrets, Pub/Sub, Firestore, BigQuery, the functions, their
- * schedules, the load balancer on the tracking domain, and alerting. Resources get readable logical ids
- * (google_pubsub_topic.tracking_events, google_cloudfunctions2_function.fn_click …) for `terraform state` and imports.
+ * schedules, the load balancer on the tracking domain, alerting, and the exclusion of the tracking request logs.
+ * Resources get readable logical ids (google_pubsub_topic.tracking_events, google_cloudfunctions2_function.fn_click …)
+ * for `terraform state` and imports.
  */
 export class AbpStack extends TerraformStack {
   readonly context: StackContext;
@@ -132,6 +135,7 @@ export class AbpStack extends TerraformStack {
     scheduledJobs(this, this.context, deployed.functions);
     const lb = trackingLoadBalancer(this, this.context, config.ABP_TRACKING_DOMAIN, deployed.functions);
     alerting(this, this.context, config.ABP_ALERT_EMAIL);
+    trackingRequestLogExclusion(this, this.context);
 
     for (const key of functionKeys) {
       new TerraformOutput(this, `url_${snake(key)}`, { value: deployed.functions[key].serviceConfig.uri, description: `URL of the ${functionNames[key]} function` });

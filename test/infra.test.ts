@@ -1,11 +1,12 @@
 /**
  * The infrastructure, checked on the synthesized Terraform JSON (cdktf's Testing.synth), plus the bundler it
  * deploys. Builds every function into a temp directory first (a few seconds), so the checks also see which
- * adapters each bundle really contains. Offline: no Google Cloud call is made.
+ * adapters each bundle really contains. Offline: no Google Cloud call is made, and the one `npm ci` (of a bundle,
+ * from its lockfile) runs with --offline on the tarballs the root `npm ci` left in the npm cache.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -13,10 +14,11 @@ import { Testing } from 'cdktf';
 import { analyticsColumns } from '../shared/analytics/schema';
 import { analyticsTables, collections, functionNames, localPaths, maxDeliveryAttempts, subscriptions, topics } from '../shared/names';
 import { loadInfraConfig } from '../infra/config';
-import { functionKeys, repoRoot, snake, type FunctionKey } from '../infra/entries';
+import { bundleFiles, functionKeys, kebab, repoRoot, snake, type FunctionKey } from '../infra/entries';
+import { backupRetentionDays } from '../infra/firestore';
 import { functionSpecs, secretNames } from '../infra/functions';
 import { AbpStack, MissingBundleError } from '../infra/stack';
-import { buildFunctions, type BuiltFunction } from '../scripts/build';
+import { buildFunctions, bundleLockfile, readRootLock, type BuiltFunction, type LockEntry, type Lockfile } from '../scripts/build';
 
 type Obj = Record<string, unknown>;
 interface TfJson {
@@ -157,6 +159,64 @@ function sourceFiles(dir: string): string[] {
   return readdirSync(join(repoRoot, dir), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts')).map((f) => join(repoRoot, dir, f));
 }
 
+/** Where Node looks for `name` required from the package at lock path `from`: its node_modules, then each one up. */
+function nodeLookup(packages: Record<string, unknown>, from: string, name: string): string | undefined {
+  const parts = from ? from.split('/node_modules/') : [];
+  for (let depth = parts.length; depth >= 0; depth--) {
+    const candidate = [...parts.slice(0, depth), name].join('/node_modules/');
+    const path = candidate.startsWith('node_modules/') ? candidate : `node_modules/${candidate}`;
+    if (path in packages) return path;
+  }
+  return undefined;
+}
+
+/** Every package npm installed under dir, by lock path ("node_modules/a/node_modules/b"), with its version. */
+function installedPackages(dir: string, prefix = ''): Map<string, string> {
+  const out = new Map<string, string>();
+  const modules = join(dir, prefix, 'node_modules');
+  if (!existsSync(modules)) return out;
+  for (const entry of readdirSync(modules)) {
+    if (entry.startsWith('.')) continue;
+    const names = entry.startsWith('@') ? readdirSync(join(modules, entry)).map((n) => `${entry}/${n}`) : [entry];
+    for (const name of names) {
+      const path = `${prefix ? `${prefix}/` : ''}node_modules/${name}`;
+      out.set(path, (JSON.parse(readFileSync(join(dir, path, 'package.json'), 'utf8')) as { version: string }).version);
+      for (const [nested, version] of installedPackages(dir, path)) out.set(nested, version);
+    }
+  }
+  return out;
+}
+
+/**
+ * Runs a postback bundle in `dir` on the Functions Framework that `cwd` and `env` lead Node to, and checks that a
+ * body the framework cannot parse is answered in our JSON error shape: the final handler of
+ * functions/framework-errors.ts landed on the Express copy the framework builds its app from.
+ */
+function assertAnswersBrokenJson(dir: string, cwd: string, env: Record<string, string>): void {
+  const script = `
+    require(${JSON.stringify(join(dir, 'index.js'))});
+    const { getTestServer } = require('@google-cloud/functions-framework/testing');
+    const server = getTestServer(${JSON.stringify(functionNames.postback)});
+    server.listen(0, '127.0.0.1', async () => {
+      const r = await fetch('http://127.0.0.1:' + server.address().port + '/postback', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"click_id":' });
+      process.stdout.write(JSON.stringify({ status: r.status, type: r.headers.get('content-type'), body: await r.json() }));
+      server.close();
+    });`;
+  const { NODE_PATH: _inherited, ...parentEnv } = process.env;
+  const run = spawnSync(process.execPath, ['-e', script], {
+    cwd,
+    env: { ...parentEnv, ...env, METADATA_SERVER_DETECTION: 'none', GOOGLE_CLOUD_PROJECT: 'abp-bundle-test' },
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  assert.equal(run.status, 0, run.stderr);
+  const got = JSON.parse(run.stdout) as { status: number; type: string; body: { error: { code: string; message: string } } };
+  assert.equal(got.status, 400);
+  assert.match(got.type, /^application\/json/);
+  assert.equal(got.body.error.code, 'bad_request');
+  assert.match(got.body.error.message, /not valid JSON/);
+}
+
 // ---- the checks ----
 
 describe('build (scripts/build.ts)', () => {
@@ -164,7 +224,7 @@ describe('build (scripts/build.ts)', () => {
     const ff = JSON.parse(readFileSync(join(repoRoot, 'node_modules/@google-cloud/functions-framework/package.json'), 'utf8')) as { version: string };
     for (const key of functionKeys) {
       const dir = join(bundleRoot, functionNames[key]);
-      assert.deepEqual(readdirSync(dir).sort(), ['index.js', 'package.json'], `${dir} holds only the bundle and its package.json`);
+      assert.deepEqual(readdirSync(dir).sort(), ['index.js', 'package-lock.json', 'package.json'], `${dir} holds only the bundle, its package.json and its lockfile`);
       const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as Obj;
       assert.equal(pkg.main, 'index.js');
       // The framework stays external (the buildpack runs the target from it) at the exact installed version;
@@ -178,7 +238,7 @@ describe('build (scripts/build.ts)', () => {
     // source object whose local MD5 differs from the stored one, so a time that changed would replace all nine on
     // every apply after a build.
     for (const key of functionKeys) {
-      for (const file of ['index.js', 'package.json']) assert.equal(statSync(join(bundleRoot, functionNames[key], file)).mtime.toISOString(), '1980-01-01T00:00:00.000Z', `${key}/${file}`);
+      for (const file of bundleFiles) assert.equal(statSync(join(bundleRoot, functionNames[key], file)).mtime.toISOString(), '1980-01-01T00:00:00.000Z', `${key}/${file}`);
     }
     // The click bundle carries none of the admin API, the analytics store or Stripe.
     const clickInputs = built.get('click')!.inputs.join('\n');
@@ -188,27 +248,106 @@ describe('build (scripts/build.ts)', () => {
   it('a deployed HTTP bundle answers a body the framework cannot parse in our JSON error shape', () => {
     // As the buildpack runs it: the bundle beside the framework it lists (resolved here through NODE_PATH), so
     // this checks that the final handler lands on the Express copy the framework itself builds its app from.
-    const script = `
-      require(${JSON.stringify(join(bundleRoot, functionNames.postback, 'index.js'))});
-      const { getTestServer } = require('@google-cloud/functions-framework/testing');
-      const server = getTestServer(${JSON.stringify(functionNames.postback)});
-      server.listen(0, '127.0.0.1', async () => {
-        const r = await fetch('http://127.0.0.1:' + server.address().port + '/postback', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"click_id":' });
-        process.stdout.write(JSON.stringify({ status: r.status, type: r.headers.get('content-type'), body: await r.json() }));
-        server.close();
-      });`;
-    const run = spawnSync(process.execPath, ['-e', script], {
-      cwd: workDir,
-      env: { ...process.env, NODE_PATH: join(repoRoot, 'node_modules'), METADATA_SERVER_DETECTION: 'none', GOOGLE_CLOUD_PROJECT: 'abp-bundle-test' },
-      encoding: 'utf8',
-      timeout: 30_000,
+    assertAnswersBrokenJson(join(bundleRoot, functionNames.postback), workDir, { NODE_PATH: join(repoRoot, 'node_modules') });
+  });
+
+  it("each bundle's lockfile pins the packages its dependencies need, as the root lock has them", () => {
+    const rootLock = readRootLock();
+    const withoutFlags = ({ dev: _dev, optional: _optional, devOptional: _devOptional, peer: _peer, ...rest }: LockEntry) => rest;
+    for (const key of functionKeys) {
+      const dir = join(bundleRoot, functionNames[key]);
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name: string; version: string; dependencies: Record<string, string> };
+      const lock = JSON.parse(readFileSync(join(dir, 'package-lock.json'), 'utf8')) as Lockfile;
+      assert.equal(lock.lockfileVersion, 3);
+      assert.deepEqual(lock.packages[''], { name: pkg.name, version: pkg.version, dependencies: pkg.dependencies }, `${key}: the lock's root is the package.json`);
+      const paths = Object.keys(lock.packages).filter((p) => p);
+      for (const path of paths) {
+        const entry = lock.packages[path]!;
+        assert.ok(rootLock.packages[path], `${key}: ${path} is where the root lock has it`);
+        // Everything is needed at run time: a dev flag would let `npm ci --omit=dev` leave it out.
+        assert.equal(entry.dev, undefined, `${key}: ${path}`);
+        assert.deepEqual(withoutFlags(entry), withoutFlags(rootLock.packages[path]!), `${key}: ${path} as the root lock has it (version, integrity, dependencies …)`);
+      }
+      // Closed and minimal: walking from the root as Node resolves (nearest node_modules up the path) reaches
+      // exactly the listed packages, each dependency found in the bundle where the root lock finds it.
+      const reached = new Set<string>();
+      const visit = (from: string, deps: Record<string, string>) => {
+        for (const name of Object.keys(deps)) {
+          const inBundle = nodeLookup(lock.packages, from, name);
+          assert.ok(inBundle, `${key}: ${name}, needed by ${from || 'the bundle'}, is in its lock`);
+          assert.equal(inBundle, nodeLookup(rootLock.packages, from, name), `${key}: ${name} for ${from || 'the bundle'} resolves as in the root lock`);
+          if (reached.has(inBundle)) continue;
+          reached.add(inBundle);
+          const e = lock.packages[inBundle]!;
+          const peers = Object.fromEntries(Object.entries(e.peerDependencies ?? {}).filter(([n]) => !e.peerDependenciesMeta?.[n]?.optional));
+          visit(inBundle, { ...e.dependencies, ...e.optionalDependencies, ...peers });
+        }
+      };
+      visit('', pkg.dependencies);
+      assert.deepEqual([...reached].sort(), [...paths].sort(), `${key}: the lock lists exactly what its dependencies need`);
+      // The copy functions/framework-errors.ts patches, at the version the tests ran it against.
+      const express = JSON.parse(readFileSync(join(repoRoot, 'node_modules/express/package.json'), 'utf8')) as { version: string };
+      assert.equal(lock.packages['node_modules/express']?.version, express.version);
+    }
+  });
+
+  it('npm ci installs a bundle offline from its lockfile, the tree the tests ran, and the bundle answers on it', () => {
+    // The CI's `npm ci` at the root has put every tarball in the npm cache, so this needs no network; it is what
+    // the buildpack does with the uploaded bundle, minus the download.
+    const dir = join(workDir, 'installed-postback');
+    mkdirSync(dir);
+    for (const file of bundleFiles) cpSync(join(bundleRoot, functionNames.postback, file), join(dir, file));
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k) || k.toLowerCase() === 'npm_config_cache'));
+    const npm = (...args: string[]) => spawnSync('npm', args, { cwd: dir, env, encoding: 'utf8', timeout: 120_000 });
+    const ci = npm('ci', '--offline', '--ignore-scripts', '--no-audit', '--no-fund');
+    assert.equal(ci.status, 0, `npm ci --offline failed (is the npm cache filled by a root \`npm ci\`?):\n${ci.stderr}`);
+    const ls = npm('ls', '--all');
+    assert.equal(ls.status, 0, `npm ls finds a missing, invalid or extraneous package:\n${ls.stdout}${ls.stderr}`);
+
+    const lock = JSON.parse(readFileSync(join(dir, 'package-lock.json'), 'utf8')) as Lockfile;
+    const installed = installedPackages(dir);
+    assert.deepEqual([...installed.keys()].sort(), Object.keys(lock.packages).filter((p) => p).sort(), 'npm installed exactly what the lock lists');
+    for (const [path, version] of installed) {
+      assert.equal(version, lock.packages[path]!.version, path);
+      // The same package at the same place as in the repository's node_modules, so Node resolves to the same copies.
+      const tested = JSON.parse(readFileSync(join(repoRoot, path, 'package.json'), 'utf8')) as { version: string };
+      assert.equal(version, tested.version, `${path}: the version the tests ran`);
+    }
+    // No NODE_PATH: the bundle finds the framework and its Express where the buildpack would put them.
+    assertAnswersBrokenJson(dir, dir, {});
+  });
+
+  it('derives a lock the way Node resolves: nested copies, optional and peer flags from the bundle, optional peers left out', () => {
+    const root: Lockfile = {
+      name: 'root', version: '1.0.0', lockfileVersion: 3, requires: true,
+      packages: {
+        '': { name: 'root', version: '1.0.0', dependencies: { a: '1.0.0' }, devDependencies: { devtool: '1.0.0' } },
+        'node_modules/a': {
+          version: '1.0.0', integrity: 'sha512-a', license: 'MIT',
+          dependencies: { b: '^2.0.0' }, optionalDependencies: { native: '1.0.0', 'other-platform': '1.0.0' },
+          peerDependencies: { c: '1.0.0', 'opt-peer': '1.0.0' }, peerDependenciesMeta: { 'opt-peer': { optional: true } },
+        },
+        'node_modules/a/node_modules/b': { version: '2.0.0', integrity: 'sha512-b2', dependencies: { d: '1.0.0' } },
+        // The hoisted b is devtool's, not a's.
+        'node_modules/b': { version: '1.0.0', integrity: 'sha512-b1', dev: true },
+        'node_modules/c': { version: '1.0.0', integrity: 'sha512-c', peer: true },
+        // Reached from a's nested b, up the path; the root reaches it through devtool too, flagged for the root only.
+        'node_modules/d': { version: '1.0.0', integrity: 'sha512-d', devOptional: true, engines: { node: '>=18' } },
+        'node_modules/devtool': { version: '1.0.0', integrity: 'sha512-dt', dev: true, dependencies: { b: '1.0.0', d: '1.0.0' } },
+        'node_modules/native': { version: '1.0.0', integrity: 'sha512-n', optional: true, os: ['linux'] },
+        'node_modules/opt-peer': { version: '1.0.0', integrity: 'sha512-op', dev: true },
+      },
+    };
+    const lock = bundleLockfile(root, { name: 'bundle', version: '0.0.0', dependencies: { a: '1.0.0' } });
+    assert.deepEqual(lock.packages, {
+      '': { name: 'bundle', version: '0.0.0', dependencies: { a: '1.0.0' } },
+      'node_modules/a': root.packages['node_modules/a'],
+      'node_modules/a/node_modules/b': root.packages['node_modules/a/node_modules/b'],
+      'node_modules/c': { version: '1.0.0', integrity: 'sha512-c', peer: true },
+      'node_modules/d': { version: '1.0.0', integrity: 'sha512-d', engines: { node: '>=18' } },
+      'node_modules/native': { version: '1.0.0', integrity: 'sha512-n', optional: true, os: ['linux'] },
     });
-    assert.equal(run.status, 0, run.stderr);
-    const got = JSON.parse(run.stdout) as { status: number; type: string; body: { error: { code: string; message: string } } };
-    assert.equal(got.status, 400);
-    assert.match(got.type, /^application\/json/);
-    assert.equal(got.body.error.code, 'bad_request');
-    assert.match(got.body.error.message, /not valid JSON/);
+    assert.throws(() => bundleLockfile(root, { name: 'bundle', version: '0.0.0', dependencies: { zz: '1.0.0' } }), /package-lock\.json has no zz for bundle/);
   });
 
   it('fails loudly, naming the function and file, when an entry file is missing', async () => {
@@ -222,6 +361,19 @@ describe('build (scripts/build.ts)', () => {
     assert.throws(
       () => new AbpStack(testApp(), 'abp', loadInfraConfig({ ABP_BUNDLE_DIR: join(workDir, 'no-bundles'), ABP_TRACKING_DOMAIN: domain })),
       (err: unknown) => err instanceof MissingBundleError && /npm run build/.test(err.message) && err.message.includes(functionNames.click),
+    );
+  });
+
+  it('synth takes a bundle built without its lockfile for a missing one', () => {
+    // Deployed without a lock, the buildpack would resolve the framework's dependencies afresh.
+    const stale = join(workDir, 'stale-bundles');
+    for (const key of functionKeys) {
+      mkdirSync(join(stale, functionNames[key]), { recursive: true });
+      for (const file of ['index.js', 'package.json']) writeFileSync(join(stale, functionNames[key], file), '{}');
+    }
+    assert.throws(
+      () => new AbpStack(testApp(), 'abp', loadInfraConfig({ ABP_BUNDLE_DIR: stale, ABP_TRACKING_DOMAIN: domain })),
+      (err: unknown) => err instanceof MissingBundleError && /npm run build/.test(err.message) && functionKeys.every((k) => err.message.includes(functionNames[k])),
     );
   });
 });
@@ -399,6 +551,20 @@ describe('Firestore', () => {
       assert.ok(!have.includes(unused), `no index ${unused}`);
     }
     for (const i of Object.values(resources(plain, 'google_firestore_index'))) assert.equal(i.database, ref('google_firestore_database', 'firestore', 'name'));
+  });
+
+  it('keeps the ledger recoverable: point-in-time recovery and a daily backup kept two weeks', () => {
+    const db = resource(plain, 'google_firestore_database', 'firestore');
+    assert.equal(db.point_in_time_recovery_enablement, 'POINT_IN_TIME_RECOVERY_ENABLED');
+    const schedules = Object.values(resources(plain, 'google_firestore_backup_schedule'));
+    assert.equal(schedules.length, 1);
+    const [schedule] = schedules;
+    assert.equal(schedule!.database, ref('google_firestore_database', 'firestore', 'name'));
+    assert.deepEqual(schedule!.daily_recurrence, {});
+    assert.equal(schedule!.weekly_recurrence, undefined);
+    assert.equal(schedule!.retention, `${14 * 86_400}s`);
+    // Firestore keeps a scheduled backup at most 14 weeks.
+    assert.ok(backupRetentionDays <= 14 * 7);
   });
 });
 
@@ -614,38 +780,145 @@ describe('tracking domain (load balancer)', () => {
       assert.equal(at(resource(plain, 'google_cloudfunctions2_function', fnId(key)), 'service_config', 'ingress_settings'), 'ALLOW_ALL');
     }
   });
+
+  it('port 80 redirects to HTTPS with a 308, so a postback POSTed to http:// keeps its method and body', () => {
+    const redirect = resource(plain, 'google_compute_url_map', 'lb_http_redirect');
+    // MOVED_PERMANENTLY_DEFAULT (301) lets a client turn the POST into a GET and drop the body.
+    assert.deepEqual(redirect.default_url_redirect, { https_redirect: true, strip_query: false, redirect_response_code: 'PERMANENT_REDIRECT' });
+    const proxy = resource(plain, 'google_compute_target_http_proxy', 'lb_http_proxy');
+    assert.equal(proxy.url_map, ref('google_compute_url_map', 'lb_http_redirect', 'id'));
+  });
+
+  it("stores no visitor's address: no load balancer log on the tracking backends, no request log of the tracking functions", () => {
+    const specs = functionSpecs({ ABP_CLICK_MIN_INSTANCES: 1 });
+    const tracking = functionKeys.filter((k) => specs[k].tracking);
+    assert.deepEqual([...tracking].sort(), ['click', 'pixel', 'postback']);
+    for (const key of tracking) {
+      const backend = resource(plain, 'google_compute_backend_service', `lb_backend_${snake(key)}`);
+      // Off explicitly, so that an apply turns off logging enabled before.
+      assert.deepEqual(backend.log_config, { enable: false }, `${key}: the load balancer would log httpRequest.remoteIp`);
+    }
+    const exclusions = Object.values(resources(plain, 'google_logging_project_exclusion'));
+    assert.equal(exclusions.length, 1);
+    const [exclusion] = exclusions;
+    assert.equal(exclusion!.disabled, false);
+    const filter = String(exclusion!.filter);
+    assert.ok(filter.includes(`logName = "projects/${project}/logs/run.googleapis.com%2Frequests"`), filter);
+    assert.ok(filter.includes('resource.type = "cloud_run_revision"'), filter);
+    const named = [...filter.matchAll(/resource\.labels\.service_name = "([^"]+)"/g)].map((m) => m[1]).sort();
+    assert.deepEqual(named, tracking.map((k) => kebab(functionNames[k])).sort(), 'exactly the tracking functions');
+    // A service name is its function's name (a 2nd-gen function runs as the Cloud Run service of its name).
+    for (const key of tracking) assert.equal(resource(plain, 'google_cloudfunctions2_function', fnId(key)).name, kebab(functionNames[key]));
+  });
 });
 
 describe('alerting', () => {
   it('creates the alert policies whatever the settings, and e-mails them only with ABP_ALERT_EMAIL', () => {
     const policies = (tf: TfJson) => Object.values(resources(tf, 'google_monitoring_alert_policy'));
-    assert.deepEqual(policies(plain).map((p) => p.display_name).sort(), ['ABP: a tracking worker is falling behind', 'ABP: tracking events dead-lettered']);
+    assert.deepEqual(policies(plain).map((p) => p.display_name).sort(), [
+      'ABP: a public function is answering 5xx',
+      'ABP: a scheduled job failed',
+      'ABP: a tracking worker is falling behind',
+      'ABP: tracking events dead-lettered',
+    ]);
     assert.ok(policies(plain).every((p) => p.notification_channels === undefined));
     assert.deepEqual(resources(plain, 'google_monitoring_notification_channel'), {});
     assert.ok(resource(plain, 'google_project_service', 'api_monitoring'));
 
-    assert.equal(policies(withAlertEmail).length, 2);
+    assert.equal(policies(withAlertEmail).length, 4);
     const channel = resource(withAlertEmail, 'google_monitoring_notification_channel', 'alert_email');
     assert.deepEqual(channel.labels, { email_address: 'ops@example.com' });
     for (const p of policies(withAlertEmail)) assert.deepEqual(p.notification_channels, [ref('google_monitoring_notification_channel', 'alert_email', 'id')]);
     const deadLetters = policies(plain).find((p) => p.display_name === 'ABP: tracking events dead-lettered')!;
     assert.match(String(at(deadLetters, 'conditions', 0, 'condition_threshold', 'filter')), new RegExp(`subscription_id = "${subscriptions.deadLetterInspection}"`));
   });
+
+  it('alerts when a scheduled job logs an error, or its scheduler does', () => {
+    const specs = functionSpecs({ ABP_CLICK_MIN_INSTANCES: 1 });
+    const jobs = functionKeys.filter((k) => specs[k].trigger.kind === 'http' && specs[k].trigger.access === 'scheduler').map((k) => kebab(functionNames[k]));
+    assert.deepEqual(jobs.sort(), ['commissions-job', 'payouts-job']);
+    const policy = resource(withAlertEmail, 'google_monitoring_alert_policy', 'alert_job_errors');
+    assert.deepEqual(policy.notification_channels, [ref('google_monitoring_notification_channel', 'alert_email', 'id')]);
+    // A log-match condition must be alone in its policy and comes with a notification rate limit.
+    const conditions = policy.conditions as Obj[];
+    assert.equal(conditions.length, 1);
+    const filter = String(at(conditions[0], 'condition_matched_log', 'filter'));
+    assert.match(filter, /^severity >= ERROR AND /);
+    for (const job of jobs) {
+      assert.ok(filter.includes(`resource.labels.service_name = "${job}"`), `${job}'s own logs`);
+      assert.ok(filter.includes(`resource.labels.job_id = "${job}"`), `${job}'s scheduler`);
+    }
+    assert.match(String(at(policy, 'alert_strategy', 'notification_rate_limit', 'period')), /^\d+s$/);
+    // The jobs' scheduler jobs carry the names the filter looks for.
+    assert.deepEqual(Object.values(resources(plain, 'google_cloud_scheduler_job')).map((j) => j.name).sort(), jobs);
+  });
+
+  it('alerts when a public function answers server errors', () => {
+    const specs = functionSpecs({ ABP_CLICK_MIN_INSTANCES: 1 });
+    const publicKeys = functionKeys.filter((k) => specs[k].trigger.kind === 'http' && specs[k].trigger.access === 'public');
+    const policy = resource(withAlertEmail, 'google_monitoring_alert_policy', 'alert_server_errors');
+    assert.deepEqual(policy.notification_channels, [ref('google_monitoring_notification_channel', 'alert_email', 'id')]);
+    const watched: string[] = [];
+    for (const condition of policy.conditions as Obj[]) {
+      const threshold = condition.condition_threshold as Obj;
+      const filter = String(threshold.filter);
+      assert.match(filter, /metric\.type = "run\.googleapis\.com\/request_count"/);
+      assert.match(filter, /metric\.labels\.response_code_class = "5xx"/);
+      const services = /resource\.labels\.service_name = monitoring\.regex\.full_match\("([a-z|-]+)"\)/.exec(filter)?.[1]?.split('|');
+      assert.ok(services, filter);
+      watched.push(...services);
+      // Each service on its own: summed over revisions and codes, grouped by service.
+      assert.deepEqual(at(threshold, 'aggregations', 0, 'group_by_fields'), ['resource.label.service_name']);
+      if (threshold.denominator_filter !== undefined) {
+        assert.equal(String(threshold.denominator_filter), filter.replace(' AND metric.labels.response_code_class = "5xx"', ''), 'a share of the same services\' requests');
+        assert.ok(Number(threshold.threshold_value) < 1);
+      }
+    }
+    assert.deepEqual(watched.sort(), publicKeys.map((k) => kebab(functionNames[k])).sort(), 'every public function, the API and the Stripe webhook among them');
+  });
 });
 
 describe('npm run synth (infra/main.ts)', () => {
-  it('writes the Terraform JSON offline', () => {
-    const outdir = join(workDir, 'cdktf.out');
-    const run = spawnSync(process.execPath, ['--import', 'tsx', join(repoRoot, 'infra/main.ts')], {
+  const realSettings = { ABP_PROJECT_ID: project, ABP_TRACKING_DOMAIN: domain, SUPABASE_URL: 'https://abcdefghijklmnop.supabase.co', SUPABASE_ANON_KEY: 'anon-key-for-tests' };
+  /** infra/main.ts as `npm run synth` and `cdktf deploy` run it, with only these settings in its environment. */
+  const runSynth = (outdir: string, env: Record<string, string>) => {
+    const { ABP_PROJECT_ID: _p, SUPABASE_URL: _u, SUPABASE_ANON_KEY: _k, ABP_SYNTH_WITH_PLACEHOLDERS: _w, ...rest } = process.env;
+    return spawnSync(process.execPath, ['--import', 'tsx', join(repoRoot, 'infra/main.ts')], {
       cwd: repoRoot,
-      env: { ...process.env, CDKTF_OUTDIR: outdir, ABP_BUNDLE_DIR: bundleRoot, ABP_PROJECT_ID: project, ABP_TRACKING_DOMAIN: domain },
+      env: { ...rest, CDKTF_OUTDIR: outdir, ABP_BUNDLE_DIR: bundleRoot, ...env },
       encoding: 'utf8',
     });
+  };
+
+  it('writes the Terraform JSON offline', () => {
+    const outdir = join(workDir, 'cdktf.out');
+    const run = runSynth(outdir, realSettings);
     assert.equal(run.status, 0, run.stderr);
+    assert.doesNotMatch(run.stderr, /placeholder/);
     const file = join(outdir, 'stacks', 'abp', 'cdk.tf.json');
     assert.ok(existsSync(file));
     const tf = JSON.parse(readFileSync(file, 'utf8')) as TfJson;
     const object = resource(tf, 'google_storage_bucket_object', 'source_click');
     assert.ok(existsSync(join(outdir, 'stacks', 'abp', String(object.source))), 'the click bundle was zipped beside the JSON');
+  });
+
+  it('refuses a placeholder setting, naming each one still set, unless ABP_SYNTH_WITH_PLACEHOLDERS=1', () => {
+    // Applied, the placeholders deploy without an error and every sign-in to the API fails afterwards.
+    const refused = runSynth(join(workDir, 'placeholders.out'), { ABP_TRACKING_DOMAIN: domain });
+    assert.equal(refused.status, 1);
+    assert.match(refused.stderr, /^error: Placeholder deployment settings:$/m);
+    for (const name of ['ABP_PROJECT_ID', 'SUPABASE_URL', 'SUPABASE_ANON_KEY']) assert.match(refused.stderr, new RegExp(`^ {2}${name} `, 'm'), name);
+    assert.match(refused.stderr, /ABP_SYNTH_WITH_PLACEHOLDERS=1/);
+    assert.ok(!existsSync(join(workDir, 'placeholders.out', 'stacks')), 'nothing written');
+
+    const oneLeft = runSynth(join(workDir, 'one-placeholder.out'), { ...realSettings, SUPABASE_ANON_KEY: '' });
+    assert.equal(oneLeft.status, 1);
+    assert.deepEqual(oneLeft.stderr.split('\n').filter((l) => /^ {2}\w+ /.test(l)).map((l) => l.trim().split(' ')[0]), ['SUPABASE_ANON_KEY']);
+
+    const offline = runSynth(join(workDir, 'offline.out'), { ABP_TRACKING_DOMAIN: domain, ABP_SYNTH_WITH_PLACEHOLDERS: '1' });
+    assert.equal(offline.status, 0, offline.stderr);
+    assert.match(offline.stderr, /warning: SUPABASE_URL is a placeholder/);
+    assert.match(offline.stderr, /do not apply/);
+    assert.ok(existsSync(join(workDir, 'offline.out', 'stacks', 'abp', 'cdk.tf.json')));
   });
 });

@@ -1055,43 +1055,45 @@ describe('when Pub/Sub refuses', () => {
 });
 
 describe('live counters under load', () => {
-  it('writes a counter once per commit of the state worker, on one shard, not once per click on every shard', async () => {
+  /** An affiliate of its own on the org's campaign (counters nobody else moves), with a link and its click ids. */
+  async function shardedLink(name: string, email: string) {
     const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${org.id}${path}`, { auth: org.token, body });
-    const affiliate = (await post('/affiliates', { name: 'Sharded', email: 'sharded@example.com' })).body.id as string;
+    const affiliate = (await post('/affiliates', { name, email })).body.id as string;
     const link = (await post('/links', { campaignId: org.campaign, affiliateId: affiliate })).body.id as string;
     const { mintClickId } = await import('../shared/domain/click-id');
     const { secrets } = await import('../functions/adapters/local-secrets');
+    const { firestore } = await import('../functions/adapters/firestore');
+    const counters = async () => firestore().collection(`orgs/${org.id}/counters`).where('affiliateId', '==', affiliate).get();
+    return { affiliate, link, clickIdAt: (at: number) => mintClickId(secrets().clickSigningKey, link, at), counters };
+  }
+
+  it('writes a counter once per commit of the state worker, on one shard, not once per click on every shard', async () => {
+    const { affiliate, link, clickIdAt, counters: read } = await shardedLink('Sharded', 'sharded@example.com');
     const { applyClick } = await import('../functions/services/click-state');
     const at = Date.now() - 2 * 86_400_000;
     // Forty visitors' clicks on one link, handed to the state worker at once: it commits them together.
     const clicks = Array.from({ length: 40 }, (_, i) =>
-      clickEvent({ eventId: mintClickId(secrets().clickSigningKey, link, at + i), linkId: link, campaignId: org.campaign, affiliateId: affiliate, at: at + i, sub1: 'shard', visitorHash: `shard-visitor-${i}` }),
+      clickEvent({ eventId: clickIdAt(at + i), linkId: link, campaignId: org.campaign, affiliateId: affiliate, at: at + i, sub1: 'shard', visitorHash: `shard-visitor-${i}` }),
     );
     const applied = await Promise.all(clicks.map((c) => applyClick(c)));
     assert.ok(applied.every((a) => a.created));
-    const { firestore } = await import('../functions/adapters/firestore');
-    const counters = await firestore().collection(`orgs/${org.id}/counters`).where('affiliateId', '==', affiliate).get();
+    const counters = await read();
     // A shard per click would have spread the forty over (almost surely) all eight shards, each written by the commit.
     assert.ok(counters.size <= 4, `${counters.size} counter documents for one link's day (the worker commits at most 4 groups at once)`);
     assert.deepEqual([counters.docs.reduce((sum, d) => sum + (d.get('clicks') as number), 0), counters.docs.reduce((sum, d) => sum + (d.get('uniqueClicks') as number), 0)], [40, 40]);
   });
 
   it('writes a counter once per commit of the state worker for conversions too, on one shard', async () => {
-    const post = (path: string, body: unknown) => s.call('POST', `/v1/orgs/${org.id}${path}`, { auth: org.token, body });
-    const affiliate = (await post('/affiliates', { name: 'Sharded sales', email: 'sharded-sales@example.com' })).body.id as string;
-    const link = (await post('/links', { campaignId: org.campaign, affiliateId: affiliate })).body.id as string;
-    const { mintClickId } = await import('../shared/domain/click-id');
-    const { secrets } = await import('../functions/adapters/local-secrets');
+    const { clickIdAt, counters: read } = await shardedLink('Sharded sales', 'sharded-sales@example.com');
     const { applyPostback } = await import('../functions/services/ingest-state');
     const at = Date.now() - 60 * 60_000;
     // Forty sales on one link, an hour after their clicks, handed to the state worker at once: it commits them together.
     const sales = Array.from({ length: 40 }, (_, i) =>
-      postbackEvent({ orgId: org.id, txnId: `sharded-sale-${i}`, clickId: mintClickId(secrets().clickSigningKey, link, at + i), amount: 2500 }),
+      postbackEvent({ orgId: org.id, txnId: `sharded-sale-${i}`, clickId: clickIdAt(at + i), amount: 2500 }),
     );
     const booked = await Promise.all(sales.map((e) => applyPostback(e)));
     assert.ok(booked.every((b) => b?.status === 'pending'), JSON.stringify(booked.map((b) => b?.reasons)));
-    const { firestore } = await import('../functions/adapters/firestore');
-    const counters = await firestore().collection(`orgs/${org.id}/counters`).where('affiliateId', '==', affiliate).get();
+    const counters = await read();
     assert.ok(counters.size <= 4, `${counters.size} counter documents for one link's day (the worker commits at most 4 groups at once)`);
     assert.equal(counters.docs.reduce((sum, d) => sum + (d.get('conversions') as number), 0), 40);
   });

@@ -434,6 +434,26 @@ describe('recovery of a run that died', () => {
     assert.deepEqual(searches.map((r) => [r.body.transfer_group, r.body.destination]), [['run_long_ago', account]]);
   });
 
+  it('finds the transfer a refused send made to the account the affiliate connected since its earlier attempt', async () => {
+    const org = await setupOrg('refused-new-account@example.com');
+    const conversion = await approved(org, 'rna-1');
+    const account = await onboard(org);
+    const scope = system(org.id);
+    const payoutId = 'po_refused_new_account';
+    // An earlier attempt went to an account since replaced; this run's send goes through, but is answered with a
+    // refusal (a dropped connection, then a resend refused).
+    await claimedTwoDaysAgo(org, conversion, payoutId, { sentTo: ['acct_replaced_since'] });
+    setProvider({ ...stripeProvider, transfer: async (req) => {
+      assert.ok((await stripeProvider.transfer(req)).ok);
+      return { ok: false, reason: 'account_invalid', message: 'refused after it went through', retryable: false };
+    } });
+    await runPayouts(scope, { trigger: 'manual' });
+    const payout = (await scope.collection('payouts').doc(payoutId).get()).data()!;
+    assert.deepEqual([payout.status, payout.sentTo], ['paid', ['acct_replaced_since', account]]);
+    assert.equal(transfersTo(org, org.affiliate).length, 1);
+    assert.deepEqual(await balance(org), { currency: 'USD', pending: 0, approved: 0, paid: 500, available: 0 }, 'not given back to be paid again');
+  });
+
   it('records the account a payout goes to before it is sent', async () => {
     const org = await setupOrg('sent-to@example.com');
     await approved(org, 'st-1');

@@ -349,9 +349,13 @@ async function settle(scope: OrgScope, lease: Lease, payout: DocumentData, opts:
   const destination = affiliate?.stripeAccountId as string | undefined;
   // Every account an attempt goes to, before it goes: a later search for the transfer reads only theirs (an
   // affiliate who connected another account since is still searched at the first).
-  if (!earlier && destination && !(payout.sentTo as string[] | undefined)?.includes(destination)) {
+  const sentTo = (payout.sentTo as string[] | undefined) ?? [];
+  if (!earlier && destination && !sentTo.includes(destination)) {
     await ref.update({ sentTo: FieldValue.arrayUnion(destination) });
   }
+  // What this call is about to send counts too: a send refused after it went through (a dropped connection, then a
+  // resend refused) is looked up below, at the account it just went to.
+  const sent = { ...payout, sentTo: destination && !sentTo.includes(destination) ? [...sentTo, destination] : sentTo };
   const outcome: TransferOutcome = earlier ? { ok: true, transferId: earlier.transferId, simulated } : await payoutProvider().transfer({
     payoutId: payout.id, amount: payout.amount, currency: payout.currency, destinationAccountId: affiliate?.stripeAccountId,
     transferGroup: payout.runId, metadata: { orgId: scope.orgId, affiliateId: payout.affiliateId, payoutId: payout.id, runId: payout.runId },
@@ -371,7 +375,7 @@ async function settle(scope: OrgScope, lease: Lease, payout: DocumentData, opts:
   // would have been the replayed success. Skipping the lookup there keeps a run whose platform balance ran out from
   // listing its whole transfer group once per remaining payout.
   if (outcome.reason !== 'balance_insufficient') {
-    const found = await transferSentEarlier(payout);
+    const found = await transferSentEarlier(sent);
     if (found === 'unknown') return keep(outcome.reason, `${outcome.message} (and the transfer could not be looked up)`);
     if (found) return paid(found.transferId, simulated);
   }

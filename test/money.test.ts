@@ -243,6 +243,9 @@ describe('payout runs', () => {
     const { firestore } = await import('../functions/adapters/firestore');
     const setAside = async () => (await firestore().doc(`orgs/${org.id}/conversions/${id}`).get()).get('affiliateHeld') as boolean;
     const marker = firestore().doc(`heldAffiliates/${org.id}_${org.affiliate}`);
+    // A marker whose release fails (here: one no organisation could have) must not stop the others' approvals.
+    const broken = firestore().doc('heldAffiliates/broken-marker');
+    await broken.set({ orgId: 'not/an-org', affiliateId: 'x', holds: 1 });
     assert.equal((await setStatus(org, 'blocked')).status, 200);
     await commissionsJob();
     assert.equal(await conversion(), 'pending', 'neither approved nor rejected');
@@ -259,6 +262,7 @@ describe('payout runs', () => {
     assert.equal(await conversion(), 'approved');
     assert.equal(await setAside(), false);
     assert.equal((await marker.get()).exists, false, 'the affiliate is forgotten once its conversions are back');
+    await broken.delete();
     assert.deepEqual((await run(org)).body.payouts.map((p: { status: string; amount: number }) => [p.status, p.amount]), [['paid', 500]]);
     assert.deepEqual((await run(org)).body.payouts, []);
     assert.deepEqual(transfersOf(org), [500]);

@@ -569,6 +569,9 @@ describe('postback function', () => {
     const asText = await s.call('POST', '/postback', { rawBody: `token=${org.postbackToken}&click_id=x`, headers: { 'content-type': 'text/plain' } });
     assert.deepEqual([asText.status, asText.body.error?.code], [415, 'unsupported_media_type'], asText.text);
     assert.match(asText.body.error.message, /form \(application\/x-www-form-urlencoded\) or JSON \(application\/json\), not text\/plain/);
+    // A query that carries the postback by itself is read as before, whatever body comes with it.
+    const queryCarries = await s.call('POST', `/postback?${new URLSearchParams({ token: org.postbackToken, click_id: 'x', txn_id: 'query-carries-1' })}`, { rawBody: 'ignored', headers: { 'content-type': 'text/plain' } });
+    assert.equal(queryCarries.status, 200, queryCarries.text);
     // A POST with everything in the query and an empty body, as many clients send it.
     const emptyPost = await fetch(`${s.baseUrl}/postback?${new URLSearchParams({ token: org.postbackToken, click_id: 'x', txn_id: 'empty-post-1' })}`, { method: 'POST', headers: { 'content-length': '0' } });
     assert.equal(emptyPost.status, 200, await emptyPost.clone().text());

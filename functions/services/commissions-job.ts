@@ -57,28 +57,39 @@ async function holdBack(group: FirebaseFirestore.QueryDocumentSnapshot[], now: D
  * else the marker stays and the next run sets back what that hold set aside.
  */
 async function releaseReactivated(): Promise<number> {
-  const db = firestore();
   let released = 0;
   const markers = await globalIndex(collections.heldAffiliates).get();
   for (const marker of markers.docs) {
-    const { orgId, affiliateId } = marker.data() as { orgId: string; affiliateId: string };
-    const scope = OrgScope.system(orgId, 'commissions-job');
-    const affiliate = await scope.collection('affiliates').doc(affiliateId).get();
-    if (affiliate.exists && affiliate.get('status') !== 'active') continue;
-    for (;;) {
-      const held = await scope.collection('conversions')
-        .where('affiliateId', '==', affiliateId).where('affiliateHeld', '==', true).where('status', '==', 'pending')
-        .limit(pageSize).get();
-      if (held.empty) break;
-      const batch = db.batch();
-      for (const d of held.docs) batch.update(d.ref, { affiliateHeld: false });
-      await batch.commit();
-      released += held.size;
+    try {
+      released += await release(marker);
+    } catch (err) {
+      // One affiliate's release failing must not stop every organisation's approvals: its marker stays for the next run.
+      console.error(JSON.stringify({ severity: 'ERROR', message: 'release of held conversions failed', marker: marker.id, error: String(err) }));
     }
-    await marker.ref.delete({ lastUpdateTime: marker.updateTime }).catch((err: { code?: number }) => {
-      if (err.code !== 9) throw err; // FAILED_PRECONDITION: held again meanwhile; the next run sets that back
-    });
   }
+  return released;
+}
+
+/** One held affiliate's conversions set back, if it is active again; answers how many. */
+async function release(marker: FirebaseFirestore.QueryDocumentSnapshot): Promise<number> {
+  const { orgId, affiliateId } = marker.data() as { orgId: string; affiliateId: string };
+  const scope = OrgScope.system(orgId, 'commissions-job');
+  const affiliate = await scope.collection('affiliates').doc(affiliateId).get();
+  if (affiliate.exists && affiliate.get('status') !== 'active') return 0;
+  let released = 0;
+  for (;;) {
+    const held = await scope.collection('conversions')
+      .where('affiliateId', '==', affiliateId).where('affiliateHeld', '==', true).where('status', '==', 'pending')
+      .limit(pageSize).get();
+    if (held.empty) break;
+    const batch = firestore().batch();
+    for (const d of held.docs) batch.update(d.ref, { affiliateHeld: false });
+    await batch.commit();
+    released += held.size;
+  }
+  await marker.ref.delete({ lastUpdateTime: marker.updateTime }).catch((err: { code?: number }) => {
+    if (err.code !== 9) throw err; // FAILED_PRECONDITION: held again meanwhile; the next run sets that back
+  });
   return released;
 }
 

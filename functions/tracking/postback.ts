@@ -6,13 +6,18 @@ import { acceptConversion } from './conversion-intake';
 import { answerFrameworkErrors } from '../framework-errors';
 
 /**
- * The body's fields: a form or a JSON object. Any other body is refused, not ignored: the framework reads text
- * (text/plain) and raw bytes without parsing them, so their fields would be missing and the answer would blame the
- * token or the click id that were sent.
+ * The body's fields: a form or a JSON object. Any other body is refused when the query string does not carry the
+ * postback by itself: the framework reads text (text/plain) and raw bytes without parsing them, so their fields
+ * would be missing and the answer would blame the token or the click id that were sent. A postback whose query has
+ * both keeps being accepted whatever its body.
  */
 function postbackBody(req: functions.Request): Record<string, unknown> {
-  // No body (a GET, or a POST with everything in the query, which many clients send with Content-Length: 0).
-  if (req.headers['transfer-encoding'] === undefined && !(Number(req.headers['content-length']) > 0)) return {};
+  // No body (a GET, or a POST with everything in the query, which many clients send with Content-Length: 0 or an
+  // empty chunked body).
+  const rawBody = (req as { rawBody?: Buffer }).rawBody;
+  if ((req.headers['transfer-encoding'] === undefined && !(Number(req.headers['content-length']) > 0)) || rawBody?.length === 0) return {};
+  const usable = req.is(['application/x-www-form-urlencoded', 'application/json']) && !Array.isArray(req.body) && req.body !== null && typeof req.body === 'object';
+  if (!usable && req.query.token !== undefined && req.query.click_id !== undefined) return {};
   if (!req.is(['application/x-www-form-urlencoded', 'application/json'])) {
     throw new ApiError('unsupported_media_type', `A postback body must be a form (application/x-www-form-urlencoded) or JSON (application/json), not ${req.get('content-type') ?? 'a body without a Content-Type'}; or send every field in the query string`);
   }

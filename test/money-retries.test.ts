@@ -66,6 +66,12 @@ async function claimedTwoDaysAgo(org: Org, conversion: string, payoutId: string,
   await scope.collection('ledger').doc(ledgerEntryId(conversion, 'commission')).update({ status: 'claimed', payoutId });
 }
 
+/** The transfer an attempt of run_long_ago made at Stripe for a payout (its answer lost), as settle sends it. */
+const sentLongAgo = (org: Org, account: string, payoutId: string, o: { affiliateId?: string; amount?: number } = {}) => stripeProvider.transfer({
+  payoutId, amount: o.amount ?? 500, currency: 'USD', destinationAccountId: account, transferGroup: 'run_long_ago',
+  metadata: { orgId: org.id, affiliateId: o.affiliateId ?? org.affiliate, payoutId, runId: 'run_long_ago' }, description: `ABP payout ${payoutId}`,
+});
+
 const stripeLib = new Stripe('sk_test_unused');
 /** Posts a signed Stripe event to the webhook; answers its outcome (any status but 200 fails the test). */
 const deliver = async (event: Row) => {
@@ -389,10 +395,7 @@ describe('recovery of a run that died', () => {
     const payoutId = 'po_claimed_long_ago';
     await claimedTwoDaysAgo(org, conversion, payoutId);
     // The attempt whose answer was lost, two days ago; Stripe has since dropped its idempotency key.
-    const sent = await stripeProvider.transfer({
-      payoutId, amount: 500, currency: 'USD', destinationAccountId: account, transferGroup: 'run_long_ago',
-      metadata: { orgId: org.id, affiliateId: org.affiliate, payoutId, runId: 'run_long_ago' }, description: `ABP payout ${payoutId}`,
-    });
+    const sent = await sentLongAgo(org, account, payoutId);
     assert.ok(sent.ok);
     stripe.forgetIdempotencyKeys();
     await runPayouts(scope, { trigger: 'manual' });
@@ -410,16 +413,10 @@ describe('recovery of a run that died', () => {
     // A run's other payouts in the same transfer group, which the search has no reason to page through.
     const others = [];
     for (let i = 0; i < 3; i++) {
-      others.push(await stripeProvider.transfer({
-        payoutId: `po_neighbour_${i}`, amount: 100, currency: 'USD', destinationAccountId: account, transferGroup: 'run_long_ago',
-        metadata: { orgId: org.id, affiliateId: `aff_neighbour_${i}`, payoutId: `po_neighbour_${i}`, runId: 'run_long_ago' }, description: 'neighbour',
-      }));
+      others.push(await sentLongAgo(org, account, `po_neighbour_${i}`, { affiliateId: `aff_neighbour_${i}`, amount: 100 }));
     }
     const payoutId = 'po_claimed_long_ago_narrow';
-    const sent = await stripeProvider.transfer({
-      payoutId, amount: 500, currency: 'USD', destinationAccountId: account, transferGroup: 'run_long_ago',
-      metadata: { orgId: org.id, affiliateId: org.affiliate, payoutId, runId: 'run_long_ago' }, description: `ABP payout ${payoutId}`,
-    });
+    const sent = await sentLongAgo(org, account, payoutId);
     assert.ok(sent.ok && others.every((o) => o.ok));
     // The attempt recorded where it went before it went (as settle does); the affiliate has since connected another account.
     await claimedTwoDaysAgo(org, conversion, payoutId, { sentTo: [account] });

@@ -109,11 +109,10 @@ export async function acceptConversion(raw: Record<string, unknown>, via: 'postb
   const flat = flattenParams(raw, invalid);
   if (!flat.token) throw unauthorized(`A valid ${via} token is required (token=…)`);
   const token = postbackParams.shape.token.safeParse(flat.token);
-  // A string too long to be any token of ours is an unknown token, as the issue asks: 401, not a 400.
-  if (!token.success && typeof flat.token === 'string') throw unauthorized(`Unknown ${via} token (the ${via} takes the ${via} token of GET /v1/orgs/{orgId}/postback-config)`);
-  if (!token.success) throw badRequest(invalid, zodDetails(token.error, 'token'));
-  // The organisation first: the pixel's click cookie is the organisation's own.
-  const { orgId, otherKind } = await orgForToken(token.data, via);
+  if (!token.success && typeof flat.token !== 'string') throw badRequest(invalid, zodDetails(token.error, 'token'));
+  // The organisation first: the pixel's click cookie is the organisation's own. A string too long to be any token of
+  // ours is an unknown token (401), not a malformed request.
+  const { orgId, otherKind } = token.success ? await orgForToken(token.data, via) : { orgId: undefined, otherKind: false };
   if (!orgId) {
     const where = 'GET /v1/orgs/{orgId}/postback-config';
     if (via === 'pixel') throw unauthorized(`Unknown pixel token (the pixel takes the pixel token of ${where})`);

@@ -16,15 +16,14 @@ function postbackBody(req: functions.Request): Record<string, unknown> {
   // empty chunked body).
   const rawBody = (req as { rawBody?: Buffer }).rawBody;
   if ((req.headers['transfer-encoding'] === undefined && !(Number(req.headers['content-length']) > 0)) || rawBody?.length === 0) return {};
-  const usable = req.is(['application/x-www-form-urlencoded', 'application/json']) && !Array.isArray(req.body) && req.body !== null && typeof req.body === 'object';
-  if (!usable && req.query.token !== undefined && req.query.click_id !== undefined) return {};
-  if (!req.is(['application/x-www-form-urlencoded', 'application/json'])) {
+  const readable = Boolean(req.is(['application/x-www-form-urlencoded', 'application/json']));
+  const fields = readable && !Array.isArray(req.body) && req.body !== null && typeof req.body === 'object';
+  if (fields) return req.body as Record<string, unknown>;
+  if (req.query.token !== undefined && req.query.click_id !== undefined) return {};
+  if (!readable) {
     throw new ApiError('unsupported_media_type', `A postback body must be a form (application/x-www-form-urlencoded) or JSON (application/json), not ${req.get('content-type') ?? 'a body without a Content-Type'}; or send every field in the query string`);
   }
-  if (Array.isArray(req.body) || req.body === null || typeof req.body !== 'object') {
-    throw badRequest('The postback is invalid', [{ field: 'body', message: 'must be a JSON object of the postback fields ({"token": …, "click_id": …}), not an array or a single value' }]);
-  }
-  return req.body as Record<string, unknown>;
+  throw badRequest('The postback is invalid', [{ field: 'body', message: 'must be a JSON object of the postback fields ({"token": …, "click_id": …}), not an array or a single value' }]);
 }
 
 /** GET|POST /postback: the advertiser's server reports a conversion (query string, form or JSON body). */
